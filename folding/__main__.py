@@ -1,0 +1,5 @@
+import sys
+
+from folding.cli import main
+
+sys.exit(main())

@@ -1,0 +1,88 @@
+"""``foldserve fold MODEL_PATH -o OUT_DIR``: the command line over the folding package."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from folding.errors import FoldingError
+
+
+def add_fold_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fold",
+        help="fold a Keras model's BatchNormalization layers and export it to ONNX",
+        description="Writes OUT_DIR/model.onnx (folded), OUT_DIR/unfolded.onnx and "
+        "OUT_DIR/report.json; exits non-zero and writes nothing on failure.",
+    )
+    parser.add_argument("model_path", type=Path, help=".keras or .h5 model file")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument(
+        "--rtol",
+        type=float,
+        default=1e-4,
+        help="allowed max error relative to each output's scale (default 1e-4)",
+    )
+    parser.add_argument(
+        "--samples", type=int, default=64, help="random probe rows for verification (default 64)"
+    )
+    parser.add_argument(
+        "--probe",
+        type=Path,
+        default=None,
+        help=".npy (one input) or .npz (by input name) probe data used instead of random rows",
+    )
+    parser.set_defaults(handler=run_fold)
+
+
+def run_fold(args: argparse.Namespace) -> int:
+    if args.samples < 1:
+        raise FoldingError(f"--samples must be at least 1, got {args.samples}")
+    if args.rtol <= 0:
+        raise FoldingError(f"--rtol must be positive, got {args.rtol}")
+    from folding.loading import check_model_file, load_keras_model
+    from folding.quiet import import_keras
+
+    check_model_file(args.model_path)
+    import_keras()
+    from folding.pipeline import fold_to_directory, publish_directory
+
+    model = load_keras_model(args.model_path)
+    report = publish_directory(
+        lambda staging: fold_to_directory(
+            model,
+            staging,
+            opset=args.opset,
+            rtol=args.rtol,
+            samples=args.samples,
+            probe_path=args.probe,
+            name=args.model_path.stem,
+        ),
+        args.output,
+    )
+    print(report.summary())
+    print(f"wrote {args.output}/model.onnx, unfolded.onnx, report.json")
+    return 0
+
+
+def run(argv: list[str] | None, register: list) -> int:
+    parser = argparse.ArgumentParser(prog="foldserve", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for add in register:
+        add(subparsers)
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except FoldingError as error:
+        print(f"foldserve: error: {error}", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(argv, [add_fold_command])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Everything the folding package raises. Each message names the culprit."""
+
+from __future__ import annotations
+
+
+class FoldingError(Exception):
+    """Base class: a model could not be loaded, folded, exported or verified."""
+
+
+class ModelLoadError(FoldingError):
+    """The input is missing, is not a Keras model, or is a corrupt file."""
+
+
+class UnsafeModelError(ModelLoadError):
+    """The file carries code (a Lambda layer or similar) and is refused."""
+
+
+class ExportError(FoldingError):
+    """The model could not be converted to ONNX."""
+
+
+class VerificationError(FoldingError):
+    """The folded model does not answer like the original within tolerance.
+
+    ``report`` holds the full fold report so a caller can show what differed.
+    """
+
+    def __init__(self, message: str, report: object | None = None) -> None:
+        super().__init__(message)
+        self.report = report

@@ -1,0 +1,88 @@
+"""Keras -> ONNX, through tf2onnx, with a dynamic batch axis and Keras names."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from folding.errors import ExportError
+from folding.graph import InputSpec
+
+DEFAULT_OPSET = 17
+
+
+def export_onnx(
+    call: Callable[[list[Any]], list[Any]],
+    inputs: Sequence[InputSpec],
+    output_names: Sequence[str],
+    path: Path,
+    opset: int = DEFAULT_OPSET,
+) -> onnx.ModelProto:
+    """Trace ``call`` (flat list of tensors in, flat list out) to ``path``.
+
+    Every input gets a dynamic batch axis; graph inputs and outputs carry the
+    given names, in order.
+    """
+    import tensorflow as tf
+    import tf2onnx
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+    signature = [
+        tf.TensorSpec((None, *spec.shape[1:]), tf.as_dtype(spec.dtype), name=spec.name)
+        for spec in inputs
+    ]
+
+    @tf.function(input_signature=signature, autograph=False)
+    def forward(*tensors: Any) -> list[Any]:
+        return list(call(list(tensors)))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        patch_tf2onnx()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            proto, _ = tf2onnx.convert.from_function(
+                forward, input_signature=signature, opset=opset
+            )
+    except Exception as error:  # tf2onnx raises bare exceptions of many kinds
+        raise ExportError(f"ONNX conversion failed: {type(error).__name__}: {error}") from None
+    _rename_outputs(proto.graph, list(output_names))
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return proto
+
+
+def _rename_outputs(graph: onnx.GraphProto, names: list[str]) -> None:
+    if len(graph.output) != len(names):
+        raise ExportError(f"ONNX graph has {len(graph.output)} outputs, expected {len(names)}")
+    taken = {out for node in graph.node for out in node.output} | {i.name for i in graph.input}
+    for output, new in zip(graph.output, names, strict=True):
+        old = output.name
+        if old == new:
+            continue
+        if new in taken:
+            _rename_tensor(graph, new, f"{new}__internal")
+        _rename_tensor(graph, old, new)
+        taken.add(new)
+
+
+def _rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for node in graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
+    for value in [*graph.output, *graph.value_info]:
+        if value.name == old:
+            value.name = new
+
+
+def summarize(proto: onnx.ModelProto) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for node in proto.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return {"nodes": len(proto.graph.node), "bytes": proto.ByteSize(), "op_counts": counts}

@@ -53,7 +53,11 @@ def export_onnx(
     except Exception as error:  # tf2onnx raises bare exceptions of many kinds
         raise ExportError(f"ONNX conversion failed: {type(error).__name__}: {error}") from None
     _rename_outputs(proto.graph, list(output_names))
-    onnx.checker.check_model(proto)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ExportError(f"ONNX conversion produced an invalid graph: {first_line}") from None
     onnx.save(proto, str(path))
     return proto
 

@@ -1,0 +1,91 @@
+"""Tensors in and out of the two wire formats: numpy <-> JSON values, V2 datatypes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from service.errors import InvalidInput
+
+V2_DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+_V2_NAMES = {dtype: name for name, dtype in V2_DATATYPES.items()}
+
+_TF_DATATYPES = {
+    np.dtype(np.bool_): "DT_BOOL",
+    np.dtype(np.uint8): "DT_UINT8",
+    np.dtype(np.uint16): "DT_UINT16",
+    np.dtype(np.uint32): "DT_UINT32",
+    np.dtype(np.uint64): "DT_UINT64",
+    np.dtype(np.int8): "DT_INT8",
+    np.dtype(np.int16): "DT_INT16",
+    np.dtype(np.int32): "DT_INT32",
+    np.dtype(np.int64): "DT_INT64",
+    np.dtype(np.float16): "DT_HALF",
+    np.dtype(np.float32): "DT_FLOAT",
+    np.dtype(np.float64): "DT_DOUBLE",
+}
+
+
+def v2_datatype(dtype: np.dtype) -> str:
+    return _V2_NAMES[np.dtype(dtype)]
+
+
+def tf_datatype(dtype: np.dtype) -> str:
+    return _TF_DATATYPES[np.dtype(dtype)]
+
+
+def numpy_from_v2(datatype: Any, what: str) -> np.dtype:
+    if datatype == "BYTES":
+        raise InvalidInput(f"{what} has datatype BYTES; only numeric tensors are served")
+    dtype = V2_DATATYPES.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None:
+        raise InvalidInput(
+            f"{what} has unknown datatype {datatype!r}; expected one of {', '.join(V2_DATATYPES)}"
+        )
+    return dtype
+
+
+def array_from_json(values: Any, dtype: np.dtype, what: str) -> np.ndarray:
+    """A JSON value (number or nested lists) as an array of ``dtype``, or a clear error."""
+    if isinstance(values, (str, dict)) or _has_non_numbers(values):
+        raise InvalidInput(f"{what} has non-numeric values")
+    try:
+        array = np.asarray(values, dtype=dtype)
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidInput(f"{what} is ragged or has values that are not {dtype.name}") from None
+    return array
+
+
+def _has_non_numbers(values: Any) -> bool:
+    stack = [values]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif item is None or isinstance(item, (str, dict)):
+            return True
+    return False
+
+
+def array_from_bytes(raw: bytes, dtype: np.dtype, shape: list[int], what: str) -> np.ndarray:
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        raise InvalidInput(
+            f"{what} has {len(raw)} bytes of binary data; shape {shape} of "
+            f"{v2_datatype(dtype)} needs {expected}"
+        )
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)

@@ -1,0 +1,384 @@
+"""The protocol-free core: models in memory, inference, compare, upload, delete.
+
+Routes of both protocols parse their wire format into numpy arrays, call this,
+and render what it returns. Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import anyio
+import numpy as np
+
+from service.errors import InvalidInput, NotFound
+from service.folder import Folder
+from service.metrics import Metrics
+from service.repository import (
+    FOLDED_FILE,
+    REPORT_FILE,
+    UNFOLDED_FILE,
+    Repository,
+    VersionDir,
+    find_version,
+    parse_version,
+    validate_name,
+)
+from service.runtime import Runtime, Session, TensorMeta
+from service.settings import Settings
+
+logger = logging.getLogger("foldserve.dataplane")
+
+UPLOAD_SUFFIXES = {".keras": "model.keras", ".h5": "model.h5", ".hdf5": "model.h5"}
+
+
+@dataclass
+class LoadedVersion:
+    """One served model version: its folded session and, on demand, the unfolded one."""
+
+    name: str
+    version: int
+    directory: VersionDir
+    folded: Session
+    report: dict[str, Any]
+    unfolded: Session | None = None
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def inputs(self) -> list[TensorMeta]:
+        return self.folded.inputs
+
+    @property
+    def outputs(self) -> list[TensorMeta]:
+        return self.folded.outputs
+
+
+class DataPlane:
+    def __init__(
+        self,
+        settings: Settings,
+        repository: Repository,
+        runtime: Runtime,
+        folder: Folder,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.runtime = runtime
+        self.folder = folder
+        self.metrics = metrics
+        self.ready = False
+        self._models: dict[str, dict[int, LoadedVersion]] = {}
+        self._failed: dict[tuple[str, int], str] = {}
+        self._refresh_lock = asyncio.Lock()
+        self._poller: asyncio.Task | None = None
+
+    # -- life cycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        await anyio.to_thread.run_sync(
+            self.repository.clean_staging, self.settings.fold_timeout * 2
+        )
+        if self.settings.prewarm_folder:
+            self.folder.prewarm()
+        await self._fold_missing()
+        await self.refresh()
+        self._poller = asyncio.create_task(self._poll())
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        self.folder.close()
+
+    async def _fold_missing(self) -> None:
+        """Fold every version on disk that has a Keras source but no ONNX files yet."""
+        for versions in self.repository.scan().values():
+            for directory in versions.values():
+                if directory.ready or directory.source is None:
+                    continue
+                staging = self.repository.new_staging()
+                try:
+                    logger.info("folding %s/%d at start-up", directory.name, directory.version)
+                    await self._timed_fold(directory.source, staging, directory.name)
+                    self.repository.complete(
+                        staging, directory, (REPORT_FILE, UNFOLDED_FILE, FOLDED_FILE)
+                    )
+                except Exception as error:  # a bad model on disk must not stop the server
+                    message = getattr(error, "message", str(error))
+                    self._failed[(directory.name, directory.version)] = message
+                    logger.error("%s/%d not served: %s", directory.name, directory.version, message)
+                finally:
+                    self.repository.discard(staging)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval)
+            try:
+                await self.refresh()
+            except Exception:  # keep polling whatever one scan hit
+                logger.exception("repository scan failed")
+
+    async def refresh(self) -> None:
+        """Load versions that appeared on disk and drop those that disappeared."""
+        async with self._refresh_lock:
+            on_disk = await anyio.to_thread.run_sync(self.repository.scan)
+            ready = {
+                (name, version): directory
+                for name, versions in on_disk.items()
+                for version, directory in versions.items()
+                if directory.ready
+            }
+            for name, versions in list(self._models.items()):
+                for version in list(versions):
+                    if (name, version) not in ready:
+                        self._unload(name, version)
+            for (name, version), directory in ready.items():
+                if version in self._models.get(name, {}) or (name, version) in self._failed:
+                    continue
+                await self._load(directory)
+            self.metrics.loaded_models.set(sum(len(v) for v in self._models.values()))
+
+    async def _load(self, directory: VersionDir) -> None:
+        try:
+            session = await anyio.to_thread.run_sync(
+                self.runtime.load, directory.path / FOLDED_FILE
+            )
+        except Exception as error:  # a corrupt ONNX file on disk
+            self._failed[(directory.name, directory.version)] = str(error)
+            logger.error("cannot load %s/%d: %s", directory.name, directory.version, error)
+            return
+        loaded = LoadedVersion(
+            directory.name, directory.version, directory, session, directory.report()
+        )
+        self._models.setdefault(directory.name, {})[directory.version] = loaded
+        logger.info("serving %s/%d on %s", directory.name, directory.version, session.provider)
+
+    def _unload(self, name: str, version: int) -> None:
+        versions = self._models.get(name, {})
+        versions.pop(version, None)
+        if not versions:
+            self._models.pop(name, None)
+        logger.info("unloaded %s/%d", name, version)
+
+    # -- reading -----------------------------------------------------------------
+
+    def get(self, name: str, version: str | int | None = None) -> LoadedVersion:
+        number = parse_version(version)
+        if name not in self._models:
+            if any(key[0] == name for key in self._failed):
+                raise NotFound(f"model '{name}' has no version that could be loaded")
+            raise NotFound(f"no model named '{name}'")
+        return find_version(self._models, name, number)[1]
+
+    def versions(self, name: str) -> list[LoadedVersion]:
+        if name not in self._models:
+            raise NotFound(f"no model named '{name}'")
+        return [self._models[name][v] for v in sorted(self._models[name])]
+
+    def catalogue(self) -> list[dict[str, Any]]:
+        """Every model on disk with each version's state."""
+        listing = []
+        for name, versions in self.repository.scan().items():
+            entries = []
+            for version, directory in versions.items():
+                if version in self._models.get(name, {}):
+                    state = "AVAILABLE"
+                elif (name, version) in self._failed or directory.source is None:
+                    state = "UNAVAILABLE"
+                else:
+                    state = "LOADING"
+                entries.append({"version": version, "state": state})
+            listing.append({"name": name, "versions": entries})
+        return listing
+
+    def state_of(self, name: str, version: int) -> tuple[str, str]:
+        if version in self._models.get(name, {}):
+            return "AVAILABLE", ""
+        return "UNAVAILABLE", self._failed.get((name, version), "not loaded")
+
+    # -- inference ---------------------------------------------------------------
+
+    async def infer(
+        self,
+        model: LoadedVersion,
+        inputs: dict[str, np.ndarray],
+        outputs: list[str] | None = None,
+        variant: str = "folded",
+    ) -> dict[str, np.ndarray]:
+        session = await self._session(model, variant)
+        feed = validate_inputs(session.inputs, inputs)
+        names = outputs or session.output_names
+        unknown = [name for name in names if name not in session.output_names]
+        if unknown:
+            raise InvalidInput(
+                f"unknown output '{unknown[0]}'; model outputs are: "
+                f"{', '.join(session.output_names)}"
+            )
+        results = await anyio.to_thread.run_sync(session.run, feed, names)
+        return dict(zip(names, results, strict=True))
+
+    async def _session(self, model: LoadedVersion, variant: str) -> Session:
+        if variant == "folded":
+            return model.folded
+        if model.unfolded is None:
+            model.unfolded = await anyio.to_thread.run_sync(
+                self.runtime.load, model.directory.path / UNFOLDED_FILE
+            )
+        return model.unfolded
+
+    async def compare(
+        self, model: LoadedVersion, inputs: dict[str, np.ndarray], reference: str | None
+    ) -> dict[str, Any]:
+        """Folded vs unfolded ONNX (and optionally the Keras original) on the same inputs."""
+        feed = validate_inputs(model.inputs, inputs)
+        timings: dict[str, float] = {}
+        results: dict[str, dict[str, np.ndarray]] = {}
+        for variant in ("folded", "unfolded"):
+            started = time.perf_counter()
+            results[variant] = await self.infer(model, feed, variant=variant)
+            timings[variant] = (time.perf_counter() - started) * 1e3
+        if reference == "keras":
+            started = time.perf_counter()
+            arrays = [feed[meta.name] for meta in model.inputs]
+            outputs = await self.folder.keras_predict(model.directory.source, arrays)
+            timings["keras"] = (time.perf_counter() - started) * 1e3
+            names = [meta.name for meta in model.outputs]
+            results["keras"] = dict(zip(names, outputs, strict=True))
+        elif reference is not None:
+            raise InvalidInput(f"unknown reference {reference!r}; the only one is 'keras'")
+        comparison = {}
+        for meta in model.outputs:
+            baseline = results["unfolded"][meta.name]
+            entry: dict[str, Any] = {
+                variant: values[meta.name] for variant, values in results.items()
+            }
+            entry.update(differences(baseline, results["folded"][meta.name]))
+            if "keras" in results:
+                keras_diff = differences(results["keras"][meta.name], results["folded"][meta.name])
+                entry.update({f"keras_{key}": value for key, value in keras_diff.items()})
+            comparison[meta.name] = entry
+        return {"outputs": comparison, "latency_ms": timings}
+
+    # -- writing -----------------------------------------------------------------
+
+    async def register(
+        self, upload: BinaryIO, file_name: str, name: str | None
+    ) -> tuple[str, int, dict[str, Any]]:
+        """Fold an uploaded Keras file and store it as the next version of ``name``."""
+        suffix = Path(file_name or "").suffix.lower()
+        if suffix not in UPLOAD_SUFFIXES:
+            raise InvalidInput(
+                f"uploaded file {file_name!r} is not a Keras model: expected a .keras or .h5 file"
+            )
+        name = validate_name(name if name else name_from_file(file_name))
+        staging = await anyio.to_thread.run_sync(self.repository.new_staging)
+        try:
+            source = staging / UPLOAD_SUFFIXES[suffix]
+            await anyio.to_thread.run_sync(_copy, upload, source)
+            report = await self._timed_fold(source, staging, name)
+            version = await anyio.to_thread.run_sync(self.repository.commit, staging, name)
+        finally:
+            self.repository.discard(staging)
+        async with self._refresh_lock:
+            await self._load(self.repository.version_dir(name, version))
+            self.metrics.loaded_models.set(sum(len(v) for v in self._models.values()))
+        return name, version, report
+
+    async def _timed_fold(self, source: Path, out_dir: Path, name: str) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            report = await self.folder.fold(source, out_dir, name)
+        except InvalidInput:
+            self.metrics.fold_jobs.labels("refused").inc()
+            raise
+        except Exception:
+            self.metrics.fold_jobs.labels("failed").inc()
+            raise
+        finally:
+            self.metrics.fold_duration.observe(time.perf_counter() - started)
+        self.metrics.fold_jobs.labels("ok").inc()
+        return report
+
+    async def delete(self, name: str, version: str | None) -> list[int]:
+        number = parse_version(version) if version is not None else None
+        removed = await anyio.to_thread.run_sync(self.repository.delete, name, number)
+        async with self._refresh_lock:
+            for gone in removed:
+                self._unload(name, gone)
+                self._failed.pop((name, gone), None)
+            self.metrics.loaded_models.set(sum(len(v) for v in self._models.values()))
+        return removed
+
+
+def _copy(upload: BinaryIO, target: Path) -> None:
+    upload.seek(0)
+    with open(target, "wb") as handle:
+        shutil.copyfileobj(upload, handle, length=1024 * 1024)
+
+
+def name_from_file(file_name: str) -> str:
+    stem = Path(file_name).stem.lower()
+    return re.sub(r"[^a-z0-9._-]", "-", stem).lstrip("._-")[:64]
+
+
+def validate_inputs(
+    expected: list[TensorMeta], inputs: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Check names, rank, fixed dimensions, dtype and a common non-empty batch."""
+    names = [meta.name for meta in expected]
+    for name in inputs:
+        if name not in names:
+            raise InvalidInput(f"unknown input '{name}'; model inputs are: {', '.join(names)}")
+    feed = {}
+    batch = None
+    for meta in expected:
+        if meta.name not in inputs:
+            raise InvalidInput(f"missing input '{meta.name}'; model inputs are: {', '.join(names)}")
+        array = inputs[meta.name]
+        if array.dtype != meta.dtype:
+            if not np.can_cast(array.dtype, meta.dtype, casting="same_kind"):
+                raise InvalidInput(
+                    f"input '{meta.name}' has dtype {array.dtype}; model expects {meta.dtype}"
+                )
+            array = array.astype(meta.dtype)
+        fits = array.ndim == len(meta.shape) and all(
+            want < 0 or got == want for got, want in zip(array.shape, meta.shape, strict=True)
+        )
+        if not fits:
+            raise InvalidInput(
+                f"input '{meta.name}' has shape {list(array.shape)}; "
+                f"model expects {list(meta.shape)}"
+            )
+        if array.shape[0] == 0:
+            raise InvalidInput(f"input '{meta.name}' has an empty batch")
+        if batch is not None and array.shape[0] != batch:
+            raise InvalidInput(
+                f"input '{meta.name}' has batch size {array.shape[0]}; other inputs have {batch}"
+            )
+        batch = array.shape[0]
+        feed[meta.name] = np.ascontiguousarray(array)
+    return feed
+
+
+def differences(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
+    """Max absolute and relative difference; argmax agreement for 2-D class scores."""
+    want = np.asarray(reference, np.float64)
+    got = np.asarray(candidate, np.float64)
+    scale = float(np.max(np.abs(want))) or 1.0
+    max_abs = float(np.max(np.abs(want - got)))
+    result: dict[str, Any] = {"max_abs_diff": max_abs, "max_rel_diff": max_abs / scale}
+    if want.ndim == 2 and want.shape[1] > 1:
+        result["argmax_agreement"] = float(np.mean(want.argmax(axis=1) == got.argmax(axis=1)))
+    return result

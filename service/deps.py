@@ -1,0 +1,89 @@
+"""Named dependencies: what a route needs, said in its signature."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Request, Response
+
+from service.dataplane import DataPlane
+from service.errors import InvalidInput, Unauthorized
+from service.settings import Settings
+
+
+def get_dataplane(request: Request) -> DataPlane:
+    return request.app.state.dataplane
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _matches(given: str | None, *tokens: str | None) -> bool:
+    return given is not None and any(
+        token is not None and hmac.compare_digest(given.encode(), token.encode())
+        for token in tokens
+    )
+
+
+def require_admin(request: Request, settings: SettingsDep) -> None:
+    if settings.admin_token and not _matches(_bearer(request), settings.admin_token):
+        raise Unauthorized("this endpoint needs 'Authorization: Bearer <admin token>'")
+
+
+def require_api(request: Request, settings: SettingsDep) -> None:
+    if settings.api_token and not _matches(
+        _bearer(request), settings.api_token, settings.admin_token
+    ):
+        raise Unauthorized("this endpoint needs 'Authorization: Bearer <api token>'")
+
+
+AdminAuth = Depends(require_admin)
+ApiAuth = Depends(require_api)
+
+
+async def json_body(request: Request) -> Any:
+    raw = await request.body()
+    return parse_json(raw)
+
+
+def parse_json(raw: bytes) -> Any:
+    if not raw:
+        raise InvalidInput("request body is empty; expected JSON")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidInput(f"request body is not valid JSON: {error}") from None
+
+
+class JSONResponse(Response):
+    """JSON rendered by orjson; numpy arrays are serialised natively."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(
+            content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=_default
+        )
+
+
+def _default(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -1,0 +1,87 @@
+"""Runs fold jobs and Keras reference predictions in a separate worker process.
+
+TensorFlow is imported only in that process (``service.fold_job``), so the
+serving process stays small and keeps answering while a fold runs. One job
+runs at a time; a job that crashes or overruns its timeout takes the worker
+down with it and a fresh one is started for the next job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+from service import fold_job
+from service.errors import InvalidInput, NotReady, Unprocessable
+
+logger = logging.getLogger("foldserve.folder")
+
+
+class Folder:
+    def __init__(self, rtol: float, samples: int, timeout: float) -> None:
+        self.rtol = rtol
+        self.samples = samples
+        self.timeout = timeout
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = asyncio.Lock()
+
+    def _ensure_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+        return self._pool
+
+    def prewarm(self) -> None:
+        """Start the worker and import TensorFlow in it, without waiting."""
+        self._ensure_pool().submit(fold_job.warm)
+
+    async def _call(self, function: Any, *args: Any) -> Any:
+        async with self._lock:
+            pool = self._ensure_pool()
+            future = asyncio.get_running_loop().run_in_executor(pool, function, *args)
+            try:
+                return await asyncio.wait_for(future, self.timeout)
+            except asyncio.TimeoutError:
+                self._restart()
+                raise Unprocessable(
+                    f"the fold worker did not finish within {self.timeout:g} s"
+                ) from None
+            except BrokenProcessPool:
+                self._restart()
+                raise InvalidInput("the fold worker crashed on this model") from None
+
+    def _restart(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.kill()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    async def fold(self, source: Path, out_dir: Path, name: str) -> dict[str, Any]:
+        """Fold ``source`` into ``out_dir``; return the report or raise a ServingError."""
+        result = await self._call(
+            fold_job.fold_source, str(source), str(out_dir), name, self.rtol, self.samples
+        )
+        if result["ok"]:
+            return result["report"]
+        if result["kind"] == "verification":
+            raise Unprocessable(result["error"], report=result.get("report"))
+        if result["kind"] == "invalid":
+            raise InvalidInput(result["error"])
+        raise Unprocessable(result["error"])
+
+    async def keras_predict(self, source: Path | None, arrays: list[Any]) -> list[Any]:
+        if source is None:
+            raise NotReady("this version has no Keras source to compare against")
+        result = await self._call(fold_job.keras_predict, str(source), arrays)
+        if not result["ok"]:
+            raise InvalidInput(f"the Keras model failed on these inputs: {result['error']}")
+        return result["outputs"]
+
+    def close(self) -> None:
+        self._restart()

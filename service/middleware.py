@@ -1,0 +1,89 @@
+"""ASGI middleware: request-size limits and per-model, per-endpoint metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from service.errors import TooLarge
+from service.metrics import Metrics
+
+UPLOAD_PATH = "/v1/models"
+
+
+class LimitsAndMetrics:
+    def __init__(
+        self, app: Any, max_request_bytes: int, max_upload_bytes: int, metrics: Metrics
+    ) -> None:
+        self.app = app
+        self.max_request_bytes = max_request_bytes
+        self.max_upload_bytes = max_upload_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        is_upload = scope["method"] == "POST" and scope["path"].rstrip("/") == UPLOAD_PATH
+        limit = self.max_upload_bytes if is_upload else self.max_request_bytes
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _reply(
+                send, 413, f"request body of {declared} bytes exceeds the limit of {limit} bytes"
+            )
+            return
+        received = 0
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise TooLarge(f"request body exceeds the limit of {limit} bytes")
+            return message
+
+        status = 500
+
+        async def observed_send(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, limited_receive, observed_send)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", "unmatched")
+            model = scope.get("path_params", {}).get("name", "")
+            self.metrics.requests.labels(model, endpoint, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(model, endpoint).observe(time.perf_counter() - started)
+
+
+def _content_length(scope: dict) -> int | None:
+    for key, value in scope.get("headers", []):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _reply(send: Any, status: int, message: str) -> None:
+    body = orjson.dumps({"error": message})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

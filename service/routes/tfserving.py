@@ -1,0 +1,75 @@
+"""TensorFlow Serving's REST API: status, metadata, predict."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from service import tfserving
+from service.deps import ApiAuth, DataPlaneDep, JSONResponse, json_body
+
+router = APIRouter(tags=["TensorFlow Serving REST"], dependencies=[ApiAuth])
+
+
+def _status(dataplane, name: str, versions: list[int]) -> JSONResponse:
+    statuses = []
+    for version in versions:
+        state, message = dataplane.state_of(name, version)
+        statuses.append(
+            {
+                "version": str(version),
+                "state": state,
+                "status": {
+                    "error_code": "OK" if not message else "UNAVAILABLE",
+                    "error_message": message,
+                },
+            }
+        )
+    return JSONResponse({"model_version_status": statuses})
+
+
+@router.get("/v1/models/{name}")
+async def model_status(name: str, dataplane: DataPlaneDep) -> JSONResponse:
+    return _status(dataplane, name, [model.version for model in dataplane.versions(name)])
+
+
+@router.get("/v1/models/{name}/versions/{version}")
+async def version_status(name: str, version: str, dataplane: DataPlaneDep) -> JSONResponse:
+    return _status(dataplane, name, [dataplane.get(name, version).version])
+
+
+@router.get("/v1/models/{name}/metadata")
+@router.get("/v1/models/{name}/versions/{version}/metadata")
+async def metadata(name: str, dataplane: DataPlaneDep, version: str | None = None) -> JSONResponse:
+    model = dataplane.get(name, version)
+    return JSONResponse(
+        {
+            "model_spec": {
+                "name": model.name,
+                "signature_name": "",
+                "version": str(model.version),
+            },
+            "metadata": {
+                "signature_def": {
+                    "signature_def": {
+                        tfserving.SIGNATURE: {
+                            "inputs": tfserving.signature(model.inputs),
+                            "outputs": tfserving.signature(model.outputs),
+                            "method_name": "tensorflow/serving/predict",
+                        }
+                    }
+                },
+                "execution_provider": model.folded.provider,
+            },
+        }
+    )
+
+
+@router.post("/v1/models/{name}:predict")
+@router.post("/v1/models/{name}/versions/{version}:predict")
+async def predict(
+    name: str, request: Request, dataplane: DataPlaneDep, version: str | None = None
+) -> JSONResponse:
+    model = dataplane.get(name, version)
+    inputs, row_format = tfserving.parse_request(await json_body(request), model.inputs)
+    outputs = await dataplane.infer(model, inputs)
+    return JSONResponse(tfserving.render_response(outputs, row_format))

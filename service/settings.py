@@ -1,0 +1,69 @@
+"""All configuration, read from ``FOLDSERVE_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """The server's settings; every field is ``FOLDSERVE_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="FOLDSERVE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    """Address to listen on (use 0.0.0.0 in a container)."""
+
+    port: int = Field(8080, ge=0, le=65535)
+    """TCP port."""
+
+    models_dir: Path = Path("models")
+    """The model repository: ``<models_dir>/<name>/<version>/``."""
+
+    workers: int = Field(1, ge=1, le=64)
+    """Server processes; they share the model repository on disk."""
+
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    """``auto`` uses CUDA when ONNX Runtime can, else the CPU; ``cuda`` refuses to start
+    without CUDA; ``cpu`` never tries it."""
+
+    intra_op_threads: int = Field(1, ge=0)
+    """ONNX Runtime threads inside one operator (0: ONNX Runtime's default)."""
+
+    inter_op_threads: int = Field(1, ge=0)
+    """ONNX Runtime threads across operators (0: ONNX Runtime's default)."""
+
+    admin_token: str | None = None
+    """When set, upload and delete need ``Authorization: Bearer <admin_token>``."""
+
+    api_token: str | None = None
+    """When set, every model endpoint needs ``Authorization: Bearer <api_token>``
+    (the admin token is accepted too)."""
+
+    max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    """Largest request body accepted on prediction endpoints (413 beyond)."""
+
+    max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    """Largest model upload accepted (413 beyond)."""
+
+    fold_rtol: float = Field(1e-4, gt=0)
+    """Allowed error of a folded upload, relative to each output's scale."""
+
+    fold_samples: int = Field(64, ge=1)
+    """Probe rows used to verify a folded upload."""
+
+    fold_timeout: float = Field(600.0, gt=0)
+    """Seconds a fold job may take before it is abandoned."""
+
+    prewarm_folder: bool = True
+    """Start the fold worker process (and import TensorFlow in it) at start-up, so the
+    first upload does not wait for it."""
+
+    poll_interval: float = Field(0.5, gt=0)
+    """Seconds between scans of the repository for versions added or removed by others."""
+
+    log_level: str = "info"
+    """Log level of the server."""

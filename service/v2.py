@@ -1,0 +1,152 @@
+"""The Open Inference Protocol (KServe V2) inference request and response, with the
+binary tensor data extension.
+
+Request (https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/)::
+
+    {"id": $string #optional, "parameters": $parameters #optional,
+     "inputs": [{"name": $string, "shape": [$number, ...], "datatype": $string,
+                 "parameters": $parameters #optional, "data": $tensor_data}, ...],
+     "outputs": [{"name": $string, "parameters": $parameters #optional}, ...] #optional}
+
+Binary extension: the JSON is followed by raw tensor bytes; the HTTP header
+``Inference-Header-Content-Length`` gives the JSON's length, an input with
+``"parameters": {"binary_data_size": n}`` takes the next ``n`` bytes instead of
+``data``; an output asked for with ``"parameters": {"binary_data": true}`` (or
+every output, with the request parameter ``"binary_data_output": true``) is
+returned the same way.
+
+Response::
+
+    {"model_name": $string, "model_version": $string, "id": $string,
+     "outputs": [{"name": $string, "shape": [$number, ...], "datatype": $string,
+                  "parameters": $parameters #optional, "data": $tensor_data}, ...]}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.codecs import array_from_bytes, array_from_json, numpy_from_v2, v2_datatype
+from service.errors import InvalidInput
+from service.runtime import TensorMeta
+
+
+@dataclass
+class V2Request:
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    outputs: list[str] | None
+    binary_outputs: set[str]
+
+
+def parse_request(body: Any, binary: bytes, expected: list[TensorMeta]) -> V2Request:
+    if not isinstance(body, dict):
+        raise InvalidInput("request body must be a JSON object")
+    raw_inputs = body.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInput("'inputs' must be a non-empty list of tensors")
+    dtypes = {meta.name: meta.dtype for meta in expected}
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for index, tensor in enumerate(raw_inputs):
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise InvalidInput(f"input {index} must be an object with a 'name'")
+        name = tensor["name"]
+        what = f"input '{name}'"
+        if name not in dtypes:
+            raise InvalidInput(f"unknown input '{name}'; model inputs are: {', '.join(dtypes)}")
+        if name in inputs:
+            raise InvalidInput(f"{what} is given twice")
+        shape = tensor.get("shape")
+        if not isinstance(shape, list) or not all(
+            isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape
+        ):
+            raise InvalidInput(f"{what} needs 'shape', a list of non-negative integers")
+        dtype = numpy_from_v2(tensor.get("datatype"), what)
+        if dtype != dtypes[name]:
+            raise InvalidInput(
+                f"{what} has datatype {tensor.get('datatype')}; model expects "
+                f"{v2_datatype(dtypes[name])}"
+            )
+        parameters = tensor.get("parameters") or {}
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise InvalidInput(f"{what} has binary_data_size {size!r} beyond the body")
+            array = array_from_bytes(binary[offset : offset + size], dtype, shape, what)
+            offset += size
+        else:
+            if "data" not in tensor:
+                raise InvalidInput(f"{what} has neither 'data' nor binary_data_size")
+            array = array_from_json(tensor["data"], dtype, what)
+            if array.size != int(np.prod(shape)):
+                raise InvalidInput(
+                    f"{what} has {array.size} values; shape {shape} needs {int(np.prod(shape))}"
+                )
+            array = array.reshape(shape)
+        inputs[name] = array
+    if offset != len(binary):
+        raise InvalidInput(f"{len(binary) - offset} bytes of binary data are not claimed by inputs")
+    outputs, binary_outputs = _requested_outputs(body)
+    request_id = body.get("id")
+    return V2Request(
+        str(request_id) if request_id is not None else None, inputs, outputs, binary_outputs
+    )
+
+
+def _requested_outputs(body: dict[str, Any]) -> tuple[list[str] | None, set[str]]:
+    parameters = body.get("parameters") or {}
+    all_binary = isinstance(parameters, dict) and bool(parameters.get("binary_data_output"))
+    raw = body.get("outputs")
+    if raw is None:
+        return None, {"*"} if all_binary else set()
+    if not isinstance(raw, list) or not all(
+        isinstance(item, dict) and isinstance(item.get("name"), str) for item in raw
+    ):
+        raise InvalidInput("'outputs' must be a list of objects with a 'name'")
+    names = [item["name"] for item in raw]
+    binary = {
+        item["name"]
+        for item in raw
+        if all_binary or (item.get("parameters") or {}).get("binary_data", False)
+    }
+    return names, binary
+
+
+def render_response(
+    model_name: str, version: int, request: V2Request, outputs: dict[str, np.ndarray]
+) -> tuple[dict[str, Any], list[bytes]]:
+    """The response JSON and, in order, the binary chunks that follow it."""
+    chunks: list[bytes] = []
+    rendered = []
+    for name, array in outputs.items():
+        entry: dict[str, Any] = {
+            "name": name,
+            "datatype": v2_datatype(array.dtype),
+            "shape": list(array.shape),
+        }
+        if name in request.binary_outputs or "*" in request.binary_outputs:
+            raw = np.ascontiguousarray(array).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = np.ascontiguousarray(array).reshape(-1)
+        rendered.append(entry)
+    response: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": str(version),
+        "outputs": rendered,
+    }
+    if request.id is not None:
+        response["id"] = request.id
+    return response, chunks
+
+
+def tensor_metadata(metas: list[TensorMeta]) -> list[dict[str, Any]]:
+    return [
+        {"name": meta.name, "datatype": v2_datatype(meta.dtype), "shape": list(meta.shape)}
+        for meta in metas
+    ]

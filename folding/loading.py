@@ -19,24 +19,28 @@ _CODE_CLASSES = {"Lambda"}
 _CODE_MARKERS = {"__lambda__", "function_type"}
 
 
-def check_model_file(path: str | Path) -> None:
+def check_model_file(path: str | Path, label: str | None = None) -> None:
     """Everything that can be checked without Keras: the file exists, has a Keras
-    suffix, is a readable archive with a model config, and carries no code."""
+    suffix, is a readable archive with a model config, and carries no code.
+
+    ``label`` names the file in messages (default: its file name)."""
     path = Path(path)
+    label = label or path.name
     if not path.is_file():
         raise ModelLoadError(f"no such file: {path}")
     suffix = path.suffix.lower()
     if suffix not in KERAS_SUFFIXES:
         raise ModelLoadError(
-            f"'{path.name}' is not a Keras model file: expected one of {', '.join(KERAS_SUFFIXES)}"
+            f"'{label}' is not a Keras model file: expected one of {', '.join(KERAS_SUFFIXES)}"
         )
-    _refuse_code(_read_config(path, suffix), path.name)
+    _refuse_code(_read_config(path, suffix, label), label)
 
 
-def load_keras_model(path: str | Path) -> Any:
+def load_keras_model(path: str | Path, label: str | None = None) -> Any:
     """The Keras model stored at ``path``, loaded with ``safe_mode=True``."""
     path = Path(path)
-    check_model_file(path)
+    label = label or path.name
+    check_model_file(path, label)
     import keras  # heavy: imported only when a model is actually loaded
 
     try:
@@ -44,42 +48,38 @@ def load_keras_model(path: str | Path) -> Any:
     except Exception as error:  # Keras raises many kinds for a bad file
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if "safe_mode" in str(error) or "Lambda" in str(error):
-            raise UnsafeModelError(
-                f"'{path.name}' carries code and is refused: {message}"
-            ) from None
-        raise ModelLoadError(
-            f"'{path.name}' could not be loaded as a Keras model: {message}"
-        ) from None
+            raise UnsafeModelError(f"'{label}' carries code and is refused: {message}") from None
+        raise ModelLoadError(f"'{label}' could not be loaded as a Keras model: {message}") from None
     if not isinstance(model, keras.Model):
-        raise ModelLoadError(f"'{path.name}' holds a {type(model).__name__}, not a Keras model")
+        raise ModelLoadError(f"'{label}' holds a {type(model).__name__}, not a Keras model")
     return model
 
 
-def _read_config(path: Path, suffix: str) -> Any:
+def _read_config(path: Path, suffix: str, label: str) -> Any:
     if suffix == ".keras":
         try:
             with zipfile.ZipFile(path) as archive:
                 raw = archive.read("config.json")
         except (zipfile.BadZipFile, KeyError, OSError) as error:
-            raise ModelLoadError(f"'{path.name}' is not a valid .keras archive: {error}") from None
+            raise ModelLoadError(f"'{label}' is not a valid .keras archive: {error}") from None
     else:
-        raw = _read_h5_config(path)
+        raw = _read_h5_config(path, label)
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
-        raise ModelLoadError(f"'{path.name}' has an unreadable model config: {error}") from None
+        raise ModelLoadError(f"'{label}' has an unreadable model config: {error}") from None
 
 
-def _read_h5_config(path: Path) -> bytes:
+def _read_h5_config(path: Path, label: str) -> bytes:
     import h5py
 
     try:
         with h5py.File(path, "r") as handle:
             raw = handle.attrs.get("model_config")
     except OSError as error:
-        raise ModelLoadError(f"'{path.name}' is not a valid HDF5 file: {error}") from None
+        raise ModelLoadError(f"'{label}' is not a valid HDF5 file: {error}") from None
     if raw is None:
-        raise ModelLoadError(f"'{path.name}' holds weights only, no model config")
+        raise ModelLoadError(f"'{label}' holds weights only, no model config")
     return raw.encode() if isinstance(raw, str) else bytes(raw)
 
 

@@ -287,7 +287,7 @@ class DataPlane:
         try:
             source = staging / UPLOAD_SUFFIXES[suffix]
             await anyio.to_thread.run_sync(_copy, upload, source)
-            report = await self._timed_fold(source, staging, name)
+            report = await self._timed_fold(source, staging, name, label=file_name)
             version = await anyio.to_thread.run_sync(self.repository.commit, staging, name)
         finally:
             self.repository.discard(staging)
@@ -296,10 +296,12 @@ class DataPlane:
             self.metrics.loaded_models.set(sum(len(v) for v in self._models.values()))
         return name, version, report
 
-    async def _timed_fold(self, source: Path, out_dir: Path, name: str) -> dict[str, Any]:
+    async def _timed_fold(
+        self, source: Path, out_dir: Path, name: str, label: str | None = None
+    ) -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            report = await self.folder.fold(source, out_dir, name)
+            report = await self.folder.fold(source, out_dir, name, label)
         except InvalidInput:
             self.metrics.fold_jobs.labels("refused").inc()
             raise

@@ -23,15 +23,19 @@ def warm() -> bool:
     return True
 
 
-def fold_source(source: str, out_dir: str, name: str, rtol: float, samples: int) -> dict:
-    """Load ``source`` safely, fold it and write the exports and report into ``out_dir``."""
+def fold_source(
+    source: str, out_dir: str, name: str, rtol: float, samples: int, label: str | None = None
+) -> dict:
+    """Load ``source`` safely, fold it and write the exports and report into ``out_dir``.
+
+    ``label`` names the file in error messages (the name it was uploaded under)."""
     warm()
     from folding.errors import ExportError, FoldingError, ModelLoadError, VerificationError
     from folding.loading import load_keras_model
     from folding.pipeline import fold_to_directory
 
     try:
-        model = load_keras_model(source)
+        model = load_keras_model(source, label)
         report = fold_to_directory(model, Path(out_dir), rtol=rtol, samples=samples, name=name)
     except VerificationError as error:
         report = error.report.to_dict() if error.report is not None else None

@@ -62,10 +62,12 @@ class Folder:
                 process.kill()
             pool.shutdown(wait=False, cancel_futures=True)
 
-    async def fold(self, source: Path, out_dir: Path, name: str) -> dict[str, Any]:
+    async def fold(
+        self, source: Path, out_dir: Path, name: str, label: str | None = None
+    ) -> dict[str, Any]:
         """Fold ``source`` into ``out_dir``; return the report or raise a ServingError."""
         result = await self._call(
-            fold_job.fold_source, str(source), str(out_dir), name, self.rtol, self.samples
+            fold_job.fold_source, str(source), str(out_dir), name, self.rtol, self.samples, label
         )
         if result["ok"]:
             return result["report"]

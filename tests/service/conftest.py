@@ -1,0 +1,137 @@
+"""A real foldserve server on 127.0.0.1, started as a user starts it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_SOURCE = REPO / "models" / "digits" / "1" / "model.keras"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, models_dir: Path, env: dict[str, str] | None = None, workers: int = 1):
+        self.models_dir = models_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = models_dir.parent / f"server-{self.port}.log"
+        environment = {**os.environ, "FOLDSERVE_LOG_LEVEL": "warning", **(env or {})}
+        command = [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--models-dir",
+            str(models_dir),
+            "--workers",
+            str(workers),
+        ]
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                command, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"server not ready in {timeout} s:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def make_repository(root: Path) -> Path:
+    models = root / "models"
+    (models / "digits" / "1").mkdir(parents=True)
+    shutil.copy(DEMO_SOURCE, models / "digits" / "1" / "model.keras")
+    return models
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Iterator[Server]:
+    running = Server(make_repository(tmp_path_factory.mktemp("open")))
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def guarded_server(tmp_path_factory, server) -> Iterator[Server]:
+    """Tokens set, small limits, and a tolerance no fold can meet; the demo model is
+    copied in already folded (by ``server``), so it is served all the same."""
+    env = {
+        "FOLDSERVE_ADMIN_TOKEN": "admin-secret",
+        "FOLDSERVE_API_TOKEN": "reader-secret",
+        "FOLDSERVE_FOLD_RTOL": "1e-15",
+        "FOLDSERVE_MAX_REQUEST_BYTES": "4096",
+        "FOLDSERVE_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
+    }
+    models = tmp_path_factory.mktemp("guarded") / "models"
+    shutil.copytree(server.models_dir / "digits", models / "digits")
+    running = Server(models, env)
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def trained_model_file(tmp_path_factory) -> Path:
+    """A freshly trained seed-article network (a few epochs on load_digits)."""
+    import keras
+    from sklearn.datasets import load_digits
+
+    from tests import zoo
+
+    keras.utils.set_random_seed(11)
+    digits = load_digits()
+    model = zoo.seed_mlp()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(digits.data.astype("float32"), digits.target, epochs=3, verbose=0)
+    path = tmp_path_factory.mktemp("upload") / "Fresh Digits.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from sklearn.datasets import load_digits
+
+    return load_digits()

@@ -1,0 +1,245 @@
+"""Bad input gets a 4xx with {"error": ...} naming the problem; nothing is stored."""
+
+import gzip
+import zipfile
+
+import httpx
+import keras
+import numpy as np
+import pytest
+
+from tests.service.test_store import upload
+
+
+def store_snapshot(server):
+    listing = httpx.get(f"{server.url}/v1/models").json()
+    files = sorted(
+        str(p.relative_to(server.models_dir))
+        for p in server.models_dir.rglob("*")
+        if not p.name.startswith(".")
+    )
+    return listing, files
+
+
+def assert_error(reply, status, *fragments):
+    assert reply.status_code == status, reply.text
+    message = reply.json()["error"]
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+PREDICT = "/v1/models/digits:predict"
+INFER = "/v2/models/digits/infer"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "fragments"),
+    [
+        (PREDICT, {"instances": [[1.0] * 63]}, ["input 'pixels' has shape [1, 63]", "[-1, 64]"]),
+        (PREDICT, {"instances": [1.0, 2.0]}, ["has shape [2]"]),
+        (PREDICT, {"instances": [["a"] * 64]}, ["non-numeric"]),
+        (PREDICT, {"instances": [[1.0] * 64, [1.0] * 3]}, ["ragged"]),
+        (PREDICT, {"instances": []}, ["empty"]),
+        (PREDICT, {"inputs": {"pixels": []}}, ["shape [0]"]),
+        (PREDICT, {"inputs": {"pictures": [[0] * 64]}}, ["unknown input 'pictures'"]),
+        (PREDICT, {"nothing": 1}, ["'instances'", "'inputs'"]),
+        (PREDICT, {"instances": [[0] * 64], "signature_name": "other"}, ["signature_name"]),
+        (PREDICT, [1, 2], ["JSON object"]),
+        (
+            INFER,
+            {
+                "inputs": [
+                    {"name": "pixels", "shape": [1, 64], "datatype": "FP64", "data": [0.0] * 64}
+                ]
+            },
+            ["datatype FP64", "FP32"],
+        ),
+        (
+            INFER,
+            {
+                "inputs": [
+                    {"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 60}
+                ]
+            },
+            ["60 values"],
+        ),
+        (
+            INFER,
+            {"inputs": [{"name": "pixels", "shape": [0, 64], "datatype": "FP32", "data": []}]},
+            ["empty batch"],
+        ),
+        (
+            INFER,
+            {
+                "inputs": [
+                    {"name": "pixels", "shape": [1, 64], "datatype": "BYTES", "data": ["x"] * 64}
+                ]
+            },
+            ["BYTES"],
+        ),
+        (
+            INFER,
+            {
+                "inputs": [
+                    {"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}
+                ],
+                "outputs": [{"name": "logits"}],
+            },
+            ["unknown output 'logits'"],
+        ),
+        (INFER, {"inputs": []}, ["non-empty list"]),
+        (
+            INFER,
+            {
+                "inputs": [
+                    {"name": "pixels", "shape": "1x64", "datatype": "FP32", "data": [0.0] * 64}
+                ]
+            },
+            ["shape"],
+        ),
+    ],
+)
+def test_bad_tensors(server, path, body, fragments):
+    assert_error(httpx.post(server.url + path, json=body), 400, *fragments)
+
+
+def test_malformed_json(server):
+    reply = httpx.post(server.url + PREDICT, content=b'{"instances": [[1, 2}')
+    assert_error(reply, 400, "not valid JSON")
+    reply = httpx.post(server.url + INFER, content=b"")
+    assert_error(reply, 400, "empty")
+
+
+def test_binary_size_beyond_body(server):
+    header = (
+        b'{"inputs":[{"name":"pixels","shape":[1,64],"datatype":"FP32",'
+        b'"parameters":{"binary_data_size":256}}]}'
+    )
+    reply = httpx.post(
+        server.url + INFER,
+        content=header + b"\0" * 10,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert_error(reply, 400, "binary_data_size 256")
+    reply = httpx.post(
+        server.url + INFER, content=gzip.compress(b"{}")[:5], headers={"Content-Encoding": "gzip"}
+    )
+    assert_error(reply, 400, "gzip")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "fragment"),
+    [
+        ("POST", "/v1/models/nope:predict", 404, "no model named 'nope'"),
+        ("POST", "/v1/models/digits/versions/9:predict", 404, "no version 9"),
+        ("POST", "/v1/models/digits/versions/x1:predict", 400, "invalid model version"),
+        ("GET", "/v2/models/nope", 404, "no model named 'nope'"),
+        ("GET", "/v2/models/digits/versions/3/ready", 404, "no version 3"),
+        ("POST", "/v2/models/nope/infer", 404, "nope"),
+        ("DELETE", "/v1/models/nope", 404, "nope"),
+        ("DELETE", "/v1/models/..%2F..%2Fetc", 404, "Not Found"),
+        ("DELETE", "/v1/models/.staging", 400, "invalid model name"),
+        ("GET", "/v1/nothing/here", 404, "Not Found"),
+        ("PUT", "/v2/health/live", 405, "Method Not Allowed"),
+    ],
+)
+def test_unknown_models_and_routes(server, method, path, status, fragment):
+    assert_error(httpx.request(method, server.url + path, json={}), status, fragment)
+
+
+def lambda_model(path):
+    inputs = keras.Input((64,))
+    outputs = keras.layers.Lambda(lambda x: x + 1, name="plus_one")(inputs)
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
+def corrupt_archive(path, source):
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(path, "w") as broken:
+        for item in archive.infolist():
+            data = archive.read(item.filename)
+            if item.filename.endswith(".h5"):
+                data = data[: len(data) // 3]
+            broken.writestr(item, data)
+    return path
+
+
+def test_bad_uploads_change_nothing(server, tmp_path, trained_model_file):
+    before = store_snapshot(server)
+    cases = []
+    (tmp_path / "notes.txt").write_text("hello")
+    cases.append((tmp_path / "notes.txt", None, "not a Keras model"))
+    (tmp_path / "random.keras").write_bytes(np.random.default_rng(0).bytes(5000))
+    cases.append((tmp_path / "random.keras", None, "not a valid .keras archive"))
+    cases.append((corrupt_archive(tmp_path / "cut.keras", trained_model_file), None, "cut.keras"))
+    cases.append((lambda_model(tmp_path / "sneaky.keras"), None, "Lambda layer 'plus_one'"))
+    cases.append((lambda_model(tmp_path / "sneaky.h5"), None, "Lambda layer 'plus_one'"))
+    cases.append((trained_model_file, "../escape", "invalid model name"))
+    cases.append((trained_model_file, "UPPER", "invalid model name"))
+    for path, name, fragment in cases:
+        assert_error(upload(server, path, name=name), 400, fragment)
+    assert store_snapshot(server) == before
+    assert list((server.models_dir / ".staging").iterdir()) == []
+    assert not (server.models_dir.parent / "escape").exists()
+
+
+def test_malformed_multipart(server):
+    reply = httpx.post(
+        f"{server.url}/v1/models",
+        content=b'--xyz\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc',
+        headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+    )
+    assert reply.status_code == 400
+    assert "error" in reply.json()
+    reply = httpx.post(f"{server.url}/v1/models", json={"file": "model.keras"})
+    assert_error(reply, 400, "multipart/form-data")
+    reply = httpx.post(f"{server.url}/v1/models", data={"name": "x"}, files={"other": b"1"})
+    assert_error(reply, 400, "'file' field")
+
+
+ADMIN = {"Authorization": "Bearer admin-secret"}
+READER = {"Authorization": "Bearer reader-secret"}
+
+
+def test_tokens_guard_upload_delete_and_prediction(guarded_server, trained_model_file):
+    url = guarded_server.url
+    assert_error(upload(guarded_server, trained_model_file), 401, "admin token")
+    assert_error(upload(guarded_server, trained_model_file, headers=READER), 401, "admin token")
+    assert_error(httpx.delete(f"{url}/v1/models/digits"), 401, "admin token")
+    body = {"instances": [[0.0] * 64]}
+    assert_error(httpx.post(f"{url}{PREDICT}", json=body), 401, "api token")
+    assert_error(
+        httpx.post(f"{url}{PREDICT}", json=body, headers={"Authorization": "Bearer wrong"}),
+        401,
+        "api token",
+    )
+    assert httpx.post(f"{url}{PREDICT}", json=body, headers=READER).status_code == 200
+    assert httpx.post(f"{url}{PREDICT}", json=body, headers=ADMIN).status_code == 200
+    assert httpx.get(f"{url}/v2/health/ready").status_code == 200
+
+
+def test_verification_failure_is_refused_with_its_report(guarded_server, trained_model_file):
+    before = store_snapshot(guarded_server)
+    reply = upload(guarded_server, trained_model_file, headers=ADMIN)
+    assert_error(reply, 422, "rtol")
+    report = reply.json()["report"]
+    assert report["verification"]["passed"] is False
+    assert len(report["folded"]) == 2
+    assert store_snapshot(guarded_server) == before
+
+
+def test_size_limits(guarded_server, tmp_path):
+    big = {"instances": [[0.0] * 64] * 100}
+    assert_error(httpx.post(guarded_server.url + PREDICT, json=big, headers=READER), 413, "limit")
+    huge = tmp_path / "huge.keras"
+    huge.write_bytes(b"\0" * (3 * 1024 * 1024))
+    assert_error(upload(guarded_server, huge, headers=ADMIN), 413, "limit")
+
+    def chunks():
+        yield b'{"instances": ['
+        for _ in range(200):
+            yield b"[" + b"0.0," * 63 + b"0.0],"
+        yield b"[0]]}"
+
+    streamed = httpx.post(guarded_server.url + PREDICT, content=chunks(), headers=READER)
+    assert_error(streamed, 413, "limit")

@@ -1,0 +1,139 @@
+"""Upload, fold, predict, compare, delete: the model store through HTTP."""
+
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.service.conftest import Server, make_repository
+
+
+def upload(server, path, name=None, headers=None, timeout=300):
+    with open(path, "rb") as handle:
+        files = {"file": (path.name, handle, "application/octet-stream")}
+        data = {"name": name} if name else {}
+        return httpx.post(
+            f"{server.url}/v1/models", files=files, data=data, headers=headers, timeout=timeout
+        )
+
+
+def test_upload_predict_compare_delete(server, trained_model_file, digits):
+    first = upload(server, trained_model_file)
+    assert first.status_code == 201, first.text
+    body = first.json()
+    assert body["name"] == "fresh-digits" and body["version"] == 1
+    assert [entry["direction"] for entry in body["report"]["folded"]] == ["backward", "backward"]
+    assert body["report"]["verification"]["passed"]
+
+    second = upload(server, trained_model_file, name="fresh-digits")
+    assert second.status_code == 201 and second.json()["version"] == 2
+    listing = httpx.get(f"{server.url}/v1/models").json()["models"]
+    entry = next(model for model in listing if model["name"] == "fresh-digits")
+    assert [v["version"] for v in entry["versions"]] == [1, 2]
+
+    rows = digits.data[:32].astype(np.float32)
+    predicted = httpx.post(
+        f"{server.url}/v1/models/fresh-digits:predict", json={"instances": rows.tolist()}
+    ).json()["predictions"]
+    v2_reply = httpx.post(
+        f"{server.url}/v2/models/fresh-digits/versions/1/infer",
+        json={
+            "inputs": [
+                {"name": "pixels", "shape": [32, 64], "datatype": "FP32", "data": rows.tolist()}
+            ]
+        },
+    ).json()
+    np.testing.assert_allclose(
+        np.array(v2_reply["outputs"][0]["data"]).reshape(32, 10), predicted, rtol=1e-6
+    )
+
+    compared = httpx.post(
+        f"{server.url}/v1/models/fresh-digits/versions/2:compare",
+        json={"instances": rows.tolist(), "reference": "keras"},
+        timeout=120,
+    )
+    assert compared.status_code == 200, compared.text
+    result = compared.json()
+    [output] = result["outputs"].values()
+    assert np.array(output["folded"]).shape == (32, 10)
+    assert output["max_abs_diff"] < 1e-5
+    assert output["argmax_agreement"] == 1.0
+    assert output["keras_max_abs_diff"] < 1e-5
+    np.testing.assert_allclose(output["keras"], output["folded"], atol=1e-5)
+    assert set(result["latency_ms"]) == {"folded", "unfolded", "keras"}
+
+    assert httpx.delete(f"{server.url}/v1/models/fresh-digits/versions/1").status_code == 200
+    gone = httpx.post(
+        f"{server.url}/v1/models/fresh-digits/versions/1:predict", json={"instances": [[0] * 64]}
+    )
+    assert gone.status_code == 404 and "no version 1" in gone.json()["error"]
+    assert (
+        httpx.get(f"{server.url}/v1/models/fresh-digits").json()["model_version_status"][0][
+            "version"
+        ]
+        == "2"
+    )
+    assert httpx.delete(f"{server.url}/v1/models/fresh-digits").json()["deleted_versions"] == [2]
+    assert httpx.get(f"{server.url}/v1/models/fresh-digits").status_code == 404
+    assert not (server.models_dir / "fresh-digits").exists()
+
+
+def test_compare_without_keras_reference(server, digits):
+    reply = httpx.post(
+        f"{server.url}/v1/models/digits:compare", json={"inputs": digits.data[:4].tolist()}
+    ).json()
+    output = reply["outputs"]["probabilities"]
+    assert {"folded", "unfolded", "max_abs_diff", "max_rel_diff", "argmax_agreement"} <= set(output)
+    assert "keras" not in output
+    assert output["max_rel_diff"] < 1e-4
+
+
+def test_predictions_keep_succeeding_while_a_model_folds(server, trained_model_file, digits):
+    result = {}
+
+    def do_upload():
+        result["reply"] = upload(server, trained_model_file, name="busy")
+
+    uploader = threading.Thread(target=do_upload)
+    uploader.start()
+    answered, failures = 0, []
+    rows = {"instances": digits.data[:8].tolist()}
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        deadline = time.monotonic() + 120
+        while uploader.is_alive() and time.monotonic() < deadline:
+            reply = client.post("/v1/models/digits:predict", json=rows)
+            answered += 1
+            if reply.status_code != 200:
+                failures.append(reply.status_code)
+    uploader.join()
+    assert result["reply"].status_code == 201
+    assert failures == []
+    assert answered > 20
+    httpx.delete(f"{server.url}/v1/models/busy")
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    running = Server(make_repository(tmp_path_factory.mktemp("workers")), workers=2)
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+def test_two_workers_see_one_upload(two_workers, trained_model_file):
+    reply = upload(two_workers, trained_model_file, name="shared")
+    assert reply.status_code == 201, reply.text
+    time.sleep(1.0)
+    statuses = []
+    for _ in range(30):  # a new connection each time, so both workers answer some
+        with httpx.Client(base_url=two_workers.url) as client:
+            statuses.append(
+                client.post(
+                    "/v1/models/shared:predict", json={"instances": [[1.0] * 64]}
+                ).status_code
+            )
+    assert statuses == [200] * 30

@@ -30,7 +30,6 @@ def export_onnx(
     given names, in order.
     """
     import tensorflow as tf
-    import tf2onnx
     from keras.src.export.tf2onnx_lib import patch_tf2onnx
 
     signature = [
@@ -47,9 +46,7 @@ def export_onnx(
         patch_tf2onnx()
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            proto, _ = tf2onnx.convert.from_function(
-                forward, input_signature=signature, opset=opset
-            )
+            proto = _convert(forward.get_concrete_function(), len(signature), opset)
     except Exception as error:  # tf2onnx raises bare exceptions of many kinds
         raise ExportError(f"ONNX conversion failed: {type(error).__name__}: {error}") from None
     _rename_outputs(proto.graph, list(output_names))
@@ -59,6 +56,31 @@ def export_onnx(
         first_line = str(error).strip().splitlines()[0]
         raise ExportError(f"ONNX conversion produced an invalid graph: {first_line}") from None
     onnx.save(proto, str(path))
+    return proto
+
+
+def _convert(concrete: Any, input_count: int, opset: int) -> onnx.ModelProto:
+    """``tf2onnx.convert.from_function``, except that only the signature's own
+    inputs become graph inputs: tensors the function captures (a Normalization
+    layer's mean and variance, say) are frozen into constants like variables."""
+    import tensorflow as tf
+    from tf2onnx import tf_loader
+    from tf2onnx.convert import _convert_common, tensor_names_from_structed
+
+    input_names = [tensor.name for tensor in concrete.inputs[:input_count]]
+    output_names = [tensor.name for tensor in concrete.outputs]
+    renames = tensor_names_from_structed(concrete, input_names, output_names)
+    with tf.device("/cpu:0"):
+        frozen = tf_loader.from_function(concrete, input_names, output_names)
+        proto, _ = _convert_common(
+            frozen,
+            name=concrete.name,
+            continue_on_error=True,
+            opset=opset,
+            input_names=input_names,
+            output_names=output_names,
+            tensors_to_rename=renames,
+        )
     return proto
 
 

@@ -271,6 +271,19 @@ def sequence_axis() -> keras.Model:
     return keras.Model(inputs, layers.Dense(3)(x))
 
 
+def input_normalization_layer() -> keras.Model:
+    """A Normalization layer (its mean and variance are captured constants) before BN."""
+    return keras.Sequential(
+        [
+            keras.Input((4,)),
+            layers.Normalization(mean=[1.0, 2.0, 3.0, 4.0], variance=[1.0, 4.0, 9.0, 16.0]),
+            layers.Dense(6),
+            layers.BatchNormalization(),
+            layers.ReLU(),
+        ]
+    )
+
+
 CASES = [
     Case("seed_mlp", seed_mlp, folded=2, removed=1),
     Case("conv2d_no_bias", conv2d_no_bias, folded=2),
@@ -288,5 +301,6 @@ CASES = [
     Case("shared_layer", shared_layer, folded=0, not_folded=2),
     Case("residual_block", residual_block, folded=3, not_folded=1),
     Case("identities_and_chains", identities_and_chains, folded=4, removed=4, forward=2),
+    Case("input_normalization_layer", input_normalization_layer, folded=1),
     Case("sequence_axis", sequence_axis, folded=1, not_folded=1, forward=1),
 ]

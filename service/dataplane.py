@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 import anyio
 import numpy as np
 
+from service.batching import BatchPolicy, Executor
 from service.errors import InvalidInput, NotFound
 from service.folder import Folder
 from service.metrics import Metrics
@@ -34,6 +35,7 @@ from service.repository import (
 )
 from service.runtime import Runtime, Session, TensorMeta
 from service.settings import Settings
+from service.stats import ModelStats
 
 logger = logging.getLogger("foldserve.dataplane")
 
@@ -48,9 +50,15 @@ class LoadedVersion:
     version: int
     directory: VersionDir
     folded: Session
+    executor: Executor
     report: dict[str, Any]
-    unfolded: Session | None = None
+    policy: BatchPolicy
+    unfolded: Executor | None = None
     loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def stats(self) -> ModelStats:
+        return self.executor.stats
 
     @property
     def inputs(self) -> list[TensorMeta]:
@@ -150,24 +158,68 @@ class DataPlane:
                 await self._load(directory)
             self.metrics.loaded_models.set(sum(len(v) for v in self._models.values()))
 
+    def policy_for(self, name: str) -> BatchPolicy:
+        """The server's batching settings, overridden by ``<name>/config.json``'s
+        ``{"dynamic_batching": {"enabled", "max_batch_size",
+        "max_queue_delay_microseconds", "instances"}}``."""
+        settings = self.settings
+        override = self.repository.model_config(name).get("dynamic_batching", {})
+        if not isinstance(override, dict):
+            override = {}
+        try:
+            return BatchPolicy(
+                enabled=bool(override.get("enabled", settings.batching)),
+                max_batch_size=max(1, int(override.get("max_batch_size", settings.max_batch_size))),
+                max_queue_delay_us=max(
+                    0,
+                    int(override.get("max_queue_delay_microseconds", settings.max_queue_delay_us)),
+                ),
+                instances=max(1, int(override.get("instances", settings.instances))),
+                inline_threshold_us=settings.inline_threshold_us,
+            )
+        except (TypeError, ValueError):
+            logger.error("%s/config.json has invalid dynamic_batching values; ignored", name)
+            return self.policy_for_defaults()
+
+    def policy_for_defaults(self) -> BatchPolicy:
+        settings = self.settings
+        return BatchPolicy(
+            settings.batching,
+            settings.max_batch_size,
+            settings.max_queue_delay_us,
+            settings.instances,
+            settings.inline_threshold_us,
+        )
+
+    def _executor(self, session: Session, policy: BatchPolicy, name: str, version: int) -> Executor:
+        stats = ModelStats(name, version)
+        return Executor(session, policy, stats, self.metrics.observer(name))
+
     async def _load(self, directory: VersionDir) -> None:
+        name, version = directory.name, directory.version
+        policy = self.policy_for(name)
         try:
             session = await anyio.to_thread.run_sync(
                 self.runtime.load, directory.path / FOLDED_FILE
             )
+            executor = await anyio.to_thread.run_sync(
+                self._executor, session, policy, name, version
+            )
         except Exception as error:  # a corrupt ONNX file on disk
-            self._failed[(directory.name, directory.version)] = str(error)
-            logger.error("cannot load %s/%d: %s", directory.name, directory.version, error)
+            self._failed[(name, version)] = str(error)
+            logger.error("cannot load %s/%d: %s", name, version, error)
             return
         loaded = LoadedVersion(
-            directory.name, directory.version, directory, session, directory.report()
+            name, version, directory, session, executor, directory.report(), policy
         )
         self._models.setdefault(directory.name, {})[directory.version] = loaded
         logger.info("serving %s/%d on %s", directory.name, directory.version, session.provider)
 
     def _unload(self, name: str, version: int) -> None:
         versions = self._models.get(name, {})
-        versions.pop(version, None)
+        model = versions.pop(version, None)
+        if model is not None:
+            model.executor.close()
         if not versions:
             self._models.pop(name, None)
         logger.info("unloaded %s/%d", name, version)
@@ -203,6 +255,16 @@ class DataPlane:
             listing.append({"name": name, "versions": entries})
         return listing
 
+    def statistics(self, name: str | None, version: str | None) -> list[dict[str, Any]]:
+        """Triton-style statistics of one version, every version of ``name``, or all."""
+        if name is None:
+            loaded = [m for versions in self._models.values() for m in versions.values()]
+        elif version is None:
+            loaded = self.versions(name)
+        else:
+            loaded = [self.get(name, version)]
+        return [model.stats.as_dict() for model in loaded]
+
     def state_of(self, name: str, version: int) -> tuple[str, str]:
         if version in self._models.get(name, {}):
             return "AVAILABLE", ""
@@ -217,7 +279,8 @@ class DataPlane:
         outputs: list[str] | None = None,
         variant: str = "folded",
     ) -> dict[str, np.ndarray]:
-        session = await self._session(model, variant)
+        executor = await self._executor_of(model, variant)
+        session = executor.session
         feed = validate_inputs(session.inputs, inputs)
         names = outputs or session.output_names
         unknown = [name for name in names if name not in session.output_names]
@@ -226,15 +289,19 @@ class DataPlane:
                 f"unknown output '{unknown[0]}'; model outputs are: "
                 f"{', '.join(session.output_names)}"
             )
-        results = await anyio.to_thread.run_sync(session.run, feed, names)
-        return dict(zip(names, results, strict=True))
+        results = dict(zip(session.output_names, await executor.run(feed), strict=True))
+        return {name: results[name] for name in names}
 
-    async def _session(self, model: LoadedVersion, variant: str) -> Session:
+    async def _executor_of(self, model: LoadedVersion, variant: str) -> Executor:
         if variant == "folded":
-            return model.folded
+            return model.executor
         if model.unfolded is None:
-            model.unfolded = await anyio.to_thread.run_sync(
+            session = await anyio.to_thread.run_sync(
                 self.runtime.load, model.directory.path / UNFOLDED_FILE
+            )
+            unbatched = BatchPolicy(enabled=False, instances=model.policy.instances)
+            model.unfolded = await anyio.to_thread.run_sync(
+                self._executor, session, unbatched, model.name, model.version
             )
         return model.unfolded
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from service.batching import Observer
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -57,5 +61,52 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.batch_size = Histogram(
+            "foldserve_batch_size",
+            "Rows per ONNX Runtime session run.",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+            registry=self.registry,
+        )
+        self.queue_duration = Histogram(
+            "foldserve_queue_duration_seconds",
+            "Time a request waited in the dynamic batcher's queue.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.compute_duration = Histogram(
+            "foldserve_compute_duration_seconds",
+            "Time of one ONNX Runtime session run.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observer(self, model: str) -> ModelObserver:
+        return ModelObserver(
+            self.batch_size.labels(model),
+            self.queue_duration.labels(model),
+            self.compute_duration.labels(model),
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class ModelObserver(Observer):
+    """An executor's observations, into one model's labelled histograms."""
+
+    def __init__(self, batch_size: Any, queue_duration: Any, compute_duration: Any) -> None:
+        self._batch_size = batch_size
+        self._queue_duration = queue_duration
+        self._compute_duration = compute_duration
+
+    def batch(self, rows: int) -> None:
+        self._batch_size.observe(rows)
+
+    def queued(self, seconds: float) -> None:
+        self._queue_duration.observe(seconds)
+
+    def computed(self, seconds: float) -> None:
+        self._compute_duration.observe(seconds)

@@ -30,6 +30,7 @@ SOURCE_FILES = ("model.keras", "model.h5")
 FOLDED_FILE = "model.onnx"
 UNFOLDED_FILE = "unfolded.onnx"
 REPORT_FILE = "report.json"
+CONFIG_FILE = "config.json"
 
 
 def validate_name(name: str) -> str:
@@ -95,6 +96,15 @@ class Repository:
             if versions:
                 models[model_dir.name] = dict(sorted(versions.items()))
         return models
+
+    def model_config(self, name: str) -> dict[str, Any]:
+        """``<root>/<name>/config.json``, the settings of every version of ``name``
+        (``{}`` when absent or unreadable)."""
+        try:
+            config = json.loads((self.root / validate_name(name) / CONFIG_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return config if isinstance(config, dict) else {}
 
     def version_dir(self, name: str, version: int) -> VersionDir:
         validate_name(name)

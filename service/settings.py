@@ -36,6 +36,23 @@ class Settings(BaseSettings):
     inter_op_threads: int = Field(1, ge=0)
     """ONNX Runtime threads across operators (0: ONNX Runtime's default)."""
 
+    batching: bool = True
+    """Dynamic batching by default; a model's ``config.json`` may override it."""
+
+    max_batch_size: int = Field(64, ge=1)
+    """Most rows merged into one session run by the dynamic batcher."""
+
+    max_queue_delay_us: int = Field(0, ge=0)
+    """Microseconds a request may wait for others to join its batch (Triton's
+    ``max_queue_delay_microseconds``); 0 batches only what is already queued."""
+
+    instances: int = Field(1, ge=1)
+    """Session runs of one model version that may execute at once."""
+
+    inline_threshold_us: float = Field(150.0, ge=0)
+    """Runs estimated to take less than this many microseconds execute on the event
+    loop instead of a worker thread."""
+
     admin_token: str | None = None
     """When set, upload and delete need ``Authorization: Bearer <admin_token>``."""
 

@@ -13,7 +13,7 @@ from service.errors import InvalidInput, NotReady
 
 router = APIRouter(tags=["Open Inference Protocol (V2)"])
 HEADER_LENGTH = "Inference-Header-Content-Length"
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 
 
 @router.get("/v2")
@@ -38,6 +38,16 @@ async def ready(dataplane: DataPlaneDep) -> JSONResponse:
     if not dataplane.ready:
         raise NotReady("server is starting")
     return JSONResponse({"ready": True})
+
+
+@router.get("/v2/models/stats", dependencies=[ApiAuth])
+@router.get("/v2/models/{name}/stats", dependencies=[ApiAuth])
+@router.get("/v2/models/{name}/versions/{version}/stats", dependencies=[ApiAuth])
+async def statistics(
+    dataplane: DataPlaneDep, name: str | None = None, version: str | None = None
+) -> JSONResponse:
+    """Triton's statistics extension: queue, compute and per-batch-size figures."""
+    return JSONResponse({"model_stats": dataplane.statistics(name, version)})
 
 
 @router.get("/v2/models/{name}", dependencies=[ApiAuth])

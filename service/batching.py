@@ -1,0 +1,263 @@
+"""The executor between the dataplane and an ONNX Runtime session.
+
+With dynamic batching on, concurrent requests for the same model version wait
+in a queue at most ``max_queue_delay_microseconds`` (Triton's meaning: how long
+the scheduler may hold a request so others can join it) and are merged, along
+the batch axis, into one session run of at most ``max_batch_size`` rows; the
+results are split back in order. A request of ``max_batch_size`` rows or more
+runs on its own. Requests are validated before they are queued, so one bad
+request never fails a batch; if a merged run fails anyway, its requests are
+retried one by one so only the culprit fails.
+
+With batching off every request is its own run. Either way at most
+``instances`` runs execute at once, and runs estimated to take less than
+``inline_threshold_us`` execute on the event loop instead of a worker thread
+(a thread hop costs more than such a run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import numpy as np
+
+from service.runtime import Session
+from service.stats import ModelStats
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    enabled: bool = True
+    max_batch_size: int = 64
+    max_queue_delay_us: int = 0
+    instances: int = 1
+    inline_threshold_us: float = 150.0
+
+
+@dataclass
+class _Pending:
+    feed: dict[str, np.ndarray]
+    rows: int
+    key: tuple
+    future: asyncio.Future
+    enqueued_ns: int
+
+
+class Observer:
+    """Where an executor reports batch sizes, queue times and compute times (no-op here)."""
+
+    def batch(self, rows: int) -> None:
+        pass
+
+    def queued(self, seconds: float) -> None:
+        pass
+
+    def computed(self, seconds: float) -> None:
+        pass
+
+
+class Executor:
+    def __init__(
+        self,
+        session: Session,
+        policy: BatchPolicy,
+        stats: ModelStats,
+        observe: Observer | None = None,
+    ) -> None:
+        self.session = session
+        self.policy = policy
+        self.stats = stats
+        self._observe = observe or Observer()
+        self._slots = asyncio.Semaphore(max(1, policy.instances))
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._worker: asyncio.Task | None = None
+        self._cost = self._estimate_cost()
+
+    # -- public --------------------------------------------------------------------
+
+    async def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """All outputs of the session, in ``session.output_names`` order, for ``feed``."""
+        rows = len(next(iter(feed.values())))
+        started = time.perf_counter_ns()
+        try:
+            if not self.policy.enabled or rows >= self.policy.max_batch_size:
+                async with self._slots:
+                    (result,) = await self._execute([feed], rows)
+            else:
+                result = await self._enqueue(feed, rows, started)
+        except Exception:
+            self.stats.fail.add(time.perf_counter_ns() - started)
+            raise
+        self.stats.success.add(time.perf_counter_ns() - started)
+        return result
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        while self._queue:
+            pending = self._queue.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(RuntimeError("model unloaded"))
+
+    # -- batching ------------------------------------------------------------------
+
+    async def _enqueue(self, feed: dict[str, np.ndarray], rows: int, now_ns: int) -> list:
+        key = tuple((name, array.shape[1:], array.dtype.str) for name, array in feed.items())
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(feed, rows, key, future, now_ns))
+        self._arrived.set()
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._batch_forever())
+        return await future
+
+    async def _batch_forever(self) -> None:
+        while True:
+            if not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            await self._slots.acquire()
+            try:
+                batch = await self._gather()
+            except BaseException:
+                self._slots.release()
+                raise
+            task = asyncio.create_task(self._run_batch(batch))
+            task.add_done_callback(lambda _: self._slots.release())
+            if not task.done():
+                await asyncio.sleep(0)  # let an inline batch finish before forming the next
+
+    async def _gather(self) -> list[_Pending]:
+        """Wait up to the queue delay for the first request's batch to fill, then take it."""
+        first = self._queue[0]
+        deadline_ns = first.enqueued_ns + self.policy.max_queue_delay_us * 1000
+        while self._rows_like(first.key) < self.policy.max_batch_size:
+            remaining = (deadline_ns - time.perf_counter_ns()) / 1e9
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+        taken: list[_Pending] = []
+        rows = 0
+        kept: collections.deque[_Pending] = collections.deque()
+        while self._queue:
+            pending = self._queue.popleft()
+            fits = rows + pending.rows <= self.policy.max_batch_size
+            if pending.key == first.key and fits and not pending.future.cancelled():
+                taken.append(pending)
+                rows += pending.rows
+            elif not pending.future.cancelled():
+                kept.append(pending)
+        self._queue = kept
+        return taken
+
+    def _rows_like(self, key: tuple) -> int:
+        return sum(p.rows for p in self._queue if p.key == key)
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        if not batch:
+            return
+        now = time.perf_counter_ns()
+        for pending in batch:
+            self.stats.queue.add(now - pending.enqueued_ns)
+            self._observe.queued((now - pending.enqueued_ns) / 1e9)
+        rows = sum(p.rows for p in batch)
+        try:
+            results = await self._execute([p.feed for p in batch], rows)
+        except Exception:
+            if len(batch) == 1:
+                _settle(batch[0].future, error=_current_error())
+                return
+            for pending in batch:  # retry alone: only the culprit fails
+                try:
+                    (result,) = await self._execute([pending.feed], pending.rows)
+                except Exception as error:
+                    _settle(pending.future, error=error)
+                else:
+                    _settle(pending.future, result=result)
+            return
+        for pending, result in zip(batch, results, strict=True):
+            _settle(pending.future, result=result)
+
+    # -- one session run -----------------------------------------------------------
+
+    async def _execute(self, feeds: list[dict[str, np.ndarray]], rows: int) -> list[list]:
+        """Run the merged ``feeds``; return each feed's slice of the outputs."""
+        if self._cost(rows) <= self.policy.inline_threshold_us:
+            return self._execute_now(feeds, rows)
+        return await anyio.to_thread.run_sync(self._execute_now, feeds, rows)
+
+    def _execute_now(self, feeds: list[dict[str, np.ndarray]], rows: int) -> list[list]:
+        t0 = time.perf_counter_ns()
+        if len(feeds) == 1:
+            merged = feeds[0]
+        else:
+            merged = {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
+        t1 = time.perf_counter_ns()
+        outputs = self.session.run(merged)
+        t2 = time.perf_counter_ns()
+        if len(feeds) == 1:
+            split = [outputs]
+        else:
+            bounds = np.cumsum([len(next(iter(f.values()))) for f in feeds])[:-1]
+            pieces = [np.split(output, bounds) for output in outputs]
+            split = [[piece[i] for piece in pieces] for i in range(len(feeds))]
+        t3 = time.perf_counter_ns()
+        self.stats.record_execution(rows, len(feeds), t1 - t0, t2 - t1, t3 - t2)
+        self._observe.batch(rows)
+        self._observe.computed((t2 - t1) / 1e9)
+        return split
+
+    def _estimate_cost(self) -> Callable[[int], float]:
+        """Microseconds a run of ``rows`` rows takes, measured once on zeros."""
+        if any(dim < 0 for meta in self.session.inputs for dim in meta.shape[1:]):
+            return lambda rows: float("inf")  # shapes vary: cannot measure ahead
+
+        def zeros(rows: int) -> dict[str, np.ndarray]:
+            return {
+                meta.name: np.zeros((rows, *meta.shape[1:]), meta.dtype)
+                for meta in self.session.inputs
+            }
+
+        def median_us(rows: int) -> float:
+            feed = zeros(rows)
+            self.session.run(feed)
+            samples = []
+            for _ in range(5):
+                start = time.perf_counter_ns()
+                self.session.run(feed)
+                samples.append(time.perf_counter_ns() - start)
+            return sorted(samples)[2] / 1000
+
+        try:
+            single = median_us(1)
+            wide = median_us(16)
+        except Exception:  # a model that rejects zeros: never inline
+            return lambda rows: float("inf")
+        per_row = max(wide - single, 0.0) / 15
+        return lambda rows: single + per_row * (rows - 1)
+
+
+def _current_error() -> BaseException:
+    import sys
+
+    return sys.exc_info()[1] or RuntimeError("batch failed")
+
+
+def _settle(future: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

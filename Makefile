@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint fold-demo bench clean
+.PHONY: serve test lint fold-demo bench container-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,7 @@ fold-demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+bench: $(STAMP)
+	$(BIN)/python bench/fold_latency.py
+	$(BIN)/python bench/serving.py

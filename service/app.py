@@ -15,6 +15,7 @@ from service import __version__
 from service.dataplane import DataPlane
 from service.deps import JSONResponse
 from service.errors import ServingError
+from service.fastpath import FastPath
 from service.folder import Folder
 from service.metrics import Metrics
 from service.middleware import LimitsAndMetrics
@@ -32,7 +33,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(settings.device, settings.intra_op_threads, settings.inter_op_threads)
+        runtime = Runtime(
+            settings.device,
+            settings.intra_op_threads,
+            settings.inter_op_threads,
+            settings.thread_spinning,
+        )
         folder = Folder(settings.fold_rtol, settings.fold_samples, settings.fold_timeout)
         dataplane = DataPlane(settings, Repository(settings.models_dir), runtime, folder, metrics)
         app.state.dataplane = dataplane
@@ -50,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.add_middleware(FastPath)
     app.add_middleware(
         LimitsAndMetrics,
         max_request_bytes=settings.max_request_bytes,

@@ -60,25 +60,20 @@ def numpy_from_v2(datatype: Any, what: str) -> np.dtype:
 
 
 def array_from_json(values: Any, dtype: np.dtype, what: str) -> np.ndarray:
-    """A JSON value (number or nested lists) as an array of ``dtype``, or a clear error."""
-    if isinstance(values, (str, dict)) or _has_non_numbers(values):
-        raise InvalidInput(f"{what} has non-numeric values")
+    """A JSON value (number or nested lists) as an array of ``dtype``, or a clear error.
+
+    Strings, nulls and objects are refused, even where numpy would convert them.
+    """
     try:
-        array = np.asarray(values, dtype=dtype)
+        array = np.asarray(values)
+    except (ValueError, TypeError):
+        raise InvalidInput(f"{what} is ragged: its nested lists differ in length") from None
+    if array.dtype.kind not in "biuf":
+        raise InvalidInput(f"{what} has non-numeric values (or integers out of range)")
+    try:
+        return array.astype(dtype, copy=False)
     except (ValueError, TypeError, OverflowError):
-        raise InvalidInput(f"{what} is ragged or has values that are not {dtype.name}") from None
-    return array
-
-
-def _has_non_numbers(values: Any) -> bool:
-    stack = [values]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(item)
-        elif item is None or isinstance(item, (str, dict)):
-            return True
-    return False
+        raise InvalidInput(f"{what} has values that are not {dtype.name}") from None
 
 
 def array_from_bytes(raw: bytes, dtype: np.dtype, shape: list[int], what: str) -> np.ndarray:

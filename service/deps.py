@@ -13,11 +13,11 @@ from service.errors import InvalidInput, Unauthorized
 from service.settings import Settings
 
 
-def get_dataplane(request: Request) -> DataPlane:
+async def get_dataplane(request: Request) -> DataPlane:
     return request.app.state.dataplane
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -38,12 +38,12 @@ def _matches(given: str | None, *tokens: str | None) -> bool:
     )
 
 
-def require_admin(request: Request, settings: SettingsDep) -> None:
+async def require_admin(request: Request, settings: SettingsDep) -> None:
     if settings.admin_token and not _matches(_bearer(request), settings.admin_token):
         raise Unauthorized("this endpoint needs 'Authorization: Bearer <admin token>'")
 
 
-def require_api(request: Request, settings: SettingsDep) -> None:
+async def require_api(request: Request, settings: SettingsDep) -> None:
     if settings.api_token and not _matches(
         _bearer(request), settings.api_token, settings.admin_token
     ):

@@ -67,7 +67,14 @@ def _meta(arg: Any) -> TensorMeta:
 class Runtime:
     """Chooses the execution provider once and builds sessions with it."""
 
-    def __init__(self, device: str = "auto", intra_op_threads: int = 1, inter_op_threads: int = 1):
+    def __init__(
+        self,
+        device: str = "auto",
+        intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+        spinning: bool = False,
+    ) -> None:
+        self.spinning = spinning
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
         self.provider = self._choose_provider(device)
@@ -91,6 +98,9 @@ class Runtime:
         options.inter_op_num_threads = self.inter_op_threads
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        if not self.spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         return options
 
     def load(self, path: Path) -> Session:

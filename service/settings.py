@@ -30,8 +30,9 @@ class Settings(BaseSettings):
     """``auto`` uses CUDA when ONNX Runtime can, else the CPU; ``cuda`` refuses to start
     without CUDA; ``cpu`` never tries it."""
 
-    intra_op_threads: int = Field(1, ge=0)
-    """ONNX Runtime threads inside one operator (0: ONNX Runtime's default)."""
+    intra_op_threads: int = Field(2, ge=0)
+    """ONNX Runtime threads inside one operator (0: ONNX Runtime's default). Measured on
+    2 cores (docs/benchmarks.md): 2 beats 1 for both the MLP and the conv model."""
 
     inter_op_threads: int = Field(1, ge=0)
     """ONNX Runtime threads across operators (0: ONNX Runtime's default)."""
@@ -52,6 +53,11 @@ class Settings(BaseSettings):
     inline_threshold_us: float = Field(150.0, ge=0)
     """Runs estimated to take less than this many microseconds execute on the event
     loop instead of a worker thread."""
+
+    thread_spinning: bool = False
+    """Let ONNX Runtime's idle pool threads spin. Off by default: spinning threads burn
+    the core the HTTP side needs (MLP: -20% req/s); on, a conv model answers single
+    requests faster (0.38 vs 0.65 ms median at concurrency 1, docs/benchmarks.md)."""
 
     admin_token: str | None = None
     """When set, upload and delete need ``Authorization: Bearer <admin_token>``."""

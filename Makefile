@@ -34,3 +34,6 @@ clean:
 bench: $(STAMP)
 	$(BIN)/python bench/fold_latency.py
 	$(BIN)/python bench/serving.py
+
+container-smoke:
+	bash scripts/container-smoke.sh

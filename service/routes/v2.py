@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
 import zlib
 
 from fastapi import APIRouter, Request, Response
 
 from service import __version__, v2
 from service.deps import ApiAuth, DataPlaneDep, JSONResponse, parse_json
-from service.errors import InvalidInput, NotReady
+from service.errors import InvalidInput, NotReady, TooLarge
 
 router = APIRouter(tags=["Open Inference Protocol (V2)"])
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -123,7 +122,8 @@ async def infer(
     name: str, request: Request, dataplane: DataPlaneDep, version: str | None = None
 ) -> Response:
     model = dataplane.get(name, version)
-    body = _decompress(await request.body(), request.headers.get("content-encoding"))
+    limit = request.app.state.settings.max_request_bytes
+    body = _decompress(await request.body(), request.headers.get("content-encoding"), limit)
     header_length = request.headers.get(HEADER_LENGTH)
     if header_length is None:
         header, binary = body, b""
@@ -144,14 +144,19 @@ async def infer(
     )
 
 
-def _decompress(body: bytes, encoding: str | None) -> bytes:
+def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo ``Content-Encoding: gzip|deflate``, refusing more than ``limit`` bytes out."""
     if not encoding or encoding == "identity":
         return body
+    if encoding not in ("gzip", "deflate"):
+        raise InvalidInput(f"unsupported Content-Encoding {encoding!r}")
+    decoder = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
     try:
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-    except (OSError, zlib.error, EOFError) as error:
+        out = decoder.decompress(body, limit + 1)
+    except zlib.error as error:
         raise InvalidInput(f"body is not valid {encoding}: {error}") from None
-    raise InvalidInput(f"unsupported Content-Encoding {encoding!r}")
+    if len(out) > limit:
+        raise TooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
+    if not decoder.eof:
+        raise InvalidInput(f"body is not valid {encoding}: truncated stream")
+    return out

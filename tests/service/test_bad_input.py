@@ -243,3 +243,10 @@ def test_size_limits(guarded_server, tmp_path):
 
     streamed = httpx.post(guarded_server.url + PREDICT, content=chunks(), headers=READER)
     assert_error(streamed, 413, "limit")
+    bomb = gzip.compress(b" " * 1_000_000)
+    reply = httpx.post(
+        guarded_server.url + "/v2/models/digits/infer",
+        content=bomb,
+        headers={**READER, "Content-Encoding": "gzip"},
+    )
+    assert_error(reply, 413, "decompressed")

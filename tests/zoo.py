@@ -6,8 +6,10 @@ non-trivial moving statistics, gamma and beta, so a wrong fold shows up.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -54,19 +56,16 @@ class Case:
 
 
 def seed_mlp() -> keras.Model:
-    return keras.Sequential(
-        [
-            keras.Input((64,), name="pixels"),
-            layers.Dense(256),
-            layers.BatchNormalization(),
-            layers.Activation("relu"),
-            layers.Dropout(0.2),
-            layers.Dense(128),
-            layers.BatchNormalization(),
-            layers.Activation("relu"),
-            layers.Dense(10, activation="softmax"),
-        ]
-    )
+    """The seed article's network, exactly as the demo model is built."""
+    return _demo_module().build()
+
+
+def _demo_module():
+    path = Path(__file__).resolve().parents[1] / "models" / "train_digits.py"
+    spec = importlib.util.spec_from_file_location("train_digits", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def conv2d_no_bias() -> keras.Model:

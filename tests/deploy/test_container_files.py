@@ -30,9 +30,9 @@ def test_hadolint(dockerfile):
 def test_dockerfile_promises():
     text = (REPO / "Dockerfile").read_text()
     assert "ARG BASE_IMAGE=python:3.11-slim" in text
-    assert "AS runtime-gpu" in text and "cudnn" in text
-    assert text.count("USER 10001:10001") == 2
-    assert text.count("/v2/health/ready") == 2
+    assert "ARG ORT_VARIANT=cpu" in text and "cudnn" in text
+    assert text.count("USER 10001:10001") == 1
+    assert text.count("/v2/health/ready") == 1
     assert 'VOLUME ["/models"]' in text and "EXPOSE 8080" in text
     assert not text.startswith("# syntax")
     ignored = (REPO / ".dockerignore").read_text().split()
@@ -52,6 +52,8 @@ def test_compose_services():
     assert main["deploy"]["resources"]["limits"]["memory"]
     gpu = services["foldserve-gpu"]
     assert gpu["profiles"] == ["gpu"]
+    assert gpu["build"]["args"]["ORT_VARIANT"] == "gpu"
+    assert "cudnn" in gpu["build"]["args"]["BASE_IMAGE"]
     [device] = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     for name in ("replica-a", "replica-b", "proxy"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -74,6 +75,17 @@ class Server:
                 self.process.wait()
 
 
+@contextlib.contextmanager
+def serving(models_dir: Path, env: dict[str, str] | None = None, workers: int = 1):
+    """A ready server for the duration of the block, stopped afterwards."""
+    running = Server(models_dir, env, workers)
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
 def make_repository(root: Path) -> Path:
     models = root / "models"
     (models / "digits" / "1").mkdir(parents=True)
@@ -83,12 +95,8 @@ def make_repository(root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Iterator[Server]:
-    running = Server(make_repository(tmp_path_factory.mktemp("open")))
-    try:
-        running.wait_ready()
+    with serving(make_repository(tmp_path_factory.mktemp("open"))) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="session")
@@ -104,12 +112,8 @@ def guarded_server(tmp_path_factory, server) -> Iterator[Server]:
     }
     models = tmp_path_factory.mktemp("guarded") / "models"
     shutil.copytree(server.models_dir / "digits", models / "digits")
-    running = Server(models, env)
-    try:
-        running.wait_ready()
+    with serving(models, env) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="session")

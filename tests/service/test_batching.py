@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from tests.service.conftest import Server
+from tests.service.conftest import serving
 
 HEADER = "Inference-Header-Content-Length"
 
@@ -24,12 +24,8 @@ def batching_server(tmp_path_factory, server):
     for name, batching in configs.items():
         shutil.copytree(server.models_dir / "digits", models / name)
         (models / name / "config.json").write_text(json.dumps({"dynamic_batching": batching}))
-    running = Server(models)
-    try:
-        running.wait_ready()
+    with serving(models) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def infer_binary(url: str, model: str, rows: np.ndarray) -> httpx.Response:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.service.conftest import REPO, Server, free_port
+from tests.service.conftest import REPO, free_port, serving
 
 
 def test_cuda_demanded_without_cuda_refuses_to_start(tmp_path):
@@ -63,14 +63,10 @@ def test_a_broken_model_on_disk_does_not_stop_the_others(tmp_path):
     (models / "stale" / "1").mkdir(parents=True)
     (models / "stale" / "1" / "model.onnx").write_bytes(b"not onnx either")
     (models / "README.md").write_text("not a model")
-    running = Server(models, env={"FOLDSERVE_DEVICE": "cpu"})
-    try:
-        running.wait_ready()
+    with serving(models, env={"FOLDSERVE_DEVICE": "cpu"}) as running:
         listing = httpx.get(f"{running.url}/v1/models").json()["models"]
         states = {m["name"]: m["versions"][0]["state"] for m in listing}
         assert states == {"broken": "UNAVAILABLE", "stale": "UNAVAILABLE"}
         reply = httpx.post(f"{running.url}/v1/models/broken:predict", json={"instances": [[0]]})
         assert reply.status_code == 404 and "could be loaded" in reply.json()["error"]
         assert httpx.get(f"{running.url}/v2").json()["execution_provider"] == "CPUExecutionProvider"
-    finally:
-        running.stop()

@@ -7,7 +7,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.service.conftest import Server, make_repository
+from tests.service.conftest import make_repository, serving
 
 
 def upload(server, path, name=None, headers=None, timeout=300):
@@ -116,12 +116,8 @@ def test_predictions_keep_succeeding_while_a_model_folds(server, trained_model_f
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory):
-    running = Server(make_repository(tmp_path_factory.mktemp("workers")), workers=2)
-    try:
-        running.wait_ready()
+    with serving(make_repository(tmp_path_factory.mktemp("workers")), workers=2) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_two_workers_see_one_upload(two_workers, trained_model_file):

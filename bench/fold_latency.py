@@ -1,6 +1,6 @@
 """Fold the demo model, then time ONNX Runtime on the folded and unfolded exports.
 
-    .venv/bin/python bench/fold_latency.py [--runs 2000]
+    .venv/bin/python bench/fold_latency.py [--runs 20000]
 
 Prints the fold/export/verify time (after TensorFlow is imported), the ONNX
 node counts, and the median per-call latency of both exports at batch 1 and
@@ -22,20 +22,26 @@ from folding.quiet import import_keras
 DEMO = Path(__file__).resolve().parent.parent / "models/digits/1/model.keras"
 
 
-def median_ms(session, feed, runs: int) -> float:
-    for _ in range(20):
-        session.run(None, feed)
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feed)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1e3
+def median_ms(sessions: dict, feed: dict, runs: int, rounds: int = 20) -> dict[str, float]:
+    """Median per-call latency of each session, measured in interleaved rounds so that
+    drift of the machine falls on both alike."""
+    for session in sessions.values():
+        for _ in range(20):
+            session.run(None, feed)
+    samples: dict[str, list[float]] = {name: [] for name in sessions}
+    per_round = max(runs // rounds, 1)
+    for _ in range(rounds):
+        for name, session in sessions.items():
+            for _ in range(per_round):
+                start = time.perf_counter()
+                session.run(None, feed)
+                samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) * 1e3 for name, values in samples.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=20000)
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -70,9 +76,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for batch in (1, 1024):
         feed = {"pixels": rng.uniform(0, 16, (batch, 64)).astype(np.float32)}
-        runs = args.runs if batch == 1 else max(args.runs // 10, 50)
-        folded = median_ms(sessions["folded"], feed, runs)
-        unfolded = median_ms(sessions["unfolded"], feed, runs)
+        runs = args.runs if batch == 1 else max(args.runs // 10, 100)
+        medians = median_ms(sessions, feed, runs)
+        folded, unfolded = medians["folded"], medians["unfolded"]
         print(f"{batch:>6} {folded:>10.4f} {unfolded:>12.4f} {unfolded / folded:>16.2f}")
 
 

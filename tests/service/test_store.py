@@ -133,3 +133,70 @@ def test_two_workers_see_one_upload(two_workers, trained_model_file):
                 ).status_code
             )
     assert statuses == [200] * 30
+
+
+def test_multi_input_multi_output_model(server, tmp_path):
+    from tests import zoo
+
+    path = tmp_path / "branches.keras"
+    zoo.randomize_batch_norms(zoo.multi_io_branches(), seed=8).save(path)
+    reply = upload(server, path)
+    assert reply.status_code == 201, reply.text
+    assert len(reply.json()["report"]["folded"]) == 3
+    rng = np.random.default_rng(0)
+    left, right = rng.normal(size=(3, 10)), rng.normal(size=(3, 7))
+
+    rows = httpx.post(
+        f"{server.url}/v1/models/branches:predict",
+        json={
+            "instances": [
+                {"left": a, "right": b} for a, b in zip(left.tolist(), right.tolist(), strict=True)
+            ]
+        },
+    )
+    assert rows.status_code == 200, rows.text
+    predictions = rows.json()["predictions"]
+    assert len(predictions) == 3 and set(predictions[0]) == {"classes", "score_bn", "trunk"}
+
+    columns = httpx.post(
+        f"{server.url}/v1/models/branches:predict",
+        json={"inputs": {"left": left.tolist(), "right": right.tolist()}},
+    ).json()["outputs"]
+    np.testing.assert_allclose(columns["classes"], [p["classes"] for p in predictions], rtol=1e-6)
+
+    v2_reply = httpx.post(
+        f"{server.url}/v2/models/branches/infer",
+        json={
+            "inputs": [
+                {
+                    "name": "left",
+                    "shape": [3, 10],
+                    "datatype": "FP32",
+                    "data": left.reshape(-1).tolist(),
+                },
+                {
+                    "name": "right",
+                    "shape": [3, 7],
+                    "datatype": "FP32",
+                    "data": right.reshape(-1).tolist(),
+                },
+            ],
+            "outputs": [{"name": "trunk"}],
+        },
+    ).json()
+    [trunk] = v2_reply["outputs"]
+    assert trunk["name"] == "trunk" and trunk["shape"] == [3, 8]
+    np.testing.assert_allclose(np.array(trunk["data"]).reshape(3, 8), columns["trunk"], rtol=1e-6)
+
+    missing = httpx.post(
+        f"{server.url}/v1/models/branches:predict", json={"instances": left.tolist()}
+    )
+    assert missing.status_code == 400 and "2 inputs" in missing.json()["error"]
+    compared = httpx.post(
+        f"{server.url}/v1/models/branches:compare",
+        json={"inputs": {"left": left.tolist(), "right": right.tolist()}, "reference": "keras"},
+        timeout=120,
+    ).json()
+    assert set(compared["outputs"]) == {"classes", "score_bn", "trunk"}
+    assert all(entry["keras_max_rel_diff"] < 1e-4 for entry in compared["outputs"].values())
+    httpx.delete(f"{server.url}/v1/models/branches")

@@ -12,7 +12,9 @@ from service.errors import InvalidInput, NotReady, TooLarge
 
 router = APIRouter(tags=["Open Inference Protocol (V2)"])
 HEADER_LENGTH = "Inference-Header-Content-Length"
-EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
+# The repository index (POST /v2/repository/index) is served, but not the rest of the
+# model_repository extension (load/unload): every model in the store is loaded.
+EXTENSIONS = ["binary_tensor_data", "statistics"]
 
 
 @router.get("/v2")

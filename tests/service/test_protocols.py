@@ -113,6 +113,15 @@ def test_triton_client(server, digits, binary):
     assert accuracy(probabilities, digits.target[:64]) > 0.95
     default_outputs = client.infer("digits", [tensor]).as_numpy("probabilities")
     np.testing.assert_array_equal(default_outputs, probabilities)
+    compressed = client.infer(
+        "digits",
+        [tensor],
+        request_compression_algorithm="gzip",
+        response_compression_algorithm="deflate",
+    )
+    np.testing.assert_array_equal(compressed.as_numpy("probabilities"), probabilities)
+    with pytest.raises(triton.InferenceServerException, match="no model named 'nope'"):
+        client.infer("nope", [tensor])
     client.close()
 
 

@@ -111,24 +111,31 @@ class DataPlane:
         self.folder.close()
 
     async def _fold_missing(self) -> None:
-        """Fold every version on disk that has a Keras source but no ONNX files yet."""
+        """Fold every version on disk that has a Keras source but no ONNX files yet.
+
+        With several server processes, each version is folded by whichever claims it
+        first; the others pick it up from disk when it is ready.
+        """
         for versions in self.repository.scan().values():
             for directory in versions.values():
                 if directory.ready or directory.source is None:
                     continue
-                staging = self.repository.new_staging()
-                try:
-                    logger.info("folding %s/%d at start-up", directory.name, directory.version)
-                    await self._timed_fold(directory.source, staging, directory.name)
-                    self.repository.complete(
-                        staging, directory, (REPORT_FILE, UNFOLDED_FILE, FOLDED_FILE)
-                    )
-                except Exception as error:  # a bad model on disk must not stop the server
-                    message = getattr(error, "message", str(error))
-                    self._failed[(directory.name, directory.version)] = message
-                    logger.error("%s/%d not served: %s", directory.name, directory.version, message)
-                finally:
-                    self.repository.discard(staging)
+                with self.repository.claim(directory) as claimed:
+                    if claimed and not directory.ready:
+                        await self._fold_in_place(directory)
+
+    async def _fold_in_place(self, directory: VersionDir) -> None:
+        staging = self.repository.new_staging()
+        try:
+            logger.info("folding %s/%d at start-up", directory.name, directory.version)
+            await self._timed_fold(directory.source, staging, directory.name)
+            self.repository.complete(staging, directory, (REPORT_FILE, UNFOLDED_FILE, FOLDED_FILE))
+        except Exception as error:  # a bad model on disk must not stop the server
+            message = getattr(error, "message", str(error))
+            self._failed[(directory.name, directory.version)] = message
+            logger.error("%s/%d not served: %s", directory.name, directory.version, message)
+        finally:
+            self.repository.discard(staging)
 
     async def _poll(self) -> None:
         while True:

@@ -120,6 +120,23 @@ class Repository:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    @contextlib.contextmanager
+    def claim(self, target: VersionDir) -> Iterator[bool]:
+        """Try to become the one process that builds ``target``'s missing files.
+
+        Yields False at once when another process holds the claim.
+        """
+        with open(target.path / ".build.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def new_staging(self) -> Path:
         path = self.root / ".staging" / uuid.uuid4().hex
         path.mkdir(parents=True)

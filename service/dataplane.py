@@ -1,4 +1,4 @@
-"""The protocol-free core: models in memory, inference, compare, upload, delete.
+"""The protocol-free core: inference, compare, upload, delete, start-up folds.
 
 Routes of both protocols parse their wire format into numpy arrays, call this,
 and render what it returns. Nothing here knows about HTTP.
@@ -12,61 +12,31 @@ import logging
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import anyio
 import numpy as np
 
-from service.batching import BatchPolicy, Executor
-from service.errors import InvalidInput, NotFound
+from service.errors import InvalidInput
 from service.folder import Folder
 from service.metrics import Metrics
+from service.registry import LoadedVersion, ModelRegistry
 from service.repository import (
     FOLDED_FILE,
     REPORT_FILE,
     UNFOLDED_FILE,
     Repository,
     VersionDir,
-    find_version,
     parse_version,
     validate_name,
 )
-from service.runtime import Runtime, Session, TensorMeta
+from service.runtime import Runtime, TensorMeta
 from service.settings import Settings
-from service.stats import ModelStats
 
 logger = logging.getLogger("foldserve.dataplane")
 
 UPLOAD_SUFFIXES = {".keras": "model.keras", ".h5": "model.h5", ".hdf5": "model.h5"}
-
-
-@dataclass
-class LoadedVersion:
-    """One served model version: its folded session and, on demand, the unfolded one."""
-
-    name: str
-    version: int
-    directory: VersionDir
-    folded: Session
-    executor: Executor
-    report: dict[str, Any]
-    policy: BatchPolicy
-    unfolded: Executor | None = None
-    loaded_at: float = field(default_factory=time.time)
-
-    @property
-    def stats(self) -> ModelStats:
-        return self.executor.stats
-
-    @property
-    def inputs(self) -> list[TensorMeta]:
-        return self.folded.inputs
-
-    @property
-    def outputs(self) -> list[TensorMeta]:
-        return self.folded.outputs
 
 
 class DataPlane:
@@ -83,10 +53,8 @@ class DataPlane:
         self.runtime = runtime
         self.folder = folder
         self.metrics = metrics
+        self.registry = ModelRegistry(settings, repository, runtime, metrics)
         self.ready = False
-        self._models: dict[str, dict[int, LoadedVersion]] = {}
-        self._failed: dict[tuple[str, int], str] = {}
-        self._refresh_lock = asyncio.Lock()
         self._poller: asyncio.Task | None = None
 
     # -- life cycle ------------------------------------------------------------
@@ -98,7 +66,7 @@ class DataPlane:
         if self.settings.prewarm_folder:
             self.folder.prewarm()
         await self._fold_missing()
-        await self.refresh()
+        await self.registry.refresh()
         self._poller = asyncio.create_task(self._poll())
         self.ready = True
 
@@ -132,7 +100,7 @@ class DataPlane:
             self.repository.complete(staging, directory, (REPORT_FILE, UNFOLDED_FILE, FOLDED_FILE))
         except Exception as error:  # a bad model on disk must not stop the server
             message = getattr(error, "message", str(error))
-            self._failed[(directory.name, directory.version)] = message
+            self.registry.mark_failed(directory.name, directory.version, message)
             logger.error("%s/%d not served: %s", directory.name, directory.version, message)
         finally:
             self.repository.discard(staging)
@@ -141,141 +109,33 @@ class DataPlane:
         while True:
             await asyncio.sleep(self.settings.poll_interval)
             try:
-                await self.refresh()
+                await self.registry.refresh()
             except Exception:  # keep polling whatever one scan hit
                 logger.exception("repository scan failed")
-
-    async def refresh(self) -> None:
-        """Load versions that appeared on disk and drop those that disappeared."""
-        async with self._refresh_lock:
-            on_disk = await anyio.to_thread.run_sync(self.repository.scan)
-            ready = {
-                (name, version): directory
-                for name, versions in on_disk.items()
-                for version, directory in versions.items()
-                if directory.ready
-            }
-            for name, versions in list(self._models.items()):
-                for version in list(versions):
-                    if (name, version) not in ready:
-                        self._unload(name, version)
-            for (name, version), directory in ready.items():
-                if version in self._models.get(name, {}) or (name, version) in self._failed:
-                    continue
-                await self._load(directory)
-            self.metrics.loaded_models.set(sum(len(v) for v in self._models.values()))
-
-    def policy_for(self, name: str) -> BatchPolicy:
-        """The server's batching settings, overridden by ``<name>/config.json``'s
-        ``{"dynamic_batching": {"enabled", "max_batch_size",
-        "max_queue_delay_microseconds", "instances"}}``."""
-        settings = self.settings
-        override = self.repository.model_config(name).get("dynamic_batching", {})
-        if not isinstance(override, dict):
-            override = {}
-        try:
-            return BatchPolicy(
-                enabled=bool(override.get("enabled", settings.batching)),
-                max_batch_size=max(1, int(override.get("max_batch_size", settings.max_batch_size))),
-                max_queue_delay_us=max(
-                    0,
-                    int(override.get("max_queue_delay_microseconds", settings.max_queue_delay_us)),
-                ),
-                instances=max(1, int(override.get("instances", settings.instances))),
-                inline_threshold_us=settings.inline_threshold_us,
-            )
-        except (TypeError, ValueError):
-            logger.error("%s/config.json has invalid dynamic_batching values; ignored", name)
-            return self.policy_for_defaults()
-
-    def policy_for_defaults(self) -> BatchPolicy:
-        settings = self.settings
-        return BatchPolicy(
-            settings.batching,
-            settings.max_batch_size,
-            settings.max_queue_delay_us,
-            settings.instances,
-            settings.inline_threshold_us,
-        )
-
-    def _executor(self, session: Session, policy: BatchPolicy, name: str, version: int) -> Executor:
-        stats = ModelStats(name, version)
-        return Executor(session, policy, stats, self.metrics.observer(name))
-
-    async def _load(self, directory: VersionDir) -> None:
-        name, version = directory.name, directory.version
-        policy = self.policy_for(name)
-        try:
-            session = await anyio.to_thread.run_sync(
-                self.runtime.load, directory.path / FOLDED_FILE
-            )
-            executor = await anyio.to_thread.run_sync(
-                self._executor, session, policy, name, version
-            )
-        except Exception as error:  # a corrupt ONNX file on disk
-            self._failed[(name, version)] = str(error)
-            logger.error("cannot load %s/%d: %s", name, version, error)
-            return
-        loaded = LoadedVersion(
-            name, version, directory, session, executor, directory.report(), policy
-        )
-        self._models.setdefault(directory.name, {})[directory.version] = loaded
-        logger.info("serving %s/%d on %s", directory.name, directory.version, session.provider)
-
-    def _unload(self, name: str, version: int) -> None:
-        versions = self._models.get(name, {})
-        model = versions.pop(version, None)
-        if model is not None:
-            model.executor.close()
-        if not versions:
-            self._models.pop(name, None)
-        logger.info("unloaded %s/%d", name, version)
 
     # -- reading -----------------------------------------------------------------
 
     def get(self, name: str, version: str | int | None = None) -> LoadedVersion:
-        number = parse_version(version)
-        if name not in self._models:
-            if any(key[0] == name for key in self._failed):
-                raise NotFound(f"model '{name}' has no version that could be loaded")
-            raise NotFound(f"no model named '{name}'")
-        return find_version(self._models, name, number)[1]
+        return self.registry.get(name, version)
 
     def versions(self, name: str) -> list[LoadedVersion]:
-        if name not in self._models:
-            raise NotFound(f"no model named '{name}'")
-        return [self._models[name][v] for v in sorted(self._models[name])]
+        return self.registry.versions(name)
 
     def catalogue(self) -> list[dict[str, Any]]:
-        """Every model on disk with each version's state."""
-        listing = []
-        for name, versions in self.repository.scan().items():
-            entries = []
-            for version, directory in versions.items():
-                if version in self._models.get(name, {}):
-                    state = "AVAILABLE"
-                elif (name, version) in self._failed or directory.source is None:
-                    state = "UNAVAILABLE"
-                else:
-                    state = "LOADING"
-                entries.append({"version": version, "state": state})
-            listing.append({"name": name, "versions": entries})
-        return listing
+        return self.registry.catalogue()
+
+    def state_of(self, name: str, version: int) -> tuple[str, str]:
+        return self.registry.state_of(name, version)
 
     def statistics(self, name: str | None, version: str | None) -> list[dict[str, Any]]:
         """Triton-style statistics of one version, every version of ``name``, or all."""
         if name is None:
-            loaded = [m for versions in self._models.values() for m in versions.values()]
+            loaded = self.registry.loaded()
         elif version is None:
-            loaded = self.versions(name)
+            loaded = self.registry.versions(name)
         else:
-            loaded = [self.get(name, version)]
+            loaded = [self.registry.get(name, version)]
         return [model.stats.as_dict() for model in loaded]
-
-    def state_of(self, name: str, version: int) -> tuple[str, str]:
-        if version in self._models.get(name, {}):
-            return "AVAILABLE", ""
-        return "UNAVAILABLE", self._failed.get((name, version), "not loaded")
 
     # -- inference ---------------------------------------------------------------
 
@@ -286,7 +146,7 @@ class DataPlane:
         outputs: list[str] | None = None,
         variant: str = "folded",
     ) -> dict[str, np.ndarray]:
-        executor = await self._executor_of(model, variant)
+        executor = await self.registry.executor_of(model, variant)
         session = executor.session
         feed = validate_inputs(session.inputs, inputs)
         names = outputs or session.output_names
@@ -298,19 +158,6 @@ class DataPlane:
             )
         results = dict(zip(session.output_names, await executor.run(feed), strict=True))
         return {name: results[name] for name in names}
-
-    async def _executor_of(self, model: LoadedVersion, variant: str) -> Executor:
-        if variant == "folded":
-            return model.executor
-        if model.unfolded is None:
-            session = await anyio.to_thread.run_sync(
-                self.runtime.load, model.directory.path / UNFOLDED_FILE
-            )
-            unbatched = BatchPolicy(enabled=False, instances=model.policy.instances)
-            model.unfolded = await anyio.to_thread.run_sync(
-                self._executor, session, unbatched, model.name, model.version
-            )
-        return model.unfolded
 
     async def compare(
         self, model: LoadedVersion, inputs: dict[str, np.ndarray], reference: str | None
@@ -365,9 +212,9 @@ class DataPlane:
             version = await anyio.to_thread.run_sync(self.repository.commit, staging, name)
         finally:
             self.repository.discard(staging)
-        async with self._refresh_lock:
-            await self._load(self.repository.version_dir(name, version))
-            self.metrics.loaded_models.set(sum(len(v) for v in self._models.values()))
+        async with self.registry.lock:
+            await self.registry.load(self.repository.version_dir(name, version))
+            self.registry.count_loaded()
         return name, version, report
 
     async def _timed_fold(
@@ -390,11 +237,10 @@ class DataPlane:
     async def delete(self, name: str, version: str | None) -> list[int]:
         number = parse_version(version) if version is not None else None
         removed = await anyio.to_thread.run_sync(self.repository.delete, name, number)
-        async with self._refresh_lock:
+        async with self.registry.lock:
             for gone in removed:
-                self._unload(name, gone)
-                self._failed.pop((name, gone), None)
-            self.metrics.loaded_models.set(sum(len(v) for v in self._models.values()))
+                self.registry.forget(name, gone)
+            self.registry.count_loaded()
         return removed
 
 

@@ -1,0 +1,216 @@
+"""The model versions loaded in this process, kept in step with the repository on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from service.batching import BatchPolicy, Executor
+from service.errors import NotFound
+from service.metrics import Metrics
+from service.repository import (
+    FOLDED_FILE,
+    UNFOLDED_FILE,
+    Repository,
+    VersionDir,
+    find_version,
+    parse_version,
+)
+from service.runtime import Runtime, Session, TensorMeta
+from service.settings import Settings
+from service.stats import ModelStats
+
+logger = logging.getLogger("foldserve.registry")
+
+
+@dataclass
+class LoadedVersion:
+    """One served model version: its folded session and, on demand, the unfolded one."""
+
+    name: str
+    version: int
+    directory: VersionDir
+    folded: Session
+    executor: Executor
+    report: dict[str, Any]
+    policy: BatchPolicy
+    unfolded: Executor | None = None
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def stats(self) -> ModelStats:
+        return self.executor.stats
+
+    @property
+    def inputs(self) -> list[TensorMeta]:
+        return self.folded.inputs
+
+    @property
+    def outputs(self) -> list[TensorMeta]:
+        return self.folded.outputs
+
+
+class ModelRegistry:
+    """Loads ready versions (one ONNX Runtime session and executor each), drops vanished
+    ones, remembers which could not be loaded and why."""
+
+    def __init__(
+        self, settings: Settings, repository: Repository, runtime: Runtime, metrics: Metrics
+    ) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.runtime = runtime
+        self.metrics = metrics
+        self.lock = asyncio.Lock()
+        self._models: dict[str, dict[int, LoadedVersion]] = {}
+        self._failed: dict[tuple[str, int], str] = {}
+
+    async def refresh(self) -> None:
+        """Load versions that appeared on disk and drop those that disappeared."""
+        async with self.lock:
+            on_disk = await anyio.to_thread.run_sync(self.repository.scan)
+            ready = {
+                (name, version): directory
+                for name, versions in on_disk.items()
+                for version, directory in versions.items()
+                if directory.ready
+            }
+            for name, versions in list(self._models.items()):
+                for version in list(versions):
+                    if (name, version) not in ready:
+                        self.unload(name, version)
+            for (name, version), directory in ready.items():
+                if version in self._models.get(name, {}) or (name, version) in self._failed:
+                    continue
+                await self.load(directory)
+            self.count_loaded()
+
+    def count_loaded(self) -> None:
+        self.metrics.loaded_models.set(sum(len(v) for v in self._models.values()))
+
+    def mark_failed(self, name: str, version: int, message: str) -> None:
+        self._failed[(name, version)] = message
+
+    def forget(self, name: str, version: int) -> None:
+        """A deleted version: out of memory and out of the failure list."""
+        self.unload(name, version)
+        self._failed.pop((name, version), None)
+
+    def policy_for(self, name: str) -> BatchPolicy:
+        """The server's batching settings, overridden by ``<name>/config.json``'s
+        ``{"dynamic_batching": {"enabled", "max_batch_size",
+        "max_queue_delay_microseconds", "instances"}}``."""
+        settings = self.settings
+        defaults = BatchPolicy(
+            enabled=settings.batching,
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay_us=settings.max_queue_delay_us,
+            instances=settings.instances,
+            inline_threshold_us=settings.inline_threshold_us,
+        )
+        override = self.repository.model_config(name).get("dynamic_batching", {})
+        if not isinstance(override, dict):
+            override = {}
+        try:
+            return dataclasses.replace(
+                defaults,
+                enabled=bool(override.get("enabled", defaults.enabled)),
+                max_batch_size=max(1, int(override.get("max_batch_size", defaults.max_batch_size))),
+                max_queue_delay_us=max(
+                    0,
+                    int(override.get("max_queue_delay_microseconds", defaults.max_queue_delay_us)),
+                ),
+                instances=max(1, int(override.get("instances", defaults.instances))),
+            )
+        except (TypeError, ValueError):
+            logger.error("%s/config.json has invalid dynamic_batching values; ignored", name)
+            return defaults
+
+    def _executor(self, session: Session, policy: BatchPolicy, name: str, version: int) -> Executor:
+        stats = ModelStats(name, version)
+        return Executor(session, policy, stats, self.metrics.observer(name))
+
+    async def load(self, directory: VersionDir) -> None:
+        name, version = directory.name, directory.version
+        policy = self.policy_for(name)
+        try:
+            session = await anyio.to_thread.run_sync(
+                self.runtime.load, directory.path / FOLDED_FILE
+            )
+            executor = await anyio.to_thread.run_sync(
+                self._executor, session, policy, name, version
+            )
+        except Exception as error:  # a corrupt ONNX file on disk
+            self._failed[(name, version)] = str(error)
+            logger.error("cannot load %s/%d: %s", name, version, error)
+            return
+        loaded = LoadedVersion(
+            name, version, directory, session, executor, directory.report(), policy
+        )
+        self._models.setdefault(directory.name, {})[directory.version] = loaded
+        logger.info("serving %s/%d on %s", directory.name, directory.version, session.provider)
+
+    def unload(self, name: str, version: int) -> None:
+        versions = self._models.get(name, {})
+        model = versions.pop(version, None)
+        if model is not None:
+            model.executor.close()
+        if not versions:
+            self._models.pop(name, None)
+        logger.info("unloaded %s/%d", name, version)
+
+    def get(self, name: str, version: str | int | None = None) -> LoadedVersion:
+        number = parse_version(version)
+        if name not in self._models:
+            if any(key[0] == name for key in self._failed):
+                raise NotFound(f"model '{name}' has no version that could be loaded")
+            raise NotFound(f"no model named '{name}'")
+        return find_version(self._models, name, number)[1]
+
+    def versions(self, name: str) -> list[LoadedVersion]:
+        if name not in self._models:
+            raise NotFound(f"no model named '{name}'")
+        return [self._models[name][v] for v in sorted(self._models[name])]
+
+    def catalogue(self) -> list[dict[str, Any]]:
+        """Every model on disk with each version's state."""
+        listing = []
+        for name, versions in self.repository.scan().items():
+            entries = []
+            for version, directory in versions.items():
+                if version in self._models.get(name, {}):
+                    state = "AVAILABLE"
+                elif (name, version) in self._failed or directory.source is None:
+                    state = "UNAVAILABLE"
+                else:
+                    state = "LOADING"
+                entries.append({"version": version, "state": state})
+            listing.append({"name": name, "versions": entries})
+        return listing
+
+    def loaded(self) -> list[LoadedVersion]:
+        return [model for versions in self._models.values() for model in versions.values()]
+
+    def state_of(self, name: str, version: int) -> tuple[str, str]:
+        if version in self._models.get(name, {}):
+            return "AVAILABLE", ""
+        return "UNAVAILABLE", self._failed.get((name, version), "not loaded")
+
+    async def executor_of(self, model: LoadedVersion, variant: str) -> Executor:
+        if variant == "folded":
+            return model.executor
+        if model.unfolded is None:
+            session = await anyio.to_thread.run_sync(
+                self.runtime.load, model.directory.path / UNFOLDED_FILE
+            )
+            unbatched = BatchPolicy(enabled=False, instances=model.policy.instances)
+            model.unfolded = await anyio.to_thread.run_sync(
+                self._executor, session, unbatched, model.name, model.version
+            )
+        return model.unfolded

@@ -238,6 +238,19 @@ class Process:
         self.log.close()
 
 
+def start_foldserve(
+    port: int, models: Path, log_dir: Path, env: dict[str, str] | None = None
+) -> Process:
+    """foldserve on 127.0.0.1:``port`` over ``models``, quiet, without the fold worker."""
+    return Process(
+        "foldserve",
+        [PYTHON, "-m", "service.cli", "serve", "--port", str(port), "--models-dir", str(models)],
+        {"FOLDSERVE_LOG_LEVEL": "warning", "FOLDSERVE_PREWARM_FOLDER": "false", **(env or {})},
+        f"http://127.0.0.1:{port}/v2/health/ready",
+        log_dir,
+    )
+
+
 # -- load ------------------------------------------------------------------------------
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -432,24 +445,7 @@ def main() -> None:
     processes: list[Process] = []
     results: list[Result] = []
     try:
-        processes.append(
-            Process(
-                "foldserve",
-                [
-                    PYTHON,
-                    "-m",
-                    "service.cli",
-                    "serve",
-                    "--port",
-                    str(ports["foldserve"]),
-                    "--models-dir",
-                    str(models),
-                ],
-                {"FOLDSERVE_LOG_LEVEL": "warning", "FOLDSERVE_PREWARM_FOLDER": "false"},
-                f"http://127.0.0.1:{ports['foldserve']}/v2/health/ready",
-                work,
-            )
-        )
+        processes.append(start_foldserve(ports["foldserve"], models, work))
         processes.append(
             Process(
                 "keras",

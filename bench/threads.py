@@ -16,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 from serving import (
-    PYTHON,
-    Process,
     Target,
     build_repository,
     ensure_wrk,
     free_port,
     run_wrk,
+    start_foldserve,
     write_bodies,
 )
 
@@ -51,22 +50,7 @@ def main() -> None:
     for label, env in SETTINGS.items():
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        server = Process(
-            "foldserve",
-            [
-                PYTHON,
-                "-m",
-                "service.cli",
-                "serve",
-                "--port",
-                str(port),
-                "--models-dir",
-                str(work / "models"),
-            ],
-            {"FOLDSERVE_LOG_LEVEL": "warning", "FOLDSERVE_PREWARM_FOLDER": "false", **env},
-            f"{url}/v2/health/ready",
-            work,
-        )
+        server = start_foldserve(port, work / "models", work, env)
         try:
             targets = [
                 Target("mlp", "mlp TF JSON", f"{url}/v1/models/mlp:predict", mlp["tf"], 1),

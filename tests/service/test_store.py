@@ -200,3 +200,35 @@ def test_multi_input_multi_output_model(server, tmp_path):
     assert set(compared["outputs"]) == {"classes", "score_bn", "trunk"}
     assert all(entry["keras_max_rel_diff"] < 1e-4 for entry in compared["outputs"].values())
     httpx.delete(f"{server.url}/v1/models/branches")
+
+
+def test_a_crash_mid_upload_leaves_no_half_model(tmp_path, trained_model_file):
+    import signal
+    import subprocess
+
+    models = make_repository(tmp_path)
+    with serving(models) as first:
+        outcome = {}
+
+        def doomed_upload():
+            try:
+                outcome["reply"] = upload(first, trained_model_file, "crashed")
+            except httpx.TransportError as error:
+                outcome["error"] = error
+
+        uploader = threading.Thread(target=doomed_upload)
+        uploader.start()
+        deadline = time.monotonic() + 30
+        while not any((models / ".staging").iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert any((models / ".staging").iterdir()), "the upload never reached the store"
+        subprocess.run(["pkill", "-KILL", "-P", str(first.process.pid)], check=False)
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+        uploader.join()
+    assert "error" in outcome, outcome  # the server died before answering
+    assert not (models / "crashed").exists()
+    with serving(models) as second:
+        names = [m["name"] for m in httpx.get(f"{second.url}/v1/models").json()["models"]]
+        assert names == ["digits"]
+        assert httpx.get(f"{second.url}/v1/models/crashed").status_code == 404

@@ -250,3 +250,61 @@ def test_size_limits(guarded_server, tmp_path):
         headers={**READER, "Content-Encoding": "gzip"},
     )
     assert_error(reply, 413, "decompressed")
+
+
+def random_json(rng, depth=0):
+    """Random JSON: numbers, strings, nulls, and nested lists and objects with protocol keys."""
+    roll = rng.random()
+    if depth > 3 or roll < 0.3:
+        return rng.choice([0, 1.5, -1e308, 3, "x", None, True, {}, [], "", 2**70, 0.1])
+    if roll < 0.6:
+        return [random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    keys = [
+        "instances",
+        "inputs",
+        "name",
+        "shape",
+        "datatype",
+        "data",
+        "parameters",
+        "outputs",
+        "pixels",
+        "binary_data_size",
+        "reference",
+        "signature_name",
+        "id",
+    ]
+    return {rng.choice(keys): random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))}
+
+
+def test_random_bodies_never_cause_a_server_error(server):
+    import json
+    import random
+
+    rng = random.Random(7)
+    paths = [PREDICT, INFER, "/v1/models/digits:compare", "/v2/models/digits/versions/1/infer"]
+    with httpx.Client(base_url=server.url) as client:
+        for _ in range(400):
+            body = random_json(rng)
+            if rng.random() < 0.4:
+                body = {
+                    "inputs": [
+                        {
+                            "name": "pixels",
+                            "shape": random_json(rng, 2),
+                            "datatype": rng.choice(["FP32", "FP64", "INT8", "BYTES", 1]),
+                            "data": random_json(rng, 1),
+                            "parameters": {"binary_data_size": random_json(rng, 3)},
+                        }
+                    ],
+                    "outputs": random_json(rng, 2),
+                }
+            content = json.dumps(body).encode()
+            headers = {}
+            if rng.random() < 0.2:
+                headers["Inference-Header-Content-Length"] = str(rng.randint(-5, len(content)))
+                content += bytes(rng.randint(0, 300))
+            reply = client.post(rng.choice(paths), content=content, headers=headers)
+            assert reply.status_code < 500, (body, reply.text)
+            if reply.status_code >= 400:
+                assert reply.json()["error"]

@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 import numpy as np
 
+from service.errors import NotReady
 from service.runtime import Session
 from service.stats import ModelStats
 
@@ -104,7 +105,9 @@ class Executor:
         while self._queue:
             pending = self._queue.popleft()
             if not pending.future.done():
-                pending.future.set_exception(RuntimeError("model unloaded"))
+                pending.future.set_exception(
+                    NotReady("the model version was unloaded while the request waited")
+                )
 
     # -- batching ------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from service import fold_job
-from service.errors import InvalidInput, NotReady, Unprocessable
+from service.errors import InvalidInput, NotFound, Unprocessable
 
 logger = logging.getLogger("foldserve.folder")
 
@@ -79,7 +79,7 @@ class Folder:
 
     async def keras_predict(self, source: Path | None, arrays: list[Any]) -> list[Any]:
         if source is None:
-            raise NotReady("this version has no Keras source to compare against")
+            raise NotFound("this version has no Keras source to compare against")
         result = await self._call(fold_job.keras_predict, str(source), arrays)
         if not result["ok"]:
             raise InvalidInput(f"the Keras model failed on these inputs: {result['error']}")

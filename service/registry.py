@@ -206,9 +206,14 @@ class ModelRegistry:
         if variant == "folded":
             return model.executor
         if model.unfolded is None:
-            session = await anyio.to_thread.run_sync(
-                self.runtime.load, model.directory.path / UNFOLDED_FILE
-            )
+            path = model.directory.path / UNFOLDED_FILE
+            try:
+                session = await anyio.to_thread.run_sync(self.runtime.load, path)
+            except Exception as error:  # missing or unreadable: ONNX Runtime's own kinds
+                raise NotFound(
+                    f"model '{model.name}' version {model.version} has no usable "
+                    f"{UNFOLDED_FILE} to compare against ({str(error).splitlines()[0][:200]})"
+                ) from None
             unbatched = BatchPolicy(enabled=False, instances=model.policy.instances)
             model.unfolded = await anyio.to_thread.run_sync(
                 self._executor, session, unbatched, model.name, model.version

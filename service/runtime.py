@@ -9,6 +9,9 @@ from typing import Any
 
 import numpy as np
 import onnxruntime
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+from service.errors import InvalidInput
 
 logger = logging.getLogger("foldserve.runtime")
 
@@ -53,7 +56,11 @@ class Session:
         self.output_names = [meta.name for meta in self.outputs]
 
     def run(self, feed: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[Any]:
-        return self._session.run(outputs or self.output_names, feed)
+        try:
+            return self._session.run(outputs or self.output_names, feed)
+        except InvalidArgument as error:  # inputs that pass the signature but not the graph
+            message = str(error).strip().splitlines()[0][:300]
+            raise InvalidInput(f"the model rejected these inputs: {message}") from None
 
 
 def _meta(arg: Any) -> TensorMeta:

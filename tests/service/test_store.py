@@ -232,3 +232,25 @@ def test_a_crash_mid_upload_leaves_no_half_model(tmp_path, trained_model_file):
         names = [m["name"] for m in httpx.get(f"{second.url}/v1/models").json()["models"]]
         assert names == ["digits"]
         assert httpx.get(f"{second.url}/v1/models/crashed").status_code == 404
+
+
+def test_dynamic_image_size_model(server, tmp_path):
+    import keras
+
+    from tests import zoo
+
+    image = keras.Input((None, None, 3), name="image")
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3)(image))
+    model = keras.Model(image, keras.layers.GlobalAveragePooling2D(name="pooled")(x))
+    path = tmp_path / "anysize.keras"
+    zoo.randomize_batch_norms(model, seed=2).save(path)
+    assert upload(server, path).status_code == 201
+    url = f"{server.url}/v1/models/anysize:predict"
+    rng = np.random.default_rng(1)
+    for size in (5, 9):
+        reply = httpx.post(url, json={"instances": rng.normal(size=(2, size, size, 3)).tolist()})
+        assert reply.status_code == 200 and np.array(reply.json()["predictions"]).shape == (2, 4)
+    too_small = httpx.post(url, json={"instances": np.zeros((1, 1, 1, 3)).tolist()})
+    assert too_small.status_code == 400
+    assert "the model rejected these inputs" in too_small.json()["error"]
+    httpx.delete(f"{server.url}/v1/models/anysize")

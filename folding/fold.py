@@ -23,7 +23,7 @@ import numpy as np
 from keras import layers
 
 from folding import math
-from folding.graph import Call, Graph, rebuild, trace
+from folding.graph import Call, Graph, InputSpec, rebuild, trace
 from folding.report import BatchNormStats, FoldedEntry, NotFoldedEntry, RemovedEntry, ValueRange
 
 INFERENCE_IDENTITIES: tuple[type, ...] = (
@@ -65,7 +65,7 @@ class FoldResult:
     """The folded model and what was done to get it."""
 
     model: keras.Model
-    input_names: list[str]
+    inputs: list[InputSpec]
     output_names: list[str]
     folded: list[FoldedEntry] = field(default_factory=list)
     not_folded: list[NotFoldedEntry] = field(default_factory=list)
@@ -89,7 +89,7 @@ def fold_model(model: keras.Model) -> FoldResult:
     graph = trace(model)
     result = FoldResult(
         model=model,
-        input_names=[spec.name for spec in graph.inputs],
+        inputs=list(graph.inputs),
         output_names=list(graph.output_names),
     )
     for call in [c for c in graph.calls if type(c.layer) in INFERENCE_IDENTITIES]:

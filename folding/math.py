@@ -112,28 +112,6 @@ def fold_into_preceding_depthwise(
     return folded_kernel.astype(kernel.dtype), folded_bias
 
 
-def fold_into_following(
-    kernel: np.ndarray,
-    bias: np.ndarray | None,
-    bn: BatchNormParams,
-    input_axis: int = -2,
-    repeat: int = 1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Merge a BatchNormalization into the linear layer that consumes it.
-
-    With ``x' = x * scale + shift`` feeding ``y = x' K + b``:
-    ``K' = diag(scale) K`` and ``b' = b + shift K``.
-
-    ``input_axis`` is the kernel's input-channel axis (-2 for Dense and Conv).
-    For a Conv kernel the shift is summed over every spatial tap, which is
-    exact only with ``valid`` padding. ``repeat`` tiles scale and shift when a
-    Flatten sits between the two layers (channels-last flatten order).
-    """
-    scale = np.tile(bn.scale(), repeat)
-    shift = np.tile(bn.shift(), repeat)
-    return fold_affine_into_following(kernel, bias, scale, shift, input_axis)
-
-
 def fold_affine_into_following(
     kernel: np.ndarray,
     bias: np.ndarray | None,
@@ -141,7 +119,16 @@ def fold_affine_into_following(
     shift: np.ndarray,
     input_axis: int = -2,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``K' = diag(scale) K`` along ``input_axis``; ``b' = b + shift K``."""
+    """Merge a BatchNormalization into the linear layer that consumes it.
+
+    With ``x' = x * scale + shift`` (``BatchNormParams.scale()`` / ``.shift()``)
+    feeding ``y = x' K + b``: ``K' = diag(scale) K`` and ``b' = b + shift K``.
+
+    ``input_axis`` is the kernel's input-channel axis (-2 for Dense and Conv).
+    For a Conv kernel the shift is summed over every spatial tap, which is
+    exact only with ``valid`` padding. When a Flatten sits between the two
+    layers, ``scale`` and ``shift`` are given per flattened element.
+    """
     if kernel.shape[input_axis] != scale.shape[0]:
         raise ValueError(
             f"kernel axis {input_axis} has {kernel.shape[input_axis]} input channels; "

@@ -14,7 +14,7 @@ import numpy as np
 
 from folding.errors import VerificationError
 from folding.export import DEFAULT_OPSET, export_onnx, summarize
-from folding.graph import InputSpec, trace
+from folding.graph import InputSpec
 from folding.report import FoldReport, OnnxSummary, TensorInfo
 from folding.verify import DEFAULT_RTOL, DEFAULT_SAMPLES, compare, probe_inputs, run_onnx
 
@@ -56,9 +56,8 @@ def fold_to_directory(
     from folding.fold import fold_model
 
     started = time.perf_counter()
-    graph = trace(model)
-    inputs: list[InputSpec] = graph.inputs
     result = fold_model(model)
+    inputs: list[InputSpec] = result.inputs
     folded_at = time.perf_counter()
 
     folded_proto = export_onnx(

@@ -177,9 +177,9 @@ class Executor:
         rows = sum(p.rows for p in batch)
         try:
             results = await self._execute([p.feed for p in batch], rows)
-        except Exception:
+        except Exception as error:
             if len(batch) == 1:
-                _settle(batch[0].future, error=_current_error())
+                _settle(batch[0].future, error=error)
                 return
             for pending in batch:  # retry alone: only the culprit fails
                 try:
@@ -249,12 +249,6 @@ class Executor:
             return lambda rows: float("inf")
         per_row = max(wide - single, 0.0) / 15
         return lambda rows: single + per_row * (rows - 1)
-
-
-def _current_error() -> BaseException:
-    import sys
-
-    return sys.exc_info()[1] or RuntimeError("batch failed")
 
 
 def _settle(future: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:

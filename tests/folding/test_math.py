@@ -76,7 +76,7 @@ def test_dense_forward():
     bias = RNG.normal(size=4).astype(np.float32)
     x = RNG.normal(size=(9, 7))
     expected = batch_norm(x, bn) @ kernel + bias
-    new_kernel, new_bias = math.fold_into_following(kernel, bias, bn)
+    new_kernel, new_bias = math.fold_affine_into_following(kernel, bias, bn.scale(), bn.shift())
     np.testing.assert_allclose(x @ new_kernel + new_bias, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -85,7 +85,9 @@ def test_forward_through_flatten_tiles_in_channels_last_order():
     kernel = RNG.normal(size=(2 * 2 * 3, 5))
     x = RNG.normal(size=(4, 2, 2, 3))
     expected = batch_norm(x, bn).reshape(4, -1) @ kernel
-    new_kernel, new_bias = math.fold_into_following(kernel, None, bn, repeat=4)
+    new_kernel, new_bias = math.fold_affine_into_following(
+        kernel, None, np.tile(bn.scale(), 4), np.tile(bn.shift(), 4)
+    )
     np.testing.assert_allclose(x.reshape(4, -1) @ new_kernel + new_bias, expected, atol=1e-9)
 
 

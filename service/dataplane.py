@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import shutil
@@ -235,8 +236,12 @@ class DataPlane:
         return report
 
     async def delete(self, name: str, version: str | None) -> list[int]:
+        """Delete one version (``"latest"``: the highest one) or, with no version, all."""
         number = parse_version(version) if version is not None else None
-        removed = await anyio.to_thread.run_sync(self.repository.delete, name, number)
+        delete = functools.partial(
+            self.repository.delete, name, number, latest=version is not None and number is None
+        )
+        removed = await anyio.to_thread.run_sync(delete)
         async with self.registry.lock:
             for gone in removed:
                 self.registry.forget(name, gone)

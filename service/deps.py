@@ -39,8 +39,15 @@ def _matches(given: str | None, *tokens: str | None) -> bool:
 
 
 async def require_admin(request: Request, settings: SettingsDep) -> None:
-    if settings.admin_token and not _matches(_bearer(request), settings.admin_token):
-        raise Unauthorized("this endpoint needs 'Authorization: Bearer <admin token>'")
+    """Writes need the admin token; with only an API token set, they need that one.
+
+    A server with any token set never takes an anonymous write.
+    """
+    if settings.admin_token:
+        if not _matches(_bearer(request), settings.admin_token):
+            raise Unauthorized("this endpoint needs 'Authorization: Bearer <admin token>'")
+    elif settings.api_token and not _matches(_bearer(request), settings.api_token):
+        raise Unauthorized("this endpoint needs 'Authorization: Bearer <api token>'")
 
 
 async def require_api(request: Request, settings: SettingsDep) -> None:

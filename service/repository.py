@@ -47,7 +47,7 @@ def parse_version(version: str | int | None) -> int | None:
     if version is None or version == "latest":
         return None
     text = str(version)
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18 or int(text) < 1:
         raise InvalidInput(f"invalid model version {text!r}: expected a positive integer")
     return int(text)
 
@@ -159,11 +159,16 @@ class Repository:
         for file_name in ordered:
             os.replace(staging / file_name, target.path / file_name)
 
-    def delete(self, name: str, version: int | None = None) -> list[int]:
-        """Remove one version, or every version of ``name``; returns the versions removed."""
+    def delete(self, name: str, version: int | None = None, *, latest: bool = False) -> list[int]:
+        """Remove one version, the highest one (``latest``), or every version of ``name``;
+        returns the versions removed."""
         validate_name(name)
         with self.locked():
             versions = self.scan().get(name, {})
+            if latest:
+                if not versions:
+                    raise NotFound(f"no model named '{name}'")
+                version = max(versions)
             if version is not None:
                 if version not in versions:
                     raise NotFound(f"model '{name}' has no version {version}")

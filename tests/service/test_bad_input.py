@@ -1,6 +1,7 @@
 """Bad input gets a 4xx with {"error": ...} naming the problem; nothing is stored."""
 
 import gzip
+import shutil
 import zipfile
 
 import httpx
@@ -8,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+from tests.service.conftest import serving
 from tests.service.test_store import upload
 
 
@@ -308,3 +310,33 @@ def test_random_bodies_never_cause_a_server_error(server):
             assert reply.status_code < 500, (body, reply.text)
             if reply.status_code >= 400:
                 assert reply.json()["error"]
+
+
+def test_api_token_alone_also_guards_writes(server, tmp_path, trained_model_file):
+    """With only the API token set, an anonymous upload or delete is refused (no bypass)."""
+    models = tmp_path / "models"
+    shutil.copytree(server.models_dir / "digits", models / "digits")
+    with serving(models, {"FOLDSERVE_API_TOKEN": "reader-secret"}) as guarded:
+        before = sorted(p.name for p in (models / "digits").iterdir())
+        assert_error(upload(guarded, trained_model_file, name="digits"), 401, "token")
+        assert_error(httpx.delete(f"{guarded.url}/v1/models/digits"), 401, "token")
+        assert_error(httpx.delete(f"{guarded.url}/v1/models/digits/versions/1"), 401, "token")
+        assert sorted(p.name for p in (models / "digits").iterdir()) == before
+        reply = httpx.delete(f"{guarded.url}/v1/models/digits/versions/1", headers=READER)
+        assert reply.status_code == 200, reply.text
+
+
+def test_delete_latest_removes_only_the_highest_version(server, tmp_path):
+    models = tmp_path / "models"
+    for version in ("1", "2", "3"):
+        shutil.copytree(server.models_dir / "digits" / "1", models / "digits" / version)
+    with serving(models) as running:
+        reply = httpx.delete(f"{running.url}/v1/models/digits/versions/latest")
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["deleted_versions"] == [3]
+        assert sorted(p.name for p in (models / "digits").iterdir()) == ["1", "2"]
+        for odd in ("²", "0", "-1", "9" * 40):
+            assert_error(
+                httpx.delete(f"{running.url}/v1/models/digits/versions/{odd}"), 400, "version"
+            )
+        assert sorted(p.name for p in (models / "digits").iterdir()) == ["1", "2"]

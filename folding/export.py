@@ -1,4 +1,11 @@
-"""Keras -> ONNX, through tf2onnx, with a dynamic batch axis and Keras names."""
+"""Keras -> ONNX with a dynamic batch axis and Keras names.
+
+Two exporters: the direct one (``folding.emit``) writes each known layer as
+ONNX operators from the traced graph, in milliseconds, and keeps every
+BatchNormalization it is given as its own node; the general one (tf2onnx over
+the model's TensorFlow graph) takes any model TensorFlow can trace, and is the
+fallback when a layer has no direct form.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +13,47 @@ import contextlib
 import io
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import onnx
 
+from folding.emit import Weights, emit_graph, keras_weights
 from folding.errors import ExportError
-from folding.graph import InputSpec
+from folding.graph import Graph, InputSpec
 
 DEFAULT_OPSET = 17
+
+
+@dataclass(frozen=True)
+class Exported:
+    proto: onnx.ModelProto
+    exporter: str  # "direct" or "tf2onnx"
+
+
+def export_direct(
+    graph: Graph,
+    path: Path,
+    opset: int = DEFAULT_OPSET,
+    weights: Weights = keras_weights,
+) -> onnx.ModelProto:
+    """Write ``graph`` with the direct exporter. Raises ``Unsupported`` naming the
+    first layer it has no form for."""
+    proto = emit_graph(
+        graph,
+        opset=opset,
+        output_dtypes=graph.output_dtypes or ["float32"] * len(graph.outputs),
+        weights=weights,
+        name=graph.name,
+    )
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ExportError(f"direct ONNX export produced an invalid graph: {first_line}") from None
+    onnx.save(proto, str(path))
+    return proto
 
 
 def export_onnx(
@@ -48,7 +87,8 @@ def export_onnx(
         with contextlib.redirect_stdout(io.StringIO()):
             proto = _convert(forward.get_concrete_function(), len(signature), opset)
     except Exception as error:  # tf2onnx raises bare exceptions of many kinds
-        raise ExportError(f"ONNX conversion failed: {type(error).__name__}: {error}") from None
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        raise ExportError(f"ONNX conversion failed: {type(error).__name__}: {first_line}") from None
     _rename_outputs(proto.graph, list(output_names))
     try:
         onnx.checker.check_model(proto)

@@ -62,14 +62,55 @@ _FORWARD_KINDS: tuple[type, ...] = (layers.Dense, layers.Conv1D, layers.Conv2D, 
 
 @dataclass
 class FoldResult:
-    """The folded model and what was done to get it."""
+    """The folded graph, its new weights, and what was done to get it.
 
-    model: keras.Model
+    ``graph`` is the traced graph with every folded BatchNormalization (and every
+    Dropout-like layer) bypassed; ``weights(call)`` gives each layer's arrays, the
+    folded ones for layers that absorbed a BatchNormalization. ``model`` rebuilds
+    the folded graph as a Keras model (on first use: exporting does not need it).
+    """
+
+    source: keras.Model
+    graph: Graph
     inputs: list[InputSpec]
     output_names: list[str]
     folded: list[FoldedEntry] = field(default_factory=list)
     not_folded: list[NotFoldedEntry] = field(default_factory=list)
     removed: list[RemovedEntry] = field(default_factory=list)
+    edits: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    _model: keras.Model | None = None
+
+    def weights(self, call: Call) -> dict[str, np.ndarray]:
+        edited = self.edits.get(id(call.layer))
+        if edited is not None:
+            return edited
+        return {variable.name: np.asarray(variable.numpy()) for variable in call.layer.weights}
+
+    @property
+    def model(self) -> keras.Model:
+        if self._model is None:
+            self._model = _build_keras(self)
+        return self._model
+
+
+def _build_keras(result: FoldResult) -> keras.Model:
+    replacements: dict[int, keras.layers.Layer] = {}
+
+    def layer_for(call: Call) -> keras.layers.Layer:
+        if id(call.layer) not in result.edits:
+            return call.layer
+        config = call.layer.get_config()
+        config["use_bias"] = True
+        replacement = type(call.layer).from_config(config)
+        replacements[id(call.layer)] = replacement
+        return replacement
+
+    model = rebuild(result.graph, layer_for)
+    for layer_id, replacement in replacements.items():
+        arrays = result.edits[layer_id]
+        for variable in replacement.weights:
+            variable.assign(arrays[variable.name])
+    return model
 
 
 class _NotFoldable(Exception):
@@ -88,7 +129,8 @@ def fold_model(model: keras.Model) -> FoldResult:
     """Fold every BatchNormalization of ``model`` that can be folded."""
     graph = trace(model)
     result = FoldResult(
-        model=model,
+        source=model,
+        graph=graph,
         inputs=list(graph.inputs),
         output_names=list(graph.output_names),
     )
@@ -98,11 +140,7 @@ def fold_model(model: keras.Model) -> FoldResult:
     folder = _Folder(graph)
     folder.run()
     result.folded, result.not_folded = folder.folded, folder.not_folded
-    result.model = rebuild(graph, folder.layer_for)
-    for layer_id, edit in folder.edits.items():
-        replacement = folder.replacements[layer_id]
-        for variable in replacement.weights:
-            variable.assign(edit.arrays[variable.name])
+    result.edits = {layer_id: edit.arrays for layer_id, edit in folder.edits.items()}
     return result
 
 
@@ -144,7 +182,6 @@ class _Folder:
         self.folded: list[FoldedEntry] = []
         self.not_folded: list[NotFoldedEntry] = []
         self.edits: dict[int, _Edit] = {}
-        self.replacements: dict[int, keras.layers.Layer] = {}
 
     def run(self) -> None:
         reasons: dict[int, tuple[Call, str]] = {}
@@ -162,15 +199,6 @@ class _Folder:
         for call, reason in reasons.values():
             stats = _stats(_params(call.layer)) if call.layer.built else None
             self.not_folded.append(NotFoldedEntry(call.name, reason, stats))
-
-    def layer_for(self, call: Call) -> keras.layers.Layer:
-        if id(call.layer) not in self.edits:
-            return call.layer
-        config = call.layer.get_config()
-        config["use_bias"] = True
-        replacement = type(call.layer).from_config(config)
-        self.replacements[id(call.layer)] = replacement
-        return replacement
 
     # -- one BatchNormalization ------------------------------------------------
 

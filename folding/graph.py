@@ -65,6 +65,7 @@ class Graph:
     outputs: list[int]
     output_names: list[str]
     shapes: dict[int, tuple[int | None, ...]] = field(default_factory=dict)
+    output_dtypes: list[str] = field(default_factory=list)
 
     def producers(self) -> dict[int, Call]:
         return {out: call for call in self.calls for out in call.outputs}
@@ -138,6 +139,7 @@ def trace(model: keras.Model) -> Graph:
         outputs=outputs,
         output_names=output_names(model),
         shapes=tracer.shapes,
+        output_dtypes=[str(tensor.dtype) for tensor in tree.flatten(functional.outputs)],
     )
 
 

@@ -56,20 +56,64 @@ class RemovedEntry:
 
 @dataclass(frozen=True)
 class OutputCheck:
+    """One output's errors, each ``max |a - b|`` over the output's ``scale``.
+
+    ``fold_error``: folded ONNX vs unfolded ONNX; ``export_error``: unfolded ONNX
+    vs the Keras model; ``total_error``: folded ONNX vs the Keras model (also
+    ``max_rel_error``, with ``max_abs_error`` its absolute size). ``noise``: how far
+    the unfolded graph moves when every weight moves one float32 ulp; the limits
+    are the tolerances raised to ``NOISE_FACTOR * noise``. ``*_vs_float64``: each
+    float32 graph against the unfolded graph run in float64 (None where ONNX
+    Runtime cannot run it in float64). ``spread``: how much the output varies
+    across probes.
+    """
+
     name: str
     shape: list[int]
+    scale: float
+    fold_error: float
+    export_error: float
+    total_error: float
+    noise: float
+    fold_limit: float
+    export_limit: float
+    folded_vs_float64: float | None
+    unfolded_vs_float64: float | None
+    spread: float
     max_abs_error: float
     max_rel_error: float
-    scale: float
+    fold_abs_error: float
     argmax_agreement: float | None = None
 
 
 @dataclass(frozen=True)
 class Verification:
+    """``failure`` is None, "fold" (folding changed the answers) or "export" (the
+    ONNX export of the *unfolded* model already differs from Keras)."""
+
     samples: int
     rtol: float
     passed: bool
     outputs: list[OutputCheck]
+    export_rtol: float = 0.0
+    failure: str | None = None
+    inconclusive: bool = False
+    compared_dtype: str = "float32"
+    probes: str = "random"
+
+    @property
+    def verdict(self) -> str:
+        if not self.passed:
+            return f"failed ({self.failure})"
+        return "inconclusive" if self.inconclusive else "passed"
+
+    @property
+    def fold_error(self) -> float:
+        return max((o.fold_error for o in self.outputs), default=0.0)
+
+    @property
+    def export_error(self) -> float:
+        return max((o.export_error for o in self.outputs), default=0.0)
 
     @property
     def max_rel_error(self) -> float:
@@ -105,12 +149,16 @@ class FoldReport:
     verification: Verification | None = None
     onnx: dict[str, OnnxSummary] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    exporter: str = "direct"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         if self.verification is not None:
             data["verification"]["max_abs_error"] = self.verification.max_abs_error
             data["verification"]["max_rel_error"] = self.verification.max_rel_error
+            data["verification"]["fold_error"] = self.verification.fold_error
+            data["verification"]["export_error"] = self.verification.export_error
+            data["verification"]["verdict"] = self.verification.verdict
         return data
 
     def to_json(self) -> str:
@@ -135,19 +183,45 @@ class FoldReport:
             cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
             lines.append("  ".join(cells).rstrip())
         if self.verification is not None:
-            verdict = "passed" if self.verification.passed else "FAILED"
-            lines.append(
-                f"verification {verdict} on {self.verification.samples} samples "
-                f"(rtol {self.verification.rtol:g}):"
-            )
-            for check in self.verification.outputs:
-                agreement = ""
-                if check.argmax_agreement is not None:
-                    agreement = f"  argmax agreement {check.argmax_agreement:.2%}"
-                lines.append(
-                    f"  {check.name}: max abs {check.max_abs_error:.3g}, "
-                    f"max rel {check.max_rel_error:.3g}{agreement}"
-                )
+            lines.extend(_verification_lines(self.verification))
         for variant, info in self.onnx.items():
             lines.append(f"onnx {variant}: {info.nodes} nodes, {info.bytes} bytes")
         return "\n".join(lines)
+
+
+def _verification_lines(verification: Verification) -> list[str]:
+    verdict = verification.verdict.upper() if not verification.passed else verification.verdict
+    lines = [
+        f"verification {verdict} on {verification.samples} {verification.probes} probes "
+        f"({verification.compared_dtype}; fold rtol {verification.rtol:g}, "
+        f"export rtol {verification.export_rtol:g}; errors relative to each output's scale):"
+    ]
+    rows = [("output", "fold", "export", "total", "noise", "f32 vs f64 (folded/unfolded)")]
+    for check in verification.outputs:
+        exact = "n/a"
+        if check.folded_vs_float64 is not None and check.unfolded_vs_float64 is not None:
+            exact = f"{check.folded_vs_float64:.3g} / {check.unfolded_vs_float64:.3g}"
+        rows.append(
+            (
+                check.name,
+                f"{check.fold_error:.3g}",
+                f"{check.export_error:.3g}",
+                f"{check.total_error:.3g}",
+                f"{check.noise:.3g}",
+                exact,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        lines.append(
+            "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        )
+    for check in verification.outputs:
+        if check.argmax_agreement is not None:
+            lines.append(f"  {check.name}: argmax agreement {check.argmax_agreement:.2%}")
+    if verification.inconclusive:
+        lines.append(
+            "  inconclusive: the outputs barely vary across the probes (saturated?); "
+            "pass real inputs with --probe"
+        )
+    return lines

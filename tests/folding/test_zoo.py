@@ -9,7 +9,8 @@ import pytest
 
 from folding.fold import fold_model
 from folding.pipeline import flat_caller, fold_to_directory
-from folding.verify import probe_inputs, run_onnx
+from folding.probes import probe_inputs
+from folding.verify import run_onnx
 from tests import zoo
 
 

@@ -1,0 +1,253 @@
+"""A traced Keras layer graph written straight to ONNX, layer by layer.
+
+The general exporter (TensorFlow graph -> tf2onnx) is slow on real networks
+(its optimiser copies the whole graph per pass) and rewrites what it exports:
+it fuses Conv+BatchNormalization while writing the *unfolded* model. This
+module writes each known layer as the ONNX operators that compute it, so
+``unfolded.onnx`` keeps every BatchNormalization as an ONNX
+``BatchNormalization`` node and nothing is fused behind the caller's back.
+
+Layout: Keras is channels-last, ONNX convolutions are channels-first. Each
+tensor is kept in whichever layout its producer wrote ("keras" or "cf",
+channels-first) and transposed only where a consumer needs the other, so a
+chain of convolutions, BatchNormalizations, activations and adds stays
+channels-first with no transposes in between.
+
+Layers this module does not know raise :class:`Unsupported`, naming the layer;
+the caller falls back to the general exporter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from folding import layer_export
+from folding.graph import Call, Graph, Ref
+
+MIN_OPSET = 17
+MAX_OPSET = 21
+
+Weights = Callable[[Call], dict[str, np.ndarray]]
+
+
+class Unsupported(Exception):
+    """A layer (or a setting of one) has no direct ONNX form here."""
+
+    def __init__(self, call: Call, reason: str) -> None:
+        super().__init__(f"layer '{call.name}' ({type(call.layer).__name__}): {reason}")
+        self.layer = call.name
+        self.class_name = type(call.layer).__name__
+        self.reason = reason
+
+
+def keras_weights(call: Call) -> dict[str, np.ndarray]:
+    """A layer's own variables by name, as numpy arrays."""
+    return {variable.name: np.asarray(variable.numpy()) for variable in call.layer.weights}
+
+
+@dataclass
+class Value:
+    """One traced tensor: its ONNX names per layout, its Keras shape."""
+
+    shape: tuple[int | None, ...]
+    names: dict[str, str]
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+
+def to_cf(rank: int) -> list[int]:
+    """The permutation taking a channels-last tensor to channels-first."""
+    return [0, rank - 1, *range(1, rank - 1)]
+
+
+def to_keras(rank: int) -> list[int]:
+    """The permutation taking a channels-first tensor back to channels-last."""
+    return [0, *range(2, rank), 1]
+
+
+class OnnxWriter:
+    """Accumulates nodes and initializers; hands out unique tensor names."""
+
+    def __init__(self, opset: int) -> None:
+        self.opset = opset
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._taken: set[str] = set()
+        self._constants: dict[tuple, str] = {}
+
+    def fresh(self, hint: str) -> str:
+        base = hint.replace(":", "_") or "t"
+        name, index = base, 1
+        while name in self._taken:
+            index += 1
+            name = f"{base}_{index}"
+        self._taken.add(name)
+        return name
+
+    def reserve(self, name: str) -> None:
+        self._taken.add(name)
+
+    def const(self, array: Any, hint: str, dtype: Any = np.float32) -> str:
+        array = np.asarray(array, dtype=dtype)
+        small = array.size <= 16
+        key = (array.dtype.str, array.shape, array.tobytes()) if small else None
+        if key is not None and key in self._constants:
+            return self._constants[key]
+        name = self.fresh(hint)
+        self.initializers.append(numpy_helper.from_array(array, name))
+        if key is not None:
+            self._constants[key] = name
+        return name
+
+    def ints(self, values: list[int], hint: str) -> str:
+        return self.const(np.asarray(values, dtype=np.int64), hint, np.int64)
+
+    def op(self, op_type: str, inputs: list[str], hint: str, **attributes: Any) -> str:
+        output = self.fresh(hint)
+        self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, **attributes))
+        return output
+
+    def reduce(self, op_type: str, x: str, axes: list[int], hint: str, keepdims: int = 1) -> str:
+        """Reduce* with ``axes`` as an attribute (opset 17) or an input (18 on)."""
+        if self.opset >= 18 or op_type == "ReduceSum":
+            return self.op(op_type, [x, self.ints(axes, "axes")], hint, keepdims=keepdims)
+        return self.op(op_type, [x], hint, axes=axes, keepdims=keepdims)
+
+
+class Emitter:
+    """Writes one traced graph; ``weights(call)`` gives each layer's arrays."""
+
+    def __init__(self, graph: Graph, weights: Weights, opset: int) -> None:
+        if not MIN_OPSET <= opset <= MAX_OPSET:
+            raise ValueError(f"direct export supports opsets {MIN_OPSET}-{MAX_OPSET}, not {opset}")
+        self.graph = graph
+        self.weights = weights
+        self.writer = OnnxWriter(opset)
+        self.values: dict[int, Value] = {}
+
+    # -- tensors ------------------------------------------------------------
+
+    def value(self, tensor: int) -> Value:
+        return self.values[tensor]
+
+    def get(self, tensor: int, layout: str) -> str:
+        """The tensor's ONNX name in ``layout``, transposing (once) if needed."""
+        value = self.values[tensor]
+        if layout in value.names:
+            return value.names[layout]
+        if value.rank < 3:
+            return value.names["keras"]
+        if layout == "cf":
+            name = self.writer.op(
+                "Transpose", [value.names["keras"]], "to_cf", perm=to_cf(value.rank)
+            )
+        else:
+            name = self.writer.op(
+                "Transpose", [value.names["cf"]], "to_keras", perm=to_keras(value.rank)
+            )
+        value.names[layout] = name
+        return name
+
+    def layout_of(self, tensor: int) -> str:
+        names = self.values[tensor].names
+        return "keras" if "keras" in names else "cf"
+
+    def set(self, call: Call, name: str, layout: str = "keras", index: int = 0) -> None:
+        tensor = call.outputs[index]
+        shape = self.graph.shapes[tensor]
+        if len(shape) < 3:
+            layout = "keras"
+        self.values[tensor] = Value(shape, {layout: name})
+
+    def alias(self, call: Call, tensor: int) -> None:
+        """``call``'s output is ``tensor`` itself (an identity at inference)."""
+        source = self.values[tensor]
+        self.values[call.outputs[0]] = Value(source.shape, dict(source.names))
+
+    # -- the whole graph ----------------------------------------------------
+
+    def run(self, name: str, output_names: list[str], output_dtypes: list[str]) -> onnx.ModelProto:
+        graph_inputs = []
+        for spec in self.graph.inputs:
+            self.writer.reserve(spec.name)
+            dtype = np.dtype(spec.dtype)
+            shape = [None if i == 0 else d for i, d in enumerate(spec.shape)]
+            graph_inputs.append(_value_info(spec.name, dtype, shape, batch=True))
+            feed = spec.name
+            if np.issubdtype(dtype, np.floating) and dtype != np.float32:
+                feed = self.writer.op("Cast", [spec.name], "input_f32", to=TensorProto.FLOAT)
+            self.values[spec.id] = Value(tuple(spec.shape), {"keras": feed})
+        for output in output_names:
+            self.writer.reserve(output)
+        for call in self.graph.calls:
+            layer_export.emit(self, call)
+        graph_outputs = []
+        for tensor, out_name, dtype in zip(
+            self.graph.outputs, output_names, output_dtypes, strict=True
+        ):
+            source = self.get(tensor, "keras")
+            target = np.dtype(dtype)
+            if np.issubdtype(target, np.floating) and target != np.float32:
+                source = self.writer.op("Cast", [source], "output_cast", to=_onnx_type(target))
+            self.writer.nodes.append(
+                helper.make_node("Identity", [source], [out_name], name=f"{out_name}_output")
+            )
+            shape = self.graph.shapes[tensor]
+            graph_outputs.append(_value_info(out_name, target, list(shape), batch=True))
+        onnx_graph = helper.make_graph(
+            self.writer.nodes, name, graph_inputs, graph_outputs, self.writer.initializers
+        )
+        model = helper.make_model(
+            onnx_graph,
+            opset_imports=[helper.make_opsetid("", self.writer.opset)],
+            producer_name="foldserve",
+        )
+        model.ir_version = min(model.ir_version, 8 if self.writer.opset <= 17 else 9)
+        return model
+
+
+def _onnx_type(dtype: np.dtype) -> int:
+    return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
+def _value_info(name: str, dtype: np.dtype, shape: list, batch: bool) -> onnx.ValueInfoProto:
+    dims: list[Any] = [None if d is None else int(d) for d in shape]
+    if batch and dims:
+        dims[0] = "batch"
+    dims = [f"{name}_dim{i}" if d is None else d for i, d in enumerate(dims)]
+    return helper.make_tensor_value_info(name, _onnx_type(dtype), dims)
+
+
+def emit_graph(
+    graph: Graph,
+    *,
+    opset: int,
+    output_dtypes: list[str],
+    weights: Weights = keras_weights,
+    name: str = "model",
+) -> onnx.ModelProto:
+    """``graph`` as an ONNX model whose inputs and outputs carry the graph's names.
+
+    Raises :class:`Unsupported` for a layer with no direct form.
+    """
+    emitter = Emitter(graph, weights, opset)
+    return emitter.run(name, list(graph.output_names), output_dtypes)
+
+
+def refs(structure: Any) -> list[int]:
+    """The tensor ids in a call argument structure, in order."""
+    from keras import tree
+
+    return [leaf.id for leaf in tree.flatten(structure) if isinstance(leaf, Ref)]
+
+
+SQRT_HALF = 1.0 / math.sqrt(2.0)

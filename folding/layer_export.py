@@ -726,7 +726,7 @@ def _custom_scale(em: Emitter, call: Call) -> None:
 @handles_named("LayerScale")
 def _layer_scale(em: Emitter, call: Call) -> None:
     (tensor,) = _inputs(call)
-    gamma = em.weights(call)["gamma"]
+    gamma = np.asarray(call.layer.gamma.numpy())
     w = em.writer
     y = w.op("Mul", [em.get(tensor, "keras"), w.const(gamma, f"{call.name}_gamma")], call.name)
     em.set(call, y)

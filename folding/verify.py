@@ -34,7 +34,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from folding.errors import FoldingError
-from folding.fusions import UNFOLDED_DISABLED_OPTIMIZERS
+from folding.fusions import ALWAYS_DISABLED_OPTIMIZERS, UNFOLDED_DISABLED_OPTIMIZERS
 from folding.report import OutputCheck, Verification
 
 DEFAULT_RTOL = 1e-4
@@ -68,9 +68,9 @@ def session(path_or_proto: Path | onnx.ModelProto, *, unfolded: bool = False):
     )
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
-    extra = {"disabled_optimizers": list(UNFOLDED_DISABLED_OPTIMIZERS)} if unfolded else {}
+    disabled = UNFOLDED_DISABLED_OPTIMIZERS if unfolded else ALWAYS_DISABLED_OPTIMIZERS
     return onnxruntime.InferenceSession(
-        source, options, providers=["CPUExecutionProvider"], **extra
+        source, options, providers=["CPUExecutionProvider"], disabled_optimizers=list(disabled)
     )
 
 

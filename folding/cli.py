@@ -26,7 +26,24 @@ def add_fold_command(subparsers: argparse._SubParsersAction) -> None:
         help="allowed max error relative to each output's scale (default 1e-4)",
     )
     parser.add_argument(
-        "--samples", type=int, default=64, help="random probe rows for verification (default 64)"
+        "--export-rtol",
+        type=float,
+        default=None,
+        help="allowed difference between the unfolded ONNX export and the Keras model, "
+        "relative to each output's scale (default 1e-3; 3e-2 for float16 compute)",
+    )
+    parser.add_argument(
+        "--noise-factor",
+        type=float,
+        default=10.0,
+        help="tolerances are raised to this many times the model's own float32 noise "
+        "(default 10; 0 = strict tolerances)",
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=64,
+        help="probe rows for verification, at most (large networks use fewer; default 64)",
     )
     parser.add_argument(
         "--probe",
@@ -42,6 +59,10 @@ def run_fold(args: argparse.Namespace) -> int:
         raise FoldingError(f"--samples must be at least 1, got {args.samples}")
     if args.rtol <= 0:
         raise FoldingError(f"--rtol must be positive, got {args.rtol}")
+    if args.export_rtol is not None and args.export_rtol <= 0:
+        raise FoldingError(f"--export-rtol must be positive, got {args.export_rtol}")
+    if args.noise_factor < 0:
+        raise FoldingError(f"--noise-factor must be 0 or more, got {args.noise_factor}")
     from folding.loading import check_model_file, load_keras_model
     from folding.quiet import import_keras
 
@@ -56,6 +77,8 @@ def run_fold(args: argparse.Namespace) -> int:
             staging,
             opset=args.opset,
             rtol=args.rtol,
+            export_rtol=args.export_rtol,
+            noise_factor=args.noise_factor,
             samples=args.samples,
             probe_path=args.probe,
             name=args.model_path.stem,

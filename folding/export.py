@@ -14,7 +14,6 @@ import io
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import onnx
@@ -27,19 +26,21 @@ DEFAULT_OPSET = 17
 
 
 @dataclass(frozen=True)
-class Exported:
+class OnnxModel:
+    """An exported model and its serialised bytes (serialising a large model takes
+    longer than running it: it is done once)."""
+
     proto: onnx.ModelProto
-    exporter: str  # "direct" or "tf2onnx"
+    data: bytes
 
 
 def export_direct(
     graph: Graph,
-    path: Path,
     opset: int = DEFAULT_OPSET,
     weights: Weights = keras_weights,
-) -> onnx.ModelProto:
-    """Write ``graph`` with the direct exporter. Raises ``Unsupported`` naming the
-    first layer it has no form for."""
+) -> OnnxModel:
+    """``graph`` through the direct exporter (the caller writes the bytes). Raises
+    ``Unsupported`` naming the first layer it has no form for."""
     proto = emit_graph(
         graph,
         opset=opset,
@@ -47,23 +48,22 @@ def export_direct(
         weights=weights,
         name=graph.name,
     )
+    data = proto.SerializeToString()
     try:
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(data)
     except onnx.checker.ValidationError as error:
         first_line = str(error).strip().splitlines()[0]
         raise ExportError(f"direct ONNX export produced an invalid graph: {first_line}") from None
-    onnx.save(proto, str(path))
-    return proto
+    return OnnxModel(proto, data)
 
 
 def export_onnx(
     call: Callable[[list[Any]], list[Any]],
     inputs: Sequence[InputSpec],
     output_names: Sequence[str],
-    path: Path,
     opset: int = DEFAULT_OPSET,
 ) -> onnx.ModelProto:
-    """Trace ``call`` (flat list of tensors in, flat list out) to ``path``.
+    """Trace ``call`` (flat list of tensors in, flat list out) with tf2onnx.
 
     Every input gets a dynamic batch axis; graph inputs and outputs carry the
     given names, in order.
@@ -95,7 +95,6 @@ def export_onnx(
     except onnx.checker.ValidationError as error:
         first_line = str(error).strip().splitlines()[0]
         raise ExportError(f"ONNX conversion produced an invalid graph: {first_line}") from None
-    onnx.save(proto, str(path))
     return proto
 
 
@@ -147,8 +146,8 @@ def _rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
             value.name = new
 
 
-def summarize(proto: onnx.ModelProto) -> dict[str, Any]:
+def summarize(model: OnnxModel) -> dict[str, Any]:
     counts: dict[str, int] = {}
-    for node in proto.graph.node:
+    for node in model.proto.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return {"nodes": len(proto.graph.node), "bytes": proto.ByteSize(), "op_counts": counts}
+    return {"nodes": len(model.proto.graph.node), "bytes": len(model.data), "op_counts": counts}

@@ -67,15 +67,26 @@ class Graph:
     shapes: dict[int, tuple[int | None, ...]] = field(default_factory=dict)
     output_dtypes: list[str] = field(default_factory=list)
 
+    _uses: tuple[dict[int, Call], dict[int, list[Call]]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def _use_lists(self) -> tuple[dict[int, Call], dict[int, list[Call]]]:
+        """Producer and consumer maps, built once and dropped when the graph changes."""
+        if self._uses is None:
+            producers = {out: call for call in self.calls for out in call.outputs}
+            users: dict[int, list[Call]] = {}
+            for call in self.calls:
+                for tensor in dict.fromkeys(call.input_ids):
+                    users.setdefault(tensor, []).append(call)
+            self._uses = (producers, users)
+        return self._uses
+
     def producers(self) -> dict[int, Call]:
-        return {out: call for call in self.calls for out in call.outputs}
+        return self._use_lists()[0]
 
     def consumers(self) -> dict[int, list[Call]]:
-        users: dict[int, list[Call]] = {}
-        for call in self.calls:
-            for tensor in dict.fromkeys(call.input_ids):
-                users.setdefault(tensor, []).append(call)
-        return users
+        return self._use_lists()[1]
 
     def calls_per_layer(self) -> dict[int, int]:
         counts: dict[int, int] = {}
@@ -85,8 +96,9 @@ class Graph:
 
     def bypass(self, call: Call) -> None:
         """Drop ``call``; whoever read its output reads its first input instead."""
-        self.calls.remove(call)
         self.replace_tensor(call.outputs[0], call.first_input)
+        self.calls.remove(call)
+        self._uses = None
 
     def replace_tensor(self, old: int, new: int) -> None:
         """Make every reader of tensor ``old`` read ``new`` instead."""
@@ -94,10 +106,11 @@ class Graph:
         def swap(leaf: Any) -> Any:
             return Ref(new) if isinstance(leaf, Ref) and leaf.id == old else leaf
 
-        for call in self.calls:
+        for call in self.consumers().get(old, []):
             call.args = tree.map_structure(swap, call.args)
             call.kwargs = tree.map_structure(swap, call.kwargs)
         self.outputs = [new if out == old else out for out in self.outputs]
+        self._uses = None
 
 
 def is_graph_model(layer: Any) -> bool:

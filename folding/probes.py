@@ -27,8 +27,8 @@ from folding.graph import Call, Graph, InputSpec
 
 DEFAULT_SAMPLES = 64
 DYNAMIC_DIM_PROBE = 16
-PROBE_BUDGET_MACS = 3e10  # multiply-accumulates per verification run
-MIN_SAMPLES = 8
+PROBE_BUDGET_MACS = 1e10  # multiply-accumulates per verification run
+MIN_SAMPLES = 2
 
 
 def sample_count(graph: Graph, requested: int) -> int:

@@ -74,7 +74,7 @@ class OutputCheck:
     fold_error: float
     export_error: float
     total_error: float
-    noise: float
+    noise: float | None
     fold_limit: float
     export_limit: float
     folded_vs_float64: float | None
@@ -207,7 +207,7 @@ def _verification_lines(verification: Verification) -> list[str]:
                 f"{check.fold_error:.3g}",
                 f"{check.export_error:.3g}",
                 f"{check.total_error:.3g}",
-                f"{check.noise:.3g}",
+                "-" if check.noise is None else f"{check.noise:.3g}",
                 exact,
             )
         )

@@ -96,7 +96,23 @@ def test_lambda_layer_is_refused_and_never_run(tmp_path, suffix):
 
 def test_verification_over_tolerance_writes_nothing(seed_model_file, tmp_path):
     out = tmp_path / "out"
-    assert_failed_cleanly(fold(seed_model_file, "-o", out, "--rtol", "1e-15"), out, "rtol")
+    strict = fold(seed_model_file, "-o", out, "--rtol", "1e-15", "--noise-factor", "0")
+    assert_failed_cleanly(strict, out, "folding changed output")
+    assert "rtol 1e-15" in strict.stderr
+
+
+def test_float32_noise_is_not_blamed_on_folding(seed_model_file, tmp_path):
+    """A fold error over a tiny rtol but within the model's own float32 noise passes,
+    and the report says how large that noise is."""
+    result = fold(seed_model_file, "-o", tmp_path / "out", "--rtol", "1e-15")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    (check,) = report["verification"]["outputs"]
+    assert 1e-15 < check["fold_error"] <= check["fold_limit"]
+    assert check["noise"] > 0 and check["fold_limit"] == 10 * check["noise"]
+    assert report["verification"]["verdict"] == "passed"
+    for column in ("fold", "export", "total", "noise"):
+        assert column in result.stdout
 
 
 def test_user_probe_file(seed_model_file, tmp_path):

@@ -85,9 +85,40 @@ def test_dropout_is_gone_from_the_folded_onnx(tmp_path):
     report = fold_to_directory(model, tmp_path)
     folded_ops = report.onnx["folded"].op_counts
     unfolded_ops = report.onnx["unfolded"].op_counts
-    assert "Mul" not in folded_ops
-    assert unfolded_ops.get("Mul", 0) >= 2
+    assert "BatchNormalization" not in folded_ops and "Mul" not in folded_ops
+    assert unfolded_ops["BatchNormalization"] == 2
+    assert "Dropout" not in unfolded_ops
     assert report.onnx["folded"].nodes < report.onnx["unfolded"].nodes
+
+
+def _loaded_graph(path, tmp_path, unfolded):
+    """The graph ONNX Runtime really runs: the session's optimised model."""
+    import onnxruntime
+
+    from folding.fusions import ALWAYS_DISABLED_OPTIMIZERS, UNFOLDED_DISABLED_OPTIMIZERS
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / f"loaded-{path.name}")
+    disabled = UNFOLDED_DISABLED_OPTIMIZERS if unfolded else ALWAYS_DISABLED_OPTIMIZERS
+    onnxruntime.InferenceSession(
+        str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
+    )
+    return onnx.load(options.optimized_model_filepath).graph
+
+
+def test_unfolded_keeps_one_batch_norm_per_keras_batch_norm(case, tmp_path):
+    """unfolded.onnx computes every BatchNormalization itself, in the file and in the
+    session that runs it; model.onnx has only the kept ones."""
+    model = zoo.randomize_batch_norms(case.build(), seed=7)
+    (tmp_path / "out").mkdir()
+    report = fold_to_directory(model, tmp_path / "out")
+    keras_count = batch_norm_count(model)
+    assert report.exporter == "direct"
+    assert report.onnx["unfolded"].op_counts.get("BatchNormalization", 0) == keras_count
+    assert report.onnx["folded"].op_counts.get("BatchNormalization", 0) == case.not_folded
+    loaded = _loaded_graph(tmp_path / "out" / "unfolded.onnx", tmp_path, unfolded=True)
+    assert sum(node.op_type == "BatchNormalization" for node in loaded.node) == keras_count
 
 
 def test_onnx_keeps_keras_names_and_a_dynamic_batch(tmp_path):

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +85,7 @@ def export_onnx(
         warnings.simplefilter("ignore")
         patch_tf2onnx()
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_loggers("tf2onnx"):
             proto = _convert(forward.get_concrete_function(), len(signature), opset)
     except Exception as error:  # tf2onnx raises bare exceptions of many kinds
         first_line = (str(error).strip().splitlines() or [""])[0][:300]
@@ -96,6 +97,21 @@ def export_onnx(
         first_line = str(error).strip().splitlines()[0]
         raise ExportError(f"ONNX conversion produced an invalid graph: {first_line}") from None
     return proto
+
+
+@contextlib.contextmanager
+def _quiet_loggers(prefix: str) -> Iterator[None]:
+    """Silence a library's loggers (it logs each unsupported op before raising)."""
+    names = [prefix, *(n for n in logging.root.manager.loggerDict if n.startswith(f"{prefix}."))]
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _convert(concrete: Any, input_count: int, opset: int) -> onnx.ModelProto:

@@ -1,0 +1,187 @@
+"""Every Keras layer and activation with an inference meaning exports directly and
+answers like Keras; what cannot be exported fails with one line naming the layer."""
+
+import json
+
+import keras
+import pytest
+from keras import layers
+
+from folding.pipeline import fold_to_directory
+from tests import zoo
+from tests.folding.test_cli import assert_failed_cleanly, fold
+
+ACTIVATIONS = [
+    "relu",
+    "relu6",
+    "sigmoid",
+    "hard_sigmoid",
+    "hard_silu",
+    "tanh",
+    "silu",
+    "swish",
+    "gelu",
+    "elu",
+    "selu",
+    "softplus",
+    "softsign",
+    "mish",
+    "leaky_relu",
+    "exponential",
+    "linear",
+]
+
+
+def _dense_bn(x, units, activation, name):
+    x = layers.Dense(units, name=f"{name}_dense")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.Activation(activation, name=f"{name}_act")(x)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_activation_layer(activation, tmp_path):
+    inputs = keras.Input((6,))
+    x = _dense_bn(inputs, 8, activation, "block")
+    model = zoo.randomize_batch_norms(keras.Model(inputs, layers.Dense(3)(x)), seed=1)
+    report = fold_to_directory(model, tmp_path)
+    assert report.exporter == "direct"
+    assert len(report.folded) == 1
+    assert report.verification.passed, report.summary()
+
+
+def test_gelu_exact_and_tanh_approximate_as_keras_operations(tmp_path):
+    inputs = keras.Input((6,))
+    x = layers.BatchNormalization()(layers.Dense(8)(inputs))
+    exact = keras.ops.gelu(x, approximate=False)
+    approximate = keras.ops.gelu(x, approximate=True)
+    model = keras.Model(inputs, [exact, approximate, keras.activations.silu(x) * 2.0 + 1.0])
+    report = fold_to_directory(zoo.randomize_batch_norms(model, seed=2), tmp_path)
+    assert report.exporter == "direct"
+    assert report.verification.passed, report.summary()
+    assert report.onnx["folded"].op_counts["Erf"] == 1
+    assert report.onnx["folded"].op_counts["Tanh"] == 1
+
+
+def image_layers() -> keras.Model:
+    """Normalisation, padding, cropping, resizing and shape layers around folded convs."""
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = layers.Rescaling(1 / 255.0, offset=-0.5)(inputs)
+    x = layers.Normalization(mean=[0.1, 0.0, -0.1], variance=[0.5, 1.0, 2.0])(x)
+    x = layers.ZeroPadding2D(((1, 2), (0, 1)))(x)
+    x = layers.Conv2D(8, 3, strides=2, padding="same")(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("gelu")(x)
+    x = layers.Cropping2D(((1, 0), (0, 1)))(x)
+    x = layers.UpSampling2D(2)(x)
+    y = layers.UpSampling2D(2, interpolation="bilinear")(layers.Conv2D(8, 1)(x))
+    x = layers.MaxPooling2D(2, strides=1, padding="same")(x)
+    x = layers.Concatenate()([x, layers.AveragePooling2D(2, padding="same")(y)])
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.LeakyReLU(0.1)(x)
+    x = layers.GroupNormalization(groups=4)(x)
+    x = layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU(max_value=6.0)(x)
+    x = layers.LayerNormalization()(x)
+    x = layers.Permute((2, 1, 3))(x)
+    x = layers.Reshape((-1, 16))(x)
+    x = layers.UnitNormalization()(x)
+    x = layers.GlobalMaxPooling1D()(x)
+    x = layers.Dense(10)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ELU()(x)
+    x = layers.Dense(5)(x)
+    return keras.Model(inputs, layers.Softmax()(x))
+
+
+def test_image_layers_export_directly_and_match(tmp_path):
+    model = zoo.randomize_batch_norms(image_layers(), seed=3)
+    report = fold_to_directory(model, tmp_path)
+    assert report.exporter == "direct"
+    assert len(report.folded) == 4
+    assert report.verification.passed, report.summary()
+    assert report.verification.probes == "Rescaling input range"
+
+
+def test_grouped_convolution_folds_and_exports(tmp_path):
+    inputs = keras.Input((8, 8, 4))
+    x = layers.Conv2D(8, 3, groups=2)(inputs)
+    x = layers.BatchNormalization()(x)
+    model = zoo.randomize_batch_norms(keras.Model(inputs, layers.ReLU()(x)), seed=4)
+    report = fold_to_directory(model, tmp_path)
+    assert report.exporter == "direct" and len(report.folded) == 1
+    assert report.verification.passed, report.summary()
+
+
+def test_mixed_float16_model_folds(tmp_path):
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        inputs = keras.Input((8, 8, 3))
+        x = layers.Conv2D(8, 3)(inputs)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.GlobalAveragePooling2D()(x)
+        outputs = layers.Dense(4, dtype="float32")(x)
+        model = zoo.randomize_batch_norms(keras.Model(inputs, outputs), seed=5)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    report = fold_to_directory(model, tmp_path)
+    verification = report.verification
+    assert verification.compared_dtype == "float16"
+    assert verification.passed, report.summary()
+    assert verification.export_rtol == 3e-2
+    (check,) = verification.outputs
+    assert check.fold_error < 1e-5 < check.export_error
+
+
+def test_layers_without_a_direct_form_use_the_general_exporter(tmp_path):
+    inputs = keras.Input((5, 3))
+    x = layers.LSTM(4)(inputs)
+    x = layers.BatchNormalization()(layers.Dense(4)(x))
+    model = zoo.randomize_batch_norms(keras.Model(inputs, x), seed=6)
+    report = fold_to_directory(model, tmp_path)
+    assert report.exporter == "tf2onnx"
+    assert report.verification.passed, report.summary()
+
+
+def test_model_that_cannot_be_exported_fails_naming_the_layer(tmp_path):
+    inputs = keras.Input((3,))
+    x = layers.Discretization(bin_boundaries=[0.0, 1.0], name="buckets")(inputs)
+    x = layers.Dense(4)(keras.ops.cast(x, "float32"))
+    source = tmp_path / "buckets.keras"
+    keras.Model(inputs, layers.BatchNormalization()(x)).save(source)
+    out = tmp_path / "out"
+    result = fold(source, "-o", out)
+    assert_failed_cleanly(result, out, "layer 'buckets' (Discretization)")
+    assert "Traceback" not in result.stderr
+
+
+def test_saturated_model_is_inconclusive(tmp_path):
+    """Outputs that do not vary across probes prove nothing: the report says so."""
+    inputs = keras.Input((4,))
+    x = layers.Dense(8, kernel_initializer=keras.initializers.Constant(50.0))(inputs)
+    x = layers.BatchNormalization()(x)
+    outputs = layers.Dense(3, activation="sigmoid", bias_initializer="ones")(
+        layers.Activation("relu")(x) * 0.0 + 30.0
+    )
+    model = zoo.randomize_batch_norms(keras.Model(inputs, outputs), seed=7)
+    source = tmp_path / "saturated.keras"
+    model.save(source)
+    result = fold(source, "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "inconclusive" in result.stdout
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["verification"]["inconclusive"] is True
+    assert report["verification"]["verdict"] == "inconclusive"
+
+
+def test_probes_follow_an_input_normalization(tmp_path):
+    """Pixels around 120 +- 60: standard-normal probes would all sit 2 std below the mean."""
+    inputs = keras.Input((16,))
+    x = layers.Normalization(mean=120.0, variance=3600.0)(inputs)
+    x = layers.BatchNormalization()(layers.Dense(8)(x))
+    model = zoo.randomize_batch_norms(keras.Model(inputs, layers.Dense(3)(x)), seed=8)
+    report = fold_to_directory(model, tmp_path)
+    assert report.verification.probes == "Normalization statistics"
+    assert not report.verification.inconclusive

@@ -138,6 +138,7 @@ def fold_to_directory(
             "verify_s": round(verified_at - exported_at, 4),
         },
         exporter=exported.exporter,
+        warnings=_export_warnings(exported, unfolded_graph),
     )
     (directory / REPORT_FILE).write_text(report.to_json())
     if verification.failure == "fold":
@@ -215,6 +216,25 @@ def verify_exports(
         return verification
     noisy = run_onnx(perturbed(exported.unfolded.proto), input_names, arrays, unfolded=True)
     return judge(output_names, Answers(keras_out, unfolded, folded, noisy, exact), **settings)
+
+
+def _export_warnings(exported: ExportedPair, unfolded_graph: Graph) -> list[str]:
+    from keras import layers
+
+    if exported.exporter == "direct":
+        return []
+    keras_count = sum(
+        type(call.layer) is layers.BatchNormalization for call in unfolded_graph.calls
+    )
+    ops = summarize(exported.unfolded)["op_counts"]
+    onnx_count = ops.get("BatchNormalization", 0) + ops.get("Mul", 0)
+    if onnx_count >= keras_count:
+        return []
+    return [
+        f"the general exporter ({exported.exporter}) merged some of the model's "
+        f"{keras_count} BatchNormalizations into neighbouring layers while writing "
+        "unfolded.onnx: comparisons with it measure less than all of the BN arithmetic"
+    ]
 
 
 def compute_dtype(graph: Graph) -> str:

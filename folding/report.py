@@ -150,6 +150,7 @@ class FoldReport:
     onnx: dict[str, OnnxSummary] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     exporter: str = "direct"
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -186,6 +187,7 @@ class FoldReport:
             lines.extend(_verification_lines(self.verification))
         for variant, info in self.onnx.items():
             lines.append(f"onnx {variant}: {info.nodes} nodes, {info.bytes} bytes")
+        lines.extend(f"warning: {warning}" for warning in self.warnings)
         return "\n".join(lines)
 
 

@@ -15,6 +15,10 @@ class UnsafeModelError(ModelLoadError):
     """The file carries code (a Lambda layer or similar) and is refused."""
 
 
+class ProbeError(FoldingError):
+    """The user's probe data cannot be used (unreadable, wrong names or shapes)."""
+
+
 class ExportError(FoldingError):
     """The model could not be converted to ONNX."""
 

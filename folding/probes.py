@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from folding.errors import FoldingError
+from folding.errors import ProbeError
 from folding.graph import Call, Graph, InputSpec
 
 DEFAULT_SAMPLES = 64
@@ -165,18 +165,16 @@ def load_user_probes(inputs: Sequence[InputSpec], path: Path) -> list[np.ndarray
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise FoldingError(
-            f"probe file '{path.name}' is not a readable .npy/.npz: {error}"
-        ) from None
+        raise ProbeError(f"probe file '{path.name}' is not a readable .npy/.npz: {error}") from None
     if isinstance(loaded, np.ndarray):
         if len(inputs) != 1:
             names = ", ".join(spec.name for spec in inputs)
-            raise FoldingError(f"model has {len(inputs)} inputs ({names}); give an .npz by name")
+            raise ProbeError(f"model has {len(inputs)} inputs ({names}); give an .npz by name")
         arrays = [loaded]
     else:
         missing = [spec.name for spec in inputs if spec.name not in loaded.files]
         if missing:
-            raise FoldingError(f"probe file '{path.name}' lacks inputs: {', '.join(missing)}")
+            raise ProbeError(f"probe file '{path.name}' lacks inputs: {', '.join(missing)}")
         arrays = [loaded[spec.name] for spec in inputs]
     result = []
     for spec, array in zip(inputs, arrays, strict=True):
@@ -185,13 +183,13 @@ def load_user_probes(inputs: Sequence[InputSpec], path: Path) -> list[np.ndarray
             want is not None and got != want
             for got, want in zip(array.shape[1:], expected, strict=True)
         ):
-            raise FoldingError(
+            raise ProbeError(
                 f"probe input '{spec.name}' has shape {list(array.shape)}; "
                 f"model expects {[-1 if d is None else d for d in spec.shape]}"
             )
         if array.shape[0] == 0:
-            raise FoldingError(f"probe input '{spec.name}' has no rows")
+            raise ProbeError(f"probe input '{spec.name}' has no rows")
         if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
-            raise FoldingError(f"probe input '{spec.name}' has non-numeric dtype {array.dtype}")
+            raise ProbeError(f"probe input '{spec.name}' has non-numeric dtype {array.dtype}")
         result.append(array.astype(np.dtype(spec.dtype)))
     return result

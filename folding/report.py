@@ -98,6 +98,7 @@ class Verification:
     export_rtol: float = 0.0
     failure: str | None = None
     inconclusive: bool = False
+    inconclusive_reason: str | None = None
     compared_dtype: str = "float32"
     probes: str = "random"
 
@@ -222,8 +223,5 @@ def _verification_lines(verification: Verification) -> list[str]:
         if check.argmax_agreement is not None:
             lines.append(f"  {check.name}: argmax agreement {check.argmax_agreement:.2%}")
     if verification.inconclusive:
-        lines.append(
-            "  inconclusive: the outputs barely vary across the probes (saturated?); "
-            "pass real inputs with --probe"
-        )
+        lines.append(f"  inconclusive: {verification.inconclusive_reason}")
     return lines

@@ -39,7 +39,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.inter_op_threads,
             settings.thread_spinning,
         )
-        folder = Folder(settings.fold_rtol, settings.fold_samples, settings.fold_timeout)
+        folder = Folder(
+            settings.fold_rtol,
+            settings.fold_samples,
+            settings.fold_timeout,
+            export_rtol=settings.fold_export_rtol,
+            noise_factor=settings.fold_noise_factor,
+        )
         dataplane = DataPlane(settings, Repository(settings.models_dir), runtime, folder, metrics)
         app.state.dataplane = dataplane
         await dataplane.start()

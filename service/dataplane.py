@@ -196,9 +196,21 @@ class DataPlane:
     # -- writing -----------------------------------------------------------------
 
     async def register(
-        self, upload: BinaryIO, file_name: str, name: str | None
+        self,
+        upload: BinaryIO,
+        file_name: str,
+        name: str | None,
+        probe: tuple[BinaryIO, str] | None = None,
     ) -> tuple[str, int, dict[str, Any]]:
-        """Fold an uploaded Keras file and store it as the next version of ``name``."""
+        """Fold an uploaded Keras file and store it as the next version of ``name``.
+
+        ``probe``: (file, file name) of a .npy/.npz the fold verifies on; it is kept
+        beside the model as probe.npy / probe.npz."""
+        probe_suffix = None
+        if probe is not None:
+            probe_suffix = Path(probe[1] or "").suffix.lower()
+            if probe_suffix not in (".npy", ".npz"):
+                raise InvalidInput(f"probe file {probe[1]!r} is not a .npy or .npz array file")
         suffix = Path(file_name or "").suffix.lower()
         if suffix not in UPLOAD_SUFFIXES:
             raise InvalidInput(
@@ -209,7 +221,13 @@ class DataPlane:
         try:
             source = staging / UPLOAD_SUFFIXES[suffix]
             await anyio.to_thread.run_sync(_copy, upload, source)
-            report = await self._timed_fold(source, staging, name, label=file_name)
+            probe_path = None
+            if probe is not None:
+                probe_path = staging / f"probe{probe_suffix}"
+                await anyio.to_thread.run_sync(_copy, probe[0], probe_path)
+            report = await self._timed_fold(
+                source, staging, name, label=file_name, probe=probe_path
+            )
             version = await anyio.to_thread.run_sync(self.repository.commit, staging, name)
         finally:
             self.repository.discard(staging)
@@ -219,11 +237,16 @@ class DataPlane:
         return name, version, report
 
     async def _timed_fold(
-        self, source: Path, out_dir: Path, name: str, label: str | None = None
+        self,
+        source: Path,
+        out_dir: Path,
+        name: str,
+        label: str | None = None,
+        probe: Path | None = None,
     ) -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            report = await self.folder.fold(source, out_dir, name, label)
+            report = await self.folder.fold(source, out_dir, name, label, probe)
         except InvalidInput:
             self.metrics.fold_jobs.labels("refused").inc()
             raise

@@ -7,8 +7,21 @@ picklable values, and never raise for a bad model: failures come back as
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+@dataclass(frozen=True)
+class FoldOptions:
+    """How a fold job verifies (see ``folding.pipeline.fold_to_directory``)."""
+
+    rtol: float
+    samples: int
+    export_rtol: float | None = None
+    noise_factor: float = 10.0
+    probe: str | None = None
+
 
 _loaded: dict[tuple[str, float], Any] = {}
 
@@ -24,23 +37,38 @@ def warm() -> bool:
 
 
 def fold_source(
-    source: str, out_dir: str, name: str, rtol: float, samples: int, label: str | None = None
+    source: str, out_dir: str, name: str, options: FoldOptions, label: str | None = None
 ) -> dict:
     """Load ``source`` safely, fold it and write the exports and report into ``out_dir``.
 
     ``label`` names the file in error messages (the name it was uploaded under)."""
     warm()
-    from folding.errors import ExportError, FoldingError, ModelLoadError, VerificationError
+    from folding.errors import (
+        ExportError,
+        FoldingError,
+        ModelLoadError,
+        ProbeError,
+        VerificationError,
+    )
     from folding.loading import load_keras_model
     from folding.pipeline import fold_to_directory
 
     try:
         model = load_keras_model(source, label)
-        report = fold_to_directory(model, Path(out_dir), rtol=rtol, samples=samples, name=name)
+        report = fold_to_directory(
+            model,
+            Path(out_dir),
+            rtol=options.rtol,
+            export_rtol=options.export_rtol,
+            noise_factor=options.noise_factor,
+            samples=options.samples,
+            probe_path=None if options.probe is None else Path(options.probe),
+            name=name,
+        )
     except VerificationError as error:
         report = error.report.to_dict() if error.report is not None else None
         return {"ok": False, "kind": "verification", "error": str(error), "report": report}
-    except ModelLoadError as error:
+    except (ModelLoadError, ProbeError) as error:
         return {"ok": False, "kind": "invalid", "error": str(error)}
     except ExportError as error:
         return {"ok": False, "kind": "export", "error": str(error)}

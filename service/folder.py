@@ -23,10 +23,20 @@ logger = logging.getLogger("foldserve.folder")
 
 
 class Folder:
-    def __init__(self, rtol: float, samples: int, timeout: float) -> None:
+    def __init__(
+        self,
+        rtol: float,
+        samples: int,
+        timeout: float,
+        *,
+        export_rtol: float | None = None,
+        noise_factor: float = 10.0,
+    ) -> None:
         self.rtol = rtol
         self.samples = samples
         self.timeout = timeout
+        self.export_rtol = export_rtol
+        self.noise_factor = noise_factor
         self._pool: ProcessPoolExecutor | None = None
         self._lock = asyncio.Lock()
 
@@ -63,11 +73,25 @@ class Folder:
             pool.shutdown(wait=False, cancel_futures=True)
 
     async def fold(
-        self, source: Path, out_dir: Path, name: str, label: str | None = None
+        self,
+        source: Path,
+        out_dir: Path,
+        name: str,
+        label: str | None = None,
+        probe: Path | None = None,
     ) -> dict[str, Any]:
-        """Fold ``source`` into ``out_dir``; return the report or raise a ServingError."""
+        """Fold ``source`` into ``out_dir``; return the report or raise a ServingError.
+
+        ``probe``: the user's .npy/.npz verification inputs (else the model's own)."""
+        options = fold_job.FoldOptions(
+            rtol=self.rtol,
+            samples=self.samples,
+            export_rtol=self.export_rtol,
+            noise_factor=self.noise_factor,
+            probe=None if probe is None else str(probe),
+        )
         result = await self._call(
-            fold_job.fold_source, str(source), str(out_dir), name, self.rtol, self.samples, label
+            fold_job.fold_source, str(source), str(out_dir), name, options, label
         )
         if result["ok"]:
             return result["report"]

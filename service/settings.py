@@ -75,8 +75,16 @@ class Settings(BaseSettings):
     fold_rtol: float = Field(1e-4, gt=0)
     """Allowed error of a folded upload, relative to each output's scale."""
 
+    fold_export_rtol: float | None = Field(None, gt=0)
+    """Allowed difference between an upload's unfolded ONNX export and the Keras model,
+    relative to each output's scale (default: 1e-3, or 3e-2 for float16 compute)."""
+
+    fold_noise_factor: float = Field(10.0, ge=0)
+    """Tolerances are raised to this many times the model's own float32 noise; 0 makes
+    them strict (see docs/folding.md)."""
+
     fold_samples: int = Field(64, ge=1)
-    """Probe rows used to verify a folded upload."""
+    """Probe rows used to verify a folded upload, at most (large networks use fewer)."""
 
     fold_timeout: float = Field(600.0, gt=0)
     """Seconds a fold job may take before it is abandoned."""

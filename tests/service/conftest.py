@@ -101,12 +101,13 @@ def server(tmp_path_factory) -> Iterator[Server]:
 
 @pytest.fixture(scope="session")
 def guarded_server(tmp_path_factory, server) -> Iterator[Server]:
-    """Tokens set, small limits, and a tolerance no fold can meet; the demo model is
+    """Tokens set, small limits, and a strict tolerance no fold can meet; the demo model is
     copied in already folded (by ``server``), so it is served all the same."""
     env = {
         "FOLDSERVE_ADMIN_TOKEN": "admin-secret",
         "FOLDSERVE_API_TOKEN": "reader-secret",
         "FOLDSERVE_FOLD_RTOL": "1e-15",
+        "FOLDSERVE_FOLD_NOISE_FACTOR": "0",
         "FOLDSERVE_MAX_REQUEST_BYTES": "4096",
         "FOLDSERVE_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
     }

@@ -223,9 +223,12 @@ def test_tokens_guard_upload_delete_and_prediction(guarded_server, trained_model
 def test_verification_failure_is_refused_with_its_report(guarded_server, trained_model_file):
     before = store_snapshot(guarded_server)
     reply = upload(guarded_server, trained_model_file, headers=ADMIN)
-    assert_error(reply, 422, "rtol")
+    assert_error(reply, 422, "folding changed output 'probabilities'", "rtol 1e-15")
     report = reply.json()["report"]
     assert report["verification"]["passed"] is False
+    assert report["verification"]["failure"] == "fold"
+    (check,) = report["verification"]["outputs"]
+    assert check["fold_error"] > 1e-15 and check["export_error"] >= 0
     assert len(report["folded"]) == 2
     assert store_snapshot(guarded_server) == before
 

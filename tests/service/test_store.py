@@ -254,3 +254,46 @@ def test_dynamic_image_size_model(server, tmp_path):
     assert too_small.status_code == 400
     assert "the model rejected these inputs" in too_small.json()["error"]
     httpx.delete(f"{server.url}/v1/models/anysize")
+
+
+def test_upload_with_probe_data_verifies_on_it(server, trained_model_file, digits, tmp_path):
+    """The multipart 'probe' field: verification runs on the user's rows, and says so."""
+    probe = tmp_path / "rows.npy"
+    np.save(probe, digits.data[:20].astype(np.float32))
+    with open(trained_model_file, "rb") as model, open(probe, "rb") as data:
+        files = {
+            "file": (trained_model_file.name, model, "application/octet-stream"),
+            "probe": ("rows.npy", data, "application/octet-stream"),
+        }
+        reply = httpx.post(
+            f"{server.url}/v1/models", files=files, data={"name": "probed"}, timeout=300
+        )
+    assert reply.status_code == 201, reply.text
+    verification = reply.json()["report"]["verification"]
+    assert verification["probes"] == "user-supplied"
+    assert verification["samples"] == 20
+    assert verification["verdict"] == "passed"
+    (check,) = verification["outputs"]
+    assert {"fold_error", "export_error", "total_error"} <= check.keys()
+    assert httpx.delete(f"{server.url}/v1/models/probed").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        (("rows.txt", b"1,2,3"), "not a .npy or .npz"),
+        (("rows.npy", b"not an array"), "not a readable .npy/.npz"),
+    ],
+)
+def test_upload_with_bad_probe_data_is_refused(server, trained_model_file, payload, fragment):
+    with open(trained_model_file, "rb") as model:
+        files = {
+            "file": (trained_model_file.name, model, "application/octet-stream"),
+            "probe": (payload[0], payload[1], "application/octet-stream"),
+        }
+        reply = httpx.post(
+            f"{server.url}/v1/models", files=files, data={"name": "badprobe"}, timeout=300
+        )
+    assert reply.status_code == 400, reply.text
+    assert fragment in reply.json()["error"]
+    assert httpx.get(f"{server.url}/v1/models/badprobe").status_code == 404

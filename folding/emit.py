@@ -19,7 +19,6 @@ the caller falls back to the general exporter.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from folding import layer_export
+from folding import onnx_layers
 from folding.graph import Call, Graph, Ref
 
 MIN_OPSET = 17
@@ -189,7 +188,7 @@ class Emitter:
         for output in output_names:
             self.writer.reserve(output)
         for call in self.graph.calls:
-            layer_export.emit(self, call)
+            onnx_layers.emit(self, call)
         graph_outputs = []
         for tensor, out_name, dtype in zip(
             self.graph.outputs, output_names, output_dtypes, strict=True
@@ -248,6 +247,3 @@ def refs(structure: Any) -> list[int]:
     from keras import tree
 
     return [leaf.id for leaf in tree.flatten(structure) if isinstance(leaf, Ref)]
-
-
-SQRT_HALF = 1.0 / math.sqrt(2.0)

@@ -1,0 +1,193 @@
+"""Activations, as layers, layer arguments or keras.ops calls; identities at inference."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+from keras import layers
+
+from folding.onnx_layers.base import (
+    handles,
+    handles_named,
+    inputs_of,
+    unsupported,
+)
+
+if TYPE_CHECKING:
+    from folding.emit import Emitter
+    from folding.graph import Call
+
+
+def activation(em: Emitter, x: str, function: Any, call: Call) -> str:
+    """Apply a Keras activation function (by identity, not by name alone)."""
+    name = getattr(function, "__name__", None)
+    module = getattr(function, "__module__", "") or ""
+    if not module.startswith("keras") or name not in ACTIVATIONS:
+        raise unsupported(call, f"activation {name or function!r} has no direct ONNX form")
+    return ACTIVATIONS[name](em, x)
+
+
+def gelu(em: Emitter, x: str, approximate: bool = False) -> str:
+    w = em.writer
+    half = w.const(0.5, "half")
+    if approximate:
+        # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        cube = w.op("Mul", [w.op("Mul", [x, x], "gelu_sq"), x], "gelu_cube")
+        inner = w.op("Add", [x, w.op("Mul", [cube, w.const(0.044715, "c")], "gelu_c")], "gelu_in")
+        scaled = w.op("Mul", [inner, w.const(math.sqrt(2 / math.pi), "s2pi")], "gelu_scaled")
+        gate = w.op("Add", [w.op("Tanh", [scaled], "gelu_tanh"), w.const(1.0, "one")], "gelu_g")
+    else:
+        # 0.5 x (1 + erf(x / sqrt 2))
+        erf = w.op("Erf", [w.op("Mul", [x, w.const(1 / math.sqrt(2), "rsqrt2")], "gelu_s")], "erf")
+        gate = w.op("Add", [erf, w.const(1.0, "one")], "gelu_g")
+    return w.op("Mul", [w.op("Mul", [x, half], "gelu_half"), gate], "gelu")
+
+
+def swish(em: Emitter, x: str) -> str:
+    return em.writer.op("Mul", [x, em.writer.op("Sigmoid", [x], "sigmoid")], "silu")
+
+
+def mish(em: Emitter, x: str) -> str:
+    w = em.writer
+    return w.op("Mul", [x, w.op("Tanh", [w.op("Softplus", [x], "softplus")], "tanh")], "mish")
+
+
+def clip(em: Emitter, x: str, low: float | None, high: float | None) -> str:
+    w = em.writer
+    low_name = w.const(low, "min") if low is not None else ""
+    high_name = w.const(high, "max") if high is not None else ""
+    return w.op("Clip", [x, low_name, high_name], "clip")
+
+
+ACTIVATIONS: dict[str, Callable[[Emitter, str], str]] = {
+    "linear": lambda em, x: x,
+    "relu": lambda em, x: em.writer.op("Relu", [x], "relu"),
+    "relu6": lambda em, x: clip(em, x, 0.0, 6.0),
+    "sigmoid": lambda em, x: em.writer.op("Sigmoid", [x], "sigmoid"),
+    "hard_sigmoid": lambda em, x: em.writer.op(
+        "HardSigmoid", [x], "hard_sigmoid", alpha=1 / 6, beta=0.5
+    ),
+    "hard_silu": lambda em, x: em.writer.op("HardSwish", [x], "hard_silu"),
+    "hard_swish": lambda em, x: em.writer.op("HardSwish", [x], "hard_silu"),
+    "tanh": lambda em, x: em.writer.op("Tanh", [x], "tanh"),
+    "silu": swish,
+    "swish": swish,
+    "gelu": gelu,
+    "elu": lambda em, x: em.writer.op("Elu", [x], "elu", alpha=1.0),
+    "selu": lambda em, x: em.writer.op(
+        "Selu", [x], "selu", alpha=1.6732632423543772, gamma=1.0507009873554805
+    ),
+    "softplus": lambda em, x: em.writer.op("Softplus", [x], "softplus"),
+    "softsign": lambda em, x: em.writer.op("Softsign", [x], "softsign"),
+    "mish": mish,
+    "exponential": lambda em, x: em.writer.op("Exp", [x], "exp"),
+    "leaky_relu": lambda em, x: em.writer.op("LeakyRelu", [x], "leaky_relu", alpha=0.2),
+    "softmax": lambda em, x: em.writer.op("Softmax", [x], "softmax", axis=-1),
+    "log_softmax": lambda em, x: em.writer.op("LogSoftmax", [x], "log_softmax", axis=-1),
+}
+
+
+def activate_argument(em: Emitter, call: Call, x: str, layout: str) -> str:
+    """The layer's own ``activation`` argument, applied to ``x``."""
+    function = getattr(call.layer, "activation", None)
+    if function is None or function is keras.activations.linear:
+        return x
+    name = getattr(function, "__name__", "")
+    if name in ("softmax", "log_softmax") and layout == "cf":
+        raise unsupported(call, "softmax over a channels-first tensor")
+    return activation(em, x, function, call)
+
+
+@handles(layers.Activation)
+def _activation_layer(em: Emitter, call: Call) -> None:
+    (tensor,) = inputs_of(call)
+    name = getattr(call.layer.activation, "__name__", "")
+    layout = "keras" if name in ("softmax", "log_softmax") else em.layout_of(tensor)
+    x = em.get(tensor, layout)
+    em.set(call, activation(em, x, call.layer.activation, call), layout)
+
+
+@handles(layers.ReLU)
+def _relu_layer(em: Emitter, call: Call) -> None:
+    (tensor,) = inputs_of(call)
+    layout = em.layout_of(tensor)
+    x = em.get(tensor, layout)
+    layer, w = call.layer, em.writer
+    slope = float(layer.negative_slope or 0.0)
+    threshold = float(layer.threshold or 0.0)
+    if threshold == 0.0:
+        y = w.op("LeakyRelu", [x], "leaky_relu", alpha=slope) if slope else w.op("Relu", [x], "r")
+    else:
+        shifted = w.op("Sub", [x, w.const(threshold, "threshold")], "shifted")
+        below = w.op("Mul", [shifted, w.const(slope, "slope")], "below")
+        above = w.op("GreaterOrEqual", [x, w.const(threshold, "threshold")], "above")
+        y = w.op("Where", [above, x, below], "relu")
+    if layer.max_value is not None:
+        y = w.op("Min", [y, w.const(float(layer.max_value), "max_value")], "relu_max")
+    em.set(call, y, layout)
+
+
+@handles(layers.LeakyReLU)
+def _leaky_relu_layer(em: Emitter, call: Call) -> None:
+    (tensor,) = inputs_of(call)
+    layout = em.layout_of(tensor)
+    alpha = float(call.layer.negative_slope)
+    em.set(call, em.writer.op("LeakyRelu", [em.get(tensor, layout)], "leaky", alpha=alpha), layout)
+
+
+@handles(layers.ELU)
+def _elu_layer(em: Emitter, call: Call) -> None:
+    (tensor,) = inputs_of(call)
+    layout = em.layout_of(tensor)
+    alpha = float(call.layer.alpha)
+    em.set(call, em.writer.op("Elu", [em.get(tensor, layout)], "elu", alpha=alpha), layout)
+
+
+@handles(layers.Softmax)
+def _softmax_layer(em: Emitter, call: Call) -> None:
+    tensors = inputs_of(call)
+    if len(tensors) != 1:
+        raise unsupported(call, "a softmax mask")
+    axis = call.layer.axis
+    if isinstance(axis, (list, tuple)):
+        if len(axis) != 1:
+            raise unsupported(call, f"softmax over several axes {list(axis)}")
+        axis = axis[0]
+    em.set(call, em.writer.op("Softmax", [em.get(tensors[0], "keras")], "softmax", axis=axis))
+
+
+@handles(layers.PReLU)
+def _prelu_layer(em: Emitter, call: Call) -> None:
+    (tensor,) = inputs_of(call)
+    alpha = em.weights(call)["alpha"]
+    slope = em.writer.const(alpha.astype(np.float32), "prelu_slope")
+    em.set(call, em.writer.op("PRelu", [em.get(tensor, "keras"), slope], "prelu"))
+
+
+# -- identities ---------------------------------------------------------------
+
+
+@handles(
+    layers.Dropout,
+    layers.SpatialDropout1D,
+    layers.SpatialDropout2D,
+    layers.SpatialDropout3D,
+    layers.GaussianNoise,
+    layers.GaussianDropout,
+    layers.AlphaDropout,
+    layers.Identity,
+    layers.ActivityRegularization,
+)
+def _identity(em: Emitter, call: Call) -> None:
+    em.alias(call, inputs_of(call)[0])
+
+
+@handles_named("StochasticDepth")
+def _stochastic_depth(em: Emitter, call: Call) -> None:
+    if call.kwargs.get("training") is True:
+        raise unsupported(call, "called with training=True")
+    em.alias(call, inputs_of(call)[0])

@@ -45,6 +45,32 @@ def randomize_batch_norms(
     return model
 
 
+def calibrate_batch_norms(
+    model: keras.Model, data: np.ndarray | list[np.ndarray], seed: int = 0
+) -> keras.Model:
+    """Statistics like a trained network's: every BN's moving mean and variance set to
+    what it really sees on ``data`` (one training-mode pass with momentum 0), then
+    gamma and beta perturbed. Deep random networks with arbitrary statistics explode;
+    calibrated ones stay in range, so their outputs can be compared meaningfully."""
+    norms = [layer for layer in all_layers(model) if isinstance(layer, layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    try:
+        model(data, training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta, strict=True):
+            layer.momentum = momentum
+    rng = np.random.default_rng(seed)
+    for layer in norms:
+        channels = layer.moving_mean.shape[0]
+        if layer.scale:
+            layer.gamma.assign(rng.normal(1, 0.2, channels))
+        if layer.center:
+            layer.beta.assign(rng.normal(0, 0.2, channels))
+    return model
+
+
 @dataclass(frozen=True)
 class Case:
     name: str

@@ -53,14 +53,20 @@ def calibrate_batch_norms(
     gamma and beta perturbed. Deep random networks with arbitrary statistics explode;
     calibrated ones stay in range, so their outputs can be compared meaningfully."""
     norms = [layer for layer in all_layers(model) if isinstance(layer, layers.BatchNormalization)]
+    dropouts = [layer for layer in all_layers(model) if isinstance(layer, layers.Dropout)]
     momenta = [layer.momentum for layer in norms]
+    rates = [layer.rate for layer in dropouts]
     for layer in norms:
         layer.momentum = 0.0
+    for layer in dropouts:  # statistics of the inference-time distribution
+        layer.rate = 0.0
     try:
         model(data, training=True)
     finally:
         for layer, momentum in zip(norms, momenta, strict=True):
             layer.momentum = momentum
+        for layer, rate in zip(dropouts, rates, strict=True):
+            layer.rate = rate
     rng = np.random.default_rng(seed)
     for layer in norms:
         channels = layer.moving_mean.shape[0]

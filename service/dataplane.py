@@ -12,6 +12,7 @@ import functools
 import logging
 import re
 import shutil
+import statistics
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -36,6 +37,9 @@ from service.runtime import Runtime, TensorMeta
 from service.settings import Settings
 
 logger = logging.getLogger("foldserve.dataplane")
+
+DEFAULT_COMPARE_REPEATS = 10
+MAX_COMPARE_REPEATS = 200
 
 UPLOAD_SUFFIXES = {".keras": "model.keras", ".h5": "model.h5", ".hdf5": "model.h5"}
 
@@ -161,16 +165,32 @@ class DataPlane:
         return {name: results[name] for name in names}
 
     async def compare(
-        self, model: LoadedVersion, inputs: dict[str, np.ndarray], reference: str | None
+        self,
+        model: LoadedVersion,
+        inputs: dict[str, np.ndarray],
+        reference: str | None,
+        repeats: int = DEFAULT_COMPARE_REPEATS,
+        return_outputs: bool = True,
     ) -> dict[str, Any]:
-        """Folded vs unfolded ONNX (and optionally the Keras original) on the same inputs."""
+        """Folded vs unfolded ONNX (and optionally the Keras original) on the same inputs.
+
+        Latencies are medians over ``repeats`` rounds in which the folded and the
+        unfolded model run one after the other (which one first alternates), so
+        that a drift of the machine falls on both alike. The verdict judges the
+        folded outputs against the unfolded ones with the server's fold rtol.
+        """
         feed = validate_inputs(model.inputs, inputs)
         timings: dict[str, float] = {}
         results: dict[str, dict[str, np.ndarray]] = {}
-        for variant in ("folded", "unfolded"):
-            started = time.perf_counter()
-            results[variant] = await self.infer(model, feed, variant=variant)
-            timings[variant] = (time.perf_counter() - started) * 1e3
+        samples: dict[str, list[float]] = {"folded": [], "unfolded": []}
+        for round_ in range(repeats):
+            order = ("folded", "unfolded") if round_ % 2 == 0 else ("unfolded", "folded")
+            for variant in order:
+                started = time.perf_counter()
+                results[variant] = await self.infer(model, feed, variant=variant)
+                samples[variant].append((time.perf_counter() - started) * 1e3)
+        for variant, values in samples.items():
+            timings[variant] = statistics.median(values)
         if reference == "keras":
             started = time.perf_counter()
             arrays = [feed[meta.name] for meta in model.inputs]
@@ -181,17 +201,35 @@ class DataPlane:
         elif reference is not None:
             raise InvalidInput(f"unknown reference {reference!r}; the only one is 'keras'")
         comparison = {}
+        rtol = self.settings.fold_rtol
         for meta in model.outputs:
             baseline = results["unfolded"][meta.name]
-            entry: dict[str, Any] = {
-                variant: values[meta.name] for variant, values in results.items()
-            }
+            entry: dict[str, Any] = {}
+            if return_outputs:
+                entry.update({variant: values[meta.name] for variant, values in results.items()})
             entry.update(differences(baseline, results["folded"][meta.name]))
+            entry["passed"] = entry["max_rel_diff"] <= rtol
             if "keras" in results:
                 keras_diff = differences(results["keras"][meta.name], results["folded"][meta.name])
                 entry.update({f"keras_{key}": value for key, value in keras_diff.items()})
             comparison[meta.name] = entry
-        return {"outputs": comparison, "latency_ms": timings}
+        verdict = {
+            "passed": all(entry["passed"] for entry in comparison.values()),
+            "rtol": rtol,
+            "compared": "folded vs unfolded ONNX: max |difference| / the unfolded output's scale",
+        }
+        return {
+            "outputs": comparison,
+            "verdict": verdict,
+            "latency_ms": timings,
+            "latency": {
+                "repeats": repeats,
+                "statistic": "median of interleaved runs (keras: one run in the fold worker)",
+                "unfolded_over_folded": timings["unfolded"] / timings["folded"]
+                if timings["folded"]
+                else None,
+            },
+        }
 
     # -- writing -----------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -208,7 +209,9 @@ class ModelRegistry:
         if model.unfolded is None:
             path = model.directory.path / UNFOLDED_FILE
             try:
-                session = await anyio.to_thread.run_sync(self.runtime.load, path)
+                session = await anyio.to_thread.run_sync(
+                    functools.partial(self.runtime.load, path, unfolded=True)
+                )
             except Exception as error:  # missing or unreadable: ONNX Runtime's own kinds
                 raise NotFound(
                     f"model '{model.name}' version {model.version} has no usable "

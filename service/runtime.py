@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
+from folding.fusions import ALWAYS_DISABLED_OPTIMIZERS, UNFOLDED_DISABLED_OPTIMIZERS
 from service.errors import InvalidInput
 
 logger = logging.getLogger("foldserve.runtime")
@@ -110,9 +111,15 @@ class Runtime:
             options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         return options
 
-    def load(self, path: Path) -> Session:
+    def load(self, path: Path, *, unfolded: bool = False) -> Session:
+        """A session on ``path``. ``unfolded``: with ONNX Runtime's BatchNormalization
+        fusions disabled, so the unfolded model computes every BN it holds
+        (``folding.fusions``); every session disables the fusions known to be wrong."""
         providers = [CUDA, CPU] if self.provider == CUDA else [CPU]
-        session = onnxruntime.InferenceSession(str(path), self._options(), providers=providers)
+        disabled = UNFOLDED_DISABLED_OPTIMIZERS if unfolded else ALWAYS_DISABLED_OPTIMIZERS
+        session = onnxruntime.InferenceSession(
+            str(path), self._options(), providers=providers, disabled_optimizers=list(disabled)
+        )
         return Session(session)
 
 

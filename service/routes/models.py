@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 
 from service import tfserving
+from service.dataplane import DEFAULT_COMPARE_REPEATS, MAX_COMPARE_REPEATS
 from service.deps import AdminAuth, ApiAuth, DataPlaneDep, JSONResponse, json_body
 from service.errors import InvalidInput
 
@@ -60,10 +61,25 @@ async def delete(name: str, dataplane: DataPlaneDep, version: str | None = None)
 async def compare(
     name: str, request: Request, dataplane: DataPlaneDep, version: str | None = None
 ) -> JSONResponse:
-    """Body as for ``:predict``, plus optional ``"reference": "keras"``."""
+    """Body as for ``:predict``, plus optional ``"reference": "keras"``, ``"repeats"``
+    (timed rounds, default 10) and ``"return_outputs"`` (default true)."""
     model = dataplane.get(name, version)
     body = await json_body(request)
-    reference = body.pop("reference", None) if isinstance(body, dict) else None
+    options = {}
+    if isinstance(body, dict):
+        options = {
+            key: body.pop(key) for key in ("reference", "repeats", "return_outputs") if key in body
+        }
+    repeats = options.get("repeats", DEFAULT_COMPARE_REPEATS)
+    if type(repeats) is not int or not 1 <= repeats <= MAX_COMPARE_REPEATS:
+        raise InvalidInput(
+            f"'repeats' must be an integer from 1 to {MAX_COMPARE_REPEATS}, got {repeats!r}"
+        )
+    return_outputs = options.get("return_outputs", True)
+    if not isinstance(return_outputs, bool):
+        raise InvalidInput(f"'return_outputs' must be true or false, got {return_outputs!r}")
     inputs, _ = tfserving.parse_request(body, model.inputs)
-    result = await dataplane.compare(model, inputs, reference)
+    result = await dataplane.compare(
+        model, inputs, options.get("reference"), repeats=repeats, return_outputs=return_outputs
+    )
     return JSONResponse({"model_name": model.name, "model_version": str(model.version), **result})

@@ -297,3 +297,52 @@ def test_upload_with_bad_probe_data_is_refused(server, trained_model_file, paylo
     assert reply.status_code == 400, reply.text
     assert fragment in reply.json()["error"]
     assert httpx.get(f"{server.url}/v1/models/badprobe").status_code == 404
+
+
+def test_compare_reports_interleaved_medians_and_a_verdict(server, digits):
+    rows = digits.data[:8].tolist()
+    reply = httpx.post(
+        f"{server.url}/v1/models/digits:compare",
+        json={"instances": rows, "repeats": 7, "return_outputs": False},
+    )
+    assert reply.status_code == 200, reply.text
+    result = reply.json()
+    assert result["verdict"]["passed"] is True
+    assert result["verdict"]["rtol"] == 1e-4
+    assert result["latency"]["repeats"] == 7
+    assert result["latency_ms"]["folded"] > 0 and result["latency_ms"]["unfolded"] > 0
+    output = result["outputs"]["probabilities"]
+    assert "folded" not in output and "unfolded" not in output
+    assert output["passed"] is True and output["max_rel_diff"] < 1e-4
+    for bad, fragment in (
+        ({"repeats": 0}, "'repeats'"),
+        ({"return_outputs": "no"}, "true or false"),
+    ):
+        reply = httpx.post(
+            f"{server.url}/v1/models/digits:compare", json={"instances": rows, **bad}
+        )
+        assert reply.status_code == 400 and fragment in reply.json()["error"]
+
+
+def test_unfolded_sessions_keep_their_batch_norms(server, tmp_path):
+    """The server runs unfolded.onnx with ONNX Runtime's BN fusions off: the session's
+    optimised graph still holds every BatchNormalization, the folded one none."""
+    import onnx
+    import onnxruntime
+
+    from folding.fusions import UNFOLDED_DISABLED_OPTIMIZERS
+
+    version = server.models_dir / "digits" / "1"
+    counts = {}
+    for file, disabled in (("unfolded.onnx", UNFOLDED_DISABLED_OPTIMIZERS), ("model.onnx", ())):
+        options = onnxruntime.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / file)
+        onnxruntime.InferenceSession(
+            str(version / file),
+            options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=list(disabled),
+        )
+        graph = onnx.load(tmp_path / file).graph
+        counts[file] = sum(node.op_type == "BatchNormalization" for node in graph.node)
+    assert counts == {"unfolded.onnx": 2, "model.onnx": 0}

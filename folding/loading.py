@@ -9,17 +9,33 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from folding.errors import ModelLoadError, UnsafeModelError
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """What a ``.keras`` archive may hold, checked from its directory before anything
+    is extracted or inflated (a few MB can inflate to gigabytes)."""
+
+    max_total_bytes: int = 4 * 1024**3
+    max_entries: int = 10_000
+    max_config_bytes: int = 64 * 1024**2
+
+
+DEFAULT_LIMITS = ArchiveLimits()
 _CODE_CLASSES = {"Lambda"}
 _CODE_MARKERS = {"__lambda__", "function_type"}
 
 
-def check_model_file(path: str | Path, label: str | None = None) -> None:
+def check_model_file(
+    path: str | Path, label: str | None = None, limits: ArchiveLimits = DEFAULT_LIMITS
+) -> None:
     """Everything that can be checked without Keras: the file exists, has a Keras
     suffix, is a readable archive with a model config, and carries no code.
 
@@ -33,14 +49,16 @@ def check_model_file(path: str | Path, label: str | None = None) -> None:
         raise ModelLoadError(
             f"'{label}' is not a Keras model file: expected one of {', '.join(KERAS_SUFFIXES)}"
         )
-    _refuse_code(_read_config(path, suffix, label), label)
+    _refuse_code(_read_config(path, suffix, label, limits), label)
 
 
-def load_keras_model(path: str | Path, label: str | None = None) -> Any:
+def load_keras_model(
+    path: str | Path, label: str | None = None, limits: ArchiveLimits = DEFAULT_LIMITS
+) -> Any:
     """The Keras model stored at ``path``, loaded with ``safe_mode=True``."""
     path = Path(path)
     label = label or path.name
-    check_model_file(path, label)
+    check_model_file(path, label, limits)
     import keras  # heavy: imported only when a model is actually loaded
 
     try:
@@ -55,19 +73,50 @@ def load_keras_model(path: str | Path, label: str | None = None) -> Any:
     return model
 
 
-def _read_config(path: Path, suffix: str, label: str) -> Any:
+def _read_config(path: Path, suffix: str, label: str, limits: ArchiveLimits) -> Any:
     if suffix == ".keras":
         try:
             with zipfile.ZipFile(path) as archive:
-                raw = archive.read("config.json")
-        except (zipfile.BadZipFile, KeyError, OSError) as error:
+                config = _check_archive(archive, label, limits)
+                with archive.open(config) as handle:
+                    raw = handle.read(limits.max_config_bytes + 1)
+        except (zipfile.BadZipFile, KeyError, OSError, ValueError) as error:
             raise ModelLoadError(f"'{label}' is not a valid .keras archive: {error}") from None
+        if len(raw) > limits.max_config_bytes:
+            raise ModelLoadError(
+                f"'{label}': config.json is larger than {limits.max_config_bytes} bytes"
+            )
     else:
         raw = _read_h5_config(path, label)
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise ModelLoadError(f"'{label}' has an unreadable model config: {error}") from None
+
+
+def _check_archive(archive: zipfile.ZipFile, label: str, limits: ArchiveLimits) -> zipfile.ZipInfo:
+    """Refuse an archive whose directory promises too much; return config.json's entry."""
+    entries = archive.infolist()
+    if len(entries) > limits.max_entries:
+        raise ModelLoadError(
+            f"'{label}' holds {len(entries)} archive entries; at most {limits.max_entries} "
+            "are accepted"
+        )
+    total = sum(entry.file_size for entry in entries)
+    if total > limits.max_total_bytes:
+        raise ModelLoadError(
+            f"'{label}' would inflate to {total} bytes; at most {limits.max_total_bytes} are "
+            "accepted"
+        )
+    config = next((entry for entry in entries if entry.filename == "config.json"), None)
+    if config is None:
+        raise ModelLoadError(f"'{label}' is not a valid .keras archive: it has no config.json")
+    if config.file_size > limits.max_config_bytes:
+        raise ModelLoadError(
+            f"'{label}': config.json would inflate to {config.file_size} bytes; at most "
+            f"{limits.max_config_bytes} are accepted"
+        )
+    return config
 
 
 def _read_h5_config(path: Path, label: str) -> bytes:

@@ -107,7 +107,7 @@ def fold_into_preceding_depthwise(
         )
     scale = bn.scale().reshape(in_channels, multiplier)
     folded_kernel = kernel.astype(np.float64) * scale
-    flat_kernel = folded_kernel.reshape(*kernel.shape[:-2], in_channels * multiplier)
+    flat_kernel = kernel.reshape(*kernel.shape[:-2], in_channels * multiplier)
     _, folded_bias = fold_into_preceding(flat_kernel, bias, bn, output_axis=-1)
     return folded_kernel.astype(kernel.dtype), folded_bias
 

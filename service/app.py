@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.fold_timeout,
             export_rtol=settings.fold_export_rtol,
             noise_factor=settings.fold_noise_factor,
+            archive_limits=(settings.max_archive_bytes, settings.max_archive_entries),
         )
         dataplane = DataPlane(settings, Repository(settings.models_dir), runtime, folder, metrics)
         app.state.dataplane = dataplane

@@ -79,6 +79,7 @@ class Executor:
         self._queue: collections.deque[_Pending] = collections.deque()
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
         self._cost = self._estimate_cost()
 
     # -- public --------------------------------------------------------------------
@@ -133,6 +134,8 @@ class Executor:
                 self._slots.release()
                 raise
             task = asyncio.create_task(self._run_batch(batch))
+            self._running.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._running.discard)
             task.add_done_callback(lambda _: self._slots.release())
             if not task.done():
                 await asyncio.sleep(0)  # let an inline batch finish before forming the next
@@ -195,12 +198,21 @@ class Executor:
     # -- one session run -----------------------------------------------------------
 
     async def _execute(self, feeds: list[dict[str, np.ndarray]], rows: int) -> list[list]:
-        """Run the merged ``feeds``; return each feed's slice of the outputs."""
+        """Run the merged ``feeds``; return each feed's slice of the outputs. Statistics
+        are recorded here, on the event loop, never from the worker thread."""
         if self._cost(rows) <= self.policy.inline_threshold_us:
-            return self._execute_now(feeds, rows)
-        return await anyio.to_thread.run_sync(self._execute_now, feeds, rows)
+            split, timings = self._execute_now(feeds, rows)
+        else:
+            split, timings = await anyio.to_thread.run_sync(self._execute_now, feeds, rows)
+        merge_ns, compute_ns, split_ns = timings
+        self.stats.record_execution(rows, len(feeds), merge_ns, compute_ns, split_ns)
+        self._observe.batch(rows)
+        self._observe.computed(compute_ns / 1e9)
+        return split
 
-    def _execute_now(self, feeds: list[dict[str, np.ndarray]], rows: int) -> list[list]:
+    def _execute_now(
+        self, feeds: list[dict[str, np.ndarray]], rows: int
+    ) -> tuple[list[list], tuple[int, int, int]]:
         t0 = time.perf_counter_ns()
         if len(feeds) == 1:
             merged = feeds[0]
@@ -216,10 +228,7 @@ class Executor:
             pieces = [np.split(output, bounds) for output in outputs]
             split = [[piece[i] for piece in pieces] for i in range(len(feeds))]
         t3 = time.perf_counter_ns()
-        self.stats.record_execution(rows, len(feeds), t1 - t0, t2 - t1, t3 - t2)
-        self._observe.batch(rows)
-        self._observe.computed((t2 - t1) / 1e9)
-        return split
+        return split, (t1 - t0, t2 - t1, t3 - t2)
 
     def _estimate_cost(self) -> Callable[[int], float]:
         """Microseconds a run of ``rows`` rows takes, measured once on zeros."""

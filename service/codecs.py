@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -71,13 +72,22 @@ def array_from_json(values: Any, dtype: np.dtype, what: str) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise InvalidInput(f"{what} has non-numeric values (or integers out of range)")
     try:
-        return array.astype(dtype, copy=False)
+        with np.errstate(over="ignore"):
+            converted = array.astype(dtype, copy=False)
     except (ValueError, TypeError, OverflowError):
         raise InvalidInput(f"{what} has values that are not {dtype.name}") from None
+    if dtype.kind == "f" and array.dtype.kind == "f" and converted is not array:
+        overflow = np.isinf(converted) & np.isfinite(array)
+        if overflow.any():
+            raise InvalidInput(
+                f"{what} has values outside the range of {dtype.name} "
+                f"(e.g. {array[overflow].flat[0]:g})"
+            )
+    return converted
 
 
 def array_from_bytes(raw: bytes, dtype: np.dtype, shape: list[int], what: str) -> np.ndarray:
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize
     if len(raw) != expected:
         raise InvalidInput(
             f"{what} has {len(raw)} bytes of binary data; shape {shape} of "

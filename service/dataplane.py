@@ -126,8 +126,10 @@ class DataPlane:
     def versions(self, name: str) -> list[LoadedVersion]:
         return self.registry.versions(name)
 
-    def catalogue(self) -> list[dict[str, Any]]:
-        return self.registry.catalogue()
+    async def catalogue(self) -> list[dict[str, Any]]:
+        """Every model on disk with each version's state (the disk is read off the loop)."""
+        scanned = await anyio.to_thread.run_sync(self.repository.scan)
+        return self.registry.catalogue(scanned)
 
     def state_of(self, name: str, version: int) -> tuple[str, str]:
         return self.registry.state_of(name, version)
@@ -340,7 +342,16 @@ def validate_inputs(
                 raise InvalidInput(
                     f"input '{meta.name}' has dtype {array.dtype}; model expects {meta.dtype}"
                 )
-            array = array.astype(meta.dtype)
+            with np.errstate(over="ignore"):
+                converted = array.astype(meta.dtype)
+            if np.issubdtype(meta.dtype, np.floating) and np.issubdtype(array.dtype, np.floating):
+                overflow = np.isinf(converted) & np.isfinite(array)
+                if overflow.any():
+                    raise InvalidInput(
+                        f"input '{meta.name}' has values outside the range of {meta.dtype} "
+                        f"(e.g. {array[overflow].flat[0]:g})"
+                    )
+            array = converted
         fits = array.ndim == len(meta.shape) and all(
             want < 0 or got == want for got, want in zip(array.shape, meta.shape, strict=True)
         )

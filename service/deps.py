@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
+import anyio
 import orjson
 from fastapi import Depends, Request, Response
 
@@ -61,9 +62,21 @@ AdminAuth = Depends(require_admin)
 ApiAuth = Depends(require_api)
 
 
+OFFLOAD_BYTES = 256 * 1024
+"""Bodies larger than this are decoded in a worker thread, not on the event loop,
+so that one large request does not stall every other one."""
+
+
 async def json_body(request: Request) -> Any:
     raw = await request.body()
-    return parse_json(raw)
+    return await off_loop(parse_json, raw, size=len(raw))
+
+
+async def off_loop(function: Any, *args: Any, size: int) -> Any:
+    """``function(*args)``, in a worker thread when ``size`` (bytes of input) is large."""
+    if size > OFFLOAD_BYTES:
+        return await anyio.to_thread.run_sync(function, *args)
+    return function(*args)
 
 
 def parse_json(raw: bytes) -> Any:

@@ -21,6 +21,7 @@ class FoldOptions:
     export_rtol: float | None = None
     noise_factor: float = 10.0
     probe: str | None = None
+    archive_limits: tuple[int, int] | None = None  # total inflated bytes, entries
 
 
 _loaded: dict[tuple[str, float], Any] = {}
@@ -50,11 +51,15 @@ def fold_source(
         ProbeError,
         VerificationError,
     )
-    from folding.loading import load_keras_model
+    from folding.loading import DEFAULT_LIMITS, ArchiveLimits, load_keras_model
     from folding.pipeline import fold_to_directory
 
+    limits = DEFAULT_LIMITS
+    if options.archive_limits is not None:
+        total, entries = options.archive_limits
+        limits = ArchiveLimits(max_total_bytes=total, max_entries=entries)
     try:
-        model = load_keras_model(source, label)
+        model = load_keras_model(source, label, limits)
         report = fold_to_directory(
             model,
             Path(out_dir),

@@ -31,12 +31,14 @@ class Folder:
         *,
         export_rtol: float | None = None,
         noise_factor: float = 10.0,
+        archive_limits: tuple[int, int] | None = None,
     ) -> None:
         self.rtol = rtol
         self.samples = samples
         self.timeout = timeout
         self.export_rtol = export_rtol
         self.noise_factor = noise_factor
+        self.archive_limits = archive_limits
         self._pool: ProcessPoolExecutor | None = None
         self._lock = asyncio.Lock()
 
@@ -89,6 +91,7 @@ class Folder:
             export_rtol=self.export_rtol,
             noise_factor=self.noise_factor,
             probe=None if probe is None else str(probe),
+            archive_limits=self.archive_limits,
         )
         result = await self._call(
             fold_job.fold_source, str(source), str(out_dir), name, options, label

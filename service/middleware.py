@@ -59,9 +59,24 @@ class LimitsAndMetrics:
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", "unmatched")
-            model = scope.get("path_params", {}).get("name", "")
+            model = _model_label(scope)
             self.metrics.requests.labels(model, endpoint, scope["method"], str(status)).inc()
             self.metrics.latency.labels(model, endpoint).observe(time.perf_counter() - started)
+
+
+UNKNOWN_MODEL = "(unknown)"
+
+
+def _model_label(scope: dict) -> str:
+    """The model a request named, if it is loaded; any other name is one label, so that
+    requests to random names cannot grow the metrics without bound."""
+    name = scope.get("path_params", {}).get("name", "")
+    if not name:
+        return ""
+    dataplane = getattr(scope["app"].state, "dataplane", None) if "app" in scope else None
+    if dataplane is not None and dataplane.registry.is_loaded(name):
+        return name
+    return UNKNOWN_MODEL
 
 
 def _content_length(scope: dict) -> int | None:

@@ -70,6 +70,7 @@ class ModelRegistry:
         self.metrics = metrics
         self.lock = asyncio.Lock()
         self._models: dict[str, dict[int, LoadedVersion]] = {}
+        self._loading: dict[tuple[str, int], asyncio.Future] = {}
         self._failed: dict[tuple[str, int], str] = {}
 
     async def refresh(self) -> None:
@@ -138,6 +139,19 @@ class ModelRegistry:
         return Executor(session, policy, stats, self.metrics.observer(name))
 
     async def load(self, directory: VersionDir) -> None:
+        """Load a version once: a second caller (the poller and an upload, say) waits for
+        the first one's load instead of opening a second session."""
+        key = (directory.name, directory.version)
+        if directory.version in self._models.get(directory.name, {}):
+            return
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._load(directory))
+            self._loading[key] = task
+            task.add_done_callback(lambda _: self._loading.pop(key, None))
+        await asyncio.shield(task)
+
+    async def _load(self, directory: VersionDir) -> None:
         name, version = directory.name, directory.version
         policy = self.policy_for(name)
         try:
@@ -174,24 +188,33 @@ class ModelRegistry:
             raise NotFound(f"no model named '{name}'")
         return find_version(self._models, name, number)[1]
 
+    def is_loaded(self, name: str) -> bool:
+        return name in self._models
+
     def versions(self, name: str) -> list[LoadedVersion]:
         if name not in self._models:
             raise NotFound(f"no model named '{name}'")
         return [self._models[name][v] for v in sorted(self._models[name])]
 
-    def catalogue(self) -> list[dict[str, Any]]:
-        """Every model on disk with each version's state."""
+    def catalogue(self, scanned: dict[str, dict[int, Any]]) -> list[dict[str, Any]]:
+        """Every model of ``scanned`` (``Repository.scan()``) with each version's state,
+        and for an UNAVAILABLE version the reason."""
         listing = []
-        for name, versions in self.repository.scan().items():
+        for name, versions in scanned.items():
             entries = []
             for version, directory in versions.items():
+                entry: dict[str, Any] = {"version": version}
                 if version in self._models.get(name, {}):
-                    state = "AVAILABLE"
-                elif (name, version) in self._failed or directory.source is None:
-                    state = "UNAVAILABLE"
+                    entry["state"] = "AVAILABLE"
+                elif (name, version) in self._failed:
+                    entry["state"] = "UNAVAILABLE"
+                    entry["reason"] = self._failed[(name, version)]
+                elif directory.source is None:
+                    entry["state"] = "UNAVAILABLE"
+                    entry["reason"] = "no ONNX files and no Keras source to fold"
                 else:
-                    state = "LOADING"
-                entries.append({"version": version, "state": state})
+                    entry["state"] = "LOADING"
+                entries.append(entry)
             listing.append({"name": name, "versions": entries})
         return listing
 

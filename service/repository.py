@@ -42,12 +42,17 @@ def validate_name(name: str) -> str:
     return name
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts '²', which ``int`` refuses."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 def parse_version(version: str | int | None) -> int | None:
     """``None`` and ``"latest"`` mean the highest version; otherwise a positive integer."""
     if version is None or version == "latest":
         return None
     text = str(version)
-    if not (text.isascii() and text.isdigit()) or len(text) > 18 or int(text) < 1:
+    if not _is_number(text) or int(text) < 1:
         raise InvalidInput(f"invalid model version {text!r}: expected a positive integer")
     return int(text)
 
@@ -90,7 +95,7 @@ class Repository:
                 continue
             versions = {}
             for version_dir in model_dir.iterdir():
-                if version_dir.is_dir() and version_dir.name.isdigit() and int(version_dir.name):
+                if version_dir.is_dir() and _is_number(version_dir.name) and int(version_dir.name):
                     number = int(version_dir.name)
                     versions[number] = VersionDir(model_dir.name, number, version_dir)
             if versions:
@@ -148,7 +153,7 @@ class Repository:
         with self.locked():
             model_dir = self.root / name
             model_dir.mkdir(exist_ok=True)
-            existing = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()]
+            existing = [int(p.name) for p in model_dir.iterdir() if _is_number(p.name)]
             version = max(existing, default=0) + 1
             os.rename(staging, model_dir / str(version))
         return version

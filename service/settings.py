@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     fold_rtol: float = Field(1e-4, gt=0)
     """Allowed error of a folded upload, relative to each output's scale."""
 
+    max_archive_bytes: int = Field(4 * 1024**3, ge=1024)
+    """Largest total an uploaded ``.keras`` archive may inflate to (checked from its
+    directory before anything is extracted; 400 beyond)."""
+
+    max_archive_entries: int = Field(10_000, ge=1)
+    """Most entries an uploaded ``.keras`` archive may hold (400 beyond)."""
+
     fold_export_rtol: float | None = Field(None, gt=0)
     """Allowed difference between an upload's unfolded ONNX export and the Keras model,
     relative to each output's scale (default: 1e-3, or 3e-2 for float16 compute)."""

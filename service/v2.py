@@ -24,6 +24,7 @@ Response::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,9 +83,9 @@ def parse_request(body: Any, binary: bytes, expected: list[TensorMeta]) -> V2Req
             if "data" not in tensor:
                 raise InvalidInput(f"{what} has neither 'data' nor binary_data_size")
             array = array_from_json(tensor["data"], dtype, what)
-            if array.size != int(np.prod(shape)):
+            if array.size != math.prod(shape):
                 raise InvalidInput(
-                    f"{what} has {array.size} values; shape {shape} needs {int(np.prod(shape))}"
+                    f"{what} has {array.size} values; shape {shape} needs {math.prod(shape)}"
                 )
             array = array.reshape(shape)
         inputs[name] = array
@@ -108,11 +109,13 @@ def _requested_outputs(body: dict[str, Any]) -> tuple[list[str] | None, set[str]
     ):
         raise InvalidInput("'outputs' must be a list of objects with a 'name'")
     names = [item["name"] for item in raw]
-    binary = {
-        item["name"]
-        for item in raw
-        if all_binary or (item.get("parameters") or {}).get("binary_data", False)
-    }
+    binary = set()
+    for item in raw:
+        parameters = item.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise InvalidInput(f"'parameters' of output '{item['name']}' must be an object")
+        if all_binary or parameters.get("binary_data", False):
+            binary.add(item["name"])
     return names, binary
 
 

@@ -8,7 +8,7 @@ from starlette.datastructures import UploadFile
 from service import tfserving
 from service.dataplane import DEFAULT_COMPARE_REPEATS, MAX_COMPARE_REPEATS
 from service.deps import AdminAuth, ApiAuth, DataPlaneDep, JSONResponse, json_body
-from service.errors import InvalidInput
+from service.errors import InvalidInput, ServingError
 
 router = APIRouter(tags=["Model store"])
 
@@ -21,6 +21,8 @@ async def upload(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
         raise InvalidInput("upload must be multipart/form-data with a 'file' field")
     try:
         form = await request.form(max_files=2, max_fields=8)
+    except ServingError:  # the body went over the size limit while it streamed in: 413
+        raise
     except Exception as error:  # Starlette's multipart errors have no common base
         raise InvalidInput(f"malformed multipart body: {error}") from None
     try:
@@ -46,7 +48,7 @@ async def upload(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
 
 @router.get("/v1/models", dependencies=[ApiAuth])
 async def list_models(dataplane: DataPlaneDep) -> JSONResponse:
-    return JSONResponse({"models": dataplane.catalogue()})
+    return JSONResponse({"models": await dataplane.catalogue()})
 
 
 @router.delete("/v1/models/{name}", dependencies=[AdminAuth])

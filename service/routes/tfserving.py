@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 
 from service import tfserving
-from service.deps import ApiAuth, DataPlaneDep, JSONResponse, json_body
+from service.deps import ApiAuth, DataPlaneDep, JSONResponse, off_loop, parse_json
 
 router = APIRouter(tags=["TensorFlow Serving REST"], dependencies=[ApiAuth])
 
@@ -70,6 +72,11 @@ async def predict(
     name: str, request: Request, dataplane: DataPlaneDep, version: str | None = None
 ) -> JSONResponse:
     model = dataplane.get(name, version)
-    inputs, row_format = tfserving.parse_request(await json_body(request), model.inputs)
+    raw = await request.body()
+    inputs, row_format = await off_loop(_decode, raw, model.inputs, size=len(raw))
     outputs = await dataplane.infer(model, inputs)
     return JSONResponse(tfserving.render_response(outputs, row_format))
+
+
+def _decode(raw: bytes, expected: Any) -> Any:
+    return tfserving.parse_request(parse_json(raw), expected)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
 from service import __version__, v2
-from service.deps import ApiAuth, DataPlaneDep, JSONResponse, parse_json
+from service.deps import ApiAuth, DataPlaneDep, JSONResponse, off_loop, parse_json
 from service.errors import InvalidInput, NotReady, TooLarge
 
 router = APIRouter(tags=["Open Inference Protocol (V2)"])
@@ -109,12 +110,15 @@ async def model_ready(
 @router.post("/v2/repository/index", dependencies=[ApiAuth])
 async def repository_index(dataplane: DataPlaneDep) -> JSONResponse:
     entries = []
-    for model in dataplane.catalogue():
+    for model in await dataplane.catalogue():
         for version in model["versions"]:
-            state = "READY" if version["state"] == "AVAILABLE" else "UNAVAILABLE"
-            entries.append(
-                {"name": model["name"], "version": str(version["version"]), "state": state}
+            state = {"AVAILABLE": "READY", "LOADING": "LOADING"}.get(
+                version["state"], "UNAVAILABLE"
             )
+            entry = {"name": model["name"], "version": str(version["version"]), "state": state}
+            if "reason" in version:
+                entry["reason"] = version["reason"]
+            entries.append(entry)
     return JSONResponse(entries)
 
 
@@ -130,10 +134,11 @@ async def infer(
     if header_length is None:
         header, binary = body, b""
     else:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        digits = header_length.isascii() and header_length.isdigit() and len(header_length) < 19
+        if not digits or int(header_length) > len(body):
             raise InvalidInput(f"{HEADER_LENGTH} {header_length!r} does not fit the body")
         header, binary = body[: int(header_length)], body[int(header_length) :]
-    parsed = v2.parse_request(parse_json(header), binary, model.inputs)
+    parsed = await off_loop(_decode, header, binary, model.inputs, size=len(body))
     outputs = await dataplane.infer(model, parsed.inputs, parsed.outputs)
     response, chunks = v2.render_response(model.name, model.version, parsed, outputs)
     if not chunks:
@@ -162,3 +167,7 @@ def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     if not decoder.eof:
         raise InvalidInput(f"body is not valid {encoding}: truncated stream")
     return out
+
+
+def _decode(header: bytes, binary: bytes, expected: Any) -> v2.V2Request:
+    return v2.parse_request(parse_json(header), binary, expected)

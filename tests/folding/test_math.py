@@ -70,6 +70,14 @@ def test_depthwise_channel_order_is_i_times_multiplier_plus_j():
     np.testing.assert_allclose(new_bias, bn.shift(), rtol=1e-6)
 
 
+def test_depthwise_without_bias_keeps_the_kernel_dtype():
+    bn = make_bn(6)
+    kernel = RNG.normal(size=(3, 3, 2, 3)).astype(np.float32)
+    new_kernel, new_bias = math.fold_into_preceding_depthwise(kernel, None, bn)
+    assert new_kernel.dtype == np.float32 and new_bias.dtype == np.float32
+    np.testing.assert_allclose(new_bias, bn.shift(), rtol=1e-6)
+
+
 def test_dense_forward():
     bn = make_bn(7)
     kernel = RNG.normal(size=(7, 4)).astype(np.float32)

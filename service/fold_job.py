@@ -26,6 +26,53 @@ class FoldOptions:
 
 _loaded: dict[tuple[str, float], Any] = {}
 
+MEMORY_EXIT_CODE = 86
+WATCH_INTERVAL_S = 0.2
+
+
+def init_worker(parent_pid: int, memory_limit_bytes: int, over_limit: Any) -> None:
+    """Run first in every fold worker: die with the server, and keep under the memory cap.
+
+    On Linux the kernel kills the worker when its parent dies (PR_SET_PDEATHSIG); a
+    watchdog thread also exits when the parent is gone (any OS, or a parent that died
+    before the call), and, when the worker's resident memory goes over
+    ``memory_limit_bytes`` (0: no cap), sets ``over_limit`` and exits, so that the
+    server can say why the job ended instead of being taken down with it.
+    """
+    import ctypes
+    import os
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def resident_bytes() -> int:
+        try:
+            with open("/proc/self/statm") as handle:
+                return int(handle.read().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            if memory_limit_bytes and resident_bytes() > memory_limit_bytes:
+                over_limit.set()
+                os._exit(MEMORY_EXIT_CODE)
+            threading.Event().wait(WATCH_INTERVAL_S)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="fold-worker-watchdog", daemon=True).start()
+
 
 def warm() -> bool:
     """Import TensorFlow, Keras and the folding package ahead of the first job."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -32,6 +33,7 @@ class Folder:
         export_rtol: float | None = None,
         noise_factor: float = 10.0,
         archive_limits: tuple[int, int] | None = None,
+        memory_limit_mb: int = 0,
     ) -> None:
         self.rtol = rtol
         self.samples = samples
@@ -39,13 +41,21 @@ class Folder:
         self.export_rtol = export_rtol
         self.noise_factor = noise_factor
         self.archive_limits = archive_limits
+        self.memory_limit_mb = memory_limit_mb
+        self._context = multiprocessing.get_context("spawn")
+        self._over_limit = self._context.Event()
         self._pool: ProcessPoolExecutor | None = None
         self._lock = asyncio.Lock()
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+            self._over_limit.clear()
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=self._context,
+                initializer=fold_job.init_worker,
+                initargs=(os.getpid(), self.memory_limit_mb * 1024 * 1024, self._over_limit),
+            )
         return self._pool
 
     def prewarm(self) -> None:
@@ -64,7 +74,13 @@ class Folder:
                     f"the fold worker did not finish within {self.timeout:g} s"
                 ) from None
             except BrokenProcessPool:
+                over_limit = self._over_limit.is_set()
                 self._restart()
+                if over_limit:
+                    raise Unprocessable(
+                        f"the fold job went over the fold worker's memory limit of "
+                        f"{self.memory_limit_mb} MB (FOLDSERVE_FOLD_MEMORY_LIMIT_MB)"
+                    ) from None
                 raise InvalidInput("the fold worker crashed on this model") from None
 
     def _restart(self) -> None:

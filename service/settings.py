@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     fold_samples: int = Field(64, ge=1)
     """Probe rows used to verify a folded upload, at most (large networks use fewer)."""
 
+    fold_memory_limit_mb: int = Field(8192, ge=0)
+    """Resident memory the fold worker may use (MB; 0: no cap). A job that goes over it
+    ends with a 422 naming the limit; the server and its models are unaffected."""
+
     fold_timeout: float = Field(600.0, gt=0)
     """Seconds a fold job may take before it is abandoned."""
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +28,22 @@ from service.runtime import Runtime
 from service.settings import Settings
 
 logger = logging.getLogger("foldserve")
+
+
+def _mark_not_ready_on_sigterm(dataplane: DataPlane) -> None:
+    """On SIGTERM readiness turns 503 at once; the server's own handler (chained) then
+    stops accepting connections and lets in-flight requests finish."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        dataplane.ready = False
+        dataplane.draining = True
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -50,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         dataplane = DataPlane(settings, Repository(settings.models_dir), runtime, folder, metrics)
         app.state.dataplane = dataplane
+        _mark_not_ready_on_sigterm(dataplane)
         await dataplane.start()
         try:
             yield

@@ -46,6 +46,7 @@ def run_serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         log_level=settings.log_level,
         access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
     return 0
 

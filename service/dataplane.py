@@ -60,6 +60,7 @@ class DataPlane:
         self.metrics = metrics
         self.registry = ModelRegistry(settings, repository, runtime, metrics)
         self.ready = False
+        self.draining = False
         self._poller: asyncio.Task | None = None
 
     # -- life cycle ------------------------------------------------------------

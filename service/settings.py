@@ -107,5 +107,9 @@ class Settings(BaseSettings):
     poll_interval: float = Field(0.5, gt=0)
     """Seconds between scans of the repository for versions added or removed by others."""
 
+    shutdown_timeout: float = Field(30.0, ge=0)
+    """Seconds in-flight requests get to finish after SIGTERM (new connections are
+    refused and readiness is 503 meanwhile)."""
+
     log_level: str = "info"
     """Log level of the server."""

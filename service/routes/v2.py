@@ -37,6 +37,8 @@ async def live() -> JSONResponse:
 
 @router.get("/v2/health/ready")
 async def ready(dataplane: DataPlaneDep) -> JSONResponse:
+    if dataplane.draining:
+        raise NotReady("server is shutting down")
     if not dataplane.ready:
         raise NotReady("server is starting")
     return JSONResponse({"ready": True})

@@ -10,13 +10,16 @@ def accuracy(probabilities, labels) -> float:
     return float(np.mean(np.argmax(probabilities, axis=1) == labels))
 
 
+PROVIDERS = {"CPUExecutionProvider", "CUDAExecutionProvider"}
+
+
 def test_health_and_server_metadata(server):
     assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
     meta = httpx.get(f"{server.url}/v2").json()
     assert meta["name"] == "foldserve"
     assert "binary_tensor_data" in meta["extensions"]
-    assert meta["execution_provider"] == "CPUExecutionProvider"
+    assert meta["execution_provider"] in PROVIDERS  # device=auto: either, never assumed
 
 
 def test_demo_model_was_folded_at_start_up(server):
@@ -64,7 +67,8 @@ def test_v2_model_metadata_and_ready(server):
     meta = httpx.get(f"{server.url}/v2/models/digits").json()
     assert meta["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": [-1, 64]}]
     assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]
-    assert meta["parameters"]["execution_provider"] == "CPUExecutionProvider"
+    server_provider = httpx.get(f"{server.url}/v2").json()["execution_provider"]
+    assert meta["parameters"]["execution_provider"] == server_provider
     assert httpx.get(f"{server.url}/v2/models/digits/versions/1/ready").status_code == 200
 
 

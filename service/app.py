@@ -16,12 +16,12 @@ from starlette.exceptions import HTTPException
 
 from service import __version__
 from service.dataplane import DataPlane
-from service.deps import JSONResponse
-from service.errors import ServingError
+from service.errors import InternalError, InvalidInput, ServingError, render
 from service.fastpath import FastPath
 from service.folder import Folder
 from service.metrics import Metrics
 from service.middleware import LimitsAndMetrics
+from service.openapi import install_docs
 from service.repository import Repository
 from service.routes import models, tfserving, v2
 from service.runtime import Runtime
@@ -82,8 +82,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="BatchNormalization-folded Keras models on ONNX Runtime, over the "
         "TensorFlow Serving REST and Open Inference (V2) protocols.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
+    install_docs(app)
     app.add_middleware(FastPath)
     app.add_middleware(
         LimitsAndMetrics,
@@ -93,27 +96,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     @app.exception_handler(ServingError)
-    async def serving_error(request: Request, error: ServingError) -> JSONResponse:
-        return JSONResponse(error.body(), status_code=error.status_code)
+    async def serving_error(request: Request, error: ServingError) -> Response:
+        return render(error)
 
     @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"error": str(error.detail)},
-            status_code=error.status_code,
-            headers=getattr(error, "headers", None),
-        )
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        response = render(_status_error(error.status_code, str(error.detail)))
+        response.headers.update(getattr(error, "headers", None) or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, error: RequestValidationError) -> Response:
         first = error.errors()[0] if error.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ()))
-        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, 400)
+        return render(InvalidInput(f"{where}: {first.get('msg', 'invalid request')}"))
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+    async def unexpected(request: Request, error: Exception) -> Response:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": f"internal error: {type(error).__name__}"}, 500)
+        return render(InternalError(f"internal error: {type(error).__name__}"))
 
     @app.get("/metrics", tags=["Monitoring"])
     async def prometheus() -> Response:
@@ -123,6 +124,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tfserving.router)
     app.include_router(v2.router)
     return app
+
+
+def _status_error(status: int, message: str) -> ServingError:
+    """A framework HTTPException (404 for an unknown path, 405, ...) as one of ours."""
+    error = ServingError(message)
+    error.status_code = status
+    return error
 
 
 def create_app_from_environment() -> FastAPI:

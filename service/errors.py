@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+from starlette.responses import Response
+
 
 class ServingError(Exception):
     status_code = 500
@@ -16,6 +19,29 @@ class ServingError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": self.message, **self.extra}
+
+
+def render(error: ServingError) -> Response:
+    """The one way an error becomes a response: ``{"error": "..."}`` with its status."""
+    return Response(
+        orjson.dumps(error.body(), option=orjson.OPT_SERIALIZE_NUMPY, default=_plain),
+        status_code=error.status_code,
+        media_type="application/json",
+    )
+
+
+def _plain(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+class InternalError(ServingError):
+    """Never raised on purpose: what an unexpected exception is rendered as."""
 
 
 class InvalidInput(ServingError):

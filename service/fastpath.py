@@ -1,12 +1,15 @@
-"""The prediction endpoints without the framework's routing and dependency machinery.
+"""The prediction endpoints, served without the framework's routing and dependency
+machinery: the one way a prediction reaches the dataplane.
 
 ``POST .../:predict`` and ``POST .../infer`` carry almost all traffic, and for a
 small model FastAPI's per-request routing and dependency resolution cost
 several times the inference itself (see docs/benchmarks.md). This middleware
-matches those two paths with one regular expression each and calls the very
-same route functions the FastAPI router declares (which still document them
-in the OpenAPI schema and serve as the fallback); authentication and error
-rendering are the same as on every other route.
+matches those two paths with one regular expression each and calls the
+protocol handlers (``routes.tfserving.predict``, ``routes.v2.infer``), which
+no FastAPI router declares: there is no second, shadow declaration whose
+``dependencies=`` could be silently skipped. Authentication (``require_api``)
+is called here, explicitly, and errors are rendered by ``errors.render`` as
+everywhere else. ``service.openapi`` documents the two endpoints.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from service.deps import JSONResponse, require_api
-from service.errors import ServingError
+from service.deps import require_api
+from service.errors import InternalError, ServingError, render
 from service.routes import tfserving, v2
 
 logger = logging.getLogger("foldserve.fastpath")
@@ -77,8 +80,8 @@ class FastPath:
                 request=request, dataplane=app.state.dataplane, **scope["path_params"]
             )
         except ServingError as error:
-            response = JSONResponse(error.body(), status_code=error.status_code)
+            response = render(error)
         except Exception as error:
             logger.exception("unhandled error on POST %s", scope["path"])
-            response = JSONResponse({"error": f"internal error: {type(error).__name__}"}, 500)
+            response = render(InternalError(f"internal error: {type(error).__name__}"))
         await response(scope, receive, send)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-
-from service.errors import TooLarge
+from service.errors import TooLarge, render
 from service.metrics import Metrics
 
 UPLOAD_PATH = "/v1/models"
@@ -30,9 +28,10 @@ class LimitsAndMetrics:
         limit = self.max_upload_bytes if is_upload else self.max_request_bytes
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _reply(
-                send, 413, f"request body of {declared} bytes exceeds the limit of {limit} bytes"
+            response = render(
+                TooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
             )
+            await response(scope, receive, send)
             return
         received = 0
 
@@ -87,18 +86,3 @@ def _content_length(scope: dict) -> int | None:
             except ValueError:
                 return None
     return None
-
-
-async def _reply(send: Any, status: int, message: str) -> None:
-    body = orjson.dumps({"error": message})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -66,8 +66,6 @@ async def metadata(name: str, dataplane: DataPlaneDep, version: str | None = Non
     )
 
 
-@router.post("/v1/models/{name}:predict")
-@router.post("/v1/models/{name}/versions/{version}:predict")
 async def predict(
     name: str, request: Request, dataplane: DataPlaneDep, version: str | None = None
 ) -> JSONResponse:

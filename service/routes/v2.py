@@ -124,8 +124,6 @@ async def repository_index(dataplane: DataPlaneDep) -> JSONResponse:
     return JSONResponse(entries)
 
 
-@router.post("/v2/models/{name}/infer", dependencies=[ApiAuth])
-@router.post("/v2/models/{name}/versions/{version}/infer", dependencies=[ApiAuth])
 async def infer(
     name: str, request: Request, dataplane: DataPlaneDep, version: str | None = None
 ) -> Response:

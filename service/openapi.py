@@ -1,0 +1,213 @@
+"""The OpenAPI document as the service really behaves, and /docs with no internet.
+
+FastAPI's generated document misses what this service does by hand: request
+bodies read from the raw request (predict, infer, compare, upload), the two
+prediction endpoints served by ``service.fastpath``, and the error responses
+(every error is ``{"error": "..."}`` with 400/401/404/413/422/503; FastAPI's
+``422 HTTPValidationError`` is never sent). ``describe`` patches all of that in.
+``install_docs`` serves Swagger UI from the ``swagger-ui-bundle`` package, not a CDN.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import HTMLResponse
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string", "description": "what was wrong, by name"}},
+    "additionalProperties": True,
+}
+ERROR_STATUSES = {
+    "400": "invalid request: the message names the field and value",
+    "401": "a token is set on the server and this request lacks it",
+    "404": "no such model, version or path",
+    "413": "request body over the size limit",
+    "422": "the upload could not be folded, exported or verified (the report is included)",
+    "503": "the server is starting or shutting down, or the version is not loaded",
+}
+
+# The V2 inference request, as the KServe Open Inference Protocol gives it:
+#   {"id": $string #optional, "parameters": $parameters #optional,
+#    "inputs": [{"name": $string, "shape": [$number, ...], "datatype": $string,
+#                "parameters": $parameters #optional, "data": $tensor_data}, ...],
+#    "outputs": [{"name": $string, "parameters": $parameters #optional}, ...] #optional}
+V2_REQUEST = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {"type": "object"},
+        "inputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "shape", "datatype"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "datatype": {
+                        "type": "string",
+                        "enum": [
+                            "BOOL",
+                            "UINT8",
+                            "UINT16",
+                            "UINT32",
+                            "UINT64",
+                            "INT8",
+                            "INT16",
+                            "INT32",
+                            "INT64",
+                            "FP16",
+                            "FP32",
+                            "FP64",
+                        ],
+                    },
+                    "parameters": {"type": "object"},
+                    "data": {"description": "flat or nested list of numbers"},
+                },
+            },
+        },
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+            },
+        },
+    },
+}
+# TensorFlow Serving's predict request (REST API): row ("instances") or columnar
+# ("inputs") format, each a list of rows or an object of named inputs.
+TF_PREDICT_REQUEST = {
+    "type": "object",
+    "properties": {
+        "signature_name": {"type": "string"},
+        "instances": {"type": "array", "description": "one entry per row"},
+        "inputs": {"description": "a tensor, or an object of named tensors"},
+    },
+}
+COMPARE_REQUEST = {
+    "type": "object",
+    "properties": {
+        **TF_PREDICT_REQUEST["properties"],
+        "reference": {"type": "string", "enum": ["keras"]},
+        "repeats": {"type": "integer", "minimum": 1, "maximum": 200, "default": 10},
+        "return_outputs": {"type": "boolean", "default": True},
+    },
+}
+UPLOAD_REQUEST = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": ".keras or .h5 model"},
+        "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"},
+        "probe": {
+            "type": "string",
+            "format": "binary",
+            "description": ".npy or .npz of inputs to verify the fold on",
+        },
+    },
+}
+BODIES = {
+    ("post", "/v1/models"): ("multipart/form-data", UPLOAD_REQUEST),
+    ("post", "/v1/models/{name}:compare"): ("application/json", COMPARE_REQUEST),
+    ("post", "/v1/models/{name}/versions/{version}:compare"): (
+        "application/json",
+        COMPARE_REQUEST,
+    ),
+}
+FAST_PATHS = {
+    "/v1/models/{name}:predict": ("TensorFlow Serving REST", "Predict", TF_PREDICT_REQUEST),
+    "/v1/models/{name}/versions/{version}:predict": (
+        "TensorFlow Serving REST",
+        "Predict with one version",
+        TF_PREDICT_REQUEST,
+    ),
+    "/v2/models/{name}/infer": ("Open Inference Protocol (V2)", "Infer", V2_REQUEST),
+    "/v2/models/{name}/versions/{version}/infer": (
+        "Open Inference Protocol (V2)",
+        "Infer with one version",
+        V2_REQUEST,
+    ),
+}
+
+
+def describe(app: FastAPI) -> dict[str, Any]:
+    """The document, built once and cached on the app (FastAPI's convention)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components["Error"] = ERROR
+    paths = schema.setdefault("paths", {})
+    for path, (tag, summary, body) in FAST_PATHS.items():
+        parameters = [_path_parameter("name")]
+        if "{version}" in path:
+            parameters.append(_path_parameter("version"))
+        paths[path] = {
+            "post": {
+                "tags": [tag],
+                "summary": summary,
+                "operationId": summary.lower().replace(" ", "_"),
+                "parameters": parameters,
+                "requestBody": _body("application/json", body),
+                "responses": {"200": {"description": "the outputs"}},
+            }
+        }
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            if (method, path) in BODIES:
+                operation["requestBody"] = _body(*BODIES[(method, path)])
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            for status, description in ERROR_STATUSES.items():
+                responses.setdefault(
+                    status,
+                    {
+                        "description": description,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                        },
+                    },
+                )
+    app.openapi_schema = schema
+    return schema
+
+
+def _path_parameter(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _body(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {media_type: {"schema": schema}}}
+
+
+def install_docs(app: FastAPI) -> None:
+    """/docs from files shipped in a package (no CDN); the OpenAPI document from
+    ``describe``. Call with ``FastAPI(docs_url=None, redoc_url=None)``."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.openapi = lambda: describe(app)  # type: ignore[method-assign]
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )

@@ -47,6 +47,8 @@ def fold_to_directory(
     samples: int = DEFAULT_SAMPLES,
     probe_path: Path | None = None,
     name: str | None = None,
+    calibration: list[np.ndarray] | None = None,
+    recalibrate_on: list[np.ndarray] | None = None,
 ) -> FoldReport:
     """Fold ``model`` and write model.onnx, unfolded.onnx and report.json into ``directory``.
 
@@ -56,7 +58,7 @@ def fold_to_directory(
     from folding.fold import fold_model
 
     started = time.perf_counter()
-    result = fold_model(model)
+    result = fold_model(model, calibration, recalibrate_on)
     inputs: list[InputSpec] = result.inputs
     folded_at = time.perf_counter()
 
@@ -94,6 +96,7 @@ def fold_to_directory(
             "export_s": round(exported_at - folded_at, 4),
             "verify_s": round(verified_at - exported_at, 4),
         },
+        recalibration=result.recalibration,
     )
     (directory / REPORT_FILE).write_text(report.to_json())
     if not verification.passed:

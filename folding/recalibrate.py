@@ -40,9 +40,12 @@ def load_calibration(model: keras.Model, path: Path) -> list[np.ndarray]:
     against the model's inputs like a probe file."""
     from folding.verify import probe_inputs
 
-    arrays = probe_inputs(trace(model).inputs, user_path=Path(path))
+    try:
+        arrays = probe_inputs(trace(model).inputs, user_path=Path(path))
+    except FoldingError as error:
+        raise FoldingError(f"calibration data: {error}") from None
     if not len(arrays[0]):
-        raise FoldingError(f"calibration file '{path}' holds no samples")
+        raise FoldingError(f"calibration data: '{path}' holds no samples")
     return arrays
 
 

@@ -38,6 +38,7 @@ from service.settings import Settings
 logger = logging.getLogger("foldserve.dataplane")
 
 UPLOAD_SUFFIXES = {".keras": "model.keras", ".h5": "model.h5", ".hdf5": "model.h5"}
+CALIBRATION_SUFFIXES = (".npy", ".npz")
 
 
 class DataPlane:
@@ -196,20 +197,40 @@ class DataPlane:
     # -- writing -----------------------------------------------------------------
 
     async def register(
-        self, upload: BinaryIO, file_name: str, name: str | None
+        self,
+        upload: BinaryIO,
+        file_name: str,
+        name: str | None,
+        calibration: tuple[BinaryIO, str | None] | None = None,
     ) -> tuple[str, int, dict[str, Any]]:
-        """Fold an uploaded Keras file and store it as the next version of ``name``."""
+        """Fold an uploaded Keras file and store it as the next version of ``name``;
+        with ``calibration`` (file, file name), recalibrate its BNs on that data first."""
         suffix = Path(file_name or "").suffix.lower()
         if suffix not in UPLOAD_SUFFIXES:
             raise InvalidInput(
                 f"uploaded file {file_name!r} is not a Keras model: expected a .keras or .h5 file"
             )
+        calibration_suffix = None
+        if calibration is not None:
+            calibration_suffix = Path(calibration[1] or "").suffix.lower()
+            if calibration_suffix not in CALIBRATION_SUFFIXES:
+                raise InvalidInput(
+                    f"calibration file {calibration[1]!r} is not a .npy or .npz array file"
+                )
         name = validate_name(name if name else name_from_file(file_name))
         staging = await anyio.to_thread.run_sync(self.repository.new_staging)
         try:
             source = staging / UPLOAD_SUFFIXES[suffix]
             await anyio.to_thread.run_sync(_copy, upload, source)
-            report = await self._timed_fold(source, staging, name, label=file_name)
+            data = None
+            if calibration is not None:
+                data = staging / f".calibration{calibration_suffix}"
+                await anyio.to_thread.run_sync(_copy, calibration[0], data)
+            report = await self._timed_fold(
+                source, staging, name, label=file_name, calibration=data
+            )
+            if data is not None:
+                data.unlink()
             version = await anyio.to_thread.run_sync(self.repository.commit, staging, name)
         finally:
             self.repository.discard(staging)
@@ -219,11 +240,16 @@ class DataPlane:
         return name, version, report
 
     async def _timed_fold(
-        self, source: Path, out_dir: Path, name: str, label: str | None = None
+        self,
+        source: Path,
+        out_dir: Path,
+        name: str,
+        label: str | None = None,
+        calibration: Path | None = None,
     ) -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            report = await self.folder.fold(source, out_dir, name, label)
+            report = await self.folder.fold(source, out_dir, name, label, calibration)
         except InvalidInput:
             self.metrics.fold_jobs.labels("refused").inc()
             raise

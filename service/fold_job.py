@@ -24,19 +24,41 @@ def warm() -> bool:
 
 
 def fold_source(
-    source: str, out_dir: str, name: str, rtol: float, samples: int, label: str | None = None
+    source: str,
+    out_dir: str,
+    name: str,
+    rtol: float,
+    samples: int,
+    label: str | None = None,
+    calibration: str | None = None,
 ) -> dict:
     """Load ``source`` safely, fold it and write the exports and report into ``out_dir``.
 
-    ``label`` names the file in error messages (the name it was uploaded under)."""
+    ``label`` names the file in error messages (the name it was uploaded under);
+    ``calibration`` is a .npy/.npz to recalibrate the BNs on before folding."""
     warm()
     from folding.errors import ExportError, FoldingError, ModelLoadError, VerificationError
     from folding.loading import load_keras_model
     from folding.pipeline import fold_to_directory
+    from folding.recalibrate import load_calibration
 
     try:
         model = load_keras_model(source, label)
-        report = fold_to_directory(model, Path(out_dir), rtol=rtol, samples=samples, name=name)
+        data = None
+        if calibration is not None:
+            try:
+                data = load_calibration(model, Path(calibration))
+            except FoldingError as error:
+                message = str(error).replace(calibration, "the 'calibration' upload")
+                return {"ok": False, "kind": "invalid", "error": message}
+        report = fold_to_directory(
+            model,
+            Path(out_dir),
+            rtol=rtol,
+            samples=samples,
+            name=name,
+            recalibrate_on=data,
+        )
     except VerificationError as error:
         report = error.report.to_dict() if error.report is not None else None
         return {"ok": False, "kind": "verification", "error": str(error), "report": report}

@@ -63,11 +63,24 @@ class Folder:
             pool.shutdown(wait=False, cancel_futures=True)
 
     async def fold(
-        self, source: Path, out_dir: Path, name: str, label: str | None = None
+        self,
+        source: Path,
+        out_dir: Path,
+        name: str,
+        label: str | None = None,
+        calibration: Path | None = None,
     ) -> dict[str, Any]:
-        """Fold ``source`` into ``out_dir``; return the report or raise a ServingError."""
+        """Fold ``source`` into ``out_dir`` (recalibrating its BNs on the ``calibration``
+        file first, when given); return the report or raise a ServingError."""
         result = await self._call(
-            fold_job.fold_source, str(source), str(out_dir), name, self.rtol, self.samples, label
+            fold_job.fold_source,
+            str(source),
+            str(out_dir),
+            name,
+            self.rtol,
+            self.samples,
+            label,
+            None if calibration is None else str(calibration),
         )
         if result["ok"]:
             return result["report"]

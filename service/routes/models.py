@@ -14,11 +14,13 @@ router = APIRouter(tags=["Model store"])
 
 @router.post("/v1/models", status_code=201, dependencies=[AdminAuth])
 async def upload(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
-    """multipart/form-data: ``file`` (a .keras or .h5 model), optional ``name``."""
+    """multipart/form-data: ``file`` (a .keras or .h5 model), optional ``name``, optional
+    ``calibration`` (.npy/.npz, as ``foldserve fold --recalibrate``: every BN's moving
+    statistics are re-estimated on it before folding)."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidInput("upload must be multipart/form-data with a 'file' field")
     try:
-        form = await request.form(max_files=1, max_fields=8)
+        form = await request.form(max_files=2, max_fields=8)
     except Exception as error:  # Starlette's multipart errors have no common base
         raise InvalidInput(f"malformed multipart body: {error}") from None
     try:
@@ -28,8 +30,14 @@ async def upload(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
         name = form.get("name")
         if name is not None and not isinstance(name, str):
             raise InvalidInput("form field 'name' must be text")
+        calibration = form.get("calibration")
+        if calibration is not None and not isinstance(calibration, UploadFile):
+            raise InvalidInput("form field 'calibration' must be a .npy or .npz file")
         model_name, version, report = await dataplane.register(
-            file.file, file.filename or "", name or None
+            file.file,
+            file.filename or "",
+            name or None,
+            calibration=None if calibration is None else (calibration.file, calibration.filename),
         )
     finally:
         await form.close()

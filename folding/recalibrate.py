@@ -19,7 +19,9 @@ import keras
 import numpy as np
 from keras import layers
 
+from folding.diagnostics import variance_shift
 from folding.errors import FoldingError
+from folding.fold import batch_norm_params, batch_norm_stats
 from folding.graph import Call, Graph, rebuild, trace
 from folding.report import RecalibratedLayer, Recalibration
 
@@ -61,8 +63,6 @@ def input_statistics(
 def recalibrate(model: keras.Model, calibration: Sequence[np.ndarray]) -> Recalibration:
     """Set every BN's moving mean and variance to its input's statistics on
     ``calibration``; return each BN's statistics before and after."""
-    from folding.fold import batch_norm_params, batch_norm_stats
-
     graph = trace(model)
     calls = _batch_norms(graph)
     initial = _measure(graph, calls, calibration)
@@ -77,8 +77,6 @@ def recalibrate(model: keras.Model, calibration: Sequence[np.ndarray]) -> Recali
             bn.moving_mean.assign(statistics.mean.reshape(bn.moving_mean.shape))
             bn.moving_variance.assign(statistics.variance.reshape(bn.moving_variance.shape))
         pending = [call for call in pending if call not in wave]
-    from folding.diagnostics import variance_shift
-
     return Recalibration(
         samples=len(calibration[0]),
         layers=[

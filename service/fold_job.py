@@ -59,6 +59,8 @@ def fold_source(
             name=name,
             recalibrate_on=data,
         )
+        if data is not None:  # the stored source is what ``:compare`` runs: keep it recalibrated
+            model.save(source)
     except VerificationError as error:
         report = error.report.to_dict() if error.report is not None else None
         return {"ok": False, "kind": "verification", "error": str(error), "report": report}

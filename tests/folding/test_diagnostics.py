@@ -254,6 +254,14 @@ def test_upload_with_calibration_recalibrates(
             assert answer.status_code == 200, answer.text
             predictions[name] = np.asarray(answer.json()["predictions"])
         assert not np.allclose(predictions["recalibrated"], predictions["plain"], atol=1e-3)
+        compared = httpx.post(
+            f"{server.url}/v1/models/recalibrated:compare",
+            json={"instances": rows, "reference": "keras"},
+            timeout=120,
+        )
+        assert compared.status_code == 200, compared.text
+        [output] = compared.json()["outputs"].values()
+        assert output["max_abs_diff"] < 1e-5
 
         wrong = upload("wrong", ("digits.npy", _npy_bytes(np.zeros((4, 3), np.float32))))
         assert wrong.status_code == 400, wrong.text

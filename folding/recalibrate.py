@@ -70,6 +70,8 @@ def recalibrate(model: keras.Model, calibration: Sequence[np.ndarray]) -> Recali
     pending = list(calls)
     while pending:
         wave = [call for call in pending if not _upstream(graph, call) & {id(c) for c in pending}]
+        if not wave:  # cannot happen in a traced (acyclic) graph
+            raise FoldingError("BatchNormalizations depend on each other in a cycle")
         measured = initial if len(wave) == len(calls) else _measure(graph, wave, calibration)
         for call in wave:
             statistics = measured[call.name]

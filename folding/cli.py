@@ -51,6 +51,14 @@ def add_fold_command(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help=".npy (one input) or .npz (by input name) probe data used instead of random rows",
     )
+    parser.add_argument(
+        "--recalibrate",
+        type=Path,
+        default=None,
+        metavar="DATA",
+        help=".npy/.npz (as --probe): re-estimate every BatchNormalization's moving mean and "
+        "variance on DATA in inference mode before folding",
+    )
     parser.set_defaults(handler=run_fold)
 
 
@@ -71,6 +79,10 @@ def run_fold(args: argparse.Namespace) -> int:
     from folding.pipeline import fold_to_directory, publish_directory
 
     model = load_keras_model(args.model_path)
+    from folding.recalibrate import load_calibration
+
+    recalibrate_on = None if args.recalibrate is None else load_calibration(model, args.recalibrate)
+    calibration = None if args.probe is None else load_calibration(model, args.probe)
     report = publish_directory(
         lambda staging: fold_to_directory(
             model,
@@ -82,6 +94,8 @@ def run_fold(args: argparse.Namespace) -> int:
             samples=args.samples,
             probe_path=args.probe,
             name=args.model_path.stem,
+            calibration=calibration,
+            recalibrate_on=recalibrate_on,
         ),
         args.output,
     )

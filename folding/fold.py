@@ -23,8 +23,16 @@ import numpy as np
 from keras import layers
 
 from folding import math
+from folding.diagnostics import diagnose
 from folding.graph import Call, Graph, InputSpec, rebuild, trace
-from folding.report import BatchNormStats, FoldedEntry, NotFoldedEntry, RemovedEntry, ValueRange
+from folding.report import (
+    BatchNormStats,
+    FoldedEntry,
+    NotFoldedEntry,
+    Recalibration,
+    RemovedEntry,
+    ValueRange,
+)
 
 INFERENCE_IDENTITIES: tuple[type, ...] = (
     layers.Dropout,
@@ -77,6 +85,7 @@ class FoldResult:
     folded: list[FoldedEntry] = field(default_factory=list)
     not_folded: list[NotFoldedEntry] = field(default_factory=list)
     removed: list[RemovedEntry] = field(default_factory=list)
+    recalibration: Recalibration | None = None
     edits: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     _model: keras.Model | None = None
 
@@ -125,19 +134,37 @@ class _Edit:
     arrays: dict[str, np.ndarray]
 
 
-def fold_model(model: keras.Model) -> FoldResult:
-    """Fold every BatchNormalization of ``model`` that can be folded."""
+def fold_model(
+    model: keras.Model,
+    calibration: list[np.ndarray] | None = None,
+    recalibrate_on: list[np.ndarray] | None = None,
+) -> FoldResult:
+    """Fold every BatchNormalization of ``model`` that can be folded.
+
+    With ``recalibrate_on`` (one array per input), every BN's moving statistics
+    are first re-estimated on that data (``folding.recalibrate``; ``model`` is
+    changed in place). With ``calibration`` (or else ``recalibrate_on``), each
+    BN's diagnostics include its variance shift on that data.
+    """
+    from folding import recalibrate
+
+    recalibration = None
+    if recalibrate_on is not None:
+        recalibration = recalibrate.recalibrate(model, recalibrate_on)
+    data = calibration if calibration is not None else recalibrate_on
+    observed = {} if data is None else recalibrate.input_statistics(model, data)
     graph = trace(model)
     result = FoldResult(
         source=model,
         graph=graph,
         inputs=list(graph.inputs),
         output_names=list(graph.output_names),
+        recalibration=recalibration,
     )
     for call in [c for c in graph.calls if type(c.layer) in INFERENCE_IDENTITIES]:
         graph.bypass(call)
         result.removed.append(RemovedEntry(call.name, type(call.layer).__name__))
-    folder = _Folder(graph)
+    folder = _Folder(graph, {name: stats.variance for name, stats in observed.items()})
     folder.run()
     result.folded, result.not_folded = folder.folded, folder.not_folded
     result.edits = {layer_id: edit.arrays for layer_id, edit in folder.edits.items()}
@@ -148,7 +175,7 @@ def _is_batch_norm(call: Call) -> bool:
     return type(call.layer) is layers.BatchNormalization
 
 
-def _params(bn: layers.BatchNormalization) -> math.BatchNormParams:
+def batch_norm_params(bn: layers.BatchNormalization) -> math.BatchNormParams:
     return math.BatchNormParams(
         moving_mean=np.asarray(bn.moving_mean.numpy()),
         moving_variance=np.asarray(bn.moving_variance.numpy()),
@@ -158,7 +185,7 @@ def _params(bn: layers.BatchNormalization) -> math.BatchNormParams:
     )
 
 
-def _stats(params: math.BatchNormParams) -> BatchNormStats:
+def batch_norm_stats(params: math.BatchNormParams) -> BatchNormStats:
     return BatchNormStats(
         channels=params.channels,
         epsilon=params.epsilon,
@@ -177,8 +204,9 @@ def _channel_axis(layer: keras.layers.Layer, rank: int) -> int:
 
 
 class _Folder:
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, observed_variance: dict[str, np.ndarray]) -> None:
         self.graph = graph
+        self.observed_variance = observed_variance
         self.folded: list[FoldedEntry] = []
         self.not_folded: list[NotFoldedEntry] = []
         self.edits: dict[int, _Edit] = {}
@@ -197,8 +225,14 @@ class _Folder:
                     reasons.pop(id(call), None)
                     progress = True
         for call, reason in reasons.values():
-            stats = _stats(_params(call.layer)) if call.layer.built else None
-            self.not_folded.append(NotFoldedEntry(call.name, reason, stats))
+            stats = diagnostics = None
+            if call.layer.built:
+                params = batch_norm_params(call.layer)
+                stats = batch_norm_stats(params)
+                diagnostics = diagnose(
+                    params, [params.scale(), params.shift()], self.observed_variance.get(call.name)
+                )
+            self.not_folded.append(NotFoldedEntry(call.name, reason, stats, diagnostics))
 
     # -- one BatchNormalization ------------------------------------------------
 
@@ -212,7 +246,7 @@ class _Folder:
                 raise _NotFoldable(f"normalises over several axes {list(axis)}")
             axis = axis[0]
         axis %= rank
-        params = _params(bn.layer)
+        params = batch_norm_params(bn.layer)
         try:
             target = self._fold_backward(bn, axis, rank, params)
             direction = "backward"
@@ -225,9 +259,16 @@ class _Folder:
                     f"cannot fold backward ({backward}) nor forward ({forward})"
                 ) from None
         self.graph.bypass(bn)
+        folded_arrays = list(self.edits[id(target.layer)].arrays.values())
+        diagnostics = diagnose(params, folded_arrays, self.observed_variance.get(bn.name))
         self.folded.append(
             FoldedEntry(
-                bn.name, target.name, type(target.layer).__name__, direction, _stats(params)
+                bn.name,
+                target.name,
+                type(target.layer).__name__,
+                direction,
+                batch_norm_stats(params),
+                diagnostics,
             )
         )
 

@@ -19,7 +19,7 @@ from folding.errors import ExportError, VerificationError
 from folding.export import DEFAULT_OPSET, OnnxModel, export_direct, export_onnx, summarize
 from folding.fold import FoldResult
 from folding.graph import Graph, InputSpec
-from folding.probes import DEFAULT_SAMPLES, make_probes, sample_count
+from folding.probes import DEFAULT_SAMPLES, load_user_probes, make_probes, sample_count
 from folding.report import FoldReport, OnnxSummary, TensorInfo, Verification
 from folding.verify import (
     DEFAULT_EXPORT_RTOL,
@@ -65,6 +65,8 @@ def fold_to_directory(
     samples: int = DEFAULT_SAMPLES,
     probe_path: Path | None = None,
     name: str | None = None,
+    calibration: list[np.ndarray] | None = None,
+    recalibrate_on: list[np.ndarray] | None = None,
 ) -> FoldReport:
     """Fold ``model`` and write model.onnx, unfolded.onnx and report.json into ``directory``.
 
@@ -77,7 +79,9 @@ def fold_to_directory(
     from folding.graph import trace
 
     started = time.perf_counter()
-    result = fold_model(model)
+    if calibration is None and probe_path is not None:  # the user's rows: variance shift too
+        calibration = load_user_probes(trace(model).inputs, Path(probe_path))
+    result = fold_model(model, calibration, recalibrate_on)
     unfolded_graph = trace(model)
     folded_at = time.perf_counter()
 
@@ -139,6 +143,7 @@ def fold_to_directory(
         },
         exporter=exported.exporter,
         warnings=_export_warnings(exported, unfolded_graph),
+        recalibration=result.recalibration,
     )
     (directory / REPORT_FILE).write_text(report.to_json())
     if verification.failure == "fold":

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from folding.diagnostics import BatchNormDiagnostics
+
 
 @dataclass(frozen=True)
 class ValueRange:
@@ -39,6 +41,7 @@ class FoldedEntry:
     into_class: str
     direction: str  # "backward" (into the layer before) or "forward" (into the layer after)
     stats: BatchNormStats
+    diagnostics: BatchNormDiagnostics | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,23 @@ class NotFoldedEntry:
     bn: str
     reason: str
     stats: BatchNormStats | None = None
+    diagnostics: BatchNormDiagnostics | None = None
+
+
+@dataclass(frozen=True)
+class RecalibratedLayer:
+    """One BN's statistics before and after re-estimation on the calibration data."""
+
+    bn: str
+    before: BatchNormStats
+    after: BatchNormStats
+    variance_shift_before: float  # the old moving_variance against the data's variance
+
+
+@dataclass(frozen=True)
+class Recalibration:
+    samples: int
+    layers: list[RecalibratedLayer]
 
 
 @dataclass(frozen=True)
@@ -152,9 +172,20 @@ class FoldReport:
     timings: dict[str, float] = field(default_factory=dict)
     exporter: str = "direct"
     warnings: list[str] = field(default_factory=list)
+    recalibration: Recalibration | None = None
+
+    @property
+    def diagnostics_summary(self) -> dict[str, Any]:
+        """How many BNs were checked and flagged, and each flagged BN's flags."""
+        checked = [
+            entry for entry in [*self.folded, *self.not_folded] if entry.diagnostics is not None
+        ]
+        flagged = {e.bn: e.diagnostics.flags for e in checked if e.diagnostics.flags}
+        return {"checked": len(checked), "flagged": len(flagged), "flags": flagged}
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {"model": self.model, "diagnostics_summary": self.diagnostics_summary}
+        data.update(asdict(self))
         if self.verification is not None:
             data["verification"]["max_abs_error"] = self.verification.max_abs_error
             data["verification"]["max_rel_error"] = self.verification.max_rel_error
@@ -186,6 +217,16 @@ class FoldReport:
             lines.append("  ".join(cells).rstrip())
         if self.verification is not None:
             lines.extend(_verification_lines(self.verification))
+        summary = self.diagnostics_summary
+        if summary["flagged"]:
+            lines.append(f"diagnostics: {summary['flagged']} of {summary['checked']} BNs flagged")
+            for bn, flags in summary["flags"].items():
+                lines.extend(f"  {bn}: {flag}" for flag in flags)
+        if self.recalibration is not None:
+            lines.append(
+                f"recalibrated {len(self.recalibration.layers)} BNs on "
+                f"{self.recalibration.samples} samples"
+            )
         for variant, info in self.onnx.items():
             lines.append(f"onnx {variant}: {info.nodes} nodes, {info.bytes} bytes")
         lines.extend(f"warning: {warning}" for warning in self.warnings)

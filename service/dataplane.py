@@ -42,6 +42,7 @@ DEFAULT_COMPARE_REPEATS = 10
 MAX_COMPARE_REPEATS = 200
 
 UPLOAD_SUFFIXES = {".keras": "model.keras", ".h5": "model.h5", ".hdf5": "model.h5"}
+CALIBRATION_SUFFIXES = (".npy", ".npz")
 
 
 class DataPlane:
@@ -242,33 +243,44 @@ class DataPlane:
         file_name: str,
         name: str | None,
         probe: tuple[BinaryIO, str] | None = None,
+        calibration: tuple[BinaryIO, str | None] | None = None,
     ) -> tuple[str, int, dict[str, Any]]:
         """Fold an uploaded Keras file and store it as the next version of ``name``.
 
         ``probe``: (file, file name) of a .npy/.npz the fold verifies on; it is kept
-        beside the model as probe.npy / probe.npz."""
-        probe_suffix = None
-        if probe is not None:
-            probe_suffix = Path(probe[1] or "").suffix.lower()
-            if probe_suffix not in (".npy", ".npz"):
-                raise InvalidInput(f"probe file {probe[1]!r} is not a .npy or .npz array file")
+        beside the model as probe.npy / probe.npz. ``calibration`` (file, file name):
+        every BN is recalibrated on that data first (the file is not kept)."""
+        probe_suffix = _array_suffix(probe, "probe")
+        calibration_suffix = _array_suffix(calibration, "calibration")
         suffix = Path(file_name or "").suffix.lower()
         if suffix not in UPLOAD_SUFFIXES:
             raise InvalidInput(
                 f"uploaded file {file_name!r} is not a Keras model: expected a .keras or .h5 file"
             )
+        calibration_suffix = None
+        if calibration is not None:
+            calibration_suffix = Path(calibration[1] or "").suffix.lower()
+            if calibration_suffix not in CALIBRATION_SUFFIXES:
+                raise InvalidInput(
+                    f"calibration file {calibration[1]!r} is not a .npy or .npz array file"
+                )
         name = validate_name(name if name else name_from_file(file_name))
         staging = await anyio.to_thread.run_sync(self.repository.new_staging)
         try:
             source = staging / UPLOAD_SUFFIXES[suffix]
             await anyio.to_thread.run_sync(_copy, upload, source)
-            probe_path = None
+            probe_path = data = None
             if probe is not None:
                 probe_path = staging / f"probe{probe_suffix}"
                 await anyio.to_thread.run_sync(_copy, probe[0], probe_path)
+            if calibration is not None:
+                data = staging / f".calibration{calibration_suffix}"
+                await anyio.to_thread.run_sync(_copy, calibration[0], data)
             report = await self._timed_fold(
-                source, staging, name, label=file_name, probe=probe_path
+                source, staging, name, label=file_name, probe=probe_path, calibration=data
             )
+            if data is not None:
+                data.unlink()
             version = await anyio.to_thread.run_sync(self.repository.commit, staging, name)
         finally:
             self.repository.discard(staging)
@@ -284,10 +296,11 @@ class DataPlane:
         name: str,
         label: str | None = None,
         probe: Path | None = None,
+        calibration: Path | None = None,
     ) -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            report = await self.folder.fold(source, out_dir, name, label, probe)
+            report = await self.folder.fold(source, out_dir, name, label, probe, calibration)
         except InvalidInput:
             self.metrics.fold_jobs.labels("refused").inc()
             raise
@@ -311,6 +324,16 @@ class DataPlane:
                 self.registry.forget(name, gone)
             self.registry.count_loaded()
         return removed
+
+
+def _array_suffix(upload: tuple[BinaryIO, str | None] | None, field: str) -> str | None:
+    """The suffix of an uploaded .npy/.npz array file (None when there is none)."""
+    if upload is None:
+        return None
+    suffix = Path(upload[1] or "").suffix.lower()
+    if suffix not in CALIBRATION_SUFFIXES:
+        raise InvalidInput(f"{field} file {upload[1]!r} is not a .npy or .npz array file")
+    return suffix
 
 
 def _copy(upload: BinaryIO, target: Path) -> None:

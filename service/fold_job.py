@@ -21,6 +21,7 @@ class FoldOptions:
     export_rtol: float | None = None
     noise_factor: float = 10.0
     probe: str | None = None
+    calibration: str | None = None
     archive_limits: tuple[int, int] | None = None  # total inflated bytes, entries
 
 
@@ -89,7 +90,8 @@ def fold_source(
 ) -> dict:
     """Load ``source`` safely, fold it and write the exports and report into ``out_dir``.
 
-    ``label`` names the file in error messages (the name it was uploaded under)."""
+    ``label`` names the file in error messages (the name it was uploaded under);
+    ``calibration`` is a .npy/.npz to recalibrate the BNs on before folding."""
     warm()
     from folding.errors import (
         ExportError,
@@ -100,6 +102,7 @@ def fold_source(
     )
     from folding.loading import DEFAULT_LIMITS, ArchiveLimits, load_keras_model
     from folding.pipeline import fold_to_directory
+    from folding.recalibrate import load_calibration
 
     limits = DEFAULT_LIMITS
     if options.archive_limits is not None:
@@ -107,6 +110,13 @@ def fold_source(
         limits = ArchiveLimits(max_total_bytes=total, max_entries=entries)
     try:
         model = load_keras_model(source, label, limits)
+        data = None
+        if options.calibration is not None:
+            try:
+                data = load_calibration(model, Path(options.calibration))
+            except FoldingError as error:
+                message = str(error).replace(options.calibration, "the 'calibration' upload")
+                return {"ok": False, "kind": "invalid", "error": message}
         report = fold_to_directory(
             model,
             Path(out_dir),
@@ -116,7 +126,10 @@ def fold_source(
             samples=options.samples,
             probe_path=None if options.probe is None else Path(options.probe),
             name=name,
+            recalibrate_on=data,
         )
+        if data is not None:  # the stored source is what ``:compare`` runs: keep it recalibrated
+            model.save(source)
     except VerificationError as error:
         report = error.report.to_dict() if error.report is not None else None
         return {"ok": False, "kind": "verification", "error": str(error), "report": report}

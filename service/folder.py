@@ -97,16 +97,19 @@ class Folder:
         name: str,
         label: str | None = None,
         probe: Path | None = None,
+        calibration: Path | None = None,
     ) -> dict[str, Any]:
         """Fold ``source`` into ``out_dir``; return the report or raise a ServingError.
 
-        ``probe``: the user's .npy/.npz verification inputs (else the model's own)."""
+        ``probe``: the user's .npy/.npz verification inputs (else the model's own);
+        ``calibration``: a .npy/.npz every BN is recalibrated on before folding."""
         options = fold_job.FoldOptions(
             rtol=self.rtol,
             samples=self.samples,
             export_rtol=self.export_rtol,
             noise_factor=self.noise_factor,
             probe=None if probe is None else str(probe),
+            calibration=None if calibration is None else str(calibration),
             archive_limits=self.archive_limits,
         )
         result = await self._call(

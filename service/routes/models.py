@@ -16,11 +16,13 @@ router = APIRouter(tags=["Model store"])
 @router.post("/v1/models", status_code=201, dependencies=[AdminAuth])
 async def upload(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
     """multipart/form-data: ``file`` (a .keras or .h5 model), optional ``name``, optional
-    ``probe`` (a .npy or .npz of inputs the fold is verified on)."""
+    ``probe`` (a .npy or .npz of inputs the fold is verified on), optional
+    ``calibration`` (.npy/.npz, as ``foldserve fold --recalibrate``: every BN's moving
+    statistics are re-estimated on it before folding)."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidInput("upload must be multipart/form-data with a 'file' field")
     try:
-        form = await request.form(max_files=2, max_fields=8)
+        form = await request.form(max_files=3, max_fields=8)
     except ServingError:  # the body went over the size limit while it streamed in: 413
         raise
     except Exception as error:  # Starlette's multipart errors have no common base
@@ -35,11 +37,15 @@ async def upload(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
         probe = form.get("probe")
         if probe is not None and not isinstance(probe, UploadFile):
             raise InvalidInput("form field 'probe' must be a .npy or .npz file")
+        calibration = form.get("calibration")
+        if calibration is not None and not isinstance(calibration, UploadFile):
+            raise InvalidInput("form field 'calibration' must be a .npy or .npz file")
         model_name, version, report = await dataplane.register(
             file.file,
             file.filename or "",
             name or None,
             probe=None if probe is None else (probe.file, probe.filename or ""),
+            calibration=None if calibration is None else (calibration.file, calibration.filename),
         )
     finally:
         await form.close()

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+import orjson
 
 from service.errors import InvalidInput
 
@@ -94,3 +95,18 @@ def array_from_bytes(raw: bytes, dtype: np.dtype, shape: list[int], what: str) -
             f"{v2_datatype(dtype)} needs {expected}"
         )
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def to_json(content: Any) -> bytes:
+    """JSON bytes by orjson; numpy arrays and scalars serialised natively."""
+    return orjson.dumps(
+        content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=_plain
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -9,6 +9,7 @@ import anyio
 import orjson
 from fastapi import Depends, Request, Response
 
+from service.codecs import to_json
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, Unauthorized
 from service.settings import Settings
@@ -94,16 +95,4 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(
-            content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=_default
-        )
-
-
-def _default(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
+        return to_json(content)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.responses import Response
 
 
@@ -23,21 +22,11 @@ class ServingError(Exception):
 
 def render(error: ServingError) -> Response:
     """The one way an error becomes a response: ``{"error": "..."}`` with its status."""
+    from service.codecs import to_json
+
     return Response(
-        orjson.dumps(error.body(), option=orjson.OPT_SERIALIZE_NUMPY, default=_plain),
-        status_code=error.status_code,
-        media_type="application/json",
+        to_json(error.body()), status_code=error.status_code, media_type="application/json"
     )
-
-
-def _plain(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 class InternalError(ServingError):

@@ -25,13 +25,22 @@ Response::
 from __future__ import annotations
 
 import math
+import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
-from service.codecs import array_from_bytes, array_from_json, numpy_from_v2, v2_datatype
-from service.errors import InvalidInput
+from service.codecs import (
+    array_from_bytes,
+    array_from_json,
+    numpy_from_v2,
+    to_json,
+    v2_datatype,
+)
+from service.errors import InvalidInput, TooLarge
 from service.runtime import TensorMeta
 
 
@@ -153,3 +162,60 @@ def tensor_metadata(metas: list[TensorMeta]) -> list[dict[str, Any]]:
         {"name": meta.name, "datatype": v2_datatype(meta.dtype), "shape": list(meta.shape)}
         for meta in metas
     ]
+
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def decode_request(
+    body: bytes, headers: Mapping[str, str], limit: int, expected: Sequence[TensorMeta]
+) -> V2Request:
+    """A whole V2 request off the wire: ``Content-Encoding`` undone (bounded by
+    ``limit``), the JSON header split from the binary tensor data at
+    ``Inference-Header-Content-Length``, and parsed."""
+    body = decompress(body, headers.get("content-encoding"), limit)
+    header_length = headers.get(HEADER_LENGTH)
+    if header_length is None:
+        header, binary = body, b""
+    else:
+        digits = header_length.isascii() and header_length.isdigit() and len(header_length) < 19
+        if not digits or int(header_length) > len(body):
+            raise InvalidInput(f"{HEADER_LENGTH} {header_length!r} does not fit the body")
+        header, binary = body[: int(header_length)], body[int(header_length) :]
+    try:
+        document = orjson.loads(header) if header else None
+    except orjson.JSONDecodeError as error:
+        raise InvalidInput(f"request body is not valid JSON: {error}") from None
+    if document is None:
+        raise InvalidInput("request body is empty; expected JSON")
+    return parse_request(document, binary, expected)
+
+
+def encode_response(
+    model_name: str, version: int, request: V2Request, outputs: dict[str, np.ndarray]
+) -> tuple[bytes, dict[str, str]]:
+    """The response body and its extra headers: plain JSON, or JSON followed by the
+    binary outputs with ``Inference-Header-Content-Length``."""
+    response, chunks = render_response(model_name, version, request, outputs)
+    json_part = to_json(response)
+    if not chunks:
+        return json_part, {}
+    return json_part + b"".join(chunks), {HEADER_LENGTH: str(len(json_part))}
+
+
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo ``Content-Encoding: gzip|deflate``, refusing more than ``limit`` bytes out."""
+    if not encoding or encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise InvalidInput(f"unsupported Content-Encoding {encoding!r}")
+    decoder = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = decoder.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise InvalidInput(f"body is not valid {encoding}: {error}") from None
+    if len(out) > limit:
+        raise TooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
+    if not decoder.eof:
+        raise InvalidInput(f"body is not valid {encoding}: truncated stream")
+    return out

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import zlib
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
 
 from service import __version__, v2
-from service.deps import ApiAuth, DataPlaneDep, JSONResponse, off_loop, parse_json
-from service.errors import InvalidInput, NotReady, TooLarge
+from service.deps import ApiAuth, DataPlaneDep, JSONResponse, off_loop
+from service.errors import NotReady
 
 router = APIRouter(tags=["Open Inference Protocol (V2)"])
-HEADER_LENGTH = "Inference-Header-Content-Length"
 # The repository index (POST /v2/repository/index) is served, but not the rest of the
 # model_repository extension (load/unload): every model in the store is loaded.
 EXTENSIONS = ["binary_tensor_data", "statistics"]
@@ -127,47 +123,14 @@ async def repository_index(dataplane: DataPlaneDep) -> JSONResponse:
 async def infer(
     name: str, request: Request, dataplane: DataPlaneDep, version: str | None = None
 ) -> Response:
+    """Served by ``service.fastpath``; the wire format is ``service.v2``'s."""
     model = dataplane.get(name, version)
     limit = request.app.state.settings.max_request_bytes
-    body = _decompress(await request.body(), request.headers.get("content-encoding"), limit)
-    header_length = request.headers.get(HEADER_LENGTH)
-    if header_length is None:
-        header, binary = body, b""
-    else:
-        digits = header_length.isascii() and header_length.isdigit() and len(header_length) < 19
-        if not digits or int(header_length) > len(body):
-            raise InvalidInput(f"{HEADER_LENGTH} {header_length!r} does not fit the body")
-        header, binary = body[: int(header_length)], body[int(header_length) :]
-    parsed = await off_loop(_decode, header, binary, model.inputs, size=len(body))
-    outputs = await dataplane.infer(model, parsed.inputs, parsed.outputs)
-    response, chunks = v2.render_response(model.name, model.version, parsed, outputs)
-    if not chunks:
-        return JSONResponse(response)
-    json_part = JSONResponse(response).body
-    return Response(
-        content=json_part + b"".join(chunks),
-        media_type="application/octet-stream",
-        headers={HEADER_LENGTH: str(len(json_part))},
+    body = await request.body()
+    parsed = await off_loop(
+        v2.decode_request, body, request.headers, limit, model.inputs, size=len(body)
     )
-
-
-def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """Undo ``Content-Encoding: gzip|deflate``, refusing more than ``limit`` bytes out."""
-    if not encoding or encoding == "identity":
-        return body
-    if encoding not in ("gzip", "deflate"):
-        raise InvalidInput(f"unsupported Content-Encoding {encoding!r}")
-    decoder = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-    try:
-        out = decoder.decompress(body, limit + 1)
-    except zlib.error as error:
-        raise InvalidInput(f"body is not valid {encoding}: {error}") from None
-    if len(out) > limit:
-        raise TooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
-    if not decoder.eof:
-        raise InvalidInput(f"body is not valid {encoding}: truncated stream")
-    return out
-
-
-def _decode(header: bytes, binary: bytes, expected: Any) -> v2.V2Request:
-    return v2.parse_request(parse_json(header), binary, expected)
+    outputs = await dataplane.infer(model, parsed.inputs, parsed.outputs)
+    content, headers = v2.encode_response(model.name, model.version, parsed, outputs)
+    media_type = "application/octet-stream" if headers else "application/json"
+    return Response(content=content, media_type=media_type, headers=headers)

@@ -60,9 +60,10 @@ def _rows(
                 raise InvalidInput(
                     f"instance {index} has inputs {sorted(row)}; instance 0 has {sorted(keys)}"
                 )
-        _check_names(keys, dtypes)
         return {
-            name: array_from_json([row[name] for row in instances], dtypes[name], f"input '{name}'")
+            name: array_from_json(
+                [row[name] for row in instances], _dtype(name, dtypes), _what(name)
+            )
             for name in keys
         }
     if any(isinstance(row, dict) for row in instances):
@@ -78,9 +79,8 @@ def _columns(
     columns: Any, inputs: list[TensorMeta], dtypes: dict[str, np.dtype]
 ) -> dict[str, np.ndarray]:
     if isinstance(columns, dict):
-        _check_names(set(columns), dtypes)
         return {
-            name: array_from_json(value, dtypes[name], f"input '{name}'")
+            name: array_from_json(value, _dtype(name, dtypes), _what(name))
             for name, value in columns.items()
         }
     if len(inputs) != 1:
@@ -90,10 +90,14 @@ def _columns(
     return {name: array_from_json(columns, dtypes[name], f"input '{name}'")}
 
 
-def _check_names(names: set[str], dtypes: dict[str, np.dtype]) -> None:
-    for name in sorted(names):
-        if name not in dtypes:
-            raise InvalidInput(f"unknown input '{name}'; model inputs are: {', '.join(dtypes)}")
+def _dtype(name: str, dtypes: dict[str, np.dtype]) -> np.dtype:
+    """The model's dtype for an input; for a name the model lacks, a neutral one (the
+    dataplane refuses unknown inputs, in one place for every protocol)."""
+    return dtypes.get(name, np.dtype(np.float64))
+
+
+def _what(name: str) -> str:
+    return f"input '{name}'"
 
 
 def render_response(outputs: dict[str, np.ndarray], row_format: bool) -> dict[str, Any]:

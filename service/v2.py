@@ -66,8 +66,6 @@ def parse_request(body: Any, binary: bytes, expected: list[TensorMeta]) -> V2Req
             raise InvalidInput(f"input {index} must be an object with a 'name'")
         name = tensor["name"]
         what = f"input '{name}'"
-        if name not in dtypes:
-            raise InvalidInput(f"unknown input '{name}'; model inputs are: {', '.join(dtypes)}")
         if name in inputs:
             raise InvalidInput(f"{what} is given twice")
         shape = tensor.get("shape")
@@ -76,7 +74,7 @@ def parse_request(body: Any, binary: bytes, expected: list[TensorMeta]) -> V2Req
         ):
             raise InvalidInput(f"{what} needs 'shape', a list of non-negative integers")
         dtype = numpy_from_v2(tensor.get("datatype"), what)
-        if dtype != dtypes[name]:
+        if name in dtypes and dtype != dtypes[name]:  # V2 datatypes match exactly (as Triton)
             raise InvalidInput(
                 f"{what} has datatype {tensor.get('datatype')}; model expects "
                 f"{v2_datatype(dtypes[name])}"

@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import numpy as np
 
+from service.cost import RunCost
 from service.errors import NotReady
 from service.runtime import Session
 from service.stats import ModelStats
@@ -70,7 +70,10 @@ class Executor:
         policy: BatchPolicy,
         stats: ModelStats,
         observe: Observer | None = None,
+        cost: RunCost | None = None,
     ) -> None:
+        """``cost``: how long a run takes (``service.cost.measure``, done by the caller
+        off the event loop); without it every run goes to a worker thread."""
         self.session = session
         self.policy = policy
         self.stats = stats
@@ -80,7 +83,7 @@ class Executor:
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
-        self._cost = self._estimate_cost()
+        self._cost = cost or RunCost.unknown()
 
     # -- public --------------------------------------------------------------------
 
@@ -200,7 +203,7 @@ class Executor:
     async def _execute(self, feeds: list[dict[str, np.ndarray]], rows: int) -> list[list]:
         """Run the merged ``feeds``; return each feed's slice of the outputs. Statistics
         are recorded here, on the event loop, never from the worker thread."""
-        if self._cost(rows) <= self.policy.inline_threshold_us:
+        if self._cost.micros(rows) <= self.policy.inline_threshold_us:
             split, timings = self._execute_now(feeds, rows)
         else:
             split, timings = await anyio.to_thread.run_sync(self._execute_now, feeds, rows)
@@ -214,50 +217,29 @@ class Executor:
         self, feeds: list[dict[str, np.ndarray]], rows: int
     ) -> tuple[list[list], tuple[int, int, int]]:
         t0 = time.perf_counter_ns()
-        if len(feeds) == 1:
-            merged = feeds[0]
-        else:
-            merged = {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
+        merged = merge(feeds)
         t1 = time.perf_counter_ns()
         outputs = self.session.run(merged)
         t2 = time.perf_counter_ns()
-        if len(feeds) == 1:
-            split = [outputs]
-        else:
-            bounds = np.cumsum([len(next(iter(f.values()))) for f in feeds])[:-1]
-            pieces = [np.split(output, bounds) for output in outputs]
-            split = [[piece[i] for piece in pieces] for i in range(len(feeds))]
+        pieces = split(outputs, feeds)
         t3 = time.perf_counter_ns()
-        return split, (t1 - t0, t2 - t1, t3 - t2)
+        return pieces, (t1 - t0, t2 - t1, t3 - t2)
 
-    def _estimate_cost(self) -> Callable[[int], float]:
-        """Microseconds a run of ``rows`` rows takes, measured once on zeros."""
-        if any(dim < 0 for meta in self.session.inputs for dim in meta.shape[1:]):
-            return lambda rows: float("inf")  # shapes vary: cannot measure ahead
 
-        def zeros(rows: int) -> dict[str, np.ndarray]:
-            return {
-                meta.name: np.zeros((rows, *meta.shape[1:]), meta.dtype)
-                for meta in self.session.inputs
-            }
+def merge(feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Several requests' inputs as one, along the batch axis."""
+    if len(feeds) == 1:
+        return feeds[0]
+    return {name: np.concatenate([feed[name] for feed in feeds]) for name in feeds[0]}
 
-        def median_us(rows: int) -> float:
-            feed = zeros(rows)
-            self.session.run(feed)
-            samples = []
-            for _ in range(5):
-                start = time.perf_counter_ns()
-                self.session.run(feed)
-                samples.append(time.perf_counter_ns() - start)
-            return sorted(samples)[2] / 1000
 
-        try:
-            single = median_us(1)
-            wide = median_us(16)
-        except Exception:  # a model that rejects zeros: never inline
-            return lambda rows: float("inf")
-        per_row = max(wide - single, 0.0) / 15
-        return lambda rows: single + per_row * (rows - 1)
+def split(outputs: list[np.ndarray], feeds: list[dict[str, np.ndarray]]) -> list[list]:
+    """One merged run's outputs cut back into each request's rows, in order."""
+    if len(feeds) == 1:
+        return [outputs]
+    bounds = np.cumsum([len(next(iter(feed.values()))) for feed in feeds])[:-1]
+    pieces = [np.split(output, bounds) for output in outputs]
+    return [[piece[i] for piece in pieces] for i in range(len(feeds))]
 
 
 def _settle(future: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:

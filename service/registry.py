@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 
+from service import cost
 from service.batching import BatchPolicy, Executor
 from service.errors import NotFound
 from service.metrics import Metrics
@@ -136,7 +137,7 @@ class ModelRegistry:
 
     def _executor(self, session: Session, policy: BatchPolicy, name: str, version: int) -> Executor:
         stats = ModelStats(name, version)
-        return Executor(session, policy, stats, self.metrics.observer(name))
+        return Executor(session, policy, stats, self.metrics.observer(name), cost.measure(session))
 
     async def load(self, directory: VersionDir) -> None:
         """Load a version once: a second caller (the poller and an upload, say) waits for

@@ -156,6 +156,10 @@ class Emitter:
         value.names[layout] = name
         return name
 
+    def _input_name(self, tensor: int) -> str | None:
+        """The graph input's own name when ``tensor`` is a graph input."""
+        return next((spec.name for spec in self.graph.inputs if spec.id == tensor), None)
+
     def layout_of(self, tensor: int) -> str:
         names = self.values[tensor].names
         return "keras" if "keras" in names else "cf"
@@ -182,7 +186,10 @@ class Emitter:
             shape = [None if i == 0 else d for i, d in enumerate(spec.shape)]
             graph_inputs.append(_value_info(spec.name, dtype, shape, batch=True))
             feed = spec.name
-            if np.issubdtype(dtype, np.floating) and dtype != np.float32:
+            users = self.graph.consumers().get(spec.id, [])
+            ids_only = bool(users) and all(type(u.layer).__name__ == "Embedding" for u in users)
+            if dtype != np.float32 and not ids_only:
+                # as Keras does: a layer casts its inputs to its compute dtype (float32 here)
                 feed = self.writer.op("Cast", [spec.name], "input_f32", to=TensorProto.FLOAT)
             self.values[spec.id] = Value(tuple(spec.shape), {"keras": feed})
         for output in output_names:
@@ -190,13 +197,16 @@ class Emitter:
         for call in self.graph.calls:
             onnx_layers.emit(self, call)
         graph_outputs = []
+        input_names = {spec.name for spec in self.graph.inputs}
         for tensor, out_name, dtype in zip(
             self.graph.outputs, output_names, output_dtypes, strict=True
         ):
             source = self.get(tensor, "keras")
             target = np.dtype(dtype)
-            if np.issubdtype(target, np.floating) and target != np.float32:
+            if target != np.float32 and source != self._input_name(tensor):
                 source = self.writer.op("Cast", [source], "output_cast", to=_onnx_type(target))
+            if out_name in input_names:  # a model input returned as an output
+                out_name = self.writer.fresh(f"{out_name}_output")
             self.writer.nodes.append(
                 helper.make_node("Identity", [source], [out_name], name=f"{out_name}_output")
             )

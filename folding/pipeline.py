@@ -104,19 +104,30 @@ def fold_to_directory(
         dtype = compute_dtype(unfolded_graph)
         if export_rtol is None:
             export_rtol = DEFAULT_EXPORT_RTOL if dtype == "float32" else HALF_PRECISION_EXPORT_RTOL
-        verification = verify_exports(
-            result.output_names,
-            names,
-            probes,
-            keras_out,
-            exported,
-            sessions.result(),
-            rtol=rtol,
-            export_rtol=export_rtol,
-            compared_dtype=dtype,
-            probes=source,
-            noise_factor=noise_factor,
-        )
+        try:
+            verification = verify_exports(
+                result.output_names,
+                names,
+                probes,
+                keras_out,
+                exported,
+                sessions.result(),
+                rtol=rtol,
+                export_rtol=export_rtol,
+                compared_dtype=dtype,
+                probes=source,
+                noise_factor=noise_factor,
+            )
+        except Exception as error:  # ONNX Runtime's own kinds, raised from its C++ core
+            if not type(error).__module__.startswith("onnxruntime"):
+                raise
+            pairs = zip(names, probes, strict=True)
+            shape = ", ".join(f"{name} {list(array.shape)}" for name, array in pairs)
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+            raise ExportError(
+                f"ONNX Runtime cannot run the exported model ({exported.exporter} exporter) on "
+                f"probes of shape {shape}: {first}"
+            ) from None
         for write in writes:
             write.result()
     verified_at = time.perf_counter()

@@ -26,7 +26,7 @@ from folding.errors import ProbeError
 from folding.graph import Call, Graph, InputSpec
 
 DEFAULT_SAMPLES = 64
-DYNAMIC_DIM_PROBE = 16
+DYNAMIC_DIM_PROBE = 64  # for a dimension the model leaves open: deep image nets need room
 PROBE_BUDGET_MACS = 1e10  # multiply-accumulates per verification run
 MIN_SAMPLES = 2
 
@@ -94,11 +94,14 @@ def _probe_for(
 
     dtype = np.dtype(spec.dtype)
     first = users[0].layer if len(users) == 1 else None
+    embedding = next((u.layer for u in users if isinstance(u.layer, layers.Embedding)), None)
     if dtype == np.bool_:
         return rng.integers(0, 2, size=shape).astype(bool), "random"
     if np.issubdtype(dtype, np.integer):
-        if isinstance(first, layers.Embedding):
-            return rng.integers(0, first.input_dim, size=shape).astype(dtype), "embedding ids"
+        if embedding is not None:  # valid ids (1 on: an all-zero row may be all padding)
+            low = 1 if embedding.mask_zero and embedding.input_dim > 1 else 0
+            ids = rng.integers(low, embedding.input_dim, size=shape)
+            return ids.astype(dtype), "embedding ids"
         high = 256 if dtype == np.uint8 else 2
         return rng.integers(0, high, size=shape).astype(dtype), "random integers"
     normal = rng.standard_normal(shape)

@@ -202,10 +202,18 @@ def relative_error(reference: np.ndarray, candidate: np.ndarray) -> tuple[float,
     got = np.asarray(candidate, np.float64)
     if want.shape != got.shape:
         raise FoldingError(f"output has shape {list(got.shape)}; reference has {list(want.shape)}")
+    both_nan = np.isnan(want) & np.isnan(got)  # the same NaN on both sides is agreement
+    want, got = np.where(both_nan, 0.0, want), np.where(both_nan, 0.0, got)
     if not want.size:
         return 0.0, 0.0, 1.0
-    scale = float(np.max(np.abs(want))) or 1.0
-    max_abs = float(np.max(np.abs(want - got)))
+    finite = np.abs(want[np.isfinite(want)])
+    scale = float(finite.max()) if finite.size else 1.0
+    scale = scale or 1.0
+    with np.errstate(invalid="ignore"):
+        difference = np.abs(want - got)
+    same_inf = np.isinf(want) & (want == got)
+    difference = np.where(same_inf, 0.0, difference)
+    max_abs = float(np.nanmax(difference)) if not np.isnan(difference).any() else float("inf")
     return max_abs, max_abs / scale, scale
 
 

@@ -191,15 +191,17 @@ def _conv_transpose_layer(em: Emitter, call: Call) -> None:
     dilation = tuple(layer.dilation_rate)
     if any(d != 1 for d in dilation):
         raise unsupported(call, "dilated transposed convolution")
-    output_padding = getattr(layer, "output_padding", None)
-    if output_padding is not None and any(p for p in output_padding):
-        raise unsupported(call, "output_padding")
+    output_padding = [int(p) for p in getattr(layer, "output_padding", None) or []]
+    if any(output_padding) and layer.padding != "valid":
+        raise unsupported(call, "output_padding with 'same' padding")
     attributes: dict[str, Any] = {
         "kernel_shape": list(kernel.shape[:spatial]),
         "strides": list(strides),
     }
     if layer.padding == "valid":
         attributes["pads"] = [0] * (2 * spatial)
+        if any(output_padding):  # extra rows and columns at the end, as in Keras
+            attributes["output_padding"] = output_padding
     else:
         # TensorFlow crops total = max(k - s, 0) per axis, the smaller half at the start.
         begin, end = [], []

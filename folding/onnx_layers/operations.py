@@ -67,6 +67,16 @@ OP_HANDLERS.update(
         "Maximum": _op_binary("Max"),
         "Minimum": _op_binary("Min"),
         "Gelu": _op_unary(lambda em, x, op: gelu(em, x, bool(getattr(op, "approximate", True)))),
+        "LeakyRelu": _op_unary(
+            lambda em, x, op: em.writer.op(
+                "LeakyRelu", [x], "leaky_relu", alpha=float(getattr(op, "negative_slope", 0.2))
+            )
+        ),
+        "Celu": _op_unary(
+            lambda em, x, op: em.writer.op(
+                "Celu", [x], "celu", alpha=float(getattr(op, "alpha", 1.0))
+            )
+        ),
         "Relu": _op_unary(lambda em, x, op: em.writer.op("Relu", [x], "relu")),
         "Relu6": _op_unary(lambda em, x, op: clip(em, x, 0.0, 6.0)),
         "Sigmoid": _op_unary(lambda em, x, op: em.writer.op("Sigmoid", [x], "sigmoid")),

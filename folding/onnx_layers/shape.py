@@ -91,8 +91,17 @@ def _zero_padding(em: Emitter, call: Call) -> None:
     begin = [0, 0] + [p[0] for p in pairs]
     end = [0, 0] + [p[1] for p in pairs]
     w = em.writer
-    y = w.op("Pad", [em.get(tensor, layout), w.ints(begin + end, "pads")], call.name)
-    em.set(call, y, layout)
+    inputs = [em.get(tensor, layout), w.ints(begin + end, "pads")]
+    if any(_is_max_pooling(user) for user in em.graph.consumers().get(call.outputs[0], [])):
+        # Padding with -0.0 (equal to 0 in every comparison and sum) keeps ONNX Runtime's
+        # Pad_Fusion, which checks for all-zero bytes, from moving the padding into the
+        # MaxPool, whose own padding is -inf: the file answers right in any session.
+        inputs.append(w.const(np.asarray([-0.0], np.float32), "minus_zero"))
+    em.set(call, w.op("Pad", inputs, call.name), layout)
+
+
+def _is_max_pooling(call: Call) -> bool:
+    return isinstance(call.layer, (layers.MaxPooling1D, layers.MaxPooling2D, layers.MaxPooling3D))
 
 
 @handles(layers.Cropping1D, layers.Cropping2D, layers.Cropping3D)
@@ -151,8 +160,13 @@ def _upsampling(em: Emitter, call: Call) -> None:
 @handles(layers.Flatten)
 def _flatten(em: Emitter, call: Call) -> None:
     (tensor,) = inputs_of(call)
-    layout = "keras" if channels_last(call.layer) else "cf"
-    em.set(call, em.writer.op("Flatten", [em.get(tensor, layout)], call.name, axis=1))
+    rank = rank_of(em, tensor)
+    x = em.get(tensor, "keras")
+    if not channels_last(call.layer) and rank > 2:
+        # Keras moves axis 1 to the end before flattening a channels-first tensor
+        perm = [0, *range(2, rank), 1]
+        x = em.writer.op("Transpose", [x], f"{call.name}_to_last", perm=perm)
+    em.set(call, em.writer.op("Flatten", [x], call.name, axis=1))
 
 
 @handles(layers.Reshape)

@@ -4,6 +4,7 @@ answers like Keras; what cannot be exported fails with one line naming the layer
 import json
 
 import keras
+import numpy as np
 import pytest
 from keras import layers
 
@@ -185,3 +186,93 @@ def test_probes_follow_an_input_normalization(tmp_path):
     report = fold_to_directory(model, tmp_path)
     assert report.verification.probes == "Normalization statistics"
     assert not report.verification.inconclusive
+
+
+def _onnx_matches_keras(model, directory, feed, rtol=1e-5):
+    """Both written files, in a *default* ONNX Runtime session, answer like Keras."""
+    import onnxruntime
+
+    want = np.asarray(model(feed))
+    for file in ("model.onnx", "unfolded.onnx"):
+        session = onnxruntime.InferenceSession(
+            str(directory / file), providers=["CPUExecutionProvider"]
+        )
+        (got,) = session.run(None, {session.get_inputs()[0].name: feed})
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+
+
+def test_zero_padding_before_max_pooling_is_right_in_any_session(tmp_path):
+    """ONNX Runtime's Pad_Fusion moves a zero Pad into MaxPool's -inf padding; the
+    written files must not let it (negative inputs show the difference)."""
+    inputs = keras.Input((9, 9, 3))
+    x = layers.Conv2D(4, 3)(inputs)
+    x = layers.BatchNormalization()(x)
+    x = layers.ZeroPadding2D(1)(x)
+    x = layers.MaxPooling2D(3, strides=2)(x)
+    model = zoo.randomize_batch_norms(keras.Model(inputs, layers.Flatten()(x)), seed=9)
+    fold_to_directory(model, tmp_path)
+    feed = -np.abs(np.random.default_rng(0).normal(size=(4, 9, 9, 3))).astype(np.float32) - 5
+    _onnx_matches_keras(model, tmp_path, feed)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int32"])
+def test_integer_image_inputs_are_cast_like_keras(dtype, tmp_path):
+    inputs = keras.Input((6, 6, 3), dtype=dtype)
+    x = layers.Rescaling(1 / 255.0)(inputs)
+    x = layers.BatchNormalization()(layers.Conv2D(4, 3)(x))
+    model = zoo.randomize_batch_norms(keras.Model(inputs, layers.Flatten()(x)), seed=10)
+    report = fold_to_directory(model, tmp_path)
+    assert report.exporter == "direct" and report.verification.passed
+    feed = np.random.default_rng(0).integers(0, 256, (3, 6, 6, 3)).astype(dtype)
+    _onnx_matches_keras(model, tmp_path, feed)
+
+
+def test_channels_first_flatten_order(tmp_path):
+    inputs = keras.Input((4, 4, 3))
+    x = layers.Conv2D(5, 1)(inputs)
+    x = layers.Flatten(data_format="channels_first")(layers.BatchNormalization()(x))
+    model = zoo.randomize_batch_norms(keras.Model(inputs, layers.Dense(3)(x)), seed=11)
+    report = fold_to_directory(model, tmp_path)
+    assert report.verification.passed and report.verification.export_error < 1e-5
+
+
+def test_transposed_convolution_with_output_padding(tmp_path):
+    inputs = keras.Input((5, 5, 3))
+    x = layers.Conv2DTranspose(4, 3, strides=2, padding="valid", output_padding=1)(inputs)
+    model = zoo.randomize_batch_norms(keras.Model(inputs, layers.BatchNormalization()(x)), 12)
+    report = fold_to_directory(model, tmp_path)
+    assert report.exporter == "direct" and report.verification.passed, report.summary()
+
+
+def test_model_returning_its_input_and_keras_operations(tmp_path):
+    inputs = keras.Input((6,), name="x")
+    hidden = layers.BatchNormalization()(layers.Dense(6)(inputs))
+    mixed = keras.ops.leaky_relu(hidden) + keras.ops.gelu(hidden, approximate=False)
+    model = zoo.randomize_batch_norms(keras.Model(inputs, [mixed, inputs]), seed=13)
+    report = fold_to_directory(model, tmp_path)
+    assert report.exporter == "direct" and report.verification.passed, report.summary()
+
+
+def test_dynamic_image_size_is_probed_at_a_size_deep_nets_can_take(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    x = inputs
+    for _ in range(5):  # 1/32 of the input: a 16x16 probe would be gone
+        x = layers.Conv2D(4, 3, strides=2, padding="same")(x)
+        x = layers.ReLU()(layers.BatchNormalization()(x))
+        x = layers.DepthwiseConv2D(3, padding="valid")(layers.ZeroPadding2D(1)(x))
+    model = zoo.randomize_batch_norms(
+        keras.Model(inputs, layers.GlobalAveragePooling2D()(x)), seed=14
+    )
+    report = fold_to_directory(model, tmp_path)
+    assert report.verification.passed, report.summary()
+
+
+def test_masked_embedding_is_probed_with_valid_ids(tmp_path):
+    inputs = keras.Input((5,), dtype="int32")
+    x = layers.Embedding(20, 4, mask_zero=True)(inputs)
+    x = layers.GlobalAveragePooling1D()(x)
+    x = layers.BatchNormalization()(layers.Dense(4)(x))
+    model = zoo.randomize_batch_norms(keras.Model(inputs, x), seed=15)
+    report = fold_to_directory(model, tmp_path)
+    assert report.verification.probes == "embedding ids"
+    assert report.verification.passed, report.summary()

@@ -16,7 +16,7 @@ def add_fold_command(subparsers: argparse._SubParsersAction) -> None:
         description="Writes OUT_DIR/model.onnx (folded), OUT_DIR/unfolded.onnx and "
         "OUT_DIR/report.json; exits non-zero and writes nothing on failure.",
     )
-    parser.add_argument("model_path", type=Path, help=".keras or .h5 model file")
+    parser.add_argument("model_path", type=Path, help=".keras, .h5 or .onnx model file")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output directory")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument(
@@ -71,6 +71,8 @@ def run_fold(args: argparse.Namespace) -> int:
         raise FoldingError(f"--export-rtol must be positive, got {args.export_rtol}")
     if args.noise_factor < 0:
         raise FoldingError(f"--noise-factor must be 0 or more, got {args.noise_factor}")
+    if args.model_path.suffix.lower() == ".onnx":
+        return _fold_onnx(args)
     from folding.loading import check_model_file, load_keras_model
     from folding.quiet import import_keras
 
@@ -101,6 +103,32 @@ def run_fold(args: argparse.Namespace) -> int:
     )
     print(report.summary())
     print(f"wrote {args.output}/model.onnx, unfolded.onnx, report.json")
+    return 0
+
+
+def _fold_onnx(args: argparse.Namespace) -> int:
+    """An ONNX model: folded on its graph, verified by ONNX Runtime."""
+    from folding.onnx_pipeline import fold_onnx_to_directory, load_onnx
+    from folding.publish import publish_directory
+
+    if args.recalibrate is not None:
+        raise FoldingError("--recalibrate needs a Keras model; an ONNX model has no BN layers")
+    model = load_onnx(args.model_path)
+    report = publish_directory(
+        lambda staging: fold_onnx_to_directory(
+            model,
+            staging,
+            rtol=args.rtol,
+            export_rtol=args.export_rtol,
+            noise_factor=args.noise_factor,
+            samples=args.samples,
+            probe_path=args.probe,
+            name=args.model_path.stem,
+        ),
+        args.output,
+    )
+    print(report.summary())
+    print(f"wrote {args.output}/model.onnx, unfolded.onnx (the original), report.json")
     return 0
 
 

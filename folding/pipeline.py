@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +17,7 @@ from folding.export import DEFAULT_OPSET, OnnxModel, export_direct, export_onnx,
 from folding.fold import FoldResult
 from folding.graph import Graph, InputSpec
 from folding.probes import DEFAULT_SAMPLES, load_user_probes, make_probes, sample_count
+from folding.publish import publish_directory  # noqa: F401 - part of this module's API
 from folding.report import FoldReport, OnnxSummary, TensorInfo, Verification
 from folding.verify import (
     DEFAULT_EXPORT_RTOL,
@@ -260,21 +258,3 @@ def compute_dtype(graph: Graph) -> str:
         if half in dtypes:
             return half
     return "float32"
-
-
-def publish_directory(build: Callable[[Path], Any], destination: Path) -> Any:
-    """Run ``build(tmp)`` in a fresh temporary directory beside ``destination``, then move
-    its files into ``destination``; on any error nothing is left behind."""
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    try:
-        result = build(staging)
-        if not destination.exists():
-            os.replace(staging, destination)
-        else:
-            for item in staging.iterdir():
-                os.replace(item, destination / item.name)
-        return result
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

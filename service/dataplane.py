@@ -41,7 +41,12 @@ logger = logging.getLogger("foldserve.dataplane")
 DEFAULT_COMPARE_REPEATS = 10
 MAX_COMPARE_REPEATS = 200
 
-UPLOAD_SUFFIXES = {".keras": "model.keras", ".h5": "model.h5", ".hdf5": "model.h5"}
+UPLOAD_SUFFIXES = {
+    ".keras": "model.keras",
+    ".h5": "model.h5",
+    ".hdf5": "model.h5",
+    ".onnx": "original.onnx",
+}
 CALIBRATION_SUFFIXES = (".npy", ".npz")
 
 
@@ -255,7 +260,7 @@ class DataPlane:
         suffix = Path(file_name or "").suffix.lower()
         if suffix not in UPLOAD_SUFFIXES:
             raise InvalidInput(
-                f"uploaded file {file_name!r} is not a Keras model: expected a .keras or .h5 file"
+                f"uploaded file {file_name!r} is not a model file: expected .keras, .h5 or .onnx"
             )
         calibration_suffix = None
         if calibration is not None:
@@ -264,7 +269,15 @@ class DataPlane:
                 raise InvalidInput(
                     f"calibration file {calibration[1]!r} is not a .npy or .npz array file"
                 )
-        name = validate_name(name if name else name_from_file(file_name))
+        if not name:
+            name = validate_name(name_from_file(file_name))
+            existing = await anyio.to_thread.run_sync(self.repository.scan)
+            if name in existing:
+                raise InvalidInput(
+                    f"no 'name' given, and a model named '{name}' (from the file name) exists: "
+                    f"send name={name} to add a version to it, or another name"
+                )
+        name = validate_name(name)
         staging = await anyio.to_thread.run_sync(self.repository.new_staging)
         try:
             source = staging / UPLOAD_SUFFIXES[suffix]

@@ -108,6 +108,8 @@ def fold_source(
     if options.archive_limits is not None:
         total, entries = options.archive_limits
         limits = ArchiveLimits(max_total_bytes=total, max_entries=entries)
+    if source.endswith(".onnx"):
+        return _fold_onnx_source(source, out_dir, name, options, label)
     try:
         model = load_keras_model(source, label, limits)
         data = None
@@ -141,6 +143,35 @@ def fold_source(
         return {"ok": False, "kind": "fold", "error": str(error)}
     except Exception as error:  # a model that breaks Keras or tf2onnx in an unforeseen way
         return {"ok": False, "kind": "fold", "error": f"{type(error).__name__}: {error}"}
+    return {"ok": True, "report": report.to_dict()}
+
+
+def _fold_onnx_source(
+    source: str, out_dir: str, name: str, options: FoldOptions, label: str | None
+) -> dict:
+    from folding.errors import ExportError, FoldingError, ModelLoadError, VerificationError
+    from folding.onnx_pipeline import fold_onnx_to_directory, load_onnx
+
+    if options.calibration is not None:
+        return {"ok": False, "kind": "invalid", "error": "'calibration' needs a Keras model"}
+    try:
+        report = fold_onnx_to_directory(
+            load_onnx(Path(source), label),
+            Path(out_dir),
+            rtol=options.rtol,
+            export_rtol=options.export_rtol,
+            noise_factor=options.noise_factor,
+            samples=options.samples,
+            probe_path=None if options.probe is None else Path(options.probe),
+            name=name,
+        )
+    except VerificationError as error:
+        report = error.report.to_dict() if error.report is not None else None
+        return {"ok": False, "kind": "verification", "error": str(error), "report": report}
+    except ModelLoadError as error:
+        return {"ok": False, "kind": "invalid", "error": str(error)}
+    except (ExportError, FoldingError) as error:
+        return {"ok": False, "kind": "fold", "error": str(error)}
     return {"ok": True, "report": report.to_dict()}
 
 

@@ -124,8 +124,8 @@ class Folder:
         raise Unprocessable(result["error"])
 
     async def keras_predict(self, source: Path | None, arrays: list[Any]) -> list[Any]:
-        if source is None:
-            raise NotFound("this version has no Keras source to compare against")
+        if source is None or source.suffix == ".onnx":
+            raise NotFound("this version has no Keras model to compare against")
         result = await self._call(fold_job.keras_predict, str(source), arrays)
         if not result["ok"]:
             raise InvalidInput(f"the Keras model failed on these inputs: {result['error']}")

@@ -26,7 +26,7 @@ from typing import Any
 from service.errors import InvalidInput, NotFound
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-SOURCE_FILES = ("model.keras", "model.h5")
+SOURCE_FILES = ("model.keras", "model.h5", "original.onnx")
 FOLDED_FILE = "model.onnx"
 UNFOLDED_FILE = "unfolded.onnx"
 REPORT_FILE = "report.json"

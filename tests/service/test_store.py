@@ -346,3 +346,42 @@ def test_unfolded_sessions_keep_their_batch_norms(server, tmp_path):
         graph = onnx.load(tmp_path / file).graph
         counts[file] = sum(node.op_type == "BatchNormalization" for node in graph.node)
     assert counts == {"unfolded.onnx": 2, "model.onnx": 0}
+
+
+def test_upload_without_a_name_never_adds_to_an_existing_model(server, trained_model_file):
+    first = upload(server, trained_model_file)
+    assert first.status_code == 201, first.text
+    name = first.json()["name"]
+    again = upload(server, trained_model_file)
+    assert again.status_code == 400 and f"name={name}" in again.json()["error"]
+    versions = httpx.get(f"{server.url}/v1/models/{name}").json()["model_version_status"]
+    assert [v["version"] for v in versions] == ["1"]
+    assert httpx.delete(f"{server.url}/v1/models/{name}").status_code == 200
+
+
+def test_onnx_upload_is_folded_on_its_graph(server, tmp_path):
+    """An ONNX file (as PyTorch exports them: Conv -> BatchNormalization) is folded,
+    verified with ONNX Runtime and served."""
+    from tests.folding.test_onnx_fold import conv_then_bn
+
+    source = tmp_path / "convnet.onnx"
+    source.write_bytes(conv_then_bn(group=2).SerializeToString())
+    reply = upload(server, source, name="convnet")
+    assert reply.status_code == 201, reply.text
+    report = reply.json()["report"]
+    assert report["exporter"] == "onnx" and report["verification"]["verdict"] == "passed"
+    assert [entry["into_class"] for entry in report["folded"]] == ["Conv"]
+    rows = np.random.default_rng(0).normal(size=(2, 4, 5, 5)).tolist()
+    predicted = httpx.post(f"{server.url}/v1/models/convnet:predict", json={"inputs": rows})
+    assert predicted.status_code == 200, predicted.text
+    compared = httpx.post(f"{server.url}/v1/models/convnet:compare", json={"inputs": rows})
+    assert compared.status_code == 200 and compared.json()["verdict"]["passed"]
+    keras = httpx.post(
+        f"{server.url}/v1/models/convnet:compare", json={"inputs": rows, "reference": "keras"}
+    )
+    assert keras.status_code == 404 and "no Keras model" in keras.json()["error"]
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a protobuf at all")
+    refused = upload(server, broken, name="broken")
+    assert refused.status_code == 400 and "not a valid ONNX model" in refused.json()["error"]
+    assert httpx.delete(f"{server.url}/v1/models/convnet").status_code == 200

@@ -1,0 +1,433 @@
+"""BatchNormalization folded at the ONNX graph level, for models with no Keras layers.
+
+An ONNX file (PyTorch's exporter, tf2onnx, ...) carries each BatchNormalization
+as an ONNX ``BatchNormalization`` node, or as the ``Mul`` / ``Add`` / ``Sub``
+with constant per-channel operands that an exporter turned it into. Each is an
+affine map ``y = x * scale + shift`` per channel, merged here into:
+
+* **backward**, the node that produces its input: ``Conv`` (grouped and
+  depthwise too: weight ``[out, in/group, *k]``), ``ConvTranspose`` (weight
+  ``[in, out/group, *k]``: output channel ``g * out/group + j`` is
+  ``weight[g-th block of inputs, j]``), ``Gemm`` (either ``transB``), ``MatMul``
+  with a constant weight (an ``Add`` carries the shift);
+* **forward**, the node that consumes its output, where that is exact: ``Gemm`` /
+  ``MatMul`` (the shift through the weight becomes a bias), a ``Conv`` with no
+  padding and one group.
+
+Only when the tensor in between feeds nothing else and is no graph output, and
+only when the weights are constants (initializers). What stays, stays with a
+reason, as for Keras models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from folding import math
+from folding.report import BatchNormStats, FoldedEntry, NotFoldedEntry, ValueRange
+
+
+class _NotFoldable(Exception):
+    pass
+
+
+@dataclass
+class Affine:
+    """One per-channel affine node: ``y = x * scale + shift`` on ``axis``."""
+
+    node: onnx.NodeProto
+    scale: np.ndarray
+    shift: np.ndarray
+    axis_from_end: int | None  # None: channel axis 1; 0: the last axis
+    params: math.BatchNormParams
+
+
+@dataclass
+class OnnxFoldResult:
+    model: onnx.ModelProto
+    folded: list[FoldedEntry] = field(default_factory=list)
+    not_folded: list[NotFoldedEntry] = field(default_factory=list)
+
+
+class _Graph:
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self.graph = model.graph
+        self.constants = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
+        for node in self.graph.node:
+            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+                self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        self.outputs = {value.name for value in self.graph.output}
+
+    def producer(self, tensor: str) -> onnx.NodeProto | None:
+        return next((n for n in self.graph.node if tensor in n.output), None)
+
+    def consumers(self, tensor: str) -> list[onnx.NodeProto]:
+        return [n for n in self.graph.node if tensor in n.input]
+
+    def sole_consumer(self, tensor: str, what: str) -> onnx.NodeProto:
+        if tensor in self.outputs:
+            raise _NotFoldable(f"{what} is also a graph output")
+        users = self.consumers(tensor)
+        if len(users) != 1:
+            raise _NotFoldable(f"{what} feeds {len(users)} nodes")
+        return users[0]
+
+    def constant(self, name: str) -> np.ndarray | None:
+        return self.constants.get(name)
+
+    def set_constant(self, node: onnx.NodeProto, index: int, array: np.ndarray) -> None:
+        """Give ``node`` a fresh initializer as input ``index`` (never edit a shared one)."""
+        name = f"{node.name or node.output[0]}_folded_{index}"
+        while name in self.constants:
+            name += "_"
+        self.graph.initializer.append(numpy_helper.from_array(array, name))
+        self.constants[name] = array
+        while len(node.input) <= index:
+            node.input.append("")
+        node.input[index] = name
+
+
+def _attribute(node: onnx.NodeProto, name: str, default):
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return onnx.helper.get_attribute_value(attribute)
+    return default
+
+
+def _affine_of(graph: _Graph, node: onnx.NodeProto) -> Affine | None:
+    """The node as a per-channel affine map, if it is one."""
+    if node.op_type == "BatchNormalization":
+        if _attribute(node, "training_mode", 0) or (len(node.output) > 1 and node.output[1]):
+            return None
+        arrays = [graph.constant(name) for name in node.input[1:5]]
+        if any(a is None for a in arrays):
+            return None
+        gamma, beta, mean, variance = (np.asarray(a, np.float64) for a in arrays)
+        params = math.BatchNormParams(
+            mean, variance, gamma, beta, float(_attribute(node, "epsilon", 1e-5))
+        )
+        return Affine(node, params.scale(), params.shift(), None, params)
+    if node.op_type not in ("Mul", "Add", "Sub") or len(node.input) != 2:
+        return None
+    operand = graph.constant(node.input[1])
+    if operand is None or operand.dtype.kind != "f":
+        return None
+    vector, axis = _channel_vector(operand)
+    if vector is None:
+        return None
+    vector = vector.astype(np.float64)
+    ones, zeros = np.ones_like(vector), np.zeros_like(vector)
+    scale, shift = {"Mul": (vector, zeros), "Add": (ones, vector), "Sub": (ones, -vector)}[
+        node.op_type
+    ]
+    params = math.BatchNormParams(zeros, ones, scale, shift, 0.0)  # the same map, as a BN
+    return Affine(node, scale, shift, axis, params)
+
+
+def _channel_vector(operand: np.ndarray) -> tuple[np.ndarray | None, int | None]:
+    """A constant that broadcasts per channel: ``[C]``/``[1, C]`` (last axis, 0) or
+    ``[C, 1, ...]``/``[1, C, 1, ...]`` (axis 1, None)."""
+    shape = list(operand.shape)
+    if not shape or int(np.prod(shape)) <= 1:
+        return None, None
+    squeezed = [d for d in shape if d != 1]
+    if len(squeezed) != 1:
+        return None, None
+    if shape[-1] != 1:
+        return operand.reshape(-1), 0
+    while shape and shape[0] == 1 and len(shape) > 2:
+        shape = shape[1:]
+    if shape[0] != 1 and all(d == 1 for d in shape[1:]):
+        return operand.reshape(-1), None
+    if len(shape) >= 2 and shape[0] == 1 and shape[1] != 1 and all(d == 1 for d in shape[2:]):
+        return operand.reshape(-1), None
+    return None, None
+
+
+def fold_onnx(model: onnx.ModelProto) -> OnnxFoldResult:
+    """Fold every foldable BN-like node of ``model`` (a copy is changed and returned)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    graph = _Graph(copy)
+    result = OnnxFoldResult(copy)
+    reasons: dict[str, tuple[Affine, str]] = {}
+    progress = True
+    while progress:
+        progress = False
+        for node in list(graph.graph.node):
+            affine = _affine_of(graph, node)
+            if affine is None or (
+                node.op_type != "BatchNormalization" and not _is_linear_next(graph, affine)
+            ):
+                continue
+            key = node.name or node.output[0]
+            try:
+                entry = _fold(graph, affine)
+            except _NotFoldable as reason:
+                reasons[key] = (affine, str(reason))
+            else:
+                reasons.pop(key, None)
+                result.folded.append(entry)
+                progress = True
+    for key, (affine, reason) in reasons.items():
+        if affine.node.op_type == "BatchNormalization":
+            result.not_folded.append(NotFoldedEntry(key, reason, _stats(affine)))
+    return result
+
+
+def _is_linear_next(graph: _Graph, affine: Affine) -> bool:
+    """Mul/Add/Sub are folded only beside a linear node (elsewhere they are just arithmetic)."""
+    producer = graph.producer(affine.node.input[0])
+    users = graph.consumers(affine.node.output[0])
+    linear = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+    return (producer is not None and producer.op_type in linear) or (
+        len(users) == 1 and users[0].op_type in linear
+    )
+
+
+def _stats(affine: Affine) -> BatchNormStats:
+    params = affine.params
+    return BatchNormStats(
+        channels=params.channels,
+        epsilon=params.epsilon,
+        moving_mean=ValueRange.of(params.moving_mean),
+        moving_variance=ValueRange.of(params.moving_variance),
+        gamma=None if params.gamma is None else ValueRange.of(params.gamma),
+        beta=None if params.beta is None else ValueRange.of(params.beta),
+        scale=ValueRange.of(affine.scale),
+    )
+
+
+def _fold(graph: _Graph, affine: Affine) -> FoldedEntry:
+    name = affine.node.name or affine.node.output[0]
+    try:
+        target, direction = _fold_backward(graph, affine), "backward"
+    except _NotFoldable as backward:
+        try:
+            target, direction = _fold_forward(graph, affine), "forward"
+        except _NotFoldable as forward:
+            raise _NotFoldable(
+                f"cannot fold backward ({backward}) nor forward ({forward})"
+            ) from None
+    return FoldedEntry(
+        f"{name} ({affine.node.op_type})",
+        target.name or target.output[0],
+        target.op_type,
+        direction,
+        _stats(affine),
+    )
+
+
+def _remove(graph: _Graph, node: onnx.NodeProto) -> None:
+    graph.graph.node.remove(node)
+
+
+def _fold_backward(graph: _Graph, affine: Affine) -> onnx.NodeProto:
+    source = affine.node.input[0]
+    producer = graph.producer(source)
+    if producer is None:
+        raise _NotFoldable("its input is a graph input")
+    if producer.op_type == "Add":
+        return _fold_into_matmul_add(graph, affine, producer)
+    if producer.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+        raise _NotFoldable(f"'{producer.name}' is a {producer.op_type}, which has no weights")
+    graph.sole_consumer(source, f"the output of '{producer.name}'")
+    weight = graph.constant(producer.input[1])
+    if weight is None:
+        raise _NotFoldable(f"the weight of '{producer.name}' is not a constant")
+    scale, shift = affine.scale, affine.shift
+    if producer.op_type in ("Conv", "ConvTranspose"):
+        if affine.axis_from_end is not None:
+            raise _NotFoldable("it scales the last axis, not the channel axis 1")
+        channels = weight.shape[0] if producer.op_type == "Conv" else None
+        if producer.op_type == "Conv":
+            if channels != scale.shape[0]:
+                raise _NotFoldable(f"'{producer.name}' has {channels} output channels")
+            new_weight = weight * scale.reshape(-1, *[1] * (weight.ndim - 1))
+        else:
+            group = int(_attribute(producer, "group", 1))
+            per_group = weight.shape[1]
+            if group * per_group != scale.shape[0]:
+                raise _NotFoldable(f"'{producer.name}' has {group * per_group} output channels")
+            blocks = weight.reshape(group, weight.shape[0] // group, per_group, *weight.shape[2:])
+            factors = scale.reshape(group, 1, per_group, *[1] * (weight.ndim - 2))
+            new_weight = (blocks * factors).reshape(weight.shape)
+        bias = (
+            graph.constant(producer.input[2])
+            if len(producer.input) > 2 and producer.input[2]
+            else None
+        )
+        new_bias = (np.zeros(scale.shape[0]) if bias is None else bias) * scale + shift
+        graph.set_constant(producer, 1, new_weight.astype(weight.dtype))
+        graph.set_constant(producer, 2, new_bias.astype(weight.dtype))
+    elif producer.op_type == "Gemm":
+        if affine.axis_from_end not in (None, 0):
+            raise _NotFoldable("it scales an axis Gemm does not produce")
+        if float(_attribute(producer, "beta", 1.0)) != 1.0 and len(producer.input) > 2:
+            raise _NotFoldable(f"'{producer.name}' scales its bias (beta != 1)")
+        trans_b = int(_attribute(producer, "transB", 0))
+        new_weight = weight * (scale[:, None] if trans_b else scale[None, :])
+        alpha = float(_attribute(producer, "alpha", 1.0))
+        bias = (
+            graph.constant(producer.input[2])
+            if len(producer.input) > 2 and producer.input[2]
+            else None
+        )
+        if len(producer.input) > 2 and producer.input[2] and bias is None:
+            raise _NotFoldable(f"the bias of '{producer.name}' is not a constant")
+        base = np.zeros(scale.shape[0]) if bias is None else np.broadcast_to(bias, scale.shape)
+        new_bias = base * scale + shift
+        del alpha  # alpha scales A*B only; scaling B's columns is exact either way
+        graph.set_constant(producer, 1, new_weight.astype(weight.dtype))
+        graph.set_constant(producer, 2, new_bias.astype(weight.dtype))
+        _set_attribute(producer, "beta", 1.0)
+    else:  # MatMul: constant weight [K, N]; the shift needs an Add
+        name = producer.name or producer.output[0]
+        if np.all(scale == 1.0):
+            raise _NotFoldable(f"an Add right after '{name}' is its bias: nothing to fold")
+        if affine.axis_from_end != 0 and not (affine.axis_from_end is None and weight.ndim == 2):
+            raise _NotFoldable("it scales an axis MatMul does not produce")
+        if weight.ndim != 2 or weight.shape[1] != scale.shape[0]:
+            raise _NotFoldable(f"the weight of '{producer.name}' is not [K, {scale.shape[0]}]")
+        graph.set_constant(producer, 1, (weight * scale[None, :]).astype(weight.dtype))
+        if np.any(shift):
+            add = onnx.helper.make_node(
+                "Add",
+                [producer.output[0], ""],
+                [affine.node.output[0]],
+                name=f"{name}_shift",
+            )
+            graph.set_constant(add, 1, shift.astype(weight.dtype))
+            index = list(graph.graph.node).index(producer)
+            graph.graph.node.insert(index + 1, add)
+            _remove(graph, affine.node)
+            return producer
+    producer.output[0] = affine.node.output[0]
+    _remove(graph, affine.node)
+    return producer
+
+
+def _fold_into_matmul_add(graph: _Graph, affine: Affine, add: onnx.NodeProto) -> onnx.NodeProto:
+    """``MatMul -> Add(bias) -> BN``: the pair is one linear layer."""
+    matmul = graph.producer(add.input[0])
+    bias = graph.constant(add.input[1])
+    if matmul is None or matmul.op_type != "MatMul" or bias is None:
+        raise _NotFoldable(f"'{add.name}' is an Add, which has no weights to fold into")
+    graph.sole_consumer(add.output[0], f"the output of '{add.name}'")
+    graph.sole_consumer(matmul.output[0], f"the output of '{matmul.name}'")
+    weight = graph.constant(matmul.input[1])
+    scale, shift = affine.scale, affine.shift
+    if weight is None or weight.ndim != 2 or weight.shape[1] != scale.shape[0]:
+        raise _NotFoldable(f"the weight of '{matmul.name}' is not a constant [K, {len(scale)}]")
+    if affine.axis_from_end not in (0, None) or bias.size not in (1, scale.shape[0]):
+        raise _NotFoldable("it does not scale the MatMul's output features")
+    graph.set_constant(matmul, 1, (weight * scale[None, :]).astype(weight.dtype))
+    new_bias = np.broadcast_to(bias.reshape(-1), scale.shape) * scale + shift
+    graph.set_constant(add, 1, new_bias.astype(bias.dtype))
+    add.output[0] = affine.node.output[0]
+    _remove(graph, affine.node)
+    return matmul
+
+
+def _fold_forward(graph: _Graph, affine: Affine) -> onnx.NodeProto:
+    output = affine.node.output[0]
+    consumer = graph.sole_consumer(output, "its output")
+    if consumer.op_type not in ("Conv", "Gemm", "MatMul") or consumer.input[0] != output:
+        raise _NotFoldable(f"it feeds a {consumer.op_type}, which has no weights to fold into")
+    weight = graph.constant(consumer.input[1])
+    if weight is None:
+        raise _NotFoldable(f"the weight of '{consumer.name}' is not a constant")
+    scale, shift = affine.scale, affine.shift
+    if consumer.op_type == "Conv":
+        pads = _attribute(consumer, "pads", [])
+        if any(pads) or _attribute(consumer, "auto_pad", b"NOTSET") not in (
+            b"NOTSET",
+            "NOTSET",
+            b"VALID",
+            "VALID",
+        ):
+            raise _NotFoldable(
+                f"'{consumer.name}' pads its input: the border would not see the shift"
+            )
+        if int(_attribute(consumer, "group", 1)) != 1:
+            raise _NotFoldable(f"'{consumer.name}' is a grouped convolution")
+        if affine.axis_from_end is not None or weight.shape[1] != scale.shape[0]:
+            raise _NotFoldable("it does not scale the convolution's input channels")
+        factors = scale.reshape(1, -1, *[1] * (weight.ndim - 2))
+        bias = (
+            graph.constant(consumer.input[2])
+            if len(consumer.input) > 2 and consumer.input[2]
+            else None
+        )
+        taps = weight.astype(np.float64).reshape(weight.shape[0], weight.shape[1], -1)
+        added = taps.sum(axis=2) @ shift
+        graph.set_constant(consumer, 1, (weight * factors).astype(weight.dtype))
+        base = np.zeros(weight.shape[0]) if bias is None else bias
+        graph.set_constant(consumer, 2, (base + added).astype(weight.dtype))
+    else:
+        trans_b = int(_attribute(consumer, "transB", 0)) if consumer.op_type == "Gemm" else 0
+        matrix = weight.T if trans_b else weight
+        if (
+            matrix.ndim != 2
+            or matrix.shape[0] != scale.shape[0]
+            or affine.axis_from_end not in (0, None)
+        ):
+            raise _NotFoldable("it does not scale the input features of the next layer")
+        if consumer.op_type == "Gemm" and float(_attribute(consumer, "beta", 1.0)) != 1.0:
+            raise _NotFoldable(f"'{consumer.name}' scales its bias (beta != 1)")
+        new_matrix = matrix * scale[:, None]
+        added = shift @ matrix.astype(np.float64)
+        if consumer.op_type == "Gemm":
+            alpha = float(_attribute(consumer, "alpha", 1.0))
+            bias = (
+                graph.constant(consumer.input[2])
+                if len(consumer.input) > 2 and consumer.input[2]
+                else None
+            )
+            base = (
+                np.zeros(matrix.shape[1])
+                if bias is None
+                else np.broadcast_to(bias, (matrix.shape[1],))
+            )
+            graph.set_constant(
+                consumer, 1, (new_matrix.T if trans_b else new_matrix).astype(weight.dtype)
+            )
+            graph.set_constant(consumer, 2, (base + alpha * added).astype(weight.dtype))
+        else:
+            graph.set_constant(consumer, 1, new_matrix.astype(weight.dtype))
+            if np.any(added):
+                users = graph.consumers(consumer.output[0])
+                new_out = f"{consumer.output[0]}_unshifted"
+                add = onnx.helper.make_node(
+                    "Add", [new_out, ""], [consumer.output[0]], name=f"{consumer.name}_shift"
+                )
+                graph.set_constant(add, 1, added.astype(weight.dtype))
+                consumer.output[0] = new_out
+                index = list(graph.graph.node).index(consumer)
+                graph.graph.node.insert(index + 1, add)
+                del users
+    consumer.input[0] = affine.node.input[0]
+    _remove(graph, affine.node)
+    return consumer
+
+
+def _bias(graph: _Graph, node: onnx.NodeProto) -> np.ndarray | None:
+    """A node's constant bias (input 2), or None when it has none."""
+    if len(node.input) > 2 and node.input[2]:
+        bias = graph.constant(node.input[2])
+        if bias is None:
+            raise _NotFoldable(f"the bias of '{node.name}' is not a constant")
+        return bias
+    return None
+
+
+def _set_attribute(node: onnx.NodeProto, name: str, value: float) -> None:
+    for attribute in list(node.attribute):
+        if attribute.name == name:
+            node.attribute.remove(attribute)
+    node.attribute.append(onnx.helper.make_attribute(name, value))

@@ -1,0 +1,191 @@
+"""Folding on the ONNX graph: every fold kind, checked by ONNX Runtime (original vs folded)."""
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from folding.onnx_fold import fold_onnx
+from folding.onnx_pipeline import fold_onnx_to_directory
+
+RNG = np.random.default_rng(0)
+
+
+def const(name, shape, low=-1.0, high=1.0):
+    return numpy_helper.from_array(RNG.uniform(low, high, shape).astype(np.float32), name)
+
+
+def bn(name, x, y, channels):
+    initializers = [
+        const(f"{name}_gamma", (channels,), 0.5, 1.5),
+        const(f"{name}_beta", (channels,)),
+        const(f"{name}_mean", (channels,)),
+        const(f"{name}_var", (channels,), 0.2, 2.0),
+    ]
+    node = helper.make_node(
+        "BatchNormalization",
+        [x, *[t.name for t in initializers]],
+        [y],
+        name=name,
+        epsilon=1e-3,
+    )
+    return node, initializers
+
+
+def model(nodes, initializers, inputs, outputs):
+    rank = len(inputs[0][1])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None] * rank) for n in outputs],
+        initializers,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def run(proto, feed):
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = onnxruntime.InferenceSession(
+        proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return session.run(None, feed)
+
+
+def conv_then_bn(group=1, channels_in=4, channels_out=6):
+    weight = const("w", (channels_out, channels_in // group, 3, 3))
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], name="conv", group=group, pads=[1] * 4)
+    norm, extra = bn("bn", "c", "y", channels_out)
+    return model([conv, norm], [weight, *extra], [("x", [2, channels_in, 5, 5])], ["y"])
+
+
+def conv_transpose_then_bn(group):
+    weight = const("w", (4, 6 // group, 3, 3))  # [in, out/group, k, k]
+    node = helper.make_node(
+        "ConvTranspose", ["x", "w"], ["c"], name="deconv", group=group, strides=[2, 2]
+    )
+    norm, extra = bn("bn", "c", "y", 6)
+    return model([node, norm], [weight, *extra], [("x", [2, 4, 4, 4])], ["y"])
+
+
+def gemm_then_bn(trans_b):
+    weight = const("w", (5, 3) if trans_b else (3, 5))
+    bias = const("b", (5,))
+    gemm = helper.make_node("Gemm", ["x", "w", "b"], ["g"], name="gemm", transB=trans_b)
+    norm, extra = bn("bn", "g", "y", 5)
+    return model([gemm, norm], [weight, bias, *extra], [("x", [4, 3])], ["y"])
+
+
+def matmul_add_then_bn():
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"], name="matmul"),
+        helper.make_node("Add", ["m", "b"], ["a"], name="bias"),
+    ]
+    norm, extra = bn("bn", "a", "y", 5)
+    return model(
+        [*nodes, norm], [const("w", (3, 5)), const("b", (5,)), *extra], [("x", [4, 3])], ["y"]
+    )
+
+
+def bn_then_conv():
+    norm, extra = bn("bn", "x", "n", 4)
+    conv = helper.make_node("Conv", ["n", "w", "cb"], ["y"], name="conv")
+    return model(
+        [norm, conv],
+        [*extra, const("w", (6, 4, 3, 3)), const("cb", (6,))],
+        [("x", [2, 4, 5, 5])],
+        ["y"],
+    )
+
+
+def bn_then_gemm():
+    norm, extra = bn("bn", "x", "n", 3)
+    gemm = helper.make_node("Gemm", ["n", "w"], ["y"], name="gemm", transB=1)
+    return model([norm, gemm], [*extra, const("w", (5, 3))], [("x", [4, 3])], ["y"])
+
+
+def conv_then_mul_add():
+    """What exporters leave of a BN: Mul and Add with per-channel constants."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Mul", ["c", "s"], ["m"], name="scale"),
+        helper.make_node("Add", ["m", "t"], ["y"], name="shift"),
+    ]
+    initializers = [
+        const("w", (6, 4, 3, 3)),
+        const("s", (1, 6, 1, 1), 0.5, 2.0),
+        const("t", (6, 1, 1)),
+    ]
+    return model(nodes, initializers, [("x", [2, 4, 5, 5])], ["y"])
+
+
+CASES = {
+    "conv": (conv_then_bn, 1),
+    "grouped conv": (lambda: conv_then_bn(group=2), 1),
+    "depthwise conv": (lambda: conv_then_bn(group=4, channels_in=4, channels_out=8), 1),
+    "grouped conv transpose": (lambda: conv_transpose_then_bn(2), 1),
+    "conv transpose": (lambda: conv_transpose_then_bn(1), 1),
+    "gemm": (lambda: gemm_then_bn(0), 1),
+    "gemm transB": (lambda: gemm_then_bn(1), 1),
+    "matmul + add": (matmul_add_then_bn, 1),
+    "bn before conv": (bn_then_conv, 1),
+    "bn before gemm": (bn_then_gemm, 1),
+    "mul/add after conv": (conv_then_mul_add, 2),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fold_kind_matches_onnx_runtime(case):
+    build, folds = CASES[case]
+    original = build()
+    result = fold_onnx(original)
+    feed = {
+        original.graph.input[0].name: RNG.normal(
+            size=[d.dim_value for d in original.graph.input[0].type.tensor_type.shape.dim]
+        ).astype(np.float32)
+    }
+    (want,) = run(original, feed)
+    (got,) = run(result.model, feed)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    assert len(result.folded) == folds
+    assert not any(n.op_type == "BatchNormalization" for n in result.model.graph.node)
+    assert len(result.model.graph.node) < len(original.graph.node)
+
+
+def test_shared_tensor_and_graph_output_are_not_folded():
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], name="conv")
+    norm, extra = bn("bn", "c", "y", 6)
+    side = helper.make_node("Relu", ["c"], ["side"], name="side")
+    original = model(
+        [conv, norm, side], [const("w", (6, 4, 1, 1)), *extra], [("x", [1, 4, 3, 3])], ["y", "side"]
+    )
+    result = fold_onnx(original)
+    assert result.folded == []
+    (entry,) = result.not_folded
+    assert "feeds 2 nodes" in entry.reason
+
+
+def test_fold_to_directory_verifies_and_reports(tmp_path):
+    report = fold_onnx_to_directory(conv_then_bn(group=2), tmp_path, name="convnet")
+    assert report.exporter == "onnx"
+    assert report.verification.passed and report.verification.fold_error < 1e-5
+    assert report.onnx["unfolded"].op_counts["BatchNormalization"] == 1
+    assert "BatchNormalization" not in report.onnx["folded"].op_counts
+    assert (tmp_path / "model.onnx").is_file() and (tmp_path / "report.json").is_file()
+
+
+def test_cli_folds_an_onnx_file(tmp_path):
+    from tests.folding.test_cli import fold
+
+    source = tmp_path / "net.onnx"
+    source.write_bytes(gemm_then_bn(1).SerializeToString())
+    result = fold(source, "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "verification passed" in result.stdout
+    folded = onnx.load(tmp_path / "out" / "model.onnx")
+    assert [node.op_type for node in folded.graph.node] == ["Gemm"]

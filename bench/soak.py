@@ -40,22 +40,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and all its descendants, in MB."""
-    total = 0
-    pending = [pid]
+def rss_mb(pid: int) -> tuple[float, float]:
+    """Resident memory (MB) of ``pid`` itself, and of all its descendants."""
+    own, children_total = 0, 0
+    pending = [(pid, True)]
     while pending:
-        current = pending.pop()
+        current, is_root = pending.pop()
         try:
             with open(f"/proc/{current}/statm") as handle:
-                total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                size = int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
             children = subprocess.run(
                 ["pgrep", "-P", str(current)], capture_output=True, text=True
             ).stdout.split()
         except (OSError, ValueError):
             continue
-        pending.extend(int(child) for child in children)
-    return total / 1e6
+        if is_root:
+            own += size
+        else:
+            children_total += size
+        pending.extend((int(child), False) for child in children)
+    return own / 1e6, children_total / 1e6
 
 
 def main() -> None:
@@ -170,7 +174,7 @@ def run(url: str, pid: int, args: argparse.Namespace, workdir: Path) -> None:
                     )
                     record("delete", http.delete("/v1/models/soaked"))
 
-    samples: list[tuple[float, float]] = []
+    samples: list[tuple[float, tuple[float, float]]] = []
     started = time.monotonic()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
     threads.append(threading.Thread(target=uploader))
@@ -191,15 +195,21 @@ def report(statuses, errors, samples, args) -> None:
     lines = [f"{'kind':<14} {'status':>6} {'count':>8}"]
     for (kind, status), count in sorted(statuses.items()):
         lines.append(f"{kind:<14} {status:>6} {count:>8}")
-    rss = [mb for _, mb in samples]
-    warm = rss[len(rss) // 5 :] or rss  # after the first fifth: past start-up and first folds
     lines += [
         "",
         f"requests {total} in {args.duration:.0f} s ({total / args.duration:.0f}/s), 5xx: {fives}",
-        f"RSS of server + fold worker, MB: start {rss[0]:.0f}, min {min(warm):.0f}, "
-        f"max {max(warm):.0f}, end {rss[-1]:.0f} (after the first fifth: {len(warm)} samples)",
-        "RSS samples (s, MB): " + ", ".join(f"{t:.0f}:{mb:.0f}" for t, mb in samples),
     ]
+    for index, label in enumerate(("server", "fold worker")):
+        rss = [mbs[index] for _, mbs in samples]
+        warm = rss[len(rss) // 5 :] or rss  # past start-up and the first folds
+        lines.append(
+            f"RSS of the {label}, MB: start {rss[0]:.0f}, after the first fifth min "
+            f"{min(warm):.0f} max {max(warm):.0f}, end {rss[-1]:.0f}"
+        )
+    lines.append(
+        "RSS samples (s: server/worker MB): "
+        + ", ".join(f"{t:.0f}:{a:.0f}/{b:.0f}" for t, (a, b) in samples[::4])
+    )
     text = "\n".join(lines)
     print(text)
     for error in errors[:10]:

@@ -93,16 +93,7 @@ def fold_source(
     ``label`` names the file in error messages (the name it was uploaded under);
     ``calibration`` is a .npy/.npz to recalibrate the BNs on before folding."""
     warm()
-    from folding.errors import (
-        ExportError,
-        FoldingError,
-        ModelLoadError,
-        ProbeError,
-        VerificationError,
-    )
-    from folding.loading import DEFAULT_LIMITS, ArchiveLimits, load_keras_model
-    from folding.pipeline import fold_to_directory
-    from folding.recalibrate import load_calibration
+    from folding.loading import DEFAULT_LIMITS, ArchiveLimits
 
     limits = DEFAULT_LIMITS
     if options.archive_limits is not None:
@@ -110,6 +101,38 @@ def fold_source(
         limits = ArchiveLimits(max_total_bytes=total, max_entries=entries)
     if source.endswith(".onnx"):
         return _fold_onnx_source(source, out_dir, name, options, label)
+    try:
+        return _fold_keras_source(source, out_dir, name, options, label, limits)
+    finally:
+        _forget_models()
+
+
+def _forget_models() -> None:
+    """Drop what Keras keeps of the models a job built (layers, traced functions), so
+    that a long-lived worker does not grow with every job."""
+    import gc
+
+    import keras
+
+    _loaded.clear()
+    keras.backend.clear_session()
+    gc.collect()
+
+
+def _fold_keras_source(
+    source: str, out_dir: str, name: str, options: FoldOptions, label: str | None, limits: Any
+) -> dict:
+    from folding.errors import (
+        ExportError,
+        FoldingError,
+        ModelLoadError,
+        ProbeError,
+        VerificationError,
+    )
+    from folding.loading import load_keras_model
+    from folding.pipeline import fold_to_directory
+    from folding.recalibrate import load_calibration
+
     try:
         model = load_keras_model(source, label, limits)
         data = None

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -21,6 +22,10 @@ from service import fold_job
 from service.errors import InvalidInput, NotFound, Unprocessable
 
 logger = logging.getLogger("foldserve.folder")
+
+JOBS_PER_WORKER = 200
+"""A fresh worker process after this many jobs: what TensorFlow keeps between
+models (it never gives everything back) cannot accumulate without bound."""
 
 
 class Folder:
@@ -50,11 +55,15 @@ class Folder:
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._over_limit.clear()
+            recycle = (
+                {"max_tasks_per_child": JOBS_PER_WORKER} if sys.version_info >= (3, 11) else {}
+            )
             self._pool = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=self._context,
                 initializer=fold_job.init_worker,
                 initargs=(os.getpid(), self.memory_limit_mb * 1024 * 1024, self._over_limit),
+                **recycle,
             )
         return self._pool
 

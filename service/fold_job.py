@@ -122,6 +122,56 @@ def _forget_models() -> None:
 def _fold_keras_source(
     source: str, out_dir: str, name: str, options: FoldOptions, label: str | None, limits: Any
 ) -> dict:
+    from folding.errors import ProbeError
+    from folding.loading import load_keras_model
+    from folding.pipeline import fold_to_directory
+    from folding.recalibrate import load_calibration
+
+    def job() -> Any:
+        model = load_keras_model(source, label, limits)
+        data = None
+        if options.calibration is not None:
+            try:
+                data = load_calibration(model, Path(options.calibration))
+            except ProbeError as error:
+                message = str(error).replace(options.calibration, "the 'calibration' upload")
+                raise ProbeError(message) from None
+        report = fold_to_directory(
+            model, Path(out_dir), name=name, recalibrate_on=data, **_verification(options)
+        )
+        if data is not None:  # the stored source is what ``:compare`` runs: keep it recalibrated
+            model.save(source)
+        return report
+
+    return _outcome(job)
+
+
+def _fold_onnx_source(
+    source: str, out_dir: str, name: str, options: FoldOptions, label: str | None
+) -> dict:
+    from folding.onnx_pipeline import fold_onnx_to_directory, load_onnx
+
+    if options.calibration is not None:
+        return {"ok": False, "kind": "invalid", "error": "'calibration' needs a Keras model"}
+    return _outcome(
+        lambda: fold_onnx_to_directory(
+            load_onnx(Path(source), label), Path(out_dir), name=name, **_verification(options)
+        )
+    )
+
+
+def _verification(options: FoldOptions) -> dict[str, Any]:
+    return {
+        "rtol": options.rtol,
+        "export_rtol": options.export_rtol,
+        "noise_factor": options.noise_factor,
+        "samples": options.samples,
+        "probe_path": None if options.probe is None else Path(options.probe),
+    }
+
+
+def _outcome(job: Any) -> dict:
+    """Run a fold job; its report, or what went wrong as a plain, picklable result."""
     from folding.errors import (
         ExportError,
         FoldingError,
@@ -129,32 +179,9 @@ def _fold_keras_source(
         ProbeError,
         VerificationError,
     )
-    from folding.loading import load_keras_model
-    from folding.pipeline import fold_to_directory
-    from folding.recalibrate import load_calibration
 
     try:
-        model = load_keras_model(source, label, limits)
-        data = None
-        if options.calibration is not None:
-            try:
-                data = load_calibration(model, Path(options.calibration))
-            except FoldingError as error:
-                message = str(error).replace(options.calibration, "the 'calibration' upload")
-                return {"ok": False, "kind": "invalid", "error": message}
-        report = fold_to_directory(
-            model,
-            Path(out_dir),
-            rtol=options.rtol,
-            export_rtol=options.export_rtol,
-            noise_factor=options.noise_factor,
-            samples=options.samples,
-            probe_path=None if options.probe is None else Path(options.probe),
-            name=name,
-            recalibrate_on=data,
-        )
-        if data is not None:  # the stored source is what ``:compare`` runs: keep it recalibrated
-            model.save(source)
+        report = job()
     except VerificationError as error:
         report = error.report.to_dict() if error.report is not None else None
         return {"ok": False, "kind": "verification", "error": str(error), "report": report}
@@ -166,35 +193,6 @@ def _fold_keras_source(
         return {"ok": False, "kind": "fold", "error": str(error)}
     except Exception as error:  # a model that breaks Keras or tf2onnx in an unforeseen way
         return {"ok": False, "kind": "fold", "error": f"{type(error).__name__}: {error}"}
-    return {"ok": True, "report": report.to_dict()}
-
-
-def _fold_onnx_source(
-    source: str, out_dir: str, name: str, options: FoldOptions, label: str | None
-) -> dict:
-    from folding.errors import ExportError, FoldingError, ModelLoadError, VerificationError
-    from folding.onnx_pipeline import fold_onnx_to_directory, load_onnx
-
-    if options.calibration is not None:
-        return {"ok": False, "kind": "invalid", "error": "'calibration' needs a Keras model"}
-    try:
-        report = fold_onnx_to_directory(
-            load_onnx(Path(source), label),
-            Path(out_dir),
-            rtol=options.rtol,
-            export_rtol=options.export_rtol,
-            noise_factor=options.noise_factor,
-            samples=options.samples,
-            probe_path=None if options.probe is None else Path(options.probe),
-            name=name,
-        )
-    except VerificationError as error:
-        report = error.report.to_dict() if error.report is not None else None
-        return {"ok": False, "kind": "verification", "error": str(error), "report": report}
-    except ModelLoadError as error:
-        return {"ok": False, "kind": "invalid", "error": str(error)}
-    except (ExportError, FoldingError) as error:
-        return {"ok": False, "kind": "fold", "error": str(error)}
     return {"ok": True, "report": report.to_dict()}
 
 

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from folding.fold import INFERENCE_IDENTITIES
 from folding.onnx_layers.base import (
     handles,
     handles_named,
@@ -171,17 +172,7 @@ def _prelu_layer(em: Emitter, call: Call) -> None:
 # -- identities ---------------------------------------------------------------
 
 
-@handles(
-    layers.Dropout,
-    layers.SpatialDropout1D,
-    layers.SpatialDropout2D,
-    layers.SpatialDropout3D,
-    layers.GaussianNoise,
-    layers.GaussianDropout,
-    layers.AlphaDropout,
-    layers.Identity,
-    layers.ActivityRegularization,
-)
+@handles(*INFERENCE_IDENTITIES, layers.Identity, layers.ActivityRegularization)
 def _identity(em: Emitter, call: Call) -> None:
     em.alias(call, inputs_of(call)[0])
 

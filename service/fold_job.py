@@ -211,5 +211,6 @@ def keras_predict(source: str, arrays: list[Any]) -> dict:
             _loaded[key] = flat_caller(load_keras_model(source))
         outputs = _loaded[key](list(arrays))
     except Exception as error:  # the model's own call failed on these inputs
-        return {"ok": False, "error": f"{type(error).__name__}: {error}"}
+        message = f"{type(error).__name__}: {error}".replace(str(Path(source).parent), "")
+        return {"ok": False, "error": message}  # no server paths in what a client reads
     return {"ok": True, "outputs": [np.asarray(output) for output in outputs]}

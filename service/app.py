@@ -43,9 +43,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dataplane = DataPlane(settings, Repository(settings.models_dir), runtime, folder, metrics)
         app.state.dataplane = dataplane
         await dataplane.start()
+        grpc_server = None
+        if settings.grpc_port:
+            from service.grpc_server import start_grpc_server
+
+            grpc_server = await start_grpc_server(settings, dataplane)
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=5)
             await dataplane.stop()
 
     app = FastAPI(

@@ -83,8 +83,11 @@ class DataPlane:
         """Fold every version on disk that has a Keras source but no ONNX files yet.
 
         With several server processes, each version is folded by whichever claims it
-        first; the others pick it up from disk when it is ready.
+        first; the others pick it up from disk when it is ready. A server without
+        TensorFlow leaves them to a server that has it.
         """
+        if not self.folder.available:
+            return
         for versions in self.repository.scan().values():
             for directory in versions.values():
                 if directory.ready or directory.source is None:
@@ -199,6 +202,7 @@ class DataPlane:
         self, upload: BinaryIO, file_name: str, name: str | None
     ) -> tuple[str, int, dict[str, Any]]:
         """Fold an uploaded Keras file and store it as the next version of ``name``."""
+        self.folder.require()
         suffix = Path(file_name or "").suffix.lower()
         if suffix not in UPLOAD_SUFFIXES:
             raise InvalidInput(

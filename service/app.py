@@ -44,11 +44,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.dataplane = dataplane
         await dataplane.start()
         grpc_server = None
-        if settings.grpc_port:
-            from service.grpc_server import start_grpc_server
-
-            grpc_server = await start_grpc_server(settings, dataplane)
         try:
+            if settings.grpc_port:
+                from service.grpc_server import start_grpc_server
+
+                grpc_server = await start_grpc_server(settings, dataplane)
             yield
         finally:
             if grpc_server is not None:

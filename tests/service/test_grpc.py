@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 
 import grpc
 import httpx
@@ -12,7 +13,7 @@ import tritonclient.grpc as triton
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from tests.service.conftest import free_port, serving
+from tests.service.conftest import Server, free_port, serving
 
 TOKEN = "reader-secret"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -156,3 +157,19 @@ def test_api_token_is_authorization_metadata(client):
         "StatusCode.UNAUTHENTICATED"
     )
     assert client.is_server_live()  # health needs no token, as over HTTP
+
+
+def test_taken_grpc_port_stops_start_up_with_a_clear_error(tmp_path, server):
+    models = tmp_path / "models"
+    shutil.copytree(server.models_dir / "digits", models / "digits")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        starting = Server(models, {"FOLDSERVE_GRPC_PORT": str(port)})
+        try:
+            starting.process.wait(timeout=120)
+        finally:
+            starting.stop()
+    assert starting.process.returncode != 0
+    assert f"cannot listen for gRPC on 127.0.0.1:{port}" in starting.log.read_text()

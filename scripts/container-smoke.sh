@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build the foldserve image and prove it runs: health, upload, predictions over both
-# protocols, then the compose "replicas" profile with an upload through one replica
-# served by the other. Installs what it needs, starts its own dockerd when none runs,
+# Build the foldserve images (full, and serving-only without TensorFlow) and prove they
+# run: health, upload, predictions over both HTTP protocols and gRPC; the serving-only
+# image refusing uploads; then the compose "replicas" profile (full image + serving-only
+# image behind the proxy) with an upload through the proxy served by both. Installs what it needs, starts its own dockerd when none runs,
 # makes a local Debian base image when Docker Hub is out of reach, and stops only the
 # processes it started. Everything listens on 127.0.0.1 (host networking).
 set -euo pipefail
@@ -9,6 +10,8 @@ cd "$(dirname "$0")/.."
 
 BASE_IMAGE="${BASE_IMAGE:-foldserve-base:bookworm}"
 IMAGE="foldserve:smoke"
+SERVING_IMAGE="foldserve:serving"
+GRPC_PORT=18090
 PROJECT="foldserve-smoke"
 PORT=18080
 WORK="$(mktemp -d /tmp/foldserve-smoke.XXXXXX)"
@@ -112,12 +115,23 @@ DOCKER_BUILDKIT=0 docker build -q --network host --build-arg BASE_IMAGE="$BASE_I
 build_seconds=$((SECONDS - build_started))
 DOCKER_BUILDKIT=0 docker build -q --network host --build-arg BASE_IMAGE="$BASE_IMAGE" \
   -t foldserve-proxy:latest deploy/proxy >"$WORK/proxy-build.log" 2>&1 || { tail -30 "$WORK/proxy-build.log"; fail "proxy build"; }
-image_size="$(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1 / 1e6}')"
-say "image built in ${build_seconds}s, $image_size"
+DOCKER_BUILDKIT=0 docker build -q --network host --build-arg BASE_IMAGE="$BASE_IMAGE" \
+  --build-arg FOLDSERVE_EXTRAS=serve -t "$SERVING_IMAGE" . >"$WORK/serving-build.log" 2>&1 \
+  || { tail -30 "$WORK/serving-build.log"; fail "serving-only build"; }
+size_of() { docker image inspect --format '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1 / 1e6}'; }
+image_size="$(size_of "$IMAGE")"
+serving_size="$(size_of "$SERVING_IMAGE")"
+serving_bytes="$(docker image inspect --format '{{.Size}}' "$SERVING_IMAGE")"
+say "images built in ${build_seconds}s: full $image_size, serving-only $serving_size"
+[ "$serving_bytes" -lt 500000000 ] || fail "serving-only image is $serving_size, not under 500 MB"
+docker run --rm --entrypoint python3 "$SERVING_IMAGE" -c \
+  "import importlib.util, sys; sys.exit(importlib.util.find_spec('tensorflow') is not None)" \
+  || fail "the serving-only image has TensorFlow"
 
 CONTAINER="foldserve-smoke-single"
 run_started=$SECONDS
-docker run -d --name "$CONTAINER" --network host -e FOLDSERVE_PORT=$PORT "$IMAGE" >/dev/null
+docker run -d --name "$CONTAINER" --network host -e FOLDSERVE_PORT=$PORT \
+  -e FOLDSERVE_GRPC_PORT=$GRPC_PORT "$IMAGE" >/dev/null
 wait_healthy "$CONTAINER" 300
 say "container healthy after $((SECONDS - run_started))s (demo model folded at start-up)"
 [ "$(docker inspect --format '{{.Config.User}}' "$IMAGE")" = "10001:10001" ] || fail "image user is not 10001"
@@ -125,9 +139,28 @@ predict_both $PORT digits
 expect_json "upload of a Keras model" 'r["version"] == 1 and r["report"]["verification"]["passed"]' \
   -F "file=@models/digits/1/model.keras" -F name=uploaded "http://127.0.0.1:$PORT/v1/models"
 predict_both $PORT uploaded
+docker exec "$CONTAINER" python3 -c "
+import numpy as np, tritonclient.grpc as g
+client = g.InferenceServerClient('127.0.0.1:$GRPC_PORT')
+pixels = g.InferInput('pixels', [1, 64], 'FP32')
+pixels.set_data_from_numpy(np.zeros((1, 64), np.float32))
+assert client.infer('uploaded', [pixels]).as_numpy('probabilities').shape == (1, 10)
+" || fail "gRPC infer"
+say "ok: gRPC infer on :$GRPC_PORT"
 docker rm -f "$CONTAINER" >/dev/null; CONTAINER=""
 
-say "compose: two replicas behind the proxy, one shared model store"
+CONTAINER="foldserve-smoke-serving"
+docker run -d --name "$CONTAINER" --network host -e FOLDSERVE_PORT=$PORT \
+  -e FOLDSERVE_GRPC_PORT=$GRPC_PORT "$SERVING_IMAGE" >/dev/null
+wait_healthy "$CONTAINER" 120
+status="$(curl -sS -o "$WORK/refused.json" -w '%{http_code}' \
+  -F "file=@models/digits/1/model.keras" -F name=refused "http://127.0.0.1:$PORT/v1/models")"
+[ "$status" = 409 ] && grep -q "foldserve fold" "$WORK/refused.json" \
+  || fail "serving-only upload: HTTP $status $(cat "$WORK/refused.json")"
+say "ok: the serving-only image refuses uploads (409, names where folding runs)"
+docker rm -f "$CONTAINER" >/dev/null; CONTAINER=""
+
+say "compose: full + serving-only replicas behind the proxy, one shared model store"
 docker-compose -f docker-compose.yml --profile replicas --profile gpu config -q
 python3 - "$WORK/compose.base.yml" <<'PY'
 import sys
@@ -143,11 +176,12 @@ PY
 "${COMPOSE[@]}" up -d --no-build replica-a replica-b proxy >"$WORK/compose.log" 2>&1 || { cat "$WORK/compose.log"; fail "compose up"; }
 wait_healthy "${PROJECT}_replica-a_1" 300
 wait_healthy "${PROJECT}_replica-b_1" 300
-expect_json "upload through replica A" 'r["name"] == "via-a"' \
-  -F "file=@models/digits/1/model.keras" -F name=via-a "http://127.0.0.1:18081/v1/models"
+expect_json "upload through the proxy (to the full replica)" 'r["name"] == "via-proxy"' \
+  -F "file=@models/digits/1/model.keras" -F name=via-proxy "http://127.0.0.1:18088/v1/models"
 sleep 1
-predict_both 18082 via-a
-predict_both 18088 via-a
+predict_both 18082 via-proxy
+predict_both 18082 digits
+predict_both 18088 via-proxy
 "${COMPOSE[@]}" down -v >/dev/null 2>&1
 
-say "PASSED in $((SECONDS - started_at))s: build ${build_seconds}s, image $image_size"
+say "PASSED in $((SECONDS - started_at))s: build ${build_seconds}s, full $image_size, serving-only $serving_size"

@@ -71,9 +71,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.dataplane = dataplane
         _mark_not_ready_on_sigterm(dataplane)
         await dataplane.start()
+        grpc_server = None
         try:
+            if settings.grpc_port:
+                from service.grpc_server import start_grpc_server
+
+                grpc_server = await start_grpc_server(settings, dataplane)
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=5)
             await dataplane.stop()
 
     app = FastAPI(

@@ -17,6 +17,9 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--host", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (default 8080)")
+    parser.add_argument(
+        "--grpc-port", type=int, help="Open Inference gRPC port (default 8081; 0: no gRPC)"
+    )
     parser.add_argument("--models-dir", help="model repository (default ./models)")
     parser.add_argument("--workers", type=int, help="server processes (default 1)")
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"], help="default auto")
@@ -24,7 +27,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    for option in ("host", "port", "models_dir", "workers", "device"):
+    for option in ("host", "port", "grpc_port", "models_dir", "workers", "device"):
         value = getattr(args, option)
         if value is not None:
             os.environ[f"FOLDSERVE_{option.upper()}"] = str(value)

@@ -94,8 +94,11 @@ class DataPlane:
         """Fold every version on disk that has a Keras source but no ONNX files yet.
 
         With several server processes, each version is folded by whichever claims it
-        first; the others pick it up from disk when it is ready.
+        first; the others pick it up from disk when it is ready. A server without
+        TensorFlow leaves them to a server that has it.
         """
+        if not self.folder.available:
+            return
         for versions in self.repository.scan().values():
             for directory in versions.values():
                 if directory.ready or directory.source is None:
@@ -255,6 +258,7 @@ class DataPlane:
         ``probe``: (file, file name) of a .npy/.npz the fold verifies on; it is kept
         beside the model as probe.npy / probe.npz. ``calibration`` (file, file name):
         every BN is recalibrated on that data first (the file is not kept)."""
+        self.folder.require()
         probe_suffix = _array_suffix(probe, "probe")
         calibration_suffix = _array_suffix(calibration, "calibration")
         suffix = Path(file_name or "").suffix.lower()

@@ -9,6 +9,7 @@ down with it and a fresh one is started for the next job.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import multiprocessing
 import os
@@ -19,13 +20,25 @@ from pathlib import Path
 from typing import Any
 
 from service import fold_job
-from service.errors import InvalidInput, NotFound, Unprocessable
+from service.errors import Conflict, InvalidInput, NotFound, Unprocessable
 
 logger = logging.getLogger("foldserve.folder")
 
 JOBS_PER_WORKER = 200
 """A fresh worker process after this many jobs: what TensorFlow keeps between
 models (it never gives everything back) cannot accumulate without bound."""
+
+NO_TENSORFLOW = (
+    "this server is a serving-only image without TensorFlow and cannot fold models: "
+    "upload to a server running the full foldserve image, or fold with "
+    "'foldserve fold <model.keras> -o <models-dir>/<name>/<version>' and copy the "
+    "version directory into the model repository"
+)
+
+
+def tensorflow_installed() -> bool:
+    """Whether TensorFlow can be imported here, found without importing it."""
+    return importlib.util.find_spec("tensorflow") is not None
 
 
 class Folder:
@@ -39,6 +52,7 @@ class Folder:
         noise_factor: float = 10.0,
         archive_limits: tuple[int, int] | None = None,
         memory_limit_mb: int = 0,
+        available: bool | None = None,
     ) -> None:
         self.rtol = rtol
         self.samples = samples
@@ -49,6 +63,8 @@ class Folder:
         self.memory_limit_mb = memory_limit_mb
         self._context = multiprocessing.get_context("spawn")
         self._over_limit = self._context.Event()
+        self.available = tensorflow_installed() if available is None else available
+        """False in the serving-only image: folds and Keras predictions are refused."""
         self._pool: ProcessPoolExecutor | None = None
         self._lock = asyncio.Lock()
 
@@ -69,9 +85,18 @@ class Folder:
 
     def prewarm(self) -> None:
         """Start the worker and import TensorFlow in it, without waiting."""
+        if not self.available:
+            logger.info("TensorFlow is not installed: this server serves but does not fold")
+            return
         self._ensure_pool().submit(fold_job.warm)
 
+    def require(self) -> None:
+        """Raise the 409 naming where folding runs, when it cannot run here."""
+        if not self.available:
+            raise Conflict(NO_TENSORFLOW)
+
     async def _call(self, function: Any, *args: Any) -> Any:
+        self.require()
         async with self._lock:
             pool = self._ensure_pool()
             future = asyncio.get_running_loop().run_in_executor(pool, function, *args)

@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535)
     """TCP port."""
 
+    grpc_port: int = Field(8081, ge=0, le=65535)
+    """TCP port of the Open Inference (V2) gRPC service, served by the same process
+    (0: no gRPC)."""
+
     models_dir: Path = Path("models")
     """The model repository: ``<models_dir>/<name>/<version>/``."""
 

@@ -32,7 +32,14 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = models_dir.parent / f"server-{self.port}.log"
-        environment = {**os.environ, "FOLDSERVE_LOG_LEVEL": "warning", **(env or {})}
+        # gRPC only where a test asks for it (FOLDSERVE_GRPC_PORT in env), so that
+        # servers started side by side never contend for the default port.
+        environment = {
+            **os.environ,
+            "FOLDSERVE_LOG_LEVEL": "warning",
+            "FOLDSERVE_GRPC_PORT": "0",
+            **(env or {}),
+        }
         command = [
             sys.executable,
             "-m",

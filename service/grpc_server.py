@@ -1,0 +1,203 @@
+"""The Open Inference Protocol (KServe V2) over gRPC: ``inference.GRPCInferenceService``.
+
+Served by grpc.aio in the same process and event loop as the HTTP server, over the same
+DataPlane (and so the same registry and dynamic batcher). The messages and the service
+stub are the generated modules of Triton's ``grpc_service.proto``, shipped by
+``tritonclient[grpc]``; Triton's service is a superset of KServe's with the same
+package (``inference``), method and message names. From the KServe spec::
+
+    service GRPCInferenceService {
+      rpc ServerLive(ServerLiveRequest) returns (ServerLiveResponse) {}
+      rpc ServerReady(ServerReadyRequest) returns (ServerReadyResponse) {}
+      rpc ModelReady(ModelReadyRequest) returns (ModelReadyResponse) {}
+      rpc ServerMetadata(ServerMetadataRequest) returns (ServerMetadataResponse) {}
+      rpc ModelMetadata(ModelMetadataRequest) returns (ModelMetadataResponse) {}
+      rpc ModelInfer(ModelInferRequest) returns (ModelInferResponse) {}
+    }
+
+plus Triton's ``RepositoryIndex``. The rest of Triton's methods answer UNIMPLEMENTED.
+Errors are gRPC status codes (a ``ServingError``'s HTTP status mapped to its gRPC
+kind); the API token is the ``authorization: Bearer <token>`` metadata entry.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from service import __version__
+from service.dataplane import DataPlane
+from service.errors import NotFound, NotReady, ServingError, Unauthorized
+from service.grpc_tensors import parse_inputs, render_outputs
+from service.routes.v2 import EXTENSIONS
+from service.settings import Settings
+from service.v2 import tensor_metadata
+
+logger = logging.getLogger("foldserve.grpc")
+
+STATUS_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+
+Reply = TypeVar("Reply")
+
+
+class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+    """Each method parses its message, calls the DataPlane, and builds the reply."""
+
+    def __init__(self, dataplane: DataPlane, settings: Settings) -> None:
+        self.dataplane = dataplane
+        self.settings = settings
+
+    async def _answer(
+        self,
+        context: grpc.aio.ServicerContext,
+        handler: Callable[[], Awaitable[Reply]],
+        authenticated: bool = True,
+    ) -> Reply:
+        try:
+            if authenticated:
+                self._authorize(context)
+            return await handler()
+        except ServingError as error:
+            code = STATUS_CODES.get(error.status_code, grpc.StatusCode.INTERNAL)
+            await context.abort(code, error.message)
+        except Exception as error:  # never a traceback to the client
+            logger.exception("unhandled error in a gRPC call")
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
+        raise AssertionError("context.abort returns only by raising")
+
+    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+        token = self.settings.api_token
+        if not token:
+            return
+        header = dict(context.invocation_metadata() or ()).get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        given = given.strip()
+        if (
+            scheme.lower() != "bearer"
+            or not given
+            or not any(
+                allowed and hmac.compare_digest(given.encode(), allowed.encode())
+                for allowed in (token, self.settings.admin_token)
+            )
+        ):
+            raise Unauthorized("this call needs the metadata 'authorization: Bearer <api token>'")
+
+    # -- health and metadata -------------------------------------------------------
+
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self.dataplane.ready)
+
+    async def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(
+            name="foldserve", version=__version__, extensions=EXTENSIONS
+        )
+
+    async def ModelReady(self, request, context):
+        async def handle():
+            try:
+                self.dataplane.get(request.name, request.version or None)
+            except NotFound:
+                return pb.ModelReadyResponse(ready=False)
+            return pb.ModelReadyResponse(ready=True)
+
+        return await self._answer(context, handle)
+
+    async def ModelMetadata(self, request, context):
+        async def handle():
+            model = self.dataplane.get(request.name, request.version or None)
+            return pb.ModelMetadataResponse(
+                name=model.name,
+                versions=[str(m.version) for m in self.dataplane.versions(model.name)],
+                platform="onnxruntime_onnx",
+                inputs=[
+                    pb.ModelMetadataResponse.TensorMetadata(**meta)
+                    for meta in tensor_metadata(model.inputs)
+                ],
+                outputs=[
+                    pb.ModelMetadataResponse.TensorMetadata(**meta)
+                    for meta in tensor_metadata(model.outputs)
+                ],
+            )
+
+        return await self._answer(context, handle)
+
+    async def RepositoryIndex(self, request, context):
+        async def handle():
+            models = []
+            for model in await self.dataplane.catalogue():
+                if request.repository_name and request.repository_name != "models":
+                    raise NotFound(f"no repository named '{request.repository_name}'")
+                for version in model["versions"]:
+                    state = "READY" if version["state"] == "AVAILABLE" else "UNAVAILABLE"
+                    if request.ready and state != "READY":
+                        continue
+                    models.append(
+                        pb.RepositoryIndexResponse.ModelIndex(
+                            name=model["name"], version=str(version["version"]), state=state
+                        )
+                    )
+            return pb.RepositoryIndexResponse(models=models)
+
+        return await self._answer(context, handle)
+
+    # -- inference -----------------------------------------------------------------
+
+    async def ModelInfer(self, request, context):
+        async def handle():
+            if not self.dataplane.ready:
+                raise NotReady("server is starting")
+            model = self.dataplane.get(request.model_name, request.model_version or None)
+            inputs = parse_inputs(request, model.inputs)
+            wanted = [output.name for output in request.outputs] or None
+            outputs = await self.dataplane.infer(model, inputs, wanted)
+            response = pb.ModelInferResponse(
+                model_name=model.name, model_version=str(model.version), id=request.id
+            )
+            render_outputs(response, outputs, raw=bool(request.raw_input_contents))
+            return response
+
+        return await self._answer(context, handle)
+
+
+async def start_grpc_server(settings: Settings, dataplane: DataPlane) -> grpc.aio.Server:
+    """Bind ``settings.host:settings.grpc_port`` and start serving on the running loop.
+
+    With several worker processes, each binds the same port (SO_REUSEPORT) as uvicorn's
+    workers share the HTTP one; with one, a port already taken is an error.
+    """
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", settings.max_request_bytes),
+        ("grpc.max_send_message_length", -1),
+        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+    ]
+    server = grpc.aio.server(options=options)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceService(dataplane, settings), server
+    )
+    address = f"{settings.host}:{settings.grpc_port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as error:
+        raise RuntimeError(f"cannot listen for gRPC on {address}: {error}") from None
+    if not bound:
+        raise RuntimeError(f"cannot listen for gRPC on {address}")
+    await server.start()
+    logger.info("Open Inference gRPC on %s", address)
+    return server

@@ -170,7 +170,7 @@ def test_bad_uploads_change_nothing(server, tmp_path, trained_model_file):
     before = store_snapshot(server)
     cases = []
     (tmp_path / "notes.txt").write_text("hello")
-    cases.append((tmp_path / "notes.txt", None, "not a Keras model"))
+    cases.append((tmp_path / "notes.txt", None, "not a model file"))
     (tmp_path / "random.keras").write_bytes(np.random.default_rng(0).bytes(5000))
     cases.append((tmp_path / "random.keras", None, "not a valid .keras archive"))
     cases.append((corrupt_archive(tmp_path / "cut.keras", trained_model_file), None, "cut.keras"))

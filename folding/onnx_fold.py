@@ -28,6 +28,7 @@ import onnx
 from onnx import numpy_helper
 
 from folding import math
+from folding.diagnostics import diagnose
 from folding.report import BatchNormStats, FoldedEntry, NotFoldedEntry, ValueRange
 
 
@@ -176,7 +177,9 @@ def fold_onnx(model: onnx.ModelProto) -> OnnxFoldResult:
                 progress = True
     for key, (affine, reason) in reasons.items():
         if affine.node.op_type == "BatchNormalization":
-            result.not_folded.append(NotFoldedEntry(key, reason, _stats(affine)))
+            params = affine.params
+            diagnostics = diagnose(params, [params.scale(), params.shift()])
+            result.not_folded.append(NotFoldedEntry(key, reason, _stats(affine), diagnostics))
     return result
 
 
@@ -214,12 +217,14 @@ def _fold(graph: _Graph, affine: Affine) -> FoldedEntry:
             raise _NotFoldable(
                 f"cannot fold backward ({backward}) nor forward ({forward})"
             ) from None
+    folded_arrays = [graph.constant(name) for name in target.input[1:] if name]
     return FoldedEntry(
         f"{name} ({affine.node.op_type})",
         target.name or target.output[0],
         target.op_type,
         direction,
         _stats(affine),
+        diagnose(affine.params, [a for a in folded_arrays if a is not None]),
     )
 
 

@@ -189,3 +189,17 @@ def test_cli_folds_an_onnx_file(tmp_path):
     assert "verification passed" in result.stdout
     folded = onnx.load(tmp_path / "out" / "model.onnx")
     assert [node.op_type for node in folded.graph.node] == ["Gemm"]
+
+
+def test_onnx_entries_carry_diagnostics(tmp_path):
+    """A BN with one channel's gamma at zero is a dead channel, in ONNX files too."""
+    original = conv_then_bn()
+    for tensor in original.graph.initializer:
+        if tensor.name == "bn_gamma":
+            gamma = numpy_helper.to_array(tensor).copy()
+            gamma[2] = 0.0
+            tensor.CopyFrom(numpy_helper.from_array(gamma, "bn_gamma"))
+    report = fold_onnx_to_directory(original, tmp_path)
+    (entry,) = report.folded
+    assert entry.diagnostics.dead_channels == [2]
+    assert report.diagnostics_summary["flagged"] == 1

@@ -5,8 +5,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# Ray Serve lives in a venv of its own with the serving-only install (no TensorFlow); the
+# Ray tests and bench/ray_serve.py start it from there.
+RAY_VENV ?= .venv-ray
+RAY_STAMP := $(RAY_VENV)/.installed-stamp
 
-.PHONY: serve test lint fold-demo bench container-smoke clean
+.PHONY: serve serve-ray ray-venv test lint fold-demo bench bench-ray container-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +18,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[fold,test]'
 	touch $(STAMP)
 
+$(RAY_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(RAY_VENV)/bin/python -m pip install --quiet -e '.[serve,ray]'
+	touch $(RAY_STAMP)
+
+ray-venv: $(RAY_STAMP)
+
 serve: $(STAMP)
 	$(BIN)/foldserve serve --models-dir models
 
-test: $(STAMP)
+serve-ray: $(RAY_STAMP)
+	$(RAY_VENV)/bin/foldserve serve --engine ray --models-dir models --replicas 2
+
+test: $(STAMP) $(RAY_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
@@ -29,11 +44,14 @@ fold-demo: $(STAMP)
 	$(BIN)/foldserve fold models/digits/1/model.keras -o models/digits/1
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(RAY_VENV) .pytest_cache .ruff_cache
 
 bench: $(STAMP)
 	$(BIN)/python bench/fold_latency.py
 	$(BIN)/python bench/serving.py
+
+bench-ray: $(STAMP) $(RAY_STAMP)
+	$(BIN)/python bench/ray_serve.py
 
 container-smoke:
 	bash scripts/container-smoke.sh

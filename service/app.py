@@ -18,7 +18,7 @@ from service import __version__
 from service.dataplane import DataPlane
 from service.errors import InternalError, InvalidInput, ServingError, render
 from service.fastpath import FastPath
-from service.folder import Folder
+from service.folder import NO_FOLDING_ON_RAY, Folder
 from service.metrics import Metrics
 from service.middleware import LimitsAndMetrics
 from service.openapi import install_docs
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             noise_factor=settings.fold_noise_factor,
             archive_limits=(settings.max_archive_bytes, settings.max_archive_entries),
             memory_limit_mb=settings.fold_memory_limit_mb,
+            **_ray_replica_folding(settings),
         )
         dataplane = DataPlane(settings, Repository(settings.models_dir), runtime, folder, metrics)
         app.state.dataplane = dataplane
@@ -131,6 +132,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tfserving.router)
     app.include_router(v2.router)
     return app
+
+
+def _ray_replica_folding(settings: Settings) -> dict[str, Any]:
+    """Ray Serve replicas never fold (service/ray_app.py): uploads get a 409 naming where."""
+    if settings.engine != "ray":
+        return {}
+    return {"available": False, "refusal": NO_FOLDING_ON_RAY}
 
 
 def _status_error(status: int, message: str) -> ServingError:

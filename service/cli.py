@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from folding.cli import add_fold_command, run
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 
 def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
@@ -23,11 +27,42 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--models-dir", help="model repository (default ./models)")
     parser.add_argument("--workers", type=int, help="server processes (default 1)")
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"], help="default auto")
+    ray = parser.add_argument_group("Ray Serve (--engine ray; see docs/deploy.md)")
+    ray.add_argument(
+        "--engine",
+        choices=["uvicorn", "ray"],
+        help="uvicorn: server processes on this machine (default); ray: Ray Serve replicas",
+    )
+    ray.add_argument("--replicas", type=int, help="replicas (default 1)")
+    ray.add_argument("--min-replicas", type=int, help="autoscaling: fewest replicas (default 1)")
+    ray.add_argument("--max-replicas", type=int, help="set to autoscale up to this many")
+    ray.add_argument(
+        "--target-ongoing-requests", type=float, help="autoscaling target per replica (default 2)"
+    )
+    ray.add_argument("--replica-cpus", type=float, help="CPUs per replica (default 1)")
+    ray.add_argument("--ray-address", help="Ray cluster to deploy to (default: start a local Ray)")
     parser.set_defaults(handler=run_serve)
 
 
+SERVE_OPTIONS = (
+    "host",
+    "port",
+    "grpc_port",
+    "models_dir",
+    "workers",
+    "device",
+    "engine",
+    "replicas",
+    "min_replicas",
+    "max_replicas",
+    "target_ongoing_requests",
+    "replica_cpus",
+    "ray_address",
+)
+
+
 def run_serve(args: argparse.Namespace) -> int:
-    for option in ("host", "port", "grpc_port", "models_dir", "workers", "device"):
+    for option in SERVE_OPTIONS:
         value = getattr(args, option)
         if value is not None:
             os.environ[f"FOLDSERVE_{option.upper()}"] = str(value)
@@ -41,6 +76,8 @@ def run_serve(args: argparse.Namespace) -> int:
     except ValidationError as error:
         print(f"foldserve: error: invalid setting: {error.errors()[0]['msg']}", file=sys.stderr)
         return 2
+    if settings.engine == "ray":
+        return run_on_ray(settings)
     uvicorn.run(
         "service.app:create_app_from_environment",
         factory=True,
@@ -52,6 +89,25 @@ def run_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
     return 0
+
+
+def run_on_ray(settings: Settings) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        print(
+            "foldserve: error: --engine ray needs Ray Serve: pip install 'foldserve[ray]' "
+            "(or 'make ray-venv', then .venv-ray/bin/foldserve)",
+            file=sys.stderr,
+        )
+        return 2
+    from service import ray_app
+
+    try:
+        return ray_app.run(settings)
+    except ValueError as error:
+        print(f"foldserve: error: {error}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:

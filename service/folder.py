@@ -35,6 +35,13 @@ NO_TENSORFLOW = (
     "version directory into the model repository"
 )
 
+NO_FOLDING_ON_RAY = (
+    "Ray Serve replicas serve models but do not fold them: upload to a foldserve server "
+    "started with the default engine ('foldserve serve') on the same model repository, or "
+    "fold with 'foldserve fold <model.keras> -o <models-dir>/<name>/<version>'; the "
+    "replicas pick the new version up from the repository"
+)
+
 
 def tensorflow_installed() -> bool:
     """Whether TensorFlow can be imported here, found without importing it."""
@@ -53,6 +60,7 @@ class Folder:
         archive_limits: tuple[int, int] | None = None,
         memory_limit_mb: int = 0,
         available: bool | None = None,
+        refusal: str = NO_TENSORFLOW,
     ) -> None:
         self.rtol = rtol
         self.samples = samples
@@ -65,6 +73,8 @@ class Folder:
         self._over_limit = self._context.Event()
         self.available = tensorflow_installed() if available is None else available
         """False in the serving-only image: folds and Keras predictions are refused."""
+        self.refusal = refusal
+        """Why, naming where folding runs (the 409's message)."""
         self._pool: ProcessPoolExecutor | None = None
         self._lock = asyncio.Lock()
 
@@ -93,7 +103,7 @@ class Folder:
     def require(self) -> None:
         """Raise the 409 naming where folding runs, when it cannot run here."""
         if not self.available:
-            raise Conflict(NO_TENSORFLOW)
+            raise Conflict(self.refusal)
 
     async def _call(self, function: Any, *args: Any) -> Any:
         self.require()

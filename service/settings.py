@@ -117,3 +117,33 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
     """Log level of the server."""
+
+    # -- Ray Serve (``foldserve serve --engine ray``; see service/ray_app.py) ------------
+
+    engine: Literal["uvicorn", "ray"] = "uvicorn"
+    """``uvicorn``: this machine's server processes (``workers``); ``ray``: replicas of a
+    Ray Serve deployment behind Ray's HTTP proxy. Ray replicas serve but do not fold:
+    uploads are refused with 409 naming where folding runs."""
+
+    replicas: int = Field(1, ge=1)
+    """Ray Serve replicas (the initial count when autoscaling)."""
+
+    min_replicas: int = Field(1, ge=0)
+    """Fewest Ray Serve replicas when autoscaling."""
+
+    max_replicas: int | None = Field(None, ge=1)
+    """Set: Ray Serve autoscales between ``min_replicas`` and this on ongoing requests."""
+
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    """Ongoing requests per replica the Ray Serve autoscaler aims for."""
+
+    max_ongoing_requests: int = Field(64, ge=1)
+    """Requests one Ray Serve replica takes at once; more wait in Ray's proxy. Above
+    1, the dynamic batcher can merge concurrent requests inside a replica."""
+
+    replica_cpus: float = Field(1.0, gt=0)
+    """CPUs Ray reserves for each replica (fractions allowed)."""
+
+    ray_address: str | None = None
+    """Ray cluster to deploy to (``auto``: the one ``ray start`` runs here; ``ray://...``);
+    unset, ``--engine ray`` starts a local Ray of its own and stops it on exit."""

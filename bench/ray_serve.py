@@ -1,0 +1,141 @@
+"""The plain server against Ray Serve with 1 and 2 replicas, side by side.
+
+    make ray-venv
+    .venv/bin/python bench/ray_serve.py [--duration 5]
+
+The demo MLP (folded here first) is served by: foldserve on uvicorn with one worker and
+with two, and ``foldserve serve --engine ray`` (from .venv-ray) with one replica and with
+two, behind Ray Serve's HTTP proxy. wrk drives TF Serving predict and V2 infer (one row
+of JSON per request) at concurrency 1 and 16, each run bounded by --duration, against
+127.0.0.1 only. Prints requests/s, p50 and p99 in one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from serving import REPO, Process, Target, ensure_wrk, free_port, run_wrk
+
+RAY_PYTHON = REPO / ".venv-ray" / "bin" / "python"
+CONCURRENCY = (1, 16)
+
+
+def fold_demo(models: Path) -> None:
+    version = models / "digits" / "1"
+    version.mkdir(parents=True)
+    source = REPO / "models" / "digits" / "1" / "model.keras"
+    subprocess.run(
+        [sys.executable, "-m", "service.cli", "fold", str(source), "-o", str(version)],
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        check=True,
+        capture_output=True,
+    )
+
+
+def write_bodies(directory: Path) -> dict[str, Path]:
+    from sklearn.datasets import load_digits
+
+    row = load_digits().data[:1].astype("float32")
+    bodies = {
+        "predict": {"instances": row.tolist()},
+        "infer": {
+            "inputs": [
+                {
+                    "name": "pixels",
+                    "shape": [1, 64],
+                    "datatype": "FP32",
+                    "data": row.ravel().tolist(),
+                }
+            ]
+        },
+    }
+    paths = {}
+    for name, body in bodies.items():
+        paths[name] = directory / f"{name}.json"
+        paths[name].write_text(json.dumps(body))
+    return paths
+
+
+def start(name: str, port: int, models: Path, log_dir: Path, *flags: str) -> Process:
+    python = RAY_PYTHON if "ray" in flags else Path(sys.executable)
+    command = [str(python), "-m", "service.cli", "serve", "--port", str(port)]
+    command += ["--models-dir", str(models), *flags]
+    env = {
+        "PYTHONPATH": str(REPO),
+        "FOLDSERVE_LOG_LEVEL": "warning",
+        "FOLDSERVE_PREWARM_FOLDER": "false",
+        "FOLDSERVE_GRPC_PORT": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    return Process(name, command, env, f"http://127.0.0.1:{port}/v2/health/ready", log_dir)
+
+
+SERVERS = {
+    "uvicorn, 1 worker": (),
+    "uvicorn, 2 workers": ("--workers", "2"),
+    "Ray Serve, 1 replica": ("--engine", "ray", "--replicas", "1"),
+    "Ray Serve, 2 replicas": ("--engine", "ray", "--replicas", "2"),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    args = parser.parse_args()
+    if not RAY_PYTHON.exists():
+        print(f"no Ray venv at {RAY_PYTHON}: run 'make ray-venv' first", file=sys.stderr)
+        return 2
+    wrk = ensure_wrk()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="foldserve-ray-bench-") as scratch:
+        root = Path(scratch)
+        fold_demo(root / "models")
+        bodies = write_bodies(root)
+        for server, flags in SERVERS.items():
+            port = free_port()
+            print(f"{server}...", flush=True)
+            slug = "-".join(server.replace(",", "").split()).lower()
+            process = start(slug, port, root / "models", root, *flags)
+            try:
+                urls = {
+                    "predict": f"http://127.0.0.1:{port}/v1/models/digits:predict",
+                    "infer": f"http://127.0.0.1:{port}/v2/models/digits/infer",
+                }
+                for endpoint, url in urls.items():
+                    target = Target("mlp", f"{server} {endpoint}", url, bodies[endpoint], 1)
+                    run_wrk(wrk, target, 1, 1)  # warm-up
+                    for concurrency in CONCURRENCY:
+                        result = run_wrk(wrk, target, concurrency, args.duration)
+                        rows.append((server, endpoint, result))
+            finally:
+                process.stop()
+    print(render(rows, args.duration))
+    return 0
+
+
+def render(rows: list, duration: float) -> str:
+    lines = [
+        f"Demo MLP, one row per request, JSON; {duration:g} s per run with wrk on 127.0.0.1, "
+        f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}).",
+        "",
+        "| server | endpoint | c | req/s | p50 ms | p99 ms | errors |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for server, endpoint, result in rows:
+        lines.append(
+            f"| {server} | {endpoint} | {result.concurrency} | {result.rps:,.0f} | "
+            f"{result.p50_ms:.2f} | {result.p99_ms:.2f} | {result.errors} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -35,6 +36,8 @@ from service import __version__
 from service.dataplane import DataPlane
 from service.errors import NotFound, NotReady, ServingError, Unauthorized
 from service.grpc_tensors import parse_inputs, render_outputs
+from service.metrics import Metrics
+from service.middleware import UNKNOWN_MODEL
 from service.routes.v2 import EXTENSIONS
 from service.settings import Settings
 from service.v2 import tensor_metadata
@@ -176,6 +179,53 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return await self._answer(context, handle)
 
 
+GRPC_METHOD = "GRPC"
+"""The ``method`` label of gRPC calls in ``foldserve_requests_total`` (HTTP ones carry
+GET, POST, ...); their ``endpoint`` is the full method path and ``status`` the gRPC
+status code's name (OK, NOT_FOUND, INVALID_ARGUMENT, ...)."""
+
+
+class CallMetrics(grpc.aio.ServerInterceptor):
+    """Counts and times every unary call in the same families as HTTP requests, by
+    model (a loaded model's name, else one label for any other name), method and code."""
+
+    def __init__(self, metrics: Metrics, dataplane: DataPlane) -> None:
+        self.metrics = metrics
+        self.dataplane = dataplane
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        endpoint = handler_call_details.method
+        behaviour = handler.unary_unary
+
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = "OK"
+            try:
+                return await behaviour(request, context)
+            except BaseException:
+                code = getattr(context.code(), "name", None) or "UNKNOWN"
+                raise
+            finally:
+                model = self._model_label(request)
+                self.metrics.requests.labels(model, endpoint, GRPC_METHOD, code).inc()
+                self.metrics.latency.labels(model, endpoint).observe(time.perf_counter() - started)
+
+        return grpc.unary_unary_rpc_method_handler(
+            observed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _model_label(self, request: Any) -> str:
+        name = getattr(request, "model_name", None) or getattr(request, "name", None) or ""
+        if not name:
+            return ""
+        return name if self.dataplane.registry.is_loaded(name) else UNKNOWN_MODEL
+
+
 async def start_grpc_server(settings: Settings, dataplane: DataPlane) -> grpc.aio.Server:
     """Bind ``settings.host:settings.grpc_port`` and start serving on the running loop.
 
@@ -187,7 +237,9 @@ async def start_grpc_server(settings: Settings, dataplane: DataPlane) -> grpc.ai
         ("grpc.max_send_message_length", -1),
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
     ]
-    server = grpc.aio.server(options=options)
+    server = grpc.aio.server(
+        interceptors=[CallMetrics(dataplane.metrics, dataplane)], options=options
+    )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceService(dataplane, settings), server
     )

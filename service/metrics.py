@@ -32,13 +32,14 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "foldserve_requests",
-            "HTTP requests by model, endpoint and status code.",
+            "Requests by model, endpoint, method and status: HTTP ones, and gRPC calls "
+            "(method GRPC, status the gRPC code's name).",
             ["model", "endpoint", "method", "status"],
             registry=self.registry,
         )
         self.latency = Histogram(
             "foldserve_request_duration_seconds",
-            "HTTP request latency by model and endpoint.",
+            "Request latency (HTTP and gRPC) by model and endpoint.",
             ["model", "endpoint"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,

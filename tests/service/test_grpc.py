@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -173,3 +174,43 @@ def test_taken_grpc_port_stops_start_up_with_a_clear_error(tmp_path, server):
             starting.stop()
     assert starting.process.returncode != 0
     assert f"cannot listen for gRPC on 127.0.0.1:{port}" in starting.log.read_text()
+
+
+def grpc_calls(metrics_text: str, model: str, method: str, code: str) -> float:
+    """``foldserve_requests_total`` for one gRPC method, model and status code (0 if absent)."""
+    wanted = {
+        "endpoint": f"/inference.GRPCInferenceService/{method}",
+        "method": "GRPC",
+        "model": model,
+        "status": code,
+    }
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "foldserve_requests_total" and sample.labels == wanted:
+                return sample.value
+    return 0.0
+
+
+def test_grpc_calls_are_counted_in_the_metrics_like_http_requests(client, grpc_server, digits):
+    before = httpx.get(f"{grpc_server.url}/metrics").text
+    rows = digits.data[:2].astype(np.float32)
+    for _ in range(3):
+        client.infer("digits", [pixels(rows)], headers=AUTH)
+    status_of(lambda: client.infer("no-such-model", [pixels(rows)], headers=AUTH))
+    status_of(lambda: client.infer("digits", [pixels(rows[:, :63])], headers=AUTH))
+    status_of(lambda: client.infer("digits", [pixels(rows)]))  # no token
+    after = httpx.get(f"{grpc_server.url}/metrics").text
+
+    def added(model: str, code: str) -> float:
+        return grpc_calls(after, model, "ModelInfer", code) - grpc_calls(
+            before, model, "ModelInfer", code
+        )
+
+    assert added("digits", "OK") == 3
+    assert added("(unknown)", "NOT_FOUND") == 1
+    assert added("digits", "INVALID_ARGUMENT") == 1
+    assert added("digits", "UNAUTHENTICATED") == 1
+    assert (
+        'foldserve_request_duration_seconds_count{endpoint="/inference.GRPCInferenceService/'
+        'ModelInfer",model="digits"}' in after
+    )

@@ -250,6 +250,14 @@ def _is_linear_next(graph: _Graph, affine: Affine) -> bool:
     producer = graph.producer(affine.node.input[0])
     users = graph.consumers(affine.node.output[0])
     linear = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+    if (
+        producer is not None
+        and producer.op_type == "Add"
+        and graph.constant(producer.input[1]) is not None
+    ):
+        biased = graph.producer(producer.input[0])  # MatMul -> Add(bias) -> this
+        if biased is not None and biased.op_type == "MatMul":
+            return True
     return (producer is not None and producer.op_type in linear) or (
         len(users) == 1 and users[0].op_type in linear
     )

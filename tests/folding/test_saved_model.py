@@ -55,7 +55,9 @@ def test_saved_model_folds_and_answers_like_its_signature(saved_models, which, t
     session = onnxruntime.InferenceSession(str(out / "model.onnx"))
     feed = probe_inputs(session)
     expected = build.signature_answers(saved_models[which], feed)
-    answers = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
+    answers = dict(
+        zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True)
+    )
     assert sorted(answers) == sorted(expected)
     for key, value in expected.items():
         np.testing.assert_allclose(answers[key], value, rtol=1e-4, atol=1e-5)

@@ -16,7 +16,11 @@ def add_fold_command(subparsers: argparse._SubParsersAction) -> None:
         description="Writes OUT_DIR/model.onnx (folded), OUT_DIR/unfolded.onnx and "
         "OUT_DIR/report.json; exits non-zero and writes nothing on failure.",
     )
-    parser.add_argument("model_path", type=Path, help=".keras, .h5 or .onnx model file")
+    parser.add_argument(
+        "model_path",
+        type=Path,
+        help=".keras, .h5 or .onnx model file, or a TensorFlow SavedModel directory",
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="output directory")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument(
@@ -59,6 +63,20 @@ def add_fold_command(subparsers: argparse._SubParsersAction) -> None:
         help=".npy/.npz (as --probe): re-estimate every BatchNormalization's moving mean and "
         "variance on DATA in inference mode before folding",
     )
+    parser.add_argument(
+        "--signature",
+        default=None,
+        help="a SavedModel's signature to fold (default serving_default)",
+    )
+    parser.add_argument(
+        "--custom-objects",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE (trusted code; repeat or comma-separate) before loading a Keras "
+        "model: the custom layers it registers with keras.saving.register_keras_serializable "
+        "can then be loaded",
+    )
     parser.set_defaults(handler=run_fold)
 
 
@@ -71,6 +89,13 @@ def run_fold(args: argparse.Namespace) -> int:
         raise FoldingError(f"--export-rtol must be positive, got {args.export_rtol}")
     if args.noise_factor < 0:
         raise FoldingError(f"--noise-factor must be 0 or more, got {args.noise_factor}")
+    from folding.custom_objects import import_modules
+
+    import_modules(",".join(args.custom_objects))
+    if args.model_path.is_dir():
+        return _fold_saved_model(args)
+    if args.signature is not None:
+        raise FoldingError("--signature applies to a SavedModel directory only")
     if args.model_path.suffix.lower() == ".onnx":
         return _fold_onnx(args)
     from folding.loading import check_model_file, load_keras_model
@@ -129,6 +154,37 @@ def _fold_onnx(args: argparse.Namespace) -> int:
     )
     print(report.summary())
     print(f"wrote {args.output}/model.onnx, unfolded.onnx (the original), report.json")
+    return 0
+
+
+def _fold_saved_model(args: argparse.Namespace) -> int:
+    """A SavedModel: its signature converted to ONNX, folded there, verified against it."""
+    from folding.publish import publish_directory
+    from folding.quiet import import_keras
+    from folding.saved_model import DEFAULT_SIGNATURE, fold_saved_model_to_directory
+
+    if args.recalibrate is not None:
+        raise FoldingError("--recalibrate needs a Keras model; a SavedModel has no BN layers")
+    import_keras()
+    from folding.saved_model import load_saved_model
+
+    serving = load_saved_model(args.model_path, args.signature or DEFAULT_SIGNATURE)
+    report = publish_directory(
+        lambda staging: fold_saved_model_to_directory(
+            serving,
+            staging,
+            opset=args.opset,
+            rtol=args.rtol,
+            export_rtol=args.export_rtol,
+            noise_factor=args.noise_factor,
+            samples=args.samples,
+            probe_path=args.probe,
+            name=args.model_path.resolve().name,
+        ),
+        args.output,
+    )
+    print(report.summary())
+    print(f"wrote {args.output}/model.onnx, unfolded.onnx, report.json")
     return 0
 
 

@@ -8,6 +8,7 @@ deserialised, and never executed.
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,13 @@ def load_keras_model(
         model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many kinds for a bad file
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        unknown = re.search(r"Could not locate class '([^']+)'", str(error))
+        if unknown:
+            raise ModelLoadError(
+                f"'{label}' uses the custom layer '{unknown.group(1)}', which is not registered: "
+                "the operator can import the module that registers it with --custom-objects "
+                "MODULE (FOLDSERVE_CUSTOM_OBJECTS on a server)"
+            ) from None
         if "safe_mode" in str(error) or "Lambda" in str(error):
             raise UnsafeModelError(f"'{label}' carries code and is refused: {message}") from None
         raise ModelLoadError(f"'{label}' could not be loaded as a Keras model: {message}") from None

@@ -10,6 +10,7 @@ Keras models, with the original's unoptimised run in Keras's place.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,11 @@ def fold_onnx_to_directory(
     samples: int = DEFAULT_SAMPLES,
     probe_path: Path | None = None,
     name: str = "model",
+    reference: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
+    exporter: str = "onnx",
 ) -> FoldReport:
+    """``reference``: what the exports are checked against (default: ``model`` run by
+    ONNX Runtime with every optimisation off), e.g. the SavedModel it was converted from."""
     started = time.perf_counter()
     result = fold_onnx(model)
     folded_at = time.perf_counter()
@@ -113,9 +118,12 @@ def fold_onnx_to_directory(
     names = [spec.name for spec in specs]
     probes, source = _probes(specs, min(samples, DEFAULT_SAMPLES), probe_path)
     try:
-        reference = _run_unoptimised(unfolded.data, names, probes)
+        if reference is None:
+            expected = _run_unoptimised(unfolded.data, names, probes)
+        else:
+            expected = [np.asarray(output) for output in reference(probes)]
         answers = Answers(
-            keras=reference,
+            keras=expected,
             unfolded=run_onnx(unfolded.data, names, probes, unfolded=True),
             folded=run_onnx(folded.data, names, probes),
         )
@@ -142,7 +150,7 @@ def fold_onnx_to_directory(
         inputs=[TensorInfo(s.name, s.dtype, list(s.shape)) for s in specs],
         outputs=[
             TensorInfo(n, str(r.dtype), [None, *r.shape[1:]])
-            for n, r in zip(output_names, reference, strict=True)
+            for n, r in zip(output_names, expected, strict=True)
         ],
         folded=result.folded,
         not_folded=result.not_folded,
@@ -156,7 +164,7 @@ def fold_onnx_to_directory(
             "export_s": round(exported_at - folded_at, 4),
             "verify_s": round(verified_at - exported_at, 4),
         },
-        exporter="onnx",
+        exporter=exporter,
     )
     (directory / REPORT_FILE).write_text(report.to_json())
     if verification.failure is not None:

@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             noise_factor=settings.fold_noise_factor,
             archive_limits=(settings.max_archive_bytes, settings.max_archive_entries),
             memory_limit_mb=settings.fold_memory_limit_mb,
+            custom_objects=settings.custom_objects,
             **_ray_replica_folding(settings),
         )
         dataplane = DataPlane(settings, Repository(settings.models_dir), runtime, folder, metrics)

@@ -46,7 +46,13 @@ UPLOAD_SUFFIXES = {
     ".h5": "model.h5",
     ".hdf5": "model.h5",
     ".onnx": "original.onnx",
+    ".zip": "model.zip",  # a SavedModel, unpacked into saved_model/ by the fold worker
+    ".tar.gz": "model.tar.gz",
+    ".tgz": "model.tar.gz",
 }
+REFERENCES = ("keras", "source")
+"""``:compare`` references: the stored source model (Keras or SavedModel), run in the
+fold worker; "keras" is the older name of "source"."""
 CALIBRATION_SUFFIXES = (".npy", ".npz")
 
 
@@ -203,15 +209,15 @@ class DataPlane:
                 samples[variant].append((time.perf_counter() - started) * 1e3)
         for variant, values in samples.items():
             timings[variant] = statistics.median(values)
-        if reference == "keras":
+        if reference in REFERENCES:
             started = time.perf_counter()
             arrays = [feed[meta.name] for meta in model.inputs]
             outputs = await self.folder.keras_predict(model.directory.source, arrays)
-            timings["keras"] = (time.perf_counter() - started) * 1e3
+            timings[reference] = (time.perf_counter() - started) * 1e3
             names = [meta.name for meta in model.outputs]
-            results["keras"] = dict(zip(names, outputs, strict=True))
+            results[reference] = dict(zip(names, outputs, strict=True))
         elif reference is not None:
-            raise InvalidInput(f"unknown reference {reference!r}; the only one is 'keras'")
+            raise InvalidInput(f"unknown reference {reference!r}; expected 'source' or 'keras'")
         comparison = {}
         rtol = self.settings.fold_rtol
         for meta in model.outputs:
@@ -221,9 +227,11 @@ class DataPlane:
                 entry.update({variant: values[meta.name] for variant, values in results.items()})
             entry.update(differences(baseline, results["folded"][meta.name]))
             entry["passed"] = entry["max_rel_diff"] <= rtol
-            if "keras" in results:
-                keras_diff = differences(results["keras"][meta.name], results["folded"][meta.name])
-                entry.update({f"keras_{key}": value for key, value in keras_diff.items()})
+            if reference in REFERENCES:
+                source_diff = differences(
+                    results[reference][meta.name], results["folded"][meta.name]
+                )
+                entry.update({f"{reference}_{key}": value for key, value in source_diff.items()})
             comparison[meta.name] = entry
         verdict = {
             "passed": all(entry["passed"] for entry in comparison.values()),
@@ -236,7 +244,8 @@ class DataPlane:
             "latency_ms": timings,
             "latency": {
                 "repeats": repeats,
-                "statistic": "median of interleaved runs (keras: one run in the fold worker)",
+                "statistic": "median of interleaved runs (keras/source: one run in the fold "
+                "worker)",
                 "unfolded_over_folded": timings["unfolded"] / timings["folded"]
                 if timings["folded"]
                 else None,
@@ -252,19 +261,22 @@ class DataPlane:
         name: str | None,
         probe: tuple[BinaryIO, str] | None = None,
         calibration: tuple[BinaryIO, str | None] | None = None,
+        signature: str | None = None,
     ) -> tuple[str, int, dict[str, Any]]:
         """Fold an uploaded Keras file and store it as the next version of ``name``.
 
         ``probe``: (file, file name) of a .npy/.npz the fold verifies on; it is kept
         beside the model as probe.npy / probe.npz. ``calibration`` (file, file name):
-        every BN is recalibrated on that data first (the file is not kept)."""
+        every BN is recalibrated on that data first (the file is not kept). A ``.zip`` or
+        ``.tar.gz`` holds a SavedModel; ``signature`` names its signature."""
         self.folder.require()
         probe_suffix = _array_suffix(probe, "probe")
         calibration_suffix = _array_suffix(calibration, "calibration")
-        suffix = Path(file_name or "").suffix.lower()
-        if suffix not in UPLOAD_SUFFIXES:
+        suffix = upload_suffix(file_name)
+        if suffix is None:
             raise InvalidInput(
-                f"uploaded file {file_name!r} is not a model file: expected .keras, .h5 or .onnx"
+                f"uploaded file {file_name!r} is not a model file: expected .keras, .h5, .onnx, "
+                "or a SavedModel as .zip or .tar.gz"
             )
         calibration_suffix = None
         if calibration is not None:
@@ -294,7 +306,13 @@ class DataPlane:
                 data = staging / f".calibration{calibration_suffix}"
                 await anyio.to_thread.run_sync(_copy, calibration[0], data)
             report = await self._timed_fold(
-                source, staging, name, label=file_name, probe=probe_path, calibration=data
+                source,
+                staging,
+                name,
+                label=file_name,
+                probe=probe_path,
+                calibration=data,
+                signature=signature,
             )
             if data is not None:
                 data.unlink()
@@ -314,10 +332,13 @@ class DataPlane:
         label: str | None = None,
         probe: Path | None = None,
         calibration: Path | None = None,
+        signature: str | None = None,
     ) -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            report = await self.folder.fold(source, out_dir, name, label, probe, calibration)
+            report = await self.folder.fold(
+                source, out_dir, name, label, probe, calibration, signature
+            )
         except InvalidInput:
             self.metrics.fold_jobs.labels("refused").inc()
             raise
@@ -359,8 +380,15 @@ def _copy(upload: BinaryIO, target: Path) -> None:
         shutil.copyfileobj(upload, handle, length=1024 * 1024)
 
 
+def upload_suffix(file_name: str | None) -> str | None:
+    """The key of ``UPLOAD_SUFFIXES`` that ``file_name`` ends with (``.tar.gz`` too)."""
+    lowered = (file_name or "").lower()
+    return next((suffix for suffix in UPLOAD_SUFFIXES if lowered.endswith(suffix)), None)
+
+
 def name_from_file(file_name: str) -> str:
-    stem = Path(file_name).stem.lower()
+    suffix = upload_suffix(file_name) or Path(file_name).suffix
+    stem = Path(file_name[: len(file_name) - len(suffix)] if suffix else file_name).name.lower()
     return re.sub(r"[^a-z0-9._-]", "-", stem).lstrip("._-")[:64]
 
 

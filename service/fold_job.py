@@ -23,6 +23,13 @@ class FoldOptions:
     probe: str | None = None
     calibration: str | None = None
     archive_limits: tuple[int, int] | None = None  # total inflated bytes, entries
+    signature: str | None = None  # a SavedModel's signature (default serving_default)
+    custom_objects: str = ""  # operator-trusted modules registering Keras layers
+
+
+SAVED_MODEL_DIR = "saved_model"
+SIGNATURE_FILE = "signature.txt"
+ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
 
 
 _loaded: dict[tuple[str, float], Any] = {}
@@ -99,12 +106,71 @@ def fold_source(
     if options.archive_limits is not None:
         total, entries = options.archive_limits
         limits = ArchiveLimits(max_total_bytes=total, max_entries=entries)
+    custom = _import_custom_objects(options.custom_objects)
+    if custom is not None:
+        return custom
+    if source.lower().endswith(ARCHIVE_SUFFIXES) or Path(source).is_dir():
+        try:
+            return _fold_saved_model_source(source, out_dir, name, options, label, limits)
+        finally:
+            _forget_models()
+    if options.signature is not None:
+        return {"ok": False, "kind": "invalid", "error": "'signature' applies to a SavedModel"}
     if source.endswith(".onnx"):
         return _fold_onnx_source(source, out_dir, name, options, label)
     try:
         return _fold_keras_source(source, out_dir, name, options, label, limits)
     finally:
         _forget_models()
+
+
+def _import_custom_objects(spec: str) -> dict | None:
+    """Import the operator's custom-object modules; a failure is the job's answer."""
+    from folding.custom_objects import import_modules
+    from folding.errors import FoldingError
+
+    try:
+        import_modules(spec)
+    except FoldingError as error:
+        return {"ok": False, "kind": "fold", "error": str(error)}
+    return None
+
+
+def _fold_saved_model_source(
+    source: str, out_dir: str, name: str, options: FoldOptions, label: str | None, limits: Any
+) -> dict:
+    """A SavedModel directory, or an uploaded archive of one (unpacked, within ``limits``,
+    into ``out_dir/saved_model`` and then removed); the signature used is kept beside it."""
+    import shutil
+
+    from folding.archives import extract_saved_model
+    from folding.saved_model import (
+        DEFAULT_SIGNATURE,
+        fold_saved_model_to_directory,
+        load_saved_model,
+    )
+
+    if options.calibration is not None:
+        return {"ok": False, "kind": "invalid", "error": "'calibration' needs a Keras model"}
+    signature = options.signature or DEFAULT_SIGNATURE
+
+    def job() -> Any:
+        directory = Path(source)
+        if not directory.is_dir():
+            unpacked = Path(out_dir) / ".unpacked"
+            root = extract_saved_model(directory, unpacked, label or directory.name, limits)
+            directory = Path(out_dir) / SAVED_MODEL_DIR
+            root.rename(directory)
+            shutil.rmtree(unpacked, ignore_errors=True)
+            Path(source).unlink()
+        serving = load_saved_model(directory, signature, label or directory.name)
+        report = fold_saved_model_to_directory(
+            serving, Path(out_dir), name=name, **_verification(options)
+        )
+        (Path(out_dir) / SIGNATURE_FILE).write_text(signature)
+        return report
+
+    return _outcome(job)
 
 
 def _forget_models() -> None:
@@ -196,21 +262,40 @@ def _outcome(job: Any) -> dict:
     return {"ok": True, "report": report.to_dict()}
 
 
-def keras_predict(source: str, arrays: list[Any]) -> dict:
-    """The original Keras model's outputs (flat list) on ``arrays`` (flat list of inputs)."""
+def keras_predict(source: str, arrays: list[Any], custom_objects: str = "") -> dict:
+    """The source model's outputs (flat list) on ``arrays`` (flat list of inputs): the
+    Keras model, or a SavedModel's signature (the one it was folded with)."""
     warm()
     import numpy as np
 
-    from folding.loading import load_keras_model
-    from folding.pipeline import flat_caller
+    from folding.errors import FoldingError
 
-    key = (source, Path(source).stat().st_mtime)
+    failed = _import_custom_objects(custom_objects)
+    if failed is not None:
+        return {"ok": False, "error": failed["error"]}
+    path = Path(source)
+    key = (source, path.stat().st_mtime)
     try:
         if key not in _loaded:
             _loaded.clear()
-            _loaded[key] = flat_caller(load_keras_model(source))
+            _loaded[key] = _source_caller(path)
         outputs = _loaded[key](list(arrays))
+    except FoldingError as error:
+        return {"ok": False, "error": str(error)}
     except Exception as error:  # the model's own call failed on these inputs
-        message = f"{type(error).__name__}: {error}".replace(str(Path(source).parent), "")
+        message = f"{type(error).__name__}: {error}".replace(str(path.parent), "")
         return {"ok": False, "error": message}  # no server paths in what a client reads
     return {"ok": True, "outputs": [np.asarray(output) for output in outputs]}
+
+
+def _source_caller(path: Path) -> Any:
+    from folding.loading import load_keras_model
+    from folding.pipeline import flat_caller
+
+    if not path.is_dir():
+        return flat_caller(load_keras_model(path))
+    from folding.saved_model import DEFAULT_SIGNATURE, load_saved_model
+
+    recorded = path.parent / SIGNATURE_FILE
+    signature = recorded.read_text().strip() if recorded.is_file() else DEFAULT_SIGNATURE
+    return load_saved_model(path, signature, "the stored SavedModel")

@@ -59,6 +59,7 @@ class Folder:
         noise_factor: float = 10.0,
         archive_limits: tuple[int, int] | None = None,
         memory_limit_mb: int = 0,
+        custom_objects: str = "",
         available: bool | None = None,
         refusal: str = NO_TENSORFLOW,
     ) -> None:
@@ -69,6 +70,8 @@ class Folder:
         self.noise_factor = noise_factor
         self.archive_limits = archive_limits
         self.memory_limit_mb = memory_limit_mb
+        self.custom_objects = custom_objects
+        """Operator-trusted modules the worker imports (custom Keras layers)."""
         self._context = multiprocessing.get_context("spawn")
         self._over_limit = self._context.Event()
         self.available = tensorflow_installed() if available is None else available
@@ -142,8 +145,12 @@ class Folder:
         label: str | None = None,
         probe: Path | None = None,
         calibration: Path | None = None,
+        signature: str | None = None,
     ) -> dict[str, Any]:
         """Fold ``source`` into ``out_dir``; return the report or raise a ServingError.
+
+        ``source``: a Keras or ONNX file, a SavedModel directory, or a .zip/.tar.gz of
+        one (unpacked into ``out_dir/saved_model``); ``signature``: a SavedModel's.
 
         ``probe``: the user's .npy/.npz verification inputs (else the model's own);
         ``calibration``: a .npy/.npz every BN is recalibrated on before folding."""
@@ -155,6 +162,8 @@ class Folder:
             probe=None if probe is None else str(probe),
             calibration=None if calibration is None else str(calibration),
             archive_limits=self.archive_limits,
+            signature=signature,
+            custom_objects=self.custom_objects,
         )
         result = await self._call(
             fold_job.fold_source, str(source), str(out_dir), name, options, label
@@ -169,10 +178,10 @@ class Folder:
 
     async def keras_predict(self, source: Path | None, arrays: list[Any]) -> list[Any]:
         if source is None or source.suffix == ".onnx":
-            raise NotFound("this version has no Keras model to compare against")
-        result = await self._call(fold_job.keras_predict, str(source), arrays)
+            raise NotFound("this version has no Keras model or SavedModel to compare against")
+        result = await self._call(fold_job.keras_predict, str(source), arrays, self.custom_objects)
         if not result["ok"]:
-            raise InvalidInput(f"the Keras model failed on these inputs: {result['error']}")
+            raise InvalidInput(f"the source model failed on these inputs: {result['error']}")
         return result["outputs"]
 
     def close(self) -> None:

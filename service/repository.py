@@ -1,7 +1,9 @@
 """The model repository on disk: ``<root>/<name>/<version>/``.
 
-A version directory holds the source Keras file (``model.keras`` or
-``model.h5``), the folded ``model.onnx``, ``unfolded.onnx`` and ``report.json``.
+A version directory holds the source model (``model.keras``, ``model.h5``,
+``original.onnx``, or a SavedModel directory ``saved_model/`` with the signature
+it was folded with in ``signature.txt``), the folded ``model.onnx``,
+``unfolded.onnx`` and ``report.json``.
 A version is *ready* once its ``model.onnx`` exists. New versions are built in
 ``<root>/.staging/`` and renamed into place, so no reader ever sees half a
 model; deletions are renamed out of the way before they are removed. Several
@@ -26,7 +28,8 @@ from typing import Any
 from service.errors import InvalidInput, NotFound
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-SOURCE_FILES = ("model.keras", "model.h5", "original.onnx")
+SOURCE_FILES = ("model.keras", "model.h5", "original.onnx", "saved_model")
+SAVED_MODEL_DIR = "saved_model"
 FOLDED_FILE = "model.onnx"
 UNFOLDED_FILE = "unfolded.onnx"
 REPORT_FILE = "report.json"
@@ -70,8 +73,9 @@ class VersionDir:
     @property
     def source(self) -> Path | None:
         for file_name in SOURCE_FILES:
-            if (self.path / file_name).is_file():
-                return self.path / file_name
+            path = self.path / file_name
+            if path.is_file() or (file_name == SAVED_MODEL_DIR and path.is_dir()):
+                return path
         return None
 
     def report(self) -> dict[str, Any]:

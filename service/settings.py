@@ -80,11 +80,18 @@ class Settings(BaseSettings):
     """Allowed error of a folded upload, relative to each output's scale."""
 
     max_archive_bytes: int = Field(4 * 1024**3, ge=1024)
-    """Largest total an uploaded ``.keras`` archive may inflate to (checked from its
-    directory before anything is extracted; 400 beyond)."""
+    """Largest total an uploaded ``.keras`` archive, or ``.zip`` / ``.tar.gz`` of a
+    SavedModel, may inflate to (checked before anything is extracted, and again while
+    it is; 400 beyond)."""
 
     max_archive_entries: int = Field(10_000, ge=1)
-    """Most entries an uploaded ``.keras`` archive may hold (400 beyond)."""
+    """Most entries an uploaded ``.keras``, ``.zip`` or ``.tar.gz`` archive may hold
+    (400 beyond)."""
+
+    custom_objects: str = ""
+    """Comma-separated Python modules the fold worker imports before loading a Keras
+    model: operator-trusted code that registers custom layers
+    (``keras.saving.register_keras_serializable``). An upload can never name one."""
 
     fold_export_rtol: float | None = Field(None, gt=0)
     """Allowed difference between an upload's unfolded ONNX export and the Keras model,

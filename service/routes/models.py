@@ -15,7 +15,9 @@ router = APIRouter(tags=["Model store"])
 
 @router.post("/v1/models", status_code=201, dependencies=[AdminAuth])
 async def upload(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
-    """multipart/form-data: ``file`` (a .keras or .h5 model), optional ``name``, optional
+    """multipart/form-data: ``file`` (a .keras, .h5 or .onnx model, or a TensorFlow
+    SavedModel as .zip or .tar.gz), optional ``name``, optional ``signature`` (a
+    SavedModel's serving signature, default ``serving_default``), optional
     ``probe`` (a .npy or .npz of inputs the fold is verified on), optional
     ``calibration`` (.npy/.npz, as ``foldserve fold --recalibrate``: every BN's moving
     statistics are re-estimated on it before folding)."""
@@ -37,6 +39,9 @@ async def upload(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
         probe = form.get("probe")
         if probe is not None and not isinstance(probe, UploadFile):
             raise InvalidInput("form field 'probe' must be a .npy or .npz file")
+        signature = form.get("signature")
+        if signature is not None and not isinstance(signature, str):
+            raise InvalidInput("form field 'signature' must be text")
         calibration = form.get("calibration")
         if calibration is not None and not isinstance(calibration, UploadFile):
             raise InvalidInput("form field 'calibration' must be a .npy or .npz file")
@@ -46,6 +51,7 @@ async def upload(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
             name or None,
             probe=None if probe is None else (probe.file, probe.filename or ""),
             calibration=None if calibration is None else (calibration.file, calibration.filename),
+            signature=signature or None,
         )
     finally:
         await form.close()
@@ -69,7 +75,8 @@ async def delete(name: str, dataplane: DataPlaneDep, version: str | None = None)
 async def compare(
     name: str, request: Request, dataplane: DataPlaneDep, version: str | None = None
 ) -> JSONResponse:
-    """Body as for ``:predict``, plus optional ``"reference": "keras"``, ``"repeats"``
+    """Body as for ``:predict``, plus optional ``"reference": "source"`` (the stored Keras
+    model or SavedModel, run in the fold worker; ``"keras"`` is accepted too), ``"repeats"``
     (timed rounds, default 10) and ``"return_outputs"`` (default true)."""
     model = dataplane.get(name, version)
     body = await json_body(request)

@@ -1,0 +1,18 @@
+"""An operator's module of custom Keras layers, imported with ``--custom-objects``."""
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="foldserve_tests")
+class Shift(keras.layers.Layer):
+    """Adds a fixed offset: no weights, no direct ONNX form."""
+
+    def __init__(self, offset: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.offset = offset
+
+    def call(self, inputs):
+        return inputs + self.offset
+
+    def get_config(self):
+        return {**super().get_config(), "offset": self.offset}

@@ -1,0 +1,61 @@
+"""Custom layers loaded through an operator's ``--custom-objects`` module."""
+
+import json
+import subprocess
+import sys
+
+import keras
+
+from tests import zoo
+from tests.custom_layers import Shift
+
+FOLDSERVE = [sys.executable, "-m", "service.cli"]
+
+
+def fold(*args):
+    return subprocess.run(
+        [*FOLDSERVE, "fold", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+
+
+def save(model, path):
+    zoo.randomize_batch_norms(model, seed=3).save(path)
+    return path
+
+
+def test_custom_layer_between_dense_and_bn_keeps_the_bn(tmp_path):
+    inputs = keras.Input((6,))
+    hidden = keras.layers.BatchNormalization(name="bn")(Shift()(keras.layers.Dense(5)(inputs)))
+    path = save(keras.Model(inputs, keras.layers.ReLU()(hidden)), tmp_path / "between.keras")
+
+    refused = fold(path, "-o", tmp_path / "refused")
+    assert refused.returncode == 1
+    assert "Shift" in refused.stderr
+    assert not (tmp_path / "refused").exists()
+
+    out = tmp_path / "out"
+    result = fold(path, "-o", out, "--custom-objects", "tests.custom_layers")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["verification"]["passed"]
+    assert [entry["bn"] for entry in report["not_folded"]] == ["bn"]
+    assert report["folded"] == []
+
+
+def test_custom_layer_after_a_dense_bn_pair(tmp_path):
+    inputs = keras.Input((6,))
+    hidden = keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(5)(inputs))
+    path = save(keras.Model(inputs, Shift()(hidden)), tmp_path / "after.keras")
+    out = tmp_path / "out"
+    result = fold(path, "-o", out, "--custom-objects", "tests.custom_layers")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["verification"]["passed"]
+    assert [entry["bn"] for entry in report["folded"]] == ["bn"]
+    assert report["exporter"] != "direct"  # Shift has no direct form: tf2onnx took it
+
+
+def test_a_module_that_cannot_be_imported_is_named(tmp_path):
+    result = fold(tmp_path / "x.keras", "-o", tmp_path / "out", "--custom-objects", "no_such_mod")
+    assert result.returncode == 1
+    assert "'no_such_mod' could not be imported" in result.stderr

@@ -1,0 +1,169 @@
+"""Tiny SavedModels written the three ways users write them, with trained-looking BNs."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+def _randomise_batchnorms(model, layer_type) -> None:
+    rng = np.random.default_rng(1)
+    for layer in model.layers:
+        if isinstance(layer, layer_type):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
+                    rng.normal(0, 0.3, beta.shape).astype("float32"),
+                    rng.normal(0, 0.3, mean.shape).astype("float32"),
+                    rng.uniform(0.5, 2.0, variance.shape).astype("float32"),
+                ]
+            )
+
+
+def keras3_dense(path: Path) -> Path:
+    """Keras 3 ``model.export`` (tf_saved_model) of Dense -> BN -> ReLU -> Dense."""
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Dense(3),
+        ]
+    )
+    _randomise_batchnorms(model, keras.layers.BatchNormalization)
+    model.export(str(path), format="tf_saved_model", verbose=False)
+    return path
+
+
+def keras3_conv(path: Path) -> Path:
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
+    _randomise_batchnorms(model, keras.layers.BatchNormalization)
+    model.export(str(path), format="tf_saved_model", verbose=False)
+    return path
+
+
+def tf_keras_conv(path: Path) -> Path:
+    """tf.keras 2 (``tf_keras``) ``model.save(path)``: FusedBatchNormV3 in the graph."""
+    import tf_keras
+
+    layers = tf_keras.layers
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input((8, 8, 3)),
+            layers.Conv2D(4, 3, padding="same"),
+            layers.BatchNormalization(),
+            layers.ReLU(),
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(2),
+        ]
+    )
+    _randomise_batchnorms(model, layers.BatchNormalization)
+    model.save(str(path))
+    return path
+
+
+def tf_keras_two_inputs(path: Path) -> Path:
+    import tf_keras
+
+    layers = tf_keras.layers
+    left = tf_keras.Input((4,), name="left")
+    right = tf_keras.Input((3,), name="right")
+    hidden = layers.BatchNormalization()(layers.Dense(5)(left))
+    merged = layers.Concatenate()([hidden, right])
+    model = tf_keras.Model([left, right], layers.Dense(2, name="score")(merged))
+    _randomise_batchnorms(model, layers.BatchNormalization)
+    model.save(str(path))
+    return path
+
+
+def tf_module_two_inputs(path: Path) -> Path:
+    """``tf.saved_model.save`` of a tf.Module: MatMul -> batch_normalization, two inputs."""
+    import tensorflow as tf
+
+    class TwoInputs(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            rng = np.random.default_rng(2)
+            self.weight = tf.Variable(rng.normal(size=(5, 4)).astype("float32"))
+            self.mean = tf.Variable(rng.normal(size=4).astype("float32"))
+            self.variance = tf.Variable(rng.uniform(0.5, 2, size=4).astype("float32"))
+            self.gamma = tf.Variable(rng.uniform(0.5, 1.5, size=4).astype("float32"))
+            self.beta = tf.Variable(rng.normal(size=4).astype("float32"))
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, 5], tf.float32, name="features"),
+                tf.TensorSpec([None, 4], tf.float32, name="offset"),
+            ]
+        )
+        def serve(self, features, offset):
+            hidden = tf.matmul(features, self.weight)
+            normal = tf.nn.batch_normalization(
+                hidden, self.mean, self.variance, self.beta, self.gamma, 1e-3
+            )
+            return {"out": tf.nn.relu(normal) + offset}
+
+    module = TwoInputs()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def writes_a_file(path: Path, victim: Path) -> Path:
+    """A SavedModel whose serving function writes ``victim`` when it runs."""
+    import tensorflow as tf
+
+    class Writer(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x):
+            tf.io.write_file(str(victim), "the serving function ran")
+            return {"y": x * 2.0}
+
+    module = Writer()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def zipped(directory: Path, top_folder: str | None = None) -> bytes:
+    """``directory`` as a .zip, at the root or inside ``top_folder``."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(directory.rglob("*")):
+            if path.is_file():
+                relative = path.relative_to(directory).as_posix()
+                archive.write(path, f"{top_folder}/{relative}" if top_folder else relative)
+    return buffer.getvalue()
+
+
+def tarred(directory: Path, top_folder: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(directory, arcname=top_folder or ".")
+    return buffer.getvalue()
+
+
+def signature_answers(directory: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What the SavedModel's own serving function answers."""
+    import tensorflow as tf
+
+    function = tf.saved_model.load(str(directory)).signatures["serving_default"]
+    result = function(**{key: tf.constant(value) for key, value in arrays.items()})
+    return {key: value.numpy() for key, value in result.items()}

@@ -1,4 +1,6 @@
-"""The ``foldserve`` command: ``fold`` a model, ``serve`` the model repository."""
+"""The ``foldserve`` command: ``fold`` a model, ``serve`` the model repository, and the
+client commands (``upload``, ``jobs``, ``list``, ``predict``, ``compare``, ``delete``,
+``download``) that talk to a running server."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import os
 import sys
 
 from folding.cli import add_fold_command, run
+from service.client import add_client_commands
 
 
 def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
@@ -55,7 +58,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(argv, [add_fold_command, add_serve_command])
+    return run(argv, [add_fold_command, add_serve_command, add_client_commands], __doc__)
 
 
 if __name__ == "__main__":

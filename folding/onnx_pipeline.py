@@ -19,6 +19,7 @@ from folding.errors import ExportError, ModelLoadError, VerificationError
 from folding.export import OnnxModel, summarize
 from folding.graph import InputSpec
 from folding.onnx_fold import fold_onnx
+from folding.pipeline import StageCallback, no_stages
 from folding.probes import DEFAULT_SAMPLES, DYNAMIC_DIM_PROBE, load_user_probes
 from folding.report import FoldReport, OnnxSummary, TensorInfo
 from folding.verify import (
@@ -99,10 +100,15 @@ def fold_onnx_to_directory(
     samples: int = DEFAULT_SAMPLES,
     probe_path: Path | None = None,
     name: str = "model",
+    on_stage: StageCallback = no_stages,
 ) -> FoldReport:
+    """``on_stage(stage, progress)`` as for ``folding.pipeline.fold_to_directory``;
+    within "verifying", ``progress`` counts the three runs done."""
+    on_stage("folding", None)
     started = time.perf_counter()
     result = fold_onnx(model)
     folded_at = time.perf_counter()
+    on_stage("exporting", None)
     exported = [OnnxModel(proto, proto.SerializeToString()) for proto in (result.model, model)]
     folded, unfolded = exported
     (directory / FOLDED_FILE).write_bytes(folded.data)
@@ -111,14 +117,19 @@ def fold_onnx_to_directory(
 
     specs = input_specs(model)
     names = [spec.name for spec in specs]
+    on_stage("verifying", 0.0)
     probes, source = _probes(specs, min(samples, DEFAULT_SAMPLES), probe_path)
     try:
         reference = _run_unoptimised(unfolded.data, names, probes)
+        on_stage("verifying", 1 / 3)
+        unfolded_out = run_onnx(unfolded.data, names, probes, unfolded=True)
+        on_stage("verifying", 2 / 3)
         answers = Answers(
             keras=reference,
-            unfolded=run_onnx(unfolded.data, names, probes, unfolded=True),
+            unfolded=unfolded_out,
             folded=run_onnx(folded.data, names, probes),
         )
+        on_stage("verifying", 1.0)
         settings = {
             "rtol": rtol,
             "export_rtol": export_rtol or DEFAULT_EXPORT_RTOL,

@@ -102,6 +102,10 @@ class Folder:
             future = asyncio.get_running_loop().run_in_executor(pool, function, *args)
             try:
                 return await asyncio.wait_for(future, self.timeout)
+            except asyncio.CancelledError:  # the job was cancelled: stop its worker too
+                self._restart()
+                self.prewarm()
+                raise
             except asyncio.TimeoutError:
                 self._restart()
                 raise Unprocessable(
@@ -132,11 +136,14 @@ class Folder:
         label: str | None = None,
         probe: Path | None = None,
         calibration: Path | None = None,
+        progress: Path | None = None,
     ) -> dict[str, Any]:
         """Fold ``source`` into ``out_dir``; return the report or raise a ServingError.
 
         ``probe``: the user's .npy/.npz verification inputs (else the model's own);
-        ``calibration``: a .npy/.npz every BN is recalibrated on before folding."""
+        ``calibration``: a .npy/.npz every BN is recalibrated on before folding;
+        ``progress``: a file the worker keeps its stage and progress in.
+        Cancelling the awaiting task stops the worker (a fresh one is started)."""
         options = fold_job.FoldOptions(
             rtol=self.rtol,
             samples=self.samples,
@@ -147,7 +154,13 @@ class Folder:
             archive_limits=self.archive_limits,
         )
         result = await self._call(
-            fold_job.fold_source, str(source), str(out_dir), name, options, label
+            fold_job.fold_source,
+            str(source),
+            str(out_dir),
+            name,
+            options,
+            label,
+            None if progress is None else str(progress),
         )
         if result["ok"]:
             return result["report"]

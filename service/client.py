@@ -107,9 +107,13 @@ class Client:
 
 
 def _console(stderr: bool = False) -> Any:
+    """A terminal's own width; piped output wide enough that tables keep every column."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, soft_wrap=False, width=200)
+    return console
 
 
 def _print_json(value: Any) -> None:
@@ -121,7 +125,7 @@ def _table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None
 
     table = Table(title=title, title_justify="left")
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
     _console().print(table)

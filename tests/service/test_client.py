@@ -151,3 +151,51 @@ def test_tokens(guarded_server, trained_model_file):
     assert got == cli.EXIT_AUTH
     got, out, _ = foldserve("list", "--json", url=guarded_server.url, token="admin-secret")
     assert got == cli.EXIT_OK and json.loads(out)["models"][0]["name"] == "digits"
+
+
+def test_detached_upload_then_jobs_watch_show_and_list(server, trained_model_file):
+    code, out, err = foldserve(
+        "upload", str(trained_model_file), "--name", "cli-detached", "--detach", url=server.url
+    )
+    assert code == cli.EXIT_OK, err
+    job_id = out.strip()
+    assert len(job_id) == 32
+    code, out, err = foldserve("jobs", job_id, "--watch", "--json", url=server.url)
+    assert code == cli.EXIT_OK, err
+    job = json.loads(out)
+    assert job["id"] == job_id and job["state"] == "done"
+    assert {"loading", "folding", "exporting", "verifying"} <= set(job["timings"])
+    code, out, _ = foldserve("jobs", job_id, url=server.url)
+    assert code == cli.EXIT_OK and "done" in out and "cli-detached v1" in out
+    code, out, _ = foldserve("jobs", "--json", url=server.url)
+    assert job_id in [entry["id"] for entry in json.loads(out)["jobs"]]
+    code, out, _ = foldserve("jobs", url=server.url)
+    assert job_id[:12] in out
+    code, _, err = foldserve("jobs", job_id, "--cancel", url=server.url)
+    assert code == cli.EXIT_REFUSED and "finished" in err.lower()
+    code, _, err = foldserve("jobs", "0" * 32, url=server.url)
+    assert code == cli.EXIT_NOT_FOUND
+    foldserve("delete", "cli-detached", url=server.url)
+
+
+def test_a_failed_fold_exits_non_zero_with_the_reason(guarded_server, trained_model_file):
+    """The guarded server's tolerance (1e-15, no noise allowance) fails every fold."""
+    code, out, err = foldserve(
+        "upload",
+        str(trained_model_file),
+        "--name",
+        "cli-strict",
+        url=guarded_server.url,
+        token="admin-secret",
+    )
+    assert code == cli.EXIT_REFUSED
+    assert "verification" in err.lower() or "fold" in err.lower()
+    assert "Traceback" not in err
+    code, out, _ = foldserve("list", "--json", url=guarded_server.url, token="admin-secret")
+    names = [model["name"] for model in json.loads(out)["models"]]
+    assert "cli-strict" not in names or all(
+        entry["state"] != "AVAILABLE"
+        for model in json.loads(out)["models"]
+        if model["name"] == "cli-strict"
+        for entry in model["versions"]
+    )

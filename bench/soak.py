@@ -160,7 +160,7 @@ def run(url: str, pid: int, args: argparse.Namespace, workdir: Path) -> None:
             while time.monotonic() < stop:
                 with open(DEMO, "rb") as handle:
                     reply = http.post(
-                        "/v1/models",
+                        "/v1/models?wait=true",
                         files={"file": ("soaked.keras", handle, "application/octet-stream")},
                         data={"name": "soaked"},
                     )

@@ -188,8 +188,8 @@ def _fold_saved_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(argv: list[str] | None, register: list) -> int:
-    parser = argparse.ArgumentParser(prog="foldserve", description=__doc__)
+def run(argv: list[str] | None, register: list, description: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="foldserve", description=description or __doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add in register:
         add(subparsers)

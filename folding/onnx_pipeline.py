@@ -20,6 +20,7 @@ from folding.errors import ExportError, ModelLoadError, VerificationError
 from folding.export import OnnxModel, summarize
 from folding.graph import InputSpec
 from folding.onnx_fold import fold_onnx
+from folding.pipeline import StageCallback, no_stages
 from folding.probes import DEFAULT_SAMPLES, DYNAMIC_DIM_PROBE, load_user_probes
 from folding.report import FoldReport, OnnxSummary, TensorInfo
 from folding.verify import (
@@ -102,12 +103,17 @@ def fold_onnx_to_directory(
     name: str = "model",
     reference: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
     exporter: str = "onnx",
+    on_stage: StageCallback = no_stages,
 ) -> FoldReport:
     """``reference``: what the exports are checked against (default: ``model`` run by
-    ONNX Runtime with every optimisation off), e.g. the SavedModel it was converted from."""
+    ONNX Runtime with every optimisation off), e.g. the SavedModel it was converted from.
+    ``on_stage(stage, progress)`` as for ``folding.pipeline.fold_to_directory``; within
+    "verifying", ``progress`` counts the three runs done."""
+    on_stage("folding", None)
     started = time.perf_counter()
     result = fold_onnx(model)
     folded_at = time.perf_counter()
+    on_stage("exporting", None)
     exported = [OnnxModel(proto, proto.SerializeToString()) for proto in (result.model, model)]
     folded, unfolded = exported
     (directory / FOLDED_FILE).write_bytes(folded.data)
@@ -116,17 +122,22 @@ def fold_onnx_to_directory(
 
     specs = input_specs(model)
     names = [spec.name for spec in specs]
+    on_stage("verifying", 0.0)
     probes, source = _probes(specs, min(samples, DEFAULT_SAMPLES), probe_path)
     try:
         if reference is None:
             expected = _run_unoptimised(unfolded.data, names, probes)
         else:
             expected = [np.asarray(output) for output in reference(probes)]
+        on_stage("verifying", 1 / 3)
+        unfolded_out = run_onnx(unfolded.data, names, probes, unfolded=True)
+        on_stage("verifying", 2 / 3)
         answers = Answers(
             keras=expected,
-            unfolded=run_onnx(unfolded.data, names, probes, unfolded=True),
+            unfolded=unfolded_out,
             folded=run_onnx(folded.data, names, probes),
         )
+        on_stage("verifying", 1.0)
         settings = {
             "rtol": rtol,
             "export_rtol": export_rtol or DEFAULT_EXPORT_RTOL,

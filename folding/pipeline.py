@@ -36,6 +36,14 @@ FOLDED_FILE = "model.onnx"
 UNFOLDED_FILE = "unfolded.onnx"
 REPORT_FILE = "report.json"
 
+StageCallback = Callable[[str, "float | None"], None]
+"""``on_stage(stage, progress)``: told when a stage ("folding", "exporting",
+"verifying") starts, and of the fraction of it done (0..1) where that is known."""
+
+
+def no_stages(stage: str, progress: float | None) -> None:
+    """The default ``on_stage``: nobody is told."""
+
 
 def flat_caller(model: Any) -> Callable[[list[Any]], list[Any]]:
     """``model`` as a function from a flat list of inputs to a flat list of outputs."""
@@ -65,8 +73,13 @@ def fold_to_directory(
     name: str | None = None,
     calibration: list[np.ndarray] | None = None,
     recalibrate_on: list[np.ndarray] | None = None,
+    on_stage: StageCallback = no_stages,
 ) -> FoldReport:
     """Fold ``model`` and write model.onnx, unfolded.onnx and report.json into ``directory``.
+
+    ``on_stage(stage, progress)`` hears of each stage as it starts; within
+    "verifying", ``progress`` counts its steps done (reference run, ONNX runs and
+    verdict, files written) over their total.
 
     Raises VerificationError (carrying the report) when folding changed the
     answers (``failure == "fold"``) or when the unfolded export already differs
@@ -76,6 +89,7 @@ def fold_to_directory(
     from folding.fold import fold_model
     from folding.graph import trace
 
+    on_stage("folding", None)
     started = time.perf_counter()
     if calibration is None and probe_path is not None:  # the user's rows: variance shift too
         calibration = load_user_probes(trace(model).inputs, Path(probe_path))
@@ -83,7 +97,9 @@ def fold_to_directory(
     unfolded_graph = trace(model)
     folded_at = time.perf_counter()
 
+    on_stage("exporting", None)
     exported = export_pair(result, unfolded_graph, opset)
+    on_stage("verifying", 0.0)
     exported_at = time.perf_counter()
     with ThreadPoolExecutor(max_workers=3) as pool:
         # Writing ~2x the weights to disk and loading the ONNX Runtime sessions
@@ -99,6 +115,7 @@ def fold_to_directory(
         count = samples if probe_path is not None else sample_count(unfolded_graph, samples)
         probes, source = make_probes(result.inputs, count, probe_path, graph=unfolded_graph)
         keras_out = [np.asarray(out) for out in flat_caller(model)(probes)]
+        on_stage("verifying", 1 / 3)
         dtype = compute_dtype(unfolded_graph)
         if export_rtol is None:
             export_rtol = DEFAULT_EXPORT_RTOL if dtype == "float32" else HALF_PRECISION_EXPORT_RTOL
@@ -126,8 +143,10 @@ def fold_to_directory(
                 f"ONNX Runtime cannot run the exported model ({exported.exporter} exporter) on "
                 f"probes of shape {shape}: {first}"
             ) from None
+        on_stage("verifying", 2 / 3)
         for write in writes:
             write.result()
+    on_stage("verifying", 1.0)
     verified_at = time.perf_counter()
 
     report = FoldReport(

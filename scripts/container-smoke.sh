@@ -137,7 +137,7 @@ say "container healthy after $((SECONDS - run_started))s (demo model folded at s
 [ "$(docker inspect --format '{{.Config.User}}' "$IMAGE")" = "10001:10001" ] || fail "image user is not 10001"
 predict_both $PORT digits
 expect_json "upload of a Keras model" 'r["version"] == 1 and r["report"]["verification"]["passed"]' \
-  -F "file=@models/digits/1/model.keras" -F name=uploaded "http://127.0.0.1:$PORT/v1/models"
+  -F "file=@models/digits/1/model.keras" -F name=uploaded "http://127.0.0.1:$PORT/v1/models?wait=true"
 predict_both $PORT uploaded
 docker exec "$CONTAINER" python3 -c "
 import numpy as np, tritonclient.grpc as g
@@ -154,7 +154,7 @@ docker run -d --name "$CONTAINER" --network host -e FOLDSERVE_PORT=$PORT \
   -e FOLDSERVE_GRPC_PORT=$GRPC_PORT "$SERVING_IMAGE" >/dev/null
 wait_healthy "$CONTAINER" 120
 status="$(curl -sS -o "$WORK/refused.json" -w '%{http_code}' \
-  -F "file=@models/digits/1/model.keras" -F name=refused "http://127.0.0.1:$PORT/v1/models")"
+  -F "file=@models/digits/1/model.keras" -F name=refused "http://127.0.0.1:$PORT/v1/models?wait=true")"
 [ "$status" = 409 ] && grep -q "foldserve fold" "$WORK/refused.json" \
   || fail "serving-only upload: HTTP $status $(cat "$WORK/refused.json")"
 say "ok: the serving-only image refuses uploads (409, names where folding runs)"
@@ -177,7 +177,7 @@ PY
 wait_healthy "${PROJECT}_replica-a_1" 300
 wait_healthy "${PROJECT}_replica-b_1" 300
 expect_json "upload through the proxy (to the full replica)" 'r["name"] == "via-proxy"' \
-  -F "file=@models/digits/1/model.keras" -F name=via-proxy "http://127.0.0.1:18088/v1/models"
+  -F "file=@models/digits/1/model.keras" -F name=via-proxy "http://127.0.0.1:18088/v1/models?wait=true"
 sleep 1
 predict_both 18082 via-proxy
 predict_both 18082 digits

@@ -1,4 +1,6 @@
-"""The ``foldserve`` command: ``fold`` a model, ``serve`` the model repository."""
+"""The ``foldserve`` command: ``fold`` a model, ``serve`` the model repository, and the
+client commands (``upload``, ``jobs``, ``list``, ``predict``, ``compare``, ``delete``,
+``download``) that talk to a running server."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from folding.cli import add_fold_command, run
+from service.client import add_client_commands
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -111,7 +114,7 @@ def run_on_ray(settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(argv, [add_fold_command, add_serve_command])
+    return run(argv, [add_fold_command, add_serve_command, add_client_commands], __doc__)
 
 
 if __name__ == "__main__":

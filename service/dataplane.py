@@ -10,17 +10,15 @@ import asyncio
 import contextlib
 import functools
 import logging
-import re
-import shutil
 import statistics
 import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import anyio
 import numpy as np
 
-from service.errors import InvalidInput
+from service.errors import InvalidInput, NotFound
 from service.folder import Folder
 from service.metrics import Metrics
 from service.registry import LoadedVersion, ModelRegistry
@@ -30,30 +28,22 @@ from service.repository import (
     UNFOLDED_FILE,
     Repository,
     VersionDir,
+    find_version,
     parse_version,
     validate_name,
 )
 from service.runtime import Runtime, TensorMeta
 from service.settings import Settings
+from service.uploads import Uploads
 
 logger = logging.getLogger("foldserve.dataplane")
 
 DEFAULT_COMPARE_REPEATS = 10
 MAX_COMPARE_REPEATS = 200
 
-UPLOAD_SUFFIXES = {
-    ".keras": "model.keras",
-    ".h5": "model.h5",
-    ".hdf5": "model.h5",
-    ".onnx": "original.onnx",
-    ".zip": "model.zip",  # a SavedModel, unpacked into saved_model/ by the fold worker
-    ".tar.gz": "model.tar.gz",
-    ".tgz": "model.tar.gz",
-}
 REFERENCES = ("keras", "source")
 """``:compare`` references: the stored source model (Keras or SavedModel), run in the
 fold worker; "keras" is the older name of "source"."""
-CALIBRATION_SUFFIXES = (".npy", ".npz")
 
 
 class DataPlane:
@@ -71,6 +61,7 @@ class DataPlane:
         self.folder = folder
         self.metrics = metrics
         self.registry = ModelRegistry(settings, repository, runtime, metrics)
+        self.uploads = Uploads(settings, repository, self.registry, folder, metrics)
         self.ready = False
         self.draining = False
         self._poller: asyncio.Task | None = None
@@ -85,11 +76,13 @@ class DataPlane:
             self.folder.prewarm()
         await self._fold_missing()
         await self.registry.refresh()
+        await self.uploads.start()
         self._poller = asyncio.create_task(self._poll())
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
+        await self.uploads.stop()
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -143,12 +136,66 @@ class DataPlane:
         return self.registry.versions(name)
 
     async def catalogue(self) -> list[dict[str, Any]]:
-        """Every model on disk with each version's state (the disk is read off the loop)."""
+        """Every model on disk with each version's state (the disk is read off the loop),
+        and the versions of upload jobs still folding (LOADING, the stage as reason) or
+        failed (UNAVAILABLE, the error as reason)."""
         scanned = await anyio.to_thread.run_sync(self.repository.scan)
-        return self.registry.catalogue(scanned)
+        listing = {model["name"]: model for model in self.registry.catalogue(scanned)}
+        for (name, version), job_state in (await self.uploads.version_states()).items():
+            state = "LOADING" if job_state.state == "LOADING" else "UNAVAILABLE"
+            model = listing.setdefault(name, {"name": name, "versions": []})
+            model["versions"].append(
+                {"version": version, "state": state, "reason": job_state.reason}
+            )
+            model["versions"].sort(key=lambda entry: entry["version"])
+        return [listing[name] for name in sorted(listing)]
 
-    def state_of(self, name: str, version: int) -> tuple[str, str]:
-        return self.registry.state_of(name, version)
+    async def artifact(self, name: str, version: str, file_name: str) -> Path:
+        """The path of a stored version's ``file_name`` (``version`` may be "latest");
+        NotFound when the version or the file is missing."""
+        validate_name(name)
+        number = parse_version(version)
+        scanned = await anyio.to_thread.run_sync(self.repository.scan)
+        number, directory = find_version(scanned, name, number)
+        path = (directory.path / file_name).resolve()
+        if not path.is_relative_to(self.repository.root) or not path.is_file():
+            raise NotFound(f"model '{name}' version {number} has no {file_name}")
+        return path
+
+    async def version_status(self, name: str, version: str | None = None) -> list[dict[str, Any]]:
+        """TF Serving's ``model_version_status`` entries: the loaded versions of ``name``
+        (or the one asked for), and those its upload jobs are folding or failed on."""
+        jobs = {
+            number: job_state
+            for (model, number), job_state in (await self.uploads.version_states()).items()
+            if model == name
+        }
+        if version is not None:
+            number = parse_version(version)
+            numbers = [number] if number in jobs else [self.get(name, version).version]
+        else:
+            loaded = []
+            if self.registry.is_loaded(name) or not jobs:  # neither: NotFound
+                loaded = [model.version for model in self.versions(name)]
+            numbers = sorted({*loaded, *jobs})
+        statuses = []
+        for number in numbers:
+            if number in jobs:
+                job_state = jobs[number]
+                state = "LOADING" if job_state.state == "LOADING" else "END"
+                code = job_state.error_code
+                message = "" if job_state.state == "LOADING" else job_state.reason
+            else:
+                state, message = self.registry.state_of(name, number)
+                code = "OK" if not message else "UNAVAILABLE"
+            statuses.append(
+                {
+                    "version": str(number),
+                    "state": state,
+                    "status": {"error_code": code, "error_message": message},
+                }
+            )
+        return statuses
 
     def statistics(self, name: str | None, version: str | None) -> list[dict[str, Any]]:
         """Triton-style statistics of one version, every version of ``name``, or all."""
@@ -254,76 +301,6 @@ class DataPlane:
 
     # -- writing -----------------------------------------------------------------
 
-    async def register(
-        self,
-        upload: BinaryIO,
-        file_name: str,
-        name: str | None,
-        probe: tuple[BinaryIO, str] | None = None,
-        calibration: tuple[BinaryIO, str | None] | None = None,
-        signature: str | None = None,
-    ) -> tuple[str, int, dict[str, Any]]:
-        """Fold an uploaded Keras file and store it as the next version of ``name``.
-
-        ``probe``: (file, file name) of a .npy/.npz the fold verifies on; it is kept
-        beside the model as probe.npy / probe.npz. ``calibration`` (file, file name):
-        every BN is recalibrated on that data first (the file is not kept). A ``.zip`` or
-        ``.tar.gz`` holds a SavedModel; ``signature`` names its signature."""
-        self.folder.require()
-        probe_suffix = _array_suffix(probe, "probe")
-        calibration_suffix = _array_suffix(calibration, "calibration")
-        suffix = upload_suffix(file_name)
-        if suffix is None:
-            raise InvalidInput(
-                f"uploaded file {file_name!r} is not a model file: expected .keras, .h5, .onnx, "
-                "or a SavedModel as .zip or .tar.gz"
-            )
-        calibration_suffix = None
-        if calibration is not None:
-            calibration_suffix = Path(calibration[1] or "").suffix.lower()
-            if calibration_suffix not in CALIBRATION_SUFFIXES:
-                raise InvalidInput(
-                    f"calibration file {calibration[1]!r} is not a .npy or .npz array file"
-                )
-        if not name:
-            name = validate_name(name_from_file(file_name))
-            existing = await anyio.to_thread.run_sync(self.repository.scan)
-            if name in existing:
-                raise InvalidInput(
-                    f"no 'name' given, and a model named '{name}' (from the file name) exists: "
-                    f"send name={name} to add a version to it, or another name"
-                )
-        name = validate_name(name)
-        staging = await anyio.to_thread.run_sync(self.repository.new_staging)
-        try:
-            source = staging / UPLOAD_SUFFIXES[suffix]
-            await anyio.to_thread.run_sync(_copy, upload, source)
-            probe_path = data = None
-            if probe is not None:
-                probe_path = staging / f"probe{probe_suffix}"
-                await anyio.to_thread.run_sync(_copy, probe[0], probe_path)
-            if calibration is not None:
-                data = staging / f".calibration{calibration_suffix}"
-                await anyio.to_thread.run_sync(_copy, calibration[0], data)
-            report = await self._timed_fold(
-                source,
-                staging,
-                name,
-                label=file_name,
-                probe=probe_path,
-                calibration=data,
-                signature=signature,
-            )
-            if data is not None:
-                data.unlink()
-            version = await anyio.to_thread.run_sync(self.repository.commit, staging, name)
-        finally:
-            self.repository.discard(staging)
-        async with self.registry.lock:
-            await self.registry.load(self.repository.version_dir(name, version))
-            self.registry.count_loaded()
-        return name, version, report
-
     async def _timed_fold(
         self,
         source: Path,
@@ -351,45 +328,27 @@ class DataPlane:
         return report
 
     async def delete(self, name: str, version: str | None) -> list[int]:
-        """Delete one version (``"latest"``: the highest one) or, with no version, all."""
+        """Delete one version (``"latest"``: the highest one) or, with no version, all;
+        a version whose upload job failed is forgotten (no longer listed) likewise."""
         number = parse_version(version) if version is not None else None
-        delete = functools.partial(
-            self.repository.delete, name, number, latest=version is not None and number is None
-        )
-        removed = await anyio.to_thread.run_sync(delete)
+        latest = version is not None and number is None
+        delete = functools.partial(self.repository.delete, name, number, latest=latest)
+        missing: NotFound | None = None
+        try:
+            removed = await anyio.to_thread.run_sync(delete)
+        except NotFound as error:
+            if latest:
+                raise
+            removed, missing = [], error
+        dismissed = [] if latest else await self.uploads.dismiss(name, number)
+        if missing is not None and not dismissed:
+            raise missing
+        removed = sorted({*removed, *dismissed})
         async with self.registry.lock:
             for gone in removed:
                 self.registry.forget(name, gone)
             self.registry.count_loaded()
         return removed
-
-
-def _array_suffix(upload: tuple[BinaryIO, str | None] | None, field: str) -> str | None:
-    """The suffix of an uploaded .npy/.npz array file (None when there is none)."""
-    if upload is None:
-        return None
-    suffix = Path(upload[1] or "").suffix.lower()
-    if suffix not in CALIBRATION_SUFFIXES:
-        raise InvalidInput(f"{field} file {upload[1]!r} is not a .npy or .npz array file")
-    return suffix
-
-
-def _copy(upload: BinaryIO, target: Path) -> None:
-    upload.seek(0)
-    with open(target, "wb") as handle:
-        shutil.copyfileobj(upload, handle, length=1024 * 1024)
-
-
-def upload_suffix(file_name: str | None) -> str | None:
-    """The key of ``UPLOAD_SUFFIXES`` that ``file_name`` ends with (``.tar.gz`` too)."""
-    lowered = (file_name or "").lower()
-    return next((suffix for suffix in UPLOAD_SUFFIXES if lowered.endswith(suffix)), None)
-
-
-def name_from_file(file_name: str) -> str:
-    suffix = upload_suffix(file_name) or Path(file_name).suffix
-    stem = Path(file_name[: len(file_name) - len(suffix)] if suffix else file_name).name.lower()
-    return re.sub(r"[^a-z0-9._-]", "-", stem).lstrip("._-")[:64]
 
 
 def validate_inputs(

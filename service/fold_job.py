@@ -92,13 +92,44 @@ def warm() -> bool:
     return True
 
 
+class StageReporter:
+    """``on_stage(stage, progress)`` for the pipelines: writes the stage, its progress and
+    when each stage started to ``path`` (a JSON file replaced atomically), where the
+    server process that owns the job reads it. With no path, it does nothing."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = None if path is None else Path(path)
+        self.started: dict[str, float] = {}
+
+    def __call__(self, stage: str, progress: float | None) -> None:
+        import json
+        import os
+        import time
+
+        if self.path is None:
+            return
+        self.started.setdefault(stage, time.time())
+        state = {"stage": stage, "progress": progress, "started": self.started}
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(state))
+        os.replace(temporary, self.path)
+
+
 def fold_source(
-    source: str, out_dir: str, name: str, options: FoldOptions, label: str | None = None
+    source: str,
+    out_dir: str,
+    name: str,
+    options: FoldOptions,
+    label: str | None = None,
+    progress: str | None = None,
 ) -> dict:
     """Load ``source`` safely, fold it and write the exports and report into ``out_dir``.
 
     ``label`` names the file in error messages (the name it was uploaded under);
-    ``calibration`` is a .npy/.npz to recalibrate the BNs on before folding."""
+    ``calibration`` is a .npy/.npz to recalibrate the BNs on before folding;
+    ``progress``: the file the stages are reported in (see ``StageReporter``)."""
+    on_stage = StageReporter(progress)
+    on_stage("loading", None)
     warm()
     from folding.loading import DEFAULT_LIMITS, ArchiveLimits
 
@@ -111,15 +142,15 @@ def fold_source(
         return custom
     if source.lower().endswith(ARCHIVE_SUFFIXES) or Path(source).is_dir():
         try:
-            return _fold_saved_model_source(source, out_dir, name, options, label, limits)
+            return _fold_saved_model_source(source, out_dir, name, options, label, limits, on_stage)
         finally:
             _forget_models()
     if options.signature is not None:
         return {"ok": False, "kind": "invalid", "error": "'signature' applies to a SavedModel"}
     if source.endswith(".onnx"):
-        return _fold_onnx_source(source, out_dir, name, options, label)
+        return _fold_onnx_source(source, out_dir, name, options, label, on_stage)
     try:
-        return _fold_keras_source(source, out_dir, name, options, label, limits)
+        return _fold_keras_source(source, out_dir, name, options, label, limits, on_stage)
     finally:
         _forget_models()
 
@@ -137,10 +168,17 @@ def _import_custom_objects(spec: str) -> dict | None:
 
 
 def _fold_saved_model_source(
-    source: str, out_dir: str, name: str, options: FoldOptions, label: str | None, limits: Any
+    source: str,
+    out_dir: str,
+    name: str,
+    options: FoldOptions,
+    label: str | None,
+    limits: Any,
+    on_stage: Any,
 ) -> dict:
     """A SavedModel directory, or an uploaded archive of one (unpacked, within ``limits``,
-    into ``out_dir/saved_model`` and then removed); the signature used is kept beside it."""
+    into ``out_dir/saved_model`` and then removed); the signature used is kept beside it.
+    Unpacking, the op check and the conversion to ONNX are the "loading" stage."""
     import shutil
 
     from folding.archives import extract_saved_model
@@ -165,7 +203,7 @@ def _fold_saved_model_source(
             Path(source).unlink()
         serving = load_saved_model(directory, signature, label or directory.name)
         report = fold_saved_model_to_directory(
-            serving, Path(out_dir), name=name, **_verification(options)
+            serving, Path(out_dir), name=name, on_stage=on_stage, **_verification(options)
         )
         (Path(out_dir) / SIGNATURE_FILE).write_text(signature)
         return report
@@ -186,7 +224,13 @@ def _forget_models() -> None:
 
 
 def _fold_keras_source(
-    source: str, out_dir: str, name: str, options: FoldOptions, label: str | None, limits: Any
+    source: str,
+    out_dir: str,
+    name: str,
+    options: FoldOptions,
+    label: str | None,
+    limits: Any,
+    on_stage: Any,
 ) -> dict:
     from folding.errors import ProbeError
     from folding.loading import load_keras_model
@@ -203,7 +247,12 @@ def _fold_keras_source(
                 message = str(error).replace(options.calibration, "the 'calibration' upload")
                 raise ProbeError(message) from None
         report = fold_to_directory(
-            model, Path(out_dir), name=name, recalibrate_on=data, **_verification(options)
+            model,
+            Path(out_dir),
+            name=name,
+            recalibrate_on=data,
+            on_stage=on_stage,
+            **_verification(options),
         )
         if data is not None:  # the stored source is what ``:compare`` runs: keep it recalibrated
             model.save(source)
@@ -213,7 +262,7 @@ def _fold_keras_source(
 
 
 def _fold_onnx_source(
-    source: str, out_dir: str, name: str, options: FoldOptions, label: str | None
+    source: str, out_dir: str, name: str, options: FoldOptions, label: str | None, on_stage: Any
 ) -> dict:
     from folding.onnx_pipeline import fold_onnx_to_directory, load_onnx
 
@@ -221,7 +270,11 @@ def _fold_onnx_source(
         return {"ok": False, "kind": "invalid", "error": "'calibration' needs a Keras model"}
     return _outcome(
         lambda: fold_onnx_to_directory(
-            load_onnx(Path(source), label), Path(out_dir), name=name, **_verification(options)
+            load_onnx(Path(source), label),
+            Path(out_dir),
+            name=name,
+            on_stage=on_stage,
+            **_verification(options),
         )
     )
 

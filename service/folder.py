@@ -115,6 +115,10 @@ class Folder:
             future = asyncio.get_running_loop().run_in_executor(pool, function, *args)
             try:
                 return await asyncio.wait_for(future, self.timeout)
+            except asyncio.CancelledError:  # the job was cancelled: stop its worker too
+                self._restart()
+                self.prewarm()
+                raise
             except asyncio.TimeoutError:
                 self._restart()
                 raise Unprocessable(
@@ -146,6 +150,7 @@ class Folder:
         probe: Path | None = None,
         calibration: Path | None = None,
         signature: str | None = None,
+        progress: Path | None = None,
     ) -> dict[str, Any]:
         """Fold ``source`` into ``out_dir``; return the report or raise a ServingError.
 
@@ -153,7 +158,9 @@ class Folder:
         one (unpacked into ``out_dir/saved_model``); ``signature``: a SavedModel's.
 
         ``probe``: the user's .npy/.npz verification inputs (else the model's own);
-        ``calibration``: a .npy/.npz every BN is recalibrated on before folding."""
+        ``calibration``: a .npy/.npz every BN is recalibrated on before folding;
+        ``progress``: a file the worker keeps its stage and progress in.
+        Cancelling the awaiting task stops the worker (a fresh one is started)."""
         options = fold_job.FoldOptions(
             rtol=self.rtol,
             samples=self.samples,
@@ -166,7 +173,13 @@ class Folder:
             custom_objects=self.custom_objects,
         )
         result = await self._call(
-            fold_job.fold_source, str(source), str(out_dir), name, options, label
+            fold_job.fold_source,
+            str(source),
+            str(out_dir),
+            name,
+            options,
+            label,
+            None if progress is None else str(progress),
         )
         if result["ok"]:
             return result["report"]

@@ -27,7 +27,8 @@ ERROR = {
 ERROR_STATUSES = {
     "400": "invalid request: the message names the field and value",
     "401": "a token is set on the server and this request lacks it",
-    "404": "no such model, version or path",
+    "404": "no such model, version, job or path",
+    "409": "the job has already finished, or this server cannot fold (no TensorFlow)",
     "413": "request body over the size limit",
     "422": "the upload could not be folded, exported or verified (the report is included)",
     "503": "the server is starting or shutting down, or the version is not loaded",
@@ -116,6 +117,135 @@ UPLOAD_REQUEST = {
         },
     },
 }
+UPLOAD_REQUEST["properties"]["calibration"] = {
+    "type": "string",
+    "format": "binary",
+    "description": ".npy or .npz every BatchNormalization is recalibrated on before folding",
+}
+UPLOAD_REQUEST["properties"]["file"]["description"] = ".keras, .h5 or .onnx model"
+JOB = {
+    "type": "object",
+    "required": ["id", "state", "name", "version", "links"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        "state": {
+            "type": "string",
+            "enum": [
+                "queued",
+                "loading",
+                "folding",
+                "exporting",
+                "verifying",
+                "committing",
+                "done",
+                "failed",
+                "cancelled",
+            ],
+        },
+        "name": {"type": "string"},
+        "version": {"type": "integer"},
+        "filename": {"type": "string"},
+        "progress": {"type": ["number", "null"], "description": "0..1 within the stage"},
+        "created_at": {"type": "number", "description": "unix seconds"},
+        "started_at": {"type": ["number", "null"]},
+        "finished_at": {"type": ["number", "null"]},
+        "timings": {
+            "type": "object",
+            "additionalProperties": {"type": "number"},
+            "description": "seconds spent in each finished stage",
+        },
+        "report": {"type": ["object", "null"], "description": "the fold report (report.json)"},
+        "error": {"type": ["string", "null"]},
+        "status_code": {
+            "type": ["integer", "null"],
+            "description": "the HTTP status the synchronous upload would have failed with",
+        },
+        "links": {
+            "type": "object",
+            "properties": {
+                "self": {"type": "string"},
+                "events": {"type": "string"},
+                "model": {"type": "string"},
+            },
+        },
+    },
+}
+UPLOADED = {
+    "type": "object",
+    "required": ["name", "version", "report"],
+    "properties": {
+        "name": {"type": "string"},
+        "version": {"type": "integer"},
+        "report": {"type": "object"},
+    },
+}
+JOB_REF = {"$ref": "#/components/schemas/Job"}
+RESPONSES = {
+    ("post", "/v1/models"): {
+        "202": {
+            "description": "the upload job, queued (or still running after Prefer: wait=N)",
+            "headers": {"Location": {"schema": {"type": "string"}, "description": "the job"}},
+            "content": {"application/json": {"schema": JOB_REF}},
+        },
+        "201": {
+            "description": "with ?wait=true or Prefer: wait=N: the job finished in time",
+            "content": {"application/json": {"schema": UPLOADED}},
+        },
+    },
+    ("get", "/v1/jobs"): {
+        "200": {
+            "description": "the jobs, newest first",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"jobs": {"type": "array", "items": JOB_REF}},
+                    }
+                }
+            },
+        }
+    },
+    ("get", "/v1/jobs/{job_id}"): {
+        "200": {"description": "the job", "content": {"application/json": {"schema": JOB_REF}}}
+    },
+    ("delete", "/v1/jobs/{job_id}"): {
+        "200": {
+            "description": "the job, now cancelled",
+            "content": {"application/json": {"schema": JOB_REF}},
+        }
+    },
+    ("get", "/v1/jobs/{job_id}/events"): {
+        "200": {
+            "description": "server-sent events: 'event: job' with the job JSON at once and on "
+            "every change, ': keep-alive' every 15 s; ends after done, failed or cancelled",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+    ("get", "/v1/models/{name}/versions/{version}/report"): {
+        "200": {
+            "description": "report.json",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+    **{
+        ("get", f"/v1/models/{{name}}/versions/{{version}}/{file_name}"): {
+            "200": {
+                "description": f"{file_name}, as an attachment <name>-<version>-{file_name}",
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            }
+        }
+        for file_name in ("model.onnx", "unfolded.onnx")
+    },
+}
+PREFER = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^wait=[0-9]+$"},
+    "description": "wait=N (RFC 7240): wait up to N seconds for the job before answering",
+}
 BODIES = {
     ("post", "/v1/models"): ("multipart/form-data", UPLOAD_REQUEST),
     ("post", "/v1/models/{name}:compare"): ("application/json", COMPARE_REQUEST),
@@ -151,6 +281,7 @@ def describe(app: FastAPI) -> dict[str, Any]:
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     components["Error"] = ERROR
+    components["Job"] = JOB
     paths = schema.setdefault("paths", {})
     for path, (tag, summary, body) in FAST_PATHS.items():
         parameters = [_path_parameter("name")]
@@ -171,6 +302,11 @@ def describe(app: FastAPI) -> dict[str, Any]:
             if (method, path) in BODIES:
                 operation["requestBody"] = _body(*BODIES[(method, path)])
             responses = operation.setdefault("responses", {})
+            if (method, path) in RESPONSES:
+                if (method, path) == ("post", "/v1/models"):
+                    responses.pop("200", None)
+                    operation.setdefault("parameters", []).append(PREFER)
+                responses.update(RESPONSES[(method, path)])
             responses.pop("422", None)
             for status, description in ERROR_STATUSES.items():
                 responses.setdefault(

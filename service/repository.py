@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.errors import InvalidInput, NotFound
+from service.errors import Conflict, InvalidInput, NotFound
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 SOURCE_FILES = ("model.keras", "model.h5", "original.onnx", "saved_model")
@@ -151,14 +151,18 @@ class Repository:
         path.mkdir(parents=True)
         return path
 
-    def commit(self, staging: Path, name: str) -> int:
-        """Move a fully built staging directory in as the next version of ``name``."""
+    def commit(self, staging: Path, name: str, version: int | None = None) -> int:
+        """Move a fully built staging directory in as ``version`` of ``name`` (None:
+        the next one); Conflict when that version exists."""
         validate_name(name)
         with self.locked():
             model_dir = self.root / name
             model_dir.mkdir(exist_ok=True)
-            existing = [int(p.name) for p in model_dir.iterdir() if _is_number(p.name)]
-            version = max(existing, default=0) + 1
+            if version is None:
+                existing = [int(p.name) for p in model_dir.iterdir() if _is_number(p.name)]
+                version = max(existing, default=0) + 1
+            if (model_dir / str(version)).exists():
+                raise Conflict(f"model '{name}' already has a version {version}")
             os.rename(staging, model_dir / str(version))
         return version
 

@@ -111,6 +111,16 @@ class Settings(BaseSettings):
     fold_timeout: float = Field(600.0, gt=0)
     """Seconds a fold job may take before it is abandoned."""
 
+    job_retention: float = Field(7 * 24 * 3600.0, ge=0)
+    """Seconds a finished upload job stays listed in ``/v1/jobs`` before it is pruned."""
+
+    job_history: int = Field(200, ge=1)
+    """Most finished upload jobs kept (the oldest beyond this are pruned)."""
+
+    job_stale_after: float = Field(30.0, gt=0)
+    """Seconds without a heartbeat after which an unfinished upload job is taken as
+    interrupted (its server stopped or crashed) and marked failed."""
+
     prewarm_folder: bool = True
     """Start the fold worker process (and import TensorFlow in it) at start-up, so the
     first upload does not wait for it."""

@@ -9,18 +9,23 @@ from service import tfserving
 from service.dataplane import DEFAULT_COMPARE_REPEATS, MAX_COMPARE_REPEATS
 from service.deps import AdminAuth, ApiAuth, DataPlaneDep, JSONResponse, json_body
 from service.errors import InvalidInput, ServingError
+from service.jobs import public
 
 router = APIRouter(tags=["Model store"])
 
 
-@router.post("/v1/models", status_code=201, dependencies=[AdminAuth])
-async def upload(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
+@router.post("/v1/models", status_code=202, dependencies=[AdminAuth])
+async def upload(request: Request, dataplane: DataPlaneDep, wait: bool = False) -> JSONResponse:
     """multipart/form-data: ``file`` (a .keras, .h5 or .onnx model, or a TensorFlow
     SavedModel as .zip or .tar.gz), optional ``name``, optional ``signature`` (a
     SavedModel's serving signature, default ``serving_default``), optional
     ``probe`` (a .npy or .npz of inputs the fold is verified on), optional
     ``calibration`` (.npy/.npz, as ``foldserve fold --recalibrate``: every BN's moving
-    statistics are re-estimated on it before folding)."""
+    statistics are re-estimated on it before folding).
+
+    Answers 202 with the upload job (``Location: /v1/jobs/{id}``) at once; with
+    ``?wait=true``, or ``Prefer: wait=N`` (seconds), 201 ``{"name", "version",
+    "report"}`` once the job is done, or the error the job failed with."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidInput("upload must be multipart/form-data with a 'file' field")
     try:
@@ -45,7 +50,7 @@ async def upload(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
         calibration = form.get("calibration")
         if calibration is not None and not isinstance(calibration, UploadFile):
             raise InvalidInput("form field 'calibration' must be a .npy or .npz file")
-        model_name, version, report = await dataplane.register(
+        job = await dataplane.uploads.submit(
             file.file,
             file.filename or "",
             name or None,
@@ -55,7 +60,27 @@ async def upload(request: Request, dataplane: DataPlaneDep) -> JSONResponse:
         )
     finally:
         await form.close()
-    return JSONResponse({"name": model_name, "version": version, "report": report}, 201)
+    waited = await dataplane.uploads.wait(job["id"], _wait_seconds(request, wait))
+    if waited is not None and waited["state"] == "done":
+        body = {"name": waited["name"], "version": waited["version"], "report": waited["report"]}
+        return JSONResponse(body, 201)
+    location = f"/v1/jobs/{job['id']}"
+    return JSONResponse(public(waited or job), 202, headers={"Location": location})
+
+
+def _wait_seconds(request: Request, wait: bool) -> float | None:
+    """How long the client asked to wait for the job: ``?wait=true`` until it ends
+    (None), ``Prefer: wait=N`` (RFC 7240) N seconds; else not at all (0)."""
+    if wait:
+        return None
+    for preference in request.headers.get("prefer", "").replace(";", ",").split(","):
+        key, _, value = preference.strip().partition("=")
+        if key.strip().lower() == "wait":
+            try:
+                return max(0.0, float(value.strip().strip('"')))
+            except ValueError:
+                raise InvalidInput(f"'Prefer: wait={value}' needs a number of seconds") from None
+    return 0.0
 
 
 @router.get("/v1/models", dependencies=[ApiAuth])

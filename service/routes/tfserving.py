@@ -12,31 +12,15 @@ from service.deps import ApiAuth, DataPlaneDep, JSONResponse, off_loop, parse_js
 router = APIRouter(tags=["TensorFlow Serving REST"], dependencies=[ApiAuth])
 
 
-def _status(dataplane, name: str, versions: list[int]) -> JSONResponse:
-    statuses = []
-    for version in versions:
-        state, message = dataplane.state_of(name, version)
-        statuses.append(
-            {
-                "version": str(version),
-                "state": state,
-                "status": {
-                    "error_code": "OK" if not message else "UNAVAILABLE",
-                    "error_message": message,
-                },
-            }
-        )
-    return JSONResponse({"model_version_status": statuses})
-
-
 @router.get("/v1/models/{name}")
 async def model_status(name: str, dataplane: DataPlaneDep) -> JSONResponse:
-    return _status(dataplane, name, [model.version for model in dataplane.versions(name)])
+    return JSONResponse({"model_version_status": await dataplane.version_status(name)})
 
 
 @router.get("/v1/models/{name}/versions/{version}")
 async def version_status(name: str, version: str, dataplane: DataPlaneDep) -> JSONResponse:
-    return _status(dataplane, name, [dataplane.get(name, version).version])
+    statuses = await dataplane.version_status(name, version)
+    return JSONResponse({"model_version_status": statuses})
 
 
 @router.get("/v1/models/{name}/metadata")

@@ -228,7 +228,7 @@ def test_upload_with_calibration_recalibrates(
             if calibration is not None:
                 files["calibration"] = calibration
             return httpx.post(
-                f"{server.url}/v1/models", files=files, data={"name": name}, timeout=300
+                f"{server.url}/v1/models?wait=true", files=files, data={"name": name}, timeout=300
             )
 
         reply = upload("recalibrated", ("digits.npy", calibration_file.read_bytes()))

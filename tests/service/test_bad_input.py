@@ -18,7 +18,7 @@ def store_snapshot(server):
     files = sorted(
         str(p.relative_to(server.models_dir))
         for p in server.models_dir.rglob("*")
-        if not p.name.startswith(".")
+        if not any(part.startswith(".") for part in p.relative_to(server.models_dir).parts)
     )
     return listing, files
 
@@ -230,6 +230,14 @@ def test_verification_failure_is_refused_with_its_report(guarded_server, trained
     (check,) = report["verification"]["outputs"]
     assert check["fold_error"] > 1e-15 and check["export_error"] >= 0
     assert len(report["folded"]) == 2
+    assert store_snapshot(guarded_server)[1] == before[1]  # nothing stored
+    listing = httpx.get(f"{guarded_server.url}/v1/models", headers=READER).json()
+    # the version the upload was given is listed with the reason it failed, until deleted
+    (fresh,) = [model for model in listing["models"] if model["name"] == "fresh-digits"]
+    (failed,) = fresh["versions"]
+    assert failed["state"] == "UNAVAILABLE" and "folding changed output" in failed["reason"]
+    reply = httpx.delete(f"{guarded_server.url}/v1/models/fresh-digits", headers=ADMIN)
+    assert reply.json()["deleted_versions"] == [failed["version"]]
     assert store_snapshot(guarded_server) == before
 
 

@@ -51,7 +51,7 @@ def test_leaves_unfolded_versions_to_a_folding_server(serving_only):
 def test_upload_and_keras_compare_are_refused_naming_where_folding_runs(serving_only, digits):
     with open(DEMO_SOURCE, "rb") as handle:
         upload = httpx.post(
-            f"{serving_only.url}/v1/models",
+            f"{serving_only.url}/v1/models?wait=true",
             files={"file": ("new.keras", handle)},
             data={"name": "new"},
         )

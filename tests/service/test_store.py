@@ -15,7 +15,11 @@ def upload(server, path, name=None, headers=None, timeout=300):
         files = {"file": (path.name, handle, "application/octet-stream")}
         data = {"name": name} if name else {}
         return httpx.post(
-            f"{server.url}/v1/models", files=files, data=data, headers=headers, timeout=timeout
+            f"{server.url}/v1/models?wait=true",
+            files=files,
+            data=data,
+            headers=headers,
+            timeout=timeout,
         )
 
 
@@ -229,9 +233,25 @@ def test_a_crash_mid_upload_leaves_no_half_model(tmp_path, trained_model_file):
     assert "error" in outcome, outcome  # the server died before answering
     assert not (models / "crashed").exists()
     with serving(models) as second:
-        names = [m["name"] for m in httpx.get(f"{second.url}/v1/models").json()["models"]]
-        assert names == ["digits"]
-        assert httpx.get(f"{second.url}/v1/models/crashed").status_code == 404
+        listed = {
+            m["name"]: m["versions"] for m in httpx.get(f"{second.url}/v1/models").json()["models"]
+        }
+        # nothing stored; the interrupted upload job is listed as the version's failure
+        assert listed["crashed"] == [
+            {"version": 1, "state": "UNAVAILABLE", "reason": "interrupted"}
+        ]
+        assert not (models / "crashed").exists()
+        status = httpx.get(f"{second.url}/v1/models/crashed").json()["model_version_status"]
+        assert status[0]["state"] == "END"
+        assert status[0]["status"]["error_message"] == "interrupted"
+        assert httpx.get(f"{second.url}/v1/models/crashed:predict", params={}).status_code in (
+            404,
+            405,
+        )
+        jobs = httpx.get(f"{second.url}/v1/jobs").json()["jobs"]
+        assert [(job["name"], job["state"], job["error"]) for job in jobs] == [
+            ("crashed", "failed", "interrupted")
+        ]
 
 
 def test_dynamic_image_size_model(server, tmp_path):
@@ -266,7 +286,7 @@ def test_upload_with_probe_data_verifies_on_it(server, trained_model_file, digit
             "probe": ("rows.npy", data, "application/octet-stream"),
         }
         reply = httpx.post(
-            f"{server.url}/v1/models", files=files, data={"name": "probed"}, timeout=300
+            f"{server.url}/v1/models?wait=true", files=files, data={"name": "probed"}, timeout=300
         )
     assert reply.status_code == 201, reply.text
     verification = reply.json()["report"]["verification"]
@@ -292,7 +312,7 @@ def test_upload_with_bad_probe_data_is_refused(server, trained_model_file, paylo
             "probe": (payload[0], payload[1], "application/octet-stream"),
         }
         reply = httpx.post(
-            f"{server.url}/v1/models", files=files, data={"name": "badprobe"}, timeout=300
+            f"{server.url}/v1/models?wait=true", files=files, data={"name": "badprobe"}, timeout=300
         )
     assert reply.status_code == 400, reply.text
     assert fragment in reply.json()["error"]

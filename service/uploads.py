@@ -1,0 +1,437 @@
+"""Uploads as jobs: submit (checks, staging, a version number), run (the fold worker,
+its stages and progress), cancel, and the state of versions still folding or failed.
+
+The job files are ``service.jobs``'s; this module runs the jobs this process owns.
+A monitor loop carries each running job's progress from the fold worker's progress
+file into the job, refreshes its heartbeat, and stops it when a cancel request
+(from any process) appears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import anyio
+
+from service.errors import Conflict, InvalidInput, NotReady, ServingError
+from service.folder import Folder
+from service.jobs import INTERRUPTED, STAGES, JobStore, failed_version, is_terminal
+from service.metrics import Metrics
+from service.registry import ModelRegistry
+from service.repository import Repository, validate_name
+from service.settings import Settings
+
+logger = logging.getLogger("foldserve.uploads")
+
+UPLOAD_SUFFIXES = {
+    ".keras": "model.keras",
+    ".h5": "model.h5",
+    ".hdf5": "model.h5",
+    ".onnx": "original.onnx",
+    ".zip": "model.zip",  # a SavedModel, unpacked into saved_model/ by the fold worker
+    ".tar.gz": "model.tar.gz",
+    ".tgz": "model.tar.gz",
+}
+ARRAY_SUFFIXES = (".npy", ".npz")
+MONITOR_INTERVAL_S = 0.2
+HEARTBEAT_INTERVAL_S = 2.0
+CANCEL_WAIT_S = 10.0
+TF_SERVING_CODES = {
+    400: "INVALID_ARGUMENT",
+    404: "NOT_FOUND",
+    409: "FAILED_PRECONDITION",
+    413: "RESOURCE_EXHAUSTED",
+    422: "FAILED_PRECONDITION",
+    503: "UNAVAILABLE",
+}
+"""A failed job's HTTP status as the canonical error code TF Serving's status reports."""
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """A version known from its job: still folding (``LOADING``) or ``FAILED``."""
+
+    state: str
+    reason: str
+    status_code: int | None = None
+
+    @property
+    def error_code(self) -> str:
+        if self.state == "LOADING":
+            return "OK"
+        return TF_SERVING_CODES.get(self.status_code or 0, "UNKNOWN")
+
+
+@dataclass
+class _Running:
+    job: dict[str, Any]
+    task: asyncio.Task
+    seen_progress: str = ""
+
+
+class Uploads:
+    def __init__(
+        self,
+        settings: Settings,
+        repository: Repository,
+        registry: ModelRegistry,
+        folder: Folder,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.registry = registry
+        self.folder = folder
+        self.metrics = metrics
+        self.store = JobStore(
+            repository.root,
+            stale_after=settings.job_stale_after,
+            keep_seconds=settings.job_retention,
+            keep_count=settings.job_history,
+        )
+        self._running: dict[str, _Running] = {}
+        self._monitor: asyncio.Task | None = None
+        self._stopping = False
+
+    # -- life cycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Mark the jobs a previous run left unfinished as interrupted; prune old ones."""
+        await anyio.to_thread.run_sync(self.store.prune)
+        self._monitor = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        """Jobs still running are stopped and marked failed, "interrupted"."""
+        self._stopping = True
+        for running in list(self._running.values()):
+            running.task.cancel()
+        for running in list(self._running.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await running.task
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+
+    # -- submitting ----------------------------------------------------------------
+
+    async def submit(
+        self,
+        upload: BinaryIO,
+        file_name: str,
+        name: str | None,
+        probe: tuple[BinaryIO, str | None] | None = None,
+        calibration: tuple[BinaryIO, str | None] | None = None,
+        signature: str | None = None,
+    ) -> dict[str, Any]:
+        """Check the upload, copy it to a staging directory, give it the next version
+        number of ``name`` and start its job; the job (queued) is returned at once.
+
+        ``probe``: (file, file name) of a .npy/.npz the fold verifies on; it is kept
+        beside the model as probe.npy / probe.npz. ``calibration`` (file, file name):
+        every BN is recalibrated on that data first (the file is not kept). A ``.zip`` or
+        ``.tar.gz`` holds a SavedModel; ``signature`` names its signature."""
+        self.folder.require()
+        probe_suffix = _array_suffix(probe, "probe")
+        calibration_suffix = _array_suffix(calibration, "calibration")
+        suffix = upload_suffix(file_name)
+        if suffix is None:
+            raise InvalidInput(
+                f"uploaded file {file_name!r} is not a model file: expected .keras, .h5, .onnx, "
+                "or a SavedModel as .zip or .tar.gz"
+            )
+        if not name:
+            name = validate_name(name_from_file(file_name))
+            existing = await anyio.to_thread.run_sync(self.repository.scan)
+            if name in existing:
+                raise InvalidInput(
+                    f"no 'name' given, and a model named '{name}' (from the file name) exists: "
+                    f"send name={name} to add a version to it, or another name"
+                )
+        name = validate_name(name)
+        staging = await anyio.to_thread.run_sync(self.repository.new_staging)
+        try:
+            source = staging / UPLOAD_SUFFIXES[suffix]
+            await anyio.to_thread.run_sync(_copy, upload, source)
+            probe_path = calibration_path = None
+            if probe is not None:
+                probe_path = staging / f"probe{probe_suffix}"
+                await anyio.to_thread.run_sync(_copy, probe[0], probe_path)
+            if calibration is not None:
+                calibration_path = staging / f".calibration{calibration_suffix}"
+                await anyio.to_thread.run_sync(_copy, calibration[0], calibration_path)
+            job = await anyio.to_thread.run_sync(self._create, name, file_name)
+        except BaseException:
+            self.repository.discard(staging)
+            raise
+        task = asyncio.create_task(
+            self._run(job, staging, source, file_name, probe_path, calibration_path, signature)
+        )
+        self._running[job["id"]] = _Running(job, task)
+        return job
+
+    def _create(self, name: str, file_name: str) -> dict[str, Any]:
+        """The job, with the next version of ``name``: one past those on disk and those
+        of its jobs still running or failed (under the repository lock)."""
+        with self.repository.locked():
+            on_disk = self.repository.scan().get(name, {})
+            taken = [
+                job["version"]
+                for job in self.store.all()
+                if job["name"] == name and _holds_version(job)
+            ]
+            version = max([*on_disk, *taken], default=0) + 1
+            return self.store.create(name, version, file_name)
+
+    async def wait(self, job_id: str, timeout: float | None) -> dict[str, Any] | None:
+        """Wait for a job of this process to finish: the job when done, None when still
+        running after ``timeout`` seconds; raise its error when it failed."""
+        running = self._running.get(job_id)
+        if running is None:
+            return self.store.read(job_id)
+        done, _ = await asyncio.wait({running.task}, timeout=timeout)
+        if not done:
+            return None
+        error = running.task.result()
+        if error is not None:
+            raise error
+        return running.job
+
+    # -- running -------------------------------------------------------------------
+
+    async def _run(
+        self,
+        job: dict[str, Any],
+        staging: Path,
+        source: Path,
+        label: str,
+        probe: Path | None,
+        calibration: Path | None,
+        signature: str | None = None,
+    ) -> ServingError | None:
+        """The job from queued to a finished state; what failed, as the synchronous
+        upload raises it (None when done or cancelled)."""
+        started = time.perf_counter()
+        progress = self.store.progress_file(job["id"])
+        try:
+            try:
+                report = await self.folder.fold(
+                    source,
+                    staging,
+                    job["name"],
+                    label,
+                    probe=probe,
+                    calibration=calibration,
+                    signature=signature,
+                    progress=progress,
+                )
+            finally:
+                self.metrics.fold_duration.observe(time.perf_counter() - started)
+            self._take_progress(self._running[job["id"]])
+            self._enter(job, "committing", None)
+            if calibration is not None:
+                calibration.unlink()
+            await anyio.to_thread.run_sync(
+                self.repository.commit, staging, job["name"], job["version"]
+            )
+            async with self.registry.lock:
+                await self.registry.load(self.repository.version_dir(job["name"], job["version"]))
+                self.registry.count_loaded()
+            self.metrics.fold_jobs.labels("ok").inc()
+            self._close_stage(job)
+            self.store.finish(job, "done", report=report)
+            return None
+        except asyncio.CancelledError:
+            if self._stopping:
+                self.store.finish(job, "failed", error=INTERRUPTED, status_code=503)
+                return NotReady("the server shut down before the upload was folded")
+            self.store.finish(job, "cancelled")
+            return None
+        except ServingError as error:
+            outcome = "refused" if isinstance(error, InvalidInput) else "failed"
+            self.metrics.fold_jobs.labels(outcome).inc()
+            self._close_stage(job)
+            self.store.finish(
+                job,
+                "failed",
+                error=(error.message.strip().splitlines() or ["failed"])[0],
+                status_code=error.status_code,
+                report=error.extra.get("report"),
+            )
+            return error
+        except Exception as error:  # the repository or a session load went wrong
+            logger.exception("upload job %s failed", job["id"])
+            self.metrics.fold_jobs.labels("failed").inc()
+            message = f"{type(error).__name__}: {error}"
+            self.store.finish(job, "failed", error=message, status_code=500)
+            return ServingError(message)
+        finally:
+            self.repository.discard(staging)
+            progress.unlink(missing_ok=True)
+            self._running.pop(job["id"], None)
+
+    def _enter(self, job: dict[str, Any], stage: str, at: float | None) -> None:
+        """Move ``job`` into ``stage``, timing the stage it leaves."""
+        now = at or time.time()
+        if job["state"] != stage:
+            self._close_stage(job, now)
+            if job["state"] == "queued":
+                job["started_at"] = now
+            job["state"] = stage
+            job["stage_started_at"] = now
+        job["progress"] = None
+        self.store.write(job)
+
+    def _close_stage(self, job: dict[str, Any], now: float | None = None) -> None:
+        begun = job.pop("stage_started_at", None) or job["created_at"]
+        job["timings"][job["state"]] = round((now or time.time()) - begun, 4)
+
+    def _take_progress(self, running: _Running) -> None:
+        """Bring the fold worker's stage and progress into the job when they changed."""
+        try:
+            text = self.store.progress_file(running.job["id"]).read_text()
+            reported = json.loads(text)
+        except (OSError, ValueError):
+            return
+        if text == running.seen_progress or reported.get("stage") not in STAGES:
+            return
+        running.seen_progress = text
+        job = running.job
+        started = reported.get("started", {})
+        for stage in STAGES[STAGES.index(job["state"]) + 1 :]:
+            if stage in started:
+                self._enter(job, stage, started[stage])
+        job["progress"] = reported.get("progress")
+        self.store.write(job)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(MONITOR_INTERVAL_S)
+            for running in list(self._running.values()):
+                job = running.job
+                if is_terminal(job) or running.task.done():
+                    continue
+                try:
+                    committing = job["state"] == "committing"
+                    if not committing and self.store.cancel_requested(job["id"]):
+                        running.task.cancel()
+                        continue
+                    self._take_progress(running)
+                    if time.time() - job["heartbeat_at"] > HEARTBEAT_INTERVAL_S:
+                        self.store.write(job)
+                except OSError:  # a full or vanished disk: try again on the next round
+                    logger.exception("cannot update job %s", job["id"])
+
+    # -- cancelling ------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        """Stop a job, whichever process runs it; Conflict when it has finished."""
+        job = await anyio.to_thread.run_sync(self.store.read, job_id)
+        if is_terminal(job):
+            raise Conflict(f"job {job_id} has already finished ({job['state']})")
+        if job["state"] == "committing":
+            raise Conflict(f"job {job_id} is storing its version and can no longer be cancelled")
+        running = self._running.get(job_id)
+        if running is not None:
+            running.task.cancel()
+            await asyncio.wait({running.task})
+            job = running.job
+        else:
+            await anyio.to_thread.run_sync(self.store.request_cancel, job_id)
+            deadline = time.monotonic() + CANCEL_WAIT_S
+            while not is_terminal(job) and time.monotonic() < deadline:
+                await asyncio.sleep(MONITOR_INTERVAL_S / 2)
+                job = await anyio.to_thread.run_sync(self.store.read, job_id)
+        if job["state"] in ("done", "failed"):
+            raise Conflict(f"job {job_id} finished ({job['state']}) before it could be cancelled")
+        return job
+
+    # -- reading -------------------------------------------------------------------
+
+    async def jobs(self, limit: int) -> list[dict[str, Any]]:
+        return (await anyio.to_thread.run_sync(self.store.all))[:limit]
+
+    async def read(self, job_id: str) -> dict[str, Any]:
+        running = self._running.get(job_id)
+        if running is not None:
+            return running.job
+        return await anyio.to_thread.run_sync(self.store.read, job_id)
+
+    async def version_states(self) -> dict[tuple[str, int], VersionState]:
+        """The versions not on disk that jobs account for: folding, or failed (until
+        deleted, or until a later version of the model is on disk)."""
+        jobs, on_disk = await anyio.to_thread.run_sync(
+            lambda: (self.store.all(), self.repository.scan())
+        )
+        states: dict[tuple[str, int], VersionState] = {}
+        for job in jobs:  # newest first: the newest job of a version speaks for it
+            key = (job["name"], job["version"])
+            versions = on_disk.get(job["name"], {})
+            if key in states or job["version"] in versions:
+                continue
+            if not is_terminal(job):
+                reason = f"{job['state']} (upload job {job['id']})"
+                states[key] = VersionState("LOADING", reason)
+            elif failed_version(job):
+                if any(version > job["version"] for version in versions):
+                    continue
+                states[key] = VersionState("FAILED", job["error"] or "failed", job["status_code"])
+        return states
+
+    async def dismiss(self, name: str, version: int | None) -> list[int]:
+        """Hide the failed jobs of ``name`` (one version, or all): a user's delete."""
+
+        def dismiss() -> list[int]:
+            gone = []
+            for job in self.store.all():
+                if job["name"] != name or not failed_version(job):
+                    continue
+                if version is None or job["version"] == version:
+                    self.store.dismiss(job)
+                    gone.append(job["version"])
+            return sorted(set(gone))
+
+        return await anyio.to_thread.run_sync(dismiss)
+
+
+def _holds_version(job: dict[str, Any]) -> bool:
+    """Whether a job keeps its version number from the next upload: while it runs, and
+    after it failed until the failure is deleted."""
+    return not is_terminal(job) or failed_version(job)
+
+
+def _array_suffix(upload: tuple[BinaryIO, str | None] | None, field: str) -> str | None:
+    """The suffix of an uploaded .npy/.npz array file (None when there is none)."""
+    if upload is None:
+        return None
+    suffix = Path(upload[1] or "").suffix.lower()
+    if suffix not in ARRAY_SUFFIXES:
+        raise InvalidInput(f"{field} file {upload[1]!r} is not a .npy or .npz array file")
+    return suffix
+
+
+def _copy(upload: BinaryIO, target: Path) -> None:
+    upload.seek(0)
+    with open(target, "wb") as handle:
+        shutil.copyfileobj(upload, handle, length=1024 * 1024)
+
+
+def upload_suffix(file_name: str | None) -> str | None:
+    """The key of ``UPLOAD_SUFFIXES`` that ``file_name`` ends with (``.tar.gz`` too)."""
+    lowered = (file_name or "").lower()
+    return next((suffix for suffix in UPLOAD_SUFFIXES if lowered.endswith(suffix)), None)
+
+
+def name_from_file(file_name: str) -> str:
+    suffix = upload_suffix(file_name) or Path(file_name).suffix
+    stem = Path(file_name[: len(file_name) - len(suffix)] if suffix else file_name).name.lower()
+    return re.sub(r"[^a-z0-9._-]", "-", stem).lstrip("._-")[:64]

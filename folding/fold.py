@@ -31,7 +31,6 @@ from folding.report import (
     NotFoldedEntry,
     Recalibration,
     RemovedEntry,
-    ValueRange,
 )
 
 INFERENCE_IDENTITIES: tuple[type, ...] = (
@@ -186,15 +185,7 @@ def batch_norm_params(bn: layers.BatchNormalization) -> math.BatchNormParams:
 
 
 def batch_norm_stats(params: math.BatchNormParams) -> BatchNormStats:
-    return BatchNormStats(
-        channels=params.channels,
-        epsilon=params.epsilon,
-        moving_mean=ValueRange.of(params.moving_mean),
-        moving_variance=ValueRange.of(params.moving_variance),
-        gamma=None if params.gamma is None else ValueRange.of(params.gamma),
-        beta=None if params.beta is None else ValueRange.of(params.beta),
-        scale=ValueRange.of(params.scale()),
-    )
+    return BatchNormStats.of(params, params.scale())
 
 
 def _channel_axis(layer: keras.layers.Layer, rank: int) -> int:

@@ -29,7 +29,7 @@ from onnx import numpy_helper
 
 from folding import math
 from folding.diagnostics import diagnose
-from folding.report import BatchNormStats, FoldedEntry, NotFoldedEntry, ValueRange
+from folding.report import BatchNormStats, FoldedEntry, NotFoldedEntry
 
 
 class _NotFoldable(Exception):
@@ -264,16 +264,7 @@ def _is_linear_next(graph: _Graph, affine: Affine) -> bool:
 
 
 def _stats(affine: Affine) -> BatchNormStats:
-    params = affine.params
-    return BatchNormStats(
-        channels=params.channels,
-        epsilon=params.epsilon,
-        moving_mean=ValueRange.of(params.moving_mean),
-        moving_variance=ValueRange.of(params.moving_variance),
-        gamma=None if params.gamma is None else ValueRange.of(params.gamma),
-        beta=None if params.beta is None else ValueRange.of(params.beta),
-        scale=ValueRange.of(affine.scale),
-    )
+    return BatchNormStats.of(affine.params, affine.scale)
 
 
 def _fold(graph: _Graph, affine: Affine) -> FoldedEntry:

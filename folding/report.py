@@ -21,6 +21,29 @@ class ValueRange:
         return cls(min=float(np.min(values)), max=float(np.max(values)))
 
 
+PER_CHANNEL_LIMIT = 1024
+"""At most this many values per array in ``ChannelValues``: a wider BN keeps every
+``stride``-th channel, so that a report stays small enough to draw."""
+
+
+def _sample(values: np.ndarray | None, stride: int) -> list[float] | None:
+    if values is None:
+        return None
+    return [float(f"{value:.6g}") for value in np.asarray(values, np.float64)[::stride]]
+
+
+@dataclass(frozen=True)
+class ChannelValues:
+    """Per-channel values of one BN (channels 0, stride, 2*stride, ...), to be drawn."""
+
+    stride: int
+    scale: list[float]
+    gamma: list[float] | None
+    beta: list[float] | None
+    moving_mean: list[float]
+    moving_variance: list[float]
+
+
 @dataclass(frozen=True)
 class BatchNormStats:
     """What a person reads to interpret one BatchNormalization layer."""
@@ -32,6 +55,29 @@ class BatchNormStats:
     gamma: ValueRange | None
     beta: ValueRange | None
     scale: ValueRange
+    per_channel: ChannelValues | None = None
+
+    @classmethod
+    def of(cls, params: Any, scale: np.ndarray) -> BatchNormStats:
+        """From ``folding.math.BatchNormParams`` and the scale it folds with."""
+        stride = -(-params.channels // PER_CHANNEL_LIMIT)
+        return cls(
+            channels=params.channels,
+            epsilon=params.epsilon,
+            moving_mean=ValueRange.of(params.moving_mean),
+            moving_variance=ValueRange.of(params.moving_variance),
+            gamma=None if params.gamma is None else ValueRange.of(params.gamma),
+            beta=None if params.beta is None else ValueRange.of(params.beta),
+            scale=ValueRange.of(scale),
+            per_channel=ChannelValues(
+                stride=stride,
+                scale=_sample(scale, stride),
+                gamma=_sample(params.gamma, stride),
+                beta=_sample(params.beta, stride),
+                moving_mean=_sample(params.moving_mean, stride),
+                moving_variance=_sample(params.moving_variance, stride),
+            ),
+        )
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,12 @@ def test_fold_job_over_the_memory_cap_is_a_422_and_the_server_lives(
     with serving(models, env) as running:
         before = store_snapshot(running)
         assert_error(upload(running, trained_model_file, name="heavy"), 422, "memory limit of 200")
+        listing, files = store_snapshot(running)
+        assert files == before[1]  # nothing stored; the failed version is listed with its reason
+        heavy = [model["versions"] for model in listing["models"] if model["name"] == "heavy"]
+        assert heavy == [[{"version": 1, "state": "UNAVAILABLE", "reason": heavy[0][0]["reason"]}]]
+        assert "memory limit of 200" in heavy[0][0]["reason"]
+        assert httpx.delete(f"{running.url}/v1/models/heavy").status_code == 200
         assert store_snapshot(running) == before
         reply = httpx.post(f"{running.url}/v1/models/digits:predict", json={"instances": [ROW]})
         assert reply.status_code == 200

@@ -33,6 +33,7 @@ serve-ray: $(RAY_STAMP)
 	$(RAY_VENV)/bin/foldserve serve --engine ray --models-dir models --replicas 2
 
 test: $(STAMP) $(RAY_STAMP)
+	bash scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

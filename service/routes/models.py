@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 
@@ -41,13 +43,13 @@ async def upload(request: Request, dataplane: DataPlaneDep, wait: bool = False) 
         name = form.get("name")
         if name is not None and not isinstance(name, str):
             raise InvalidInput("form field 'name' must be text")
-        probe = form.get("probe")
+        probe = _present(form.get("probe"))
         if probe is not None and not isinstance(probe, UploadFile):
             raise InvalidInput("form field 'probe' must be a .npy or .npz file")
         signature = form.get("signature")
         if signature is not None and not isinstance(signature, str):
             raise InvalidInput("form field 'signature' must be text")
-        calibration = form.get("calibration")
+        calibration = _present(form.get("calibration"))
         if calibration is not None and not isinstance(calibration, UploadFile):
             raise InvalidInput("form field 'calibration' must be a .npy or .npz file")
         job = await dataplane.uploads.submit(
@@ -66,6 +68,14 @@ async def upload(request: Request, dataplane: DataPlaneDep, wait: bool = False) 
         return JSONResponse(body, 201)
     location = f"/v1/jobs/{job['id']}"
     return JSONResponse(public(waited or job), 202, headers={"Location": location})
+
+
+def _present(field: Any) -> Any:
+    """A form field, or None when it was left empty: browsers and Swagger UI send an
+    optional file input with nothing chosen as an empty string (or an unnamed empty file)."""
+    if field == "" or (isinstance(field, UploadFile) and not field.filename and not field.size):
+        return None
+    return field
 
 
 def _wait_seconds(request: Request, wait: bool) -> float | None:

@@ -15,7 +15,9 @@ from tests import saved_models as build
 
 def send(server, file_name, data, fields=None):
     files = {"file": (file_name, io.BytesIO(data), "application/octet-stream")}
-    return httpx.post(f"{server.url}/v1/models?wait=true", files=files, data=fields or {}, timeout=300)
+    return httpx.post(
+        f"{server.url}/v1/models?wait=true", files=files, data=fields or {}, timeout=300
+    )
 
 
 @pytest.mark.parametrize(

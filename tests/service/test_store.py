@@ -405,3 +405,21 @@ def test_onnx_upload_is_folded_on_its_graph(server, tmp_path):
     refused = upload(server, broken, name="broken")
     assert refused.status_code == 400 and "not a valid ONNX model" in refused.json()["error"]
     assert httpx.delete(f"{server.url}/v1/models/convnet").status_code == 200
+
+
+def test_optional_fields_left_empty_are_absent(server, trained_model_file):
+    """What a browser form or Swagger UI sends for optional inputs left empty: an empty
+    string, or a file part with no name and no bytes."""
+    with open(trained_model_file, "rb") as handle:
+        reply = httpx.post(
+            f"{server.url}/v1/models?wait=true",
+            files={
+                "file": (trained_model_file.name, handle, "application/octet-stream"),
+                "probe": ("", b"", "application/octet-stream"),
+            },
+            data={"name": "empty-fields", "calibration": "", "signature": ""},
+            timeout=300,
+        )
+    assert reply.status_code == 201, reply.text
+    assert reply.json()["report"]["verification"]["passed"]
+    httpx.delete(f"{server.url}/v1/models/empty-fields")

@@ -206,7 +206,7 @@ function channelPlot(label, series, options = {}) {
   const count = Math.max(...series.map((item) => item.values.length));
   const x = scaleLinear(0, Math.max(count - 1, 1), PAD.left + 2, W - PAD.right - 2);
   const stride = options.stride || 1;
-  const svg = frame(label, yMin, yMax, y, `channel (0…${(count - 1) * stride})`);
+  const svg = frame(label, yMin, yMax, y, `${options.xLabel || "channel"} (0…${(count - 1) * stride})`);
   if (options.bars) {
     const width = Math.max((W - PAD.left - PAD.right) / count - 0.5, 0.6);
     series[0].values.forEach((value, i) => {
@@ -675,11 +675,16 @@ function showComparison(holder, answer) {
     if (reference && entry[reference]) series.push({ name: reference, values: first(entry[reference][0]) });
     parts.push(h("h3", {}, `${output}, first row`),
       legend(...series.map((item, k) => [item.name, `k${k}`])),
-      channelPlot(`${output}: folded, unfolded and ${reference || "source"} outputs of the first row`, series, {}));
+      channelPlot(`${output}: folded, unfolded and ${reference || "source"} outputs of the first row`, series, { xLabel: "output index" }));
   }
   const latency = answer.latency_ms;
   parts.push(h("h3", {}, `Median latency (ms, ${answer.latency.repeats} interleaved rounds)`),
-    barsPlot("latency in milliseconds", Object.keys(latency), Object.values(latency)));
+    barsPlot("folded and unfolded latency in milliseconds", ["folded", "unfolded"], [latency.folded, latency.unfolded]));
+  const sourceMs = latency.source ?? latency.keras;
+  if (sourceMs !== undefined) {
+    parts.push(h("p", { class: "muted", id: "compare-source-latency" },
+      `source model: ${fmt(sourceMs)} ms (one run in the fold worker, TensorFlow; not on the same scale)`));
+  }
   holder.replaceChildren(...parts);
 }
 
@@ -705,7 +710,7 @@ async function versionPage(name, version) {
         h("button", { type: "button", onclick: () => download(`${base}/model.onnx`, `${name}-${version}-model.onnx`) }, "model.onnx (folded)"),
         h("button", { type: "button", onclick: () => download(`${base}/unfolded.onnx`, `${name}-${version}-unfolded.onnx`) }, "unfolded.onnx")),
       h("p", {}, `${report.folded.length} BatchNormalization layers folded, ${kept.length} kept, `
-        + `${(report.removed || []).length} layers removed; exported by ${report.exporter}.`),
+        + `${(report.removed || []).length} layer(s) removed; exported by ${report.exporter}.`),
       h("p", { class: "muted" }, `diagnostics: ${summary.flagged} of ${summary.checked} BNs flagged. ${timings}`),
       (report.warnings || []).map((warning) => h("p", { class: "reason" }, warning))),
     verificationCard(report.verification),

@@ -151,9 +151,10 @@ def test_compare_playground_runs_and_plots(browser, console_server, digits):
         "source",
     ]
     latency_bars = result.find_elements(By.CSS_SELECTOR, "svg rect[data-value]")
-    assert len(latency_bars) == 3 and all(
+    assert len(latency_bars) == 2 and all(
         float(bar.get_attribute("data-value")) > 0 for bar in latency_bars
     )
+    assert "source model:" in result.find_element(By.ID, "compare-source-latency").text
 
 
 def test_compare_reads_an_npy_file(browser, console_server, digits, tmp_path):

@@ -29,6 +29,7 @@ from folding.report import (
     BatchNormStats,
     FoldedEntry,
     NotFoldedEntry,
+    PerChannel,
     Recalibration,
     RemovedEntry,
     ValueRange,
@@ -194,6 +195,9 @@ def batch_norm_stats(params: math.BatchNormParams) -> BatchNormStats:
         gamma=None if params.gamma is None else ValueRange.of(params.gamma),
         beta=None if params.beta is None else ValueRange.of(params.beta),
         scale=ValueRange.of(params.scale()),
+        per_channel=PerChannel.of(
+            params.scale(), params.moving_mean, params.moving_variance, params.gamma, params.beta
+        ),
     )
 
 

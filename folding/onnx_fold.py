@@ -29,7 +29,13 @@ from onnx import numpy_helper
 
 from folding import math
 from folding.diagnostics import diagnose
-from folding.report import BatchNormStats, FoldedEntry, NotFoldedEntry, ValueRange
+from folding.report import (
+    BatchNormStats,
+    FoldedEntry,
+    NotFoldedEntry,
+    PerChannel,
+    ValueRange,
+)
 
 
 class _NotFoldable(Exception):
@@ -203,6 +209,9 @@ def _stats(affine: Affine) -> BatchNormStats:
         gamma=None if params.gamma is None else ValueRange.of(params.gamma),
         beta=None if params.beta is None else ValueRange.of(params.beta),
         scale=ValueRange.of(affine.scale),
+        per_channel=PerChannel.of(
+            affine.scale, params.moving_mean, params.moving_variance, params.gamma, params.beta
+        ),
     )
 
 

@@ -21,6 +21,48 @@ class ValueRange:
         return cls(min=float(np.min(values)), max=float(np.max(values)))
 
 
+MAX_PER_CHANNEL = 4096
+"""Layers with more channels than this report ranges only, not per-channel values."""
+
+
+def _channel_values(values: np.ndarray | None) -> list[float] | None:
+    if values is None:
+        return None
+    return [float(f"{value:.7g}") for value in np.asarray(values, np.float64).reshape(-1)]
+
+
+@dataclass(frozen=True)
+class PerChannel:
+    """Each channel's numbers (7 significant digits), for plots: ``scale = gamma /
+    sqrt(moving_variance + epsilon)`` and the BN's own parameters."""
+
+    scale: list[float]
+    moving_mean: list[float]
+    moving_variance: list[float]
+    gamma: list[float] | None
+    beta: list[float] | None
+
+    @classmethod
+    def of(
+        cls,
+        scale: np.ndarray,
+        moving_mean: np.ndarray,
+        moving_variance: np.ndarray,
+        gamma: np.ndarray | None,
+        beta: np.ndarray | None,
+    ) -> PerChannel | None:
+        """None when the layer has more than ``MAX_PER_CHANNEL`` channels."""
+        if np.asarray(scale).size > MAX_PER_CHANNEL:
+            return None
+        return cls(
+            scale=_channel_values(scale),
+            moving_mean=_channel_values(moving_mean),
+            moving_variance=_channel_values(moving_variance),
+            gamma=_channel_values(gamma),
+            beta=_channel_values(beta),
+        )
+
+
 @dataclass(frozen=True)
 class BatchNormStats:
     """What a person reads to interpret one BatchNormalization layer."""
@@ -32,6 +74,7 @@ class BatchNormStats:
     gamma: ValueRange | None
     beta: ValueRange | None
     scale: ValueRange
+    per_channel: PerChannel | None = None
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,8 @@ export function logBars({ title, rows, lines = [] }) {
     }
     if (Number.isFinite(row.limit) && row.limit > 0) {
       const x = scaleX(row.limit);
-      svg.append(el("line", { x1: x, x2: x, y1: y + 2, y2: y + rowH - 2, class: "limit" },
+      svg.append(el("line", { x1: x, x2: x, y1: y + 2, y2: y + rowH - 2, class: "limit",
+        "data-limit": row.limit },
         el("title", {}, `limit ${format(row.limit)}`)));
     }
   });

@@ -80,7 +80,8 @@ function verification(report) {
   const section = h("section", { "aria-labelledby": "verification-title", id: "verification" }, [
     h("h2", { id: "verification-title", text: "Verification errors" }),
     h("p.muted.small", { text: "Each error is max |a − b| over the output's scale: fold = folded vs unfolded ONNX, "
-      + "export = unfolded ONNX vs Keras, total = folded ONNX vs Keras. Ticks mark the tolerances; "
+      + "export = unfolded ONNX vs Keras, total = folded ONNX vs Keras (not judged on its own). "
+      + "Ticks mark the tolerances; "
       + "the dashed line is the float32 noise floor (how far the output moves when every weight moves one ulp)." }),
   ]);
   if (!v) return section;
@@ -92,7 +93,7 @@ function verification(report) {
         rows: [
           { name: "fold", value: check.fold_error, limit: check.fold_limit },
           { name: "export", value: check.export_error, limit: check.export_limit },
-          { name: "total", value: check.total_error, limit: check.export_limit },
+          { name: "total", value: check.total_error, limit: null },
         ],
         lines: [{ name: "noise floor", value: check.noise }],
       }),

@@ -39,10 +39,11 @@ async def upload(request: Request, dataplane: DataPlaneDep, wait: bool = False) 
         name = form.get("name")
         if name is not None and not isinstance(name, str):
             raise InvalidInput("form field 'name' must be text")
-        probe = form.get("probe")
+        # an optional file left empty arrives from HTML forms (and Swagger UI) as ""
+        probe = form.get("probe") or None
         if probe is not None and not isinstance(probe, UploadFile):
             raise InvalidInput("form field 'probe' must be a .npy or .npz file")
-        calibration = form.get("calibration")
+        calibration = form.get("calibration") or None
         if calibration is not None and not isinstance(calibration, UploadFile):
             raise InvalidInput("form field 'calibration' must be a .npy or .npz file")
         job = await dataplane.uploads.submit(

@@ -81,5 +81,10 @@ def requested_urls(browser) -> list[str]:
 
 
 def console_errors(browser) -> list[str]:
-    """Severe messages of the page's console (script errors, CSP violations)."""
-    return [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    """Severe messages of the page's console (script errors, CSP violations); an HTTP error
+    status the page met and handled (a 401 before the token is given) is not one."""
+    return [
+        entry["message"]
+        for entry in browser.get_log("browser")
+        if entry["level"] == "SEVERE" and "Failed to load resource" not in entry["message"]
+    ]

@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint fold-demo bench container-smoke clean
+.PHONY: serve test lint fold-demo bench container-smoke clean ui-screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,7 @@ serve: $(STAMP)
 	$(BIN)/foldserve serve --models-dir models
 
 test: $(STAMP)
+	sh scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
@@ -34,6 +35,10 @@ clean:
 bench: $(STAMP)
 	$(BIN)/python bench/fold_latency.py
 	$(BIN)/python bench/serving.py
+
+ui-screenshots: $(STAMP)
+	sh scripts/ensure-chromium.sh
+	$(BIN)/python scripts/ui_screenshots.py
 
 container-smoke:
 	bash scripts/container-smoke.sh

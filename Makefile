@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 RAY_VENV ?= .venv-ray
 RAY_STAMP := $(RAY_VENV)/.installed-stamp
 
-.PHONY: serve serve-ray ray-venv test lint fold-demo bench bench-ray container-smoke clean
+.PHONY: serve serve-ray ray-venv test lint fold-demo bench bench-ray container-smoke clean ui-screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ serve-ray: $(RAY_STAMP)
 	$(RAY_VENV)/bin/foldserve serve --engine ray --models-dir models --replicas 2
 
 test: $(STAMP) $(RAY_STAMP)
-	bash scripts/ensure-chromium.sh
+	sh scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
@@ -53,6 +53,10 @@ bench: $(STAMP)
 
 bench-ray: $(STAMP) $(RAY_STAMP)
 	$(BIN)/python bench/ray_serve.py
+
+ui-screenshots: $(STAMP)
+	sh scripts/ensure-chromium.sh
+	$(BIN)/python scripts/ui_screenshots.py
 
 container-smoke:
 	bash scripts/container-smoke.sh

@@ -21,27 +21,46 @@ class ValueRange:
         return cls(min=float(np.min(values)), max=float(np.max(values)))
 
 
-PER_CHANNEL_LIMIT = 1024
-"""At most this many values per array in ``ChannelValues``: a wider BN keeps every
-``stride``-th channel, so that a report stays small enough to draw."""
+MAX_PER_CHANNEL = 4096
+"""Layers with more channels than this report ranges only, not per-channel values."""
 
 
-def _sample(values: np.ndarray | None, stride: int) -> list[float] | None:
+def _channel_values(values: np.ndarray | None) -> list[float] | None:
     if values is None:
         return None
-    return [float(f"{value:.6g}") for value in np.asarray(values, np.float64)[::stride]]
+    return [float(f"{value:.7g}") for value in np.asarray(values, np.float64).reshape(-1)]
 
 
 @dataclass(frozen=True)
-class ChannelValues:
-    """Per-channel values of one BN (channels 0, stride, 2*stride, ...), to be drawn."""
+class PerChannel:
+    """Each channel's numbers (7 significant digits), for plots: ``scale = gamma /
+    sqrt(moving_variance + epsilon)`` and the BN's own parameters."""
 
-    stride: int
     scale: list[float]
-    gamma: list[float] | None
-    beta: list[float] | None
     moving_mean: list[float]
     moving_variance: list[float]
+    gamma: list[float] | None
+    beta: list[float] | None
+
+    @classmethod
+    def of(
+        cls,
+        scale: np.ndarray,
+        moving_mean: np.ndarray,
+        moving_variance: np.ndarray,
+        gamma: np.ndarray | None,
+        beta: np.ndarray | None,
+    ) -> PerChannel | None:
+        """None when the layer has more than ``MAX_PER_CHANNEL`` channels."""
+        if np.asarray(scale).size > MAX_PER_CHANNEL:
+            return None
+        return cls(
+            scale=_channel_values(scale),
+            moving_mean=_channel_values(moving_mean),
+            moving_variance=_channel_values(moving_variance),
+            gamma=_channel_values(gamma),
+            beta=_channel_values(beta),
+        )
 
 
 @dataclass(frozen=True)
@@ -55,29 +74,7 @@ class BatchNormStats:
     gamma: ValueRange | None
     beta: ValueRange | None
     scale: ValueRange
-    per_channel: ChannelValues | None = None
-
-    @classmethod
-    def of(cls, params: Any, scale: np.ndarray) -> BatchNormStats:
-        """From ``folding.math.BatchNormParams`` and the scale it folds with."""
-        stride = -(-params.channels // PER_CHANNEL_LIMIT)
-        return cls(
-            channels=params.channels,
-            epsilon=params.epsilon,
-            moving_mean=ValueRange.of(params.moving_mean),
-            moving_variance=ValueRange.of(params.moving_variance),
-            gamma=None if params.gamma is None else ValueRange.of(params.gamma),
-            beta=None if params.beta is None else ValueRange.of(params.beta),
-            scale=ValueRange.of(scale),
-            per_channel=ChannelValues(
-                stride=stride,
-                scale=_sample(scale, stride),
-                gamma=_sample(params.gamma, stride),
-                beta=_sample(params.beta, stride),
-                moving_mean=_sample(params.moving_mean, stride),
-                moving_variance=_sample(params.moving_variance, stride),
-            ),
-        )
+    per_channel: PerChannel | None = None
 
 
 @dataclass(frozen=True)

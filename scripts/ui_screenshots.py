@@ -1,99 +1,125 @@
 """Screenshots of every console page, desktop and phone width, into docs/ui/.
 
-    .venv/bin/python scripts/ui_screenshots.py
+Starts a server on 127.0.0.1 with the demo model, uploads it once more through the page,
+sends some predictions, and photographs each page in headless Chromium:
 
-Starts a server on a temporary copy of the demo repository (127.0.0.1 only), uploads
-the demo model through the page, runs a compare, and drives headless Chromium as the
-browser tests do (tests/service/test_console.py).
+    PYTHONPATH=. python scripts/ui_screenshots.py
 """
 
 from __future__ import annotations
 
-import json
+import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support import expected_conditions as until  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
 
 from tests.service.conftest import DEMO_SOURCE, make_repository, serving  # noqa: E402
-from tests.service.test_console import start_browser  # noqa: E402
+from tests.ui.browser import start_browser, stop_browser  # noqa: E402
 
 OUT = REPO / "docs" / "ui"
+WIDTHS = {"desktop": 1280, "phone": 375}
+MAX_HEIGHT = 3600
 
 
-def full_page(driver, path: Path, width: int) -> None:
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(width, min(height + 120, 6000))
-    time.sleep(0.4)
-    driver.save_screenshot(str(path))
+def shoot(browser, name: str, width: int, label: str) -> None:
+    browser.set_window_size(width, 900)
+    time.sleep(0.6)
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(width, min(MAX_HEIGHT, height + 120))
+    time.sleep(0.6)
+    path = OUT / f"{name}-{label}.png"
+    browser.save_screenshot(str(path))
     print(f"wrote {path.relative_to(REPO)}")
+
+
+def until(browser, selector: str, seconds: float = 120) -> None:
+    WebDriverWait(browser, seconds, 0.2).until(lambda b: b.find_elements(By.CSS_SELECTOR, selector))
 
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    rows = load_digits().data[:4].astype("float32").tolist()
-    with (
-        tempfile.TemporaryDirectory() as scratch,
-        serving(make_repository(Path(scratch))) as server,
-    ):
-        driver = start_browser()
-        try:
-            wait = WebDriverWait(driver, 120)
-            driver.get(f"{server.url}/ui/")
-            wait.until(until.presence_of_element_located((By.ID, "models-table")))
-            driver.find_element(By.ID, "upload-file").send_keys(str(DEMO_SOURCE))
-            driver.find_element(By.ID, "upload-name").send_keys("digits-upload")
-            driver.find_element(By.ID, "upload-button").click()
-            wait.until(until.presence_of_element_located((By.ID, "upload-report")))
-            time.sleep(3.5)  # the models table refreshes
-            full_page(driver, OUT / "models.png", 1280)
-
-            driver.get(f"{server.url}/ui/#/models/digits-upload/1")
-            text = wait.until(until.presence_of_element_located((By.ID, "compare-rows")))
-            text.clear()
-            text.send_keys(json.dumps(rows))
-            driver.find_element(By.ID, "compare-button").click()
-            wait.until(until.presence_of_element_located((By.ID, "compare-table")))
-            full_page(driver, OUT / "version.png", 1280)
-
-            driver.get(f"{server.url}/ui/#/jobs")
-            wait.until(until.presence_of_element_located((By.CSS_SELECTOR, "#jobs table")))
-            full_page(driver, OUT / "jobs.png", 1280)
-
-            for page, name in (
-                ("", "models-phone.png"),
-                ("#/models/digits/1", "version-phone.png"),
-            ):
-                driver.set_window_size(375, 800)
-                driver.get(f"{server.url}/ui/{page}")
-                wait.until(until.presence_of_element_located((By.CSS_SELECTOR, "main h1")))
-                time.sleep(2.5)
-                full_page(driver, OUT / name, 375)
-        finally:
-            driver.quit()
-    with tempfile.TemporaryDirectory() as scratch:
-        models = make_repository(Path(scratch))
-        env = {"FOLDSERVE_API_TOKEN": "reader-secret"}
-        with serving(models, env) as server:
-            driver = start_browser()
+    work = Path(tempfile.mkdtemp(prefix="foldserve-screens-"))
+    upload = work / "upload" / "digits-v2.keras"
+    upload.parent.mkdir()
+    shutil.copy(DEMO_SOURCE, upload)
+    try:
+        with serving(make_repository(work)) as server:
+            browser = start_browser()
             try:
-                driver.get(f"{server.url}/ui/")
-                WebDriverWait(driver, 60).until(
-                    until.visibility_of_element_located((By.ID, "token-dialog"))
-                )
-                driver.set_window_size(1280, 700)
-                driver.save_screenshot(str(OUT / "token.png"))
-                print(f"wrote {(OUT / 'token.png').relative_to(REPO)}")
+                run(browser, server.url, upload)
             finally:
-                driver.quit()
+                stop_browser(browser)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(browser, url: str, upload: Path) -> None:
+    browser.get(f"{url}/ui")
+    until(browser, 'tr[data-model="digits"]')
+    browser.find_element(By.ID, "upload-file").send_keys(str(upload))
+    browser.find_element(By.ID, "upload-button").click()
+    until(browser, 'li.job[data-state="done"]')
+    until(browser, 'tr[data-model="digits-v2"] .state-available', 30)
+    for label, width in WIDTHS.items():
+        shoot(browser, "models", width, label)
+
+    browser.get(f"{url}/ui#/models/digits/versions/1")
+    until(browser, "details.bn svg")
+    for label, width in WIDTHS.items():
+        shoot(browser, "report", width, label)
+
+    browser.get(f"{url}/ui#/models/digits/versions/1/compare")
+    until(browser, "#compare-run")
+    browser.find_element(By.ID, "compare-run").click()
+    until(browser, "#compare-verdict", 60)
+    for label, width in WIDTHS.items():
+        shoot(browser, "compare", width, label)
+
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client() as client:
+            while not stop.is_set():
+                rows = int(time.time() * 3) % 8 + 1
+                client.post(
+                    f"{url}/v1/models/digits:predict", json={"instances": [[0.5] * 64] * rows}
+                )
+                time.sleep(0.01 + 0.03 * (int(time.time()) % 3))
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        browser.get(f"{url}/ui#/monitor")
+        time.sleep(14)
+        for label, width in WIDTHS.items():
+            shoot(browser, "monitor", width, label)
+    finally:
+        stop.set()
+        sender.join()
+
+    browser.get(f"{url}/ui")
+    until(browser, 'tr[data-model="digits"]')
+    browser.execute_script(
+        "import('/ui/api.js').then((m) => m.askToken("
+        "'this endpoint needs \\'Authorization: Bearer <api token>\\''))"
+    )
+    until(browser, "dialog[open]")
+    for label, width in WIDTHS.items():
+        browser.set_window_size(width, 700)
+        time.sleep(0.5)
+        path = OUT / f"token-{label}.png"
+        browser.save_screenshot(str(path))
+        print(f"wrote {path.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

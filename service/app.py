@@ -23,7 +23,7 @@ from service.metrics import Metrics
 from service.middleware import LimitsAndMetrics
 from service.openapi import install_docs
 from service.repository import Repository
-from service.routes import artifacts, jobs, models, tfserving, ui, v2
+from service.routes import artifacts, console, jobs, models, tfserving, v2
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -130,11 +130,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(models.router)
+    app.include_router(console.router)
     app.include_router(jobs.router)
     app.include_router(artifacts.router)
     app.include_router(tfserving.router)
     app.include_router(v2.router)
-    app.include_router(ui.router)
     return app
 
 

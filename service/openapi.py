@@ -5,13 +5,12 @@ bodies read from the raw request (predict, infer, compare, upload), the two
 prediction endpoints served by ``service.fastpath``, and the error responses
 (every error is ``{"error": "..."}`` with 400/401/404/413/422/503; FastAPI's
 ``422 HTTPValidationError`` is never sent). ``describe`` patches all of that in.
-``install_docs`` serves Swagger UI from the ``fastapi-swagger`` package, not a CDN.
+``install_docs`` serves Swagger UI (5.x, which reads OpenAPI 3.1) from the files the
+``fastapi-offline`` package ships, not a CDN.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -111,7 +110,12 @@ UPLOAD_REQUEST = {
     "required": ["file"],
     "properties": {
         "file": {"type": "string", "format": "binary", "description": ".keras or .h5 model"},
-        "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"},
+        "name": {
+            "type": "string",
+            "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$",
+            "example": "my-model",
+            "description": "the model's name; by default, from the file name",
+        },
         "probe": {
             "type": "string",
             "format": "binary",
@@ -332,20 +336,14 @@ def _body(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {media_type: {"schema": schema}}}
 
 
-def swagger_ui_assets() -> Path:
-    """Swagger UI 5 (the first to read OpenAPI 3.1) as the ``fastapi-swagger`` package ships
-    it: found without importing that package, whose import patches FastAPI."""
-    spec = importlib.util.find_spec("fastapi_swagger")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the fastapi-swagger package (Swagger UI's files) is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "resources"
-
-
 def install_docs(app: FastAPI) -> None:
     """/docs from files shipped in a package (no CDN); the OpenAPI document from
     ``describe``. Call with ``FastAPI(docs_url=None, redoc_url=None)``."""
+    from importlib.resources import files
+
     app.openapi = lambda: describe(app)  # type: ignore[method-assign]
-    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_assets()), name="docs-assets")
+    assets = str(files("fastapi_offline") / "static")
+    app.mount("/docs/assets", StaticFiles(directory=assets), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
@@ -354,5 +352,5 @@ def install_docs(app: FastAPI) -> None:
             title=f"{app.title} API",
             swagger_js_url="/docs/assets/swagger-ui-bundle.js",
             swagger_css_url="/docs/assets/swagger-ui.css",
-            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+            swagger_favicon_url="/docs/assets/favicon.png",
         )

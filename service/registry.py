@@ -205,6 +205,8 @@ class ModelRegistry:
             entries = []
             for version, directory in versions.items():
                 entry: dict[str, Any] = {"version": version}
+                if directory.source is not None:  # ``:compare`` can take "reference": "keras"
+                    entry["source"] = directory.source.name
                 if version in self._models.get(name, {}):
                     entry["state"] = "AVAILABLE"
                 elif (name, version) in self._failed:

@@ -43,6 +43,15 @@ def test_folds_exports_and_matches_keras(case, tmp_path):
         stats = entry["stats"]
         assert stats["scale"]["min"] <= stats["scale"]["max"]
         assert stats["moving_variance"]["min"] > 0
+        per_channel = stats["per_channel"]
+        assert len(per_channel["scale"]) == stats["channels"]
+        assert min(per_channel["scale"]) == pytest.approx(stats["scale"]["min"], rel=1e-6)
+        gamma = per_channel["gamma"] or [1.0] * stats["channels"]
+        expected = [
+            g / (v + stats["epsilon"]) ** 0.5
+            for g, v in zip(gamma, per_channel["moving_variance"], strict=True)
+        ]
+        assert per_channel["scale"] == pytest.approx(expected, rel=1e-5)
     for entry in saved["not_folded"]:
         assert entry["reason"]
 

@@ -1,0 +1,200 @@
+// A version's page: the fold report drawn (per-BN channels, diagnostics, the three
+// verification errors) and its downloads.
+
+import { api, download, errorBox, h, quote } from "/ui/api.js";
+import { channelChart, format, logBars } from "/ui/plots.js";
+
+export async function renderVersion(main, [name, version], signal) {
+  const base = `/v1/models/${quote(name)}/versions/${quote(version)}`;
+  const page = `#/models/${quote(name)}/versions/${quote(version)}`;
+  main.append(
+    h("p.crumbs", {}, [h("a", { href: "#/", text: "Models" }), " / ", name]),
+    h("h1", { text: `${name} · version ${version}` }),
+  );
+  const downloads = h("ul.downloads", { "aria-label": "Downloads" }, [
+    ["report.json", "report", "report.json"],
+    ["model.onnx (folded)", "model.onnx", "model.onnx"],
+    ["unfolded.onnx", "unfolded.onnx", "unfolded.onnx"],
+  ].map(([label, path, file]) => {
+    const link = h("a.button", { href: `${base}/${path}`, text: label,
+      download: `${name}-${version}-${file}`, dataset: { download: path } });
+    link.addEventListener("click", async (event) => {
+      event.preventDefault();
+      try {
+        await download(link.getAttribute("href"), link.download);
+      } catch (error) {
+        link.after(errorBox(error));
+      }
+    });
+    return h("li", {}, link);
+  }));
+  main.append(h("nav.actions", { "aria-label": "This version" }, [
+    downloads,
+    h("a.button.primary", { href: `${page}/compare`, text: "Compare playground" }),
+  ]));
+  let report;
+  try {
+    report = await api(`${base}/report`, { signal });
+  } catch (error) {
+    if (error.name !== "AbortError") main.append(errorBox(error));
+    return;
+  }
+  main.append(summary(report), verification(report), diagnosticsSummary(report), batchNorms(report));
+  if (report.recalibration) main.append(recalibration(report.recalibration));
+}
+
+function definitions(pairs) {
+  return h("dl.facts", {}, pairs.filter(([, v]) => v !== null && v !== undefined && v !== "")
+    .flatMap(([k, v]) => [h("dt", { text: k }), h("dd", {}, v)]));
+}
+
+function summary(report) {
+  const v = report.verification;
+  const verdict = v ? v.verdict : "not verified";
+  const tone = !v ? "unknown" : v.passed ? (v.inconclusive ? "warn" : "ok") : "bad";
+  const onnx = report.onnx || {};
+  const ops = (variant) => onnx[variant]
+    ? `${onnx[variant].nodes} nodes, ${(onnx[variant].bytes / 1024).toFixed(1)} KiB` : null;
+  const removed = (report.removed || []).map((r) => `${r.layer} (${r.class_name})`).join(", ");
+  return h("section", { "aria-labelledby": "summary-title" }, [
+    h("h2", { id: "summary-title", text: "Summary" }),
+    h("p", {}, [h(`span.verdict.verdict-${tone}`, { id: "verdict", text: `verification ${verdict}` })]),
+    definitions([
+      ["Inputs", (report.inputs || []).map((t) => `${t.name} ${t.dtype} [${t.shape.map((d) => d ?? "?").join(", ")}]`).join("; ")],
+      ["Outputs", (report.outputs || []).map((t) => `${t.name} ${t.dtype} [${t.shape.map((d) => d ?? "?").join(", ")}]`).join("; ")],
+      ["BatchNorms", `${(report.folded || []).length} folded, ${(report.not_folded || []).length} kept`],
+      ["Removed", removed || "none"],
+      ["Folded ONNX", ops("folded")],
+      ["Unfolded ONNX", ops("unfolded")],
+      ["Probes", v ? `${v.samples} × ${v.probes} (${v.compared_dtype})` : null],
+      ["Exporter", report.exporter],
+      ["Timings", Object.entries(report.timings || {}).map(([k, s]) => `${k.replace(/_s$/, "")} ${s.toFixed(3)} s`).join(" · ")],
+    ]),
+    (report.warnings || []).length
+      ? h("ul.warnings", {}, report.warnings.map((w) => h("li", { text: w }))) : null,
+  ]);
+}
+
+function verification(report) {
+  const v = report.verification;
+  const section = h("section", { "aria-labelledby": "verification-title", id: "verification" }, [
+    h("h2", { id: "verification-title", text: "Verification errors" }),
+    h("p.muted.small", { text: "Each error is max |a − b| over the output's scale: fold = folded vs unfolded ONNX, "
+      + "export = unfolded ONNX vs Keras, total = folded ONNX vs Keras (not judged on its own). "
+      + "Ticks mark the tolerances; "
+      + "the dashed line is the float32 noise floor (how far the output moves when every weight moves one ulp)." }),
+  ]);
+  if (!v) return section;
+  if (v.inconclusive) section.append(h("p.warn", { text: `Inconclusive: ${v.inconclusive_reason}` }));
+  for (const check of v.outputs) {
+    section.append(h("figure.plot", { dataset: { output: check.name } }, [
+      logBars({
+        title: `Errors of output ${check.name}`,
+        rows: [
+          { name: "fold", value: check.fold_error, limit: check.fold_limit },
+          { name: "export", value: check.export_error, limit: check.export_limit },
+          { name: "total", value: check.total_error, limit: null },
+        ],
+        lines: [{ name: "noise floor", value: check.noise }],
+      }),
+      h("figcaption", {}, `${check.name}: fold ${format(check.fold_error)} (limit ${format(check.fold_limit)}), `
+        + `export ${format(check.export_error)} (limit ${format(check.export_limit)}), total ${format(check.total_error)}`
+        + `${check.noise === null ? "" : `, noise ${format(check.noise)}`}`
+        + `${check.argmax_agreement === null || check.argmax_agreement === undefined ? "" : `, argmax agreement ${(check.argmax_agreement * 100).toFixed(1)} %`}`),
+    ]));
+  }
+  return section;
+}
+
+function diagnosticsSummary(report) {
+  const s = report.diagnostics_summary || { checked: 0, flagged: 0, flags: {} };
+  return h("section", { "aria-labelledby": "diagnostics-title", id: "diagnostics" }, [
+    h("h2", { id: "diagnostics-title", text: "Diagnostics" }),
+    h("p", { text: `${s.flagged} of ${s.checked} BatchNormalizations flagged.` }),
+    Object.keys(s.flags).length
+      ? h("ul.flags", {}, Object.entries(s.flags).flatMap(([bn, flags]) =>
+        flags.map((flag) => h("li", {}, [h("strong", { text: bn }), `: ${flag}`]))))
+      : null,
+  ]);
+}
+
+function batchNorms(report) {
+  const entries = [
+    ...(report.folded || []).map((e) => ({ ...e, kept: false })),
+    ...(report.not_folded || []).map((e) => ({ ...e, kept: true })),
+  ];
+  const section = h("section", { "aria-labelledby": "bn-title", id: "batchnorms" }, [
+    h("h2", { id: "bn-title", text: `BatchNormalizations (${entries.length})` }),
+  ]);
+  entries.forEach((entry, index) => section.append(batchNorm(entry, index < 4)));
+  return section;
+}
+
+function batchNorm(entry, open) {
+  const what = entry.kept
+    ? `kept: ${entry.reason}`
+    : `folded ${entry.direction} into ${entry.into} (${entry.into_class})`;
+  const details = h("details.bn", { open, dataset: { bn: entry.bn, kept: entry.kept } }, [
+    h("summary", {}, [h("strong", { text: entry.bn }), " ", h(entry.kept ? "span.tag.warn" : "span.tag.ok", { text: what })]),
+  ]);
+  const d = entry.diagnostics;
+  if (d) {
+    details.append(h("ul.badges", { "aria-label": "Diagnostics" }, [
+      h(d.dead_channels.length ? "li.bad" : "li", { text: `dead channels: ${d.dead_channels.length}` }),
+      h(d.tiny_variance_channels.length ? "li.bad" : "li", { text: `tiny variances: ${d.tiny_variance_channels.length}` }),
+      h(d.scale_spread > 100 ? "li.bad" : "li", { text: `scale spread: ${format(d.scale_spread)}` }),
+      h(d.fp16_overflow ? "li.bad" : "li", { text: `fp16 overflow: ${d.fp16_overflow ? "yes" : "no"}` }),
+      h(d.variance_shift !== null && d.variance_shift > 2 ? "li.bad" : "li",
+        { text: `variance shift: ${d.variance_shift === null ? "not measured" : format(d.variance_shift)}` }),
+    ]));
+    if (d.flags.length) details.append(h("ul.flags", {}, d.flags.map((f) => h("li", { text: f }))));
+  }
+  const stats = entry.stats;
+  if (!stats) return details;
+  details.append(h("p.muted.small", { text: `${stats.channels} channels, epsilon ${format(stats.epsilon)}; `
+    + `scale = gamma / √(moving_variance + epsilon) in [${format(stats.scale.min)}, ${format(stats.scale.max)}]` }));
+  const pc = stats.per_channel;
+  if (!pc) {
+    details.append(definitions(["scale", "gamma", "beta", "moving_mean", "moving_variance"]
+      .filter((k) => stats[k]).map((k) => [k, `${format(stats[k].min)} … ${format(stats[k].max)}`])),
+      h("p.muted.small", { text: "Per-channel values are reported for layers of up to 4096 channels." }));
+    return details;
+  }
+  const marks = d ? [
+    { name: "dead", indices: d.dead_channels, tone: "bad" },
+    { name: "tiny variance", indices: d.tiny_variance_channels, tone: "warn" },
+  ] : [];
+  const plots = h("div.plots", {}, [
+    figure("scale per channel", channelChart({ title: `${entry.bn}: scale per channel`,
+      series: [{ name: "scale", values: pc.scale }], highlight: marks, yLabel: "scale" }), "scale"),
+    figure("gamma and beta", channelChart({ title: `${entry.bn}: gamma and beta per channel`,
+      series: [{ name: "gamma", values: pc.gamma, tone: 1 }, { name: "beta", values: pc.beta, tone: 2 }] }), "gamma-beta"),
+    figure("moving mean", channelChart({ title: `${entry.bn}: moving mean per channel`,
+      series: [{ name: "moving mean", values: pc.moving_mean, tone: 3 }] }), "moving-mean"),
+    figure("moving variance (log scale)", channelChart({ title: `${entry.bn}: moving variance per channel`,
+      series: [{ name: "moving variance", values: pc.moving_variance, tone: 4 }], log: true,
+      highlight: d ? [{ name: "tiny variance", indices: d.tiny_variance_channels, tone: "warn" }] : [] }), "moving-variance"),
+  ]);
+  details.append(plots);
+  return details;
+}
+
+function figure(caption, svg, kind) {
+  return h("figure.plot", { dataset: { plot: kind } }, [svg, h("figcaption", { text: caption })]);
+}
+
+function recalibration(recal) {
+  const rows = recal.layers.map((layer) => h("tr", {}, [
+    h("th", { scope: "row", text: layer.bn }),
+    h("td", { text: `${format(layer.before.moving_variance.min)} … ${format(layer.before.moving_variance.max)}` }),
+    h("td", { text: `${format(layer.after.moving_variance.min)} … ${format(layer.after.moving_variance.max)}` }),
+    h("td", { text: format(layer.variance_shift_before) }),
+  ]));
+  return h("section", { "aria-labelledby": "recal-title" }, [
+    h("h2", { id: "recal-title", text: `Recalibration on ${recal.samples} samples` }),
+    h("div.scroll", {}, h("table", {}, [
+      h("thead", {}, h("tr", {}, ["BN", "moving variance before", "after", "variance shift before"].map((t) => h("th", { scope: "col", text: t })))),
+      h("tbody", {}, rows),
+    ])),
+  ]);
+}

@@ -35,9 +35,8 @@ def test_list_as_table_and_as_json(server):
     assert "digits" in out and "AVAILABLE" in out
     code, out, _ = foldserve("list", "--json", url=server.url)
     listing = json.loads(out)["models"]
-    assert {"version": 1, "state": "AVAILABLE"} in next(
-        model["versions"] for model in listing if model["name"] == "digits"
-    )
+    versions = next(model["versions"] for model in listing if model["name"] == "digits")
+    assert any(entry["version"] == 1 and entry["state"] == "AVAILABLE" for entry in versions)
 
 
 def test_predict_from_json_and_from_npy_agree(server, digits, tmp_path):

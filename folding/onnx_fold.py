@@ -161,6 +161,7 @@ def fold_onnx(model: onnx.ModelProto) -> OnnxFoldResult:
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     graph = _Graph(copy)
+    _channels_first(graph)
     result = OnnxFoldResult(copy)
     reasons: dict[str, tuple[Affine, str]] = {}
     progress = True
@@ -189,11 +190,80 @@ def fold_onnx(model: onnx.ModelProto) -> OnnxFoldResult:
     return result
 
 
+def _channels_first(graph: _Graph) -> None:
+    """Undo the layout shuffles of channels-last exporters (tf2onnx), so that each
+    per-channel affine sits right beside its Conv:
+
+    * two Transposes in a row that cancel out are dropped
+      (``Conv -> T(NCHW->NHWC) -> T(NHWC->NCHW) -> BatchNormalization``);
+    * a per-channel Mul/Add/Sub on the last axis, after a Transpose that moves the
+      channel axis 1 last, moves before it (its constant reshaped to ``[C, 1, ...]``):
+      ``Conv -> T -> Add -> Mul`` becomes ``Conv -> Add -> Mul -> T``.
+
+    Both are exact; they change the copy being folded, never the original.
+    """
+    changed = True
+    while changed:
+        changed = False
+        for node in list(graph.graph.node):
+            if node.op_type != "Transpose":
+                continue
+            perm = list(_attribute(node, "perm", []))
+            if len(perm) < 3 or node.output[0] in graph.outputs:
+                continue
+            users = graph.consumers(node.output[0])
+            if len(users) != 1:
+                continue
+            user = users[0]
+            if user.op_type == "Transpose" and user.input[0] == node.output[0]:
+                second = list(_attribute(user, "perm", []))
+                cancels = len(second) == len(perm) and [perm[i] for i in second] == list(
+                    range(len(perm))
+                )
+                if cancels and user.output[0] not in graph.outputs:
+                    for other in graph.graph.node:
+                        other.input[:] = [
+                            node.input[0] if name == user.output[0] else name
+                            for name in other.input
+                        ]
+                    _remove(graph, user)
+                    _remove(graph, node)
+                    changed = True
+                    break
+            if perm[-1] != 1 or user.op_type not in ("Mul", "Add", "Sub"):
+                continue
+            if len(user.input) != 2 or user.input[0] != node.output[0]:
+                continue
+            operand = graph.constant(user.input[1])
+            if operand is None or operand.dtype.kind != "f":
+                continue
+            vector, axis = _channel_vector(operand)
+            if vector is None or axis != 0 or operand.ndim > len(perm):
+                continue
+            moved = f"{user.output[0]}_channels_first"
+            graph.set_constant(user, 1, vector.reshape(-1, *[1] * (len(perm) - 2)))
+            user.input[0] = node.input[0]
+            node.input[0] = moved
+            node.output[0], user.output[0] = user.output[0], moved
+            graph.graph.node.remove(user)
+            graph.graph.node.insert(list(graph.graph.node).index(node), user)
+            changed = True
+            break
+
+
 def _is_linear_next(graph: _Graph, affine: Affine) -> bool:
     """Mul/Add/Sub are folded only beside a linear node (elsewhere they are just arithmetic)."""
     producer = graph.producer(affine.node.input[0])
     users = graph.consumers(affine.node.output[0])
     linear = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+    if (
+        producer is not None
+        and producer.op_type == "Add"
+        and graph.constant(producer.input[1]) is not None
+    ):
+        biased = graph.producer(producer.input[0])  # MatMul -> Add(bias) -> this
+        if biased is not None and biased.op_type == "MatMul":
+            return True
     return (producer is not None and producer.op_type in linear) or (
         len(users) == 1 and users[0].op_type in linear
     )

@@ -176,12 +176,42 @@ def fold_onnx(model: onnx.ModelProto) -> OnnxFoldResult:
                 reasons.pop(key, None)
                 result.folded.append(entry)
                 progress = True
+    _drop_unused_constants(graph)
     for key, (affine, reason) in reasons.items():
         if affine.node.op_type == "BatchNormalization":
             params = affine.params
             diagnostics = diagnose(params, [params.scale(), params.shift()])
             result.not_folded.append(NotFoldedEntry(key, reason, _stats(affine), diagnostics))
     return result
+
+
+def _drop_unused_constants(graph: _Graph) -> None:
+    """Remove the initializers and ``Constant`` nodes that folding left unread: each fold
+    gives its node fresh constants, so the replaced ones would otherwise stay in the
+    file (a folded model several times the size of the original)."""
+    used = _names_read(graph.graph) | graph.outputs
+    used |= {value.name for value in graph.graph.input}
+    kept = [t for t in graph.graph.initializer if t.name in used]
+    if len(kept) != len(graph.graph.initializer):
+        del graph.graph.initializer[:]
+        graph.graph.initializer.extend(kept)
+    for node in list(graph.graph.node):
+        if node.op_type == "Constant" and not any(name in used for name in node.output):
+            _remove(graph, node)
+    graph.constants = {k: v for k, v in graph.constants.items() if k in used}
+
+
+def _names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name a node of ``graph`` reads, subgraphs (If, Loop, Scan) included."""
+    names: set[str] = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            subgraphs = [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
+            for subgraph in subgraphs:
+                names |= _names_read(subgraph)
+                names.update(value.name for value in subgraph.output)
+    return names
 
 
 def _channels_first(graph: _Graph) -> None:

@@ -157,6 +157,21 @@ def test_fold_kind_matches_onnx_runtime(case):
     assert len(result.model.graph.node) < len(original.graph.node)
 
 
+def initializer_bytes(proto):
+    return sum(numpy_helper.to_array(t).nbytes for t in proto.graph.initializer)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_folded_model_keeps_no_replaced_weights(case):
+    """Each fold writes fresh weights; the ones they replace leave the file."""
+    original = CASES[case][0]()
+    folded = fold_onnx(original).model
+    read = {name for node in folded.graph.node for name in node.input}
+    unread = [t.name for t in folded.graph.initializer if t.name not in read]
+    assert unread == []
+    assert initializer_bytes(folded) <= initializer_bytes(original)
+
+
 def test_shared_tensor_and_graph_output_are_not_folded():
     conv = helper.make_node("Conv", ["x", "w"], ["c"], name="conv")
     norm, extra = bn("bn", "c", "y", 6)

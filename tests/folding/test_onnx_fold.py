@@ -135,7 +135,7 @@ CASES = {
     "matmul + add": (matmul_add_then_bn, 1),
     "bn before conv": (bn_then_conv, 1),
     "bn before gemm": (bn_then_gemm, 1),
-    "mul/add after conv": (conv_then_mul_add, 2),
+    "mul/add after conv": (conv_then_mul_add, 1),
 }
 
 
@@ -183,6 +183,48 @@ def test_shared_tensor_and_graph_output_are_not_folded():
     assert result.folded == []
     (entry,) = result.not_folded
     assert "feeds 2 nodes" in entry.reason
+
+
+def decomposed_bn(producer_op=None):
+    """Conv (with a BiasAdd-style Add) [-> ``producer_op``] -> Mul + Add, as tf2onnx
+    writes a Keras 3 BN; the Mul/Add scope is the BN's name."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv/Conv2D"),
+        helper.make_node("Add", ["c", "cb"], ["cbias"], name="conv/BiasAdd"),
+    ]
+    if producer_op == "Concat":
+        nodes.append(helper.make_node("Concat", ["cbias", "x"], ["p"], name="cat", axis=1))
+    channels, scaled = (10, "p") if producer_op == "Concat" else (6, "cbias")
+    nodes += [
+        helper.make_node("Mul", [scaled, "s"], ["m"], name="bn/batchnorm/mul_1"),
+        helper.make_node("Add", ["m", "t"], ["y"], name="bn/batchnorm/add_1"),
+    ]
+    initializers = [
+        const("w", (6, 4, 1, 1)),
+        const("cb", (1, 6, 1, 1)),
+        const("s", (1, channels, 1, 1), 0.5, 2.0),
+        const("t", (1, channels, 1, 1)),
+    ]
+    return model(nodes, initializers, [("x", [2, 4, 3, 3])], ["y"])
+
+
+def test_decomposed_bn_is_one_entry_and_a_conv_bias_is_none():
+    result = fold_onnx(decomposed_bn())
+    assert [(e.bn, e.into) for e in result.folded] == [("bn/batchnorm (Mul + Add)", "conv/Conv2D")]
+    assert result.not_folded == []
+    assert {n.op_type for n in result.model.graph.node} == {"Conv"}
+
+
+def test_decomposed_bn_that_stays_is_reported():
+    original = decomposed_bn("Concat")
+    result = fold_onnx(original)
+    assert result.folded == []
+    (entry,) = result.not_folded
+    assert entry.bn == "bn/batchnorm (Mul + Add)"
+    assert "Concat" in entry.reason
+    assert entry.stats.channels == 10
+    feed = {"x": RNG.normal(size=[2, 4, 3, 3]).astype(np.float32)}
+    np.testing.assert_allclose(run(result.model, feed)[0], run(original, feed)[0], rtol=1e-5)
 
 
 def test_fold_to_directory_verifies_and_reports(tmp_path):

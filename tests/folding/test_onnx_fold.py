@@ -260,3 +260,50 @@ def test_onnx_entries_carry_diagnostics(tmp_path):
     (entry,) = report.folded
     assert entry.diagnostics.dead_channels == [2]
     assert report.diagnostics_summary["flagged"] == 1
+
+
+def save_with_external_data(proto, path):
+    """As ``torch.onnx.export`` does by default: the weights in ``<name>.data`` beside it."""
+    onnx.save(
+        onnx.ModelProto.FromString(proto.SerializeToString()),  # onnx.save changes its model
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=f"{path.name}.data",
+        size_threshold=0,
+    )
+
+
+def test_cli_reads_external_weights_beside_the_model(tmp_path):
+    from tests.folding.test_cli import fold
+
+    original = conv_then_bn()
+    source = tmp_path / "net.onnx"
+    save_with_external_data(original, source)
+    result = fold(source, "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    folded = onnx.load(tmp_path / "out" / "model.onnx")
+    assert [node.op_type for node in folded.graph.node] == ["Conv"]
+    feed = {"x": RNG.normal(size=[2, 4, 5, 5]).astype(np.float32)}
+    np.testing.assert_allclose(run(folded, feed)[0], run(original, feed)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_external_weights_outside_the_model_folder_are_refused(tmp_path):
+    from folding.errors import ModelLoadError
+    from folding.onnx_pipeline import load_onnx
+
+    (tmp_path / "secret").write_bytes(b"\0" * 4096)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    source = folder / "net.onnx"
+    save_with_external_data(conv_then_bn(), source)
+    with pytest.raises(ModelLoadError, match="upload one self-contained file"):
+        load_onnx(source)  # an upload: never read another file
+    proto = onnx.load(str(source), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../secret"
+    onnx.save(proto, str(source))
+    with pytest.raises(ModelLoadError, match="not a file beside it"):
+        load_onnx(source, external_data=True)

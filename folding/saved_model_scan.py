@@ -156,6 +156,8 @@ PLUMBING_OPS = frozenset(
         "PartitionedCall",
         "StatefulPartitionedCall",
         "ReadVariableOp",
+        "ResourceGather",  # a lookup in a variable (embeddings): frozen into GatherV2
+        "ResourceGatherNd",  # frozen into GatherNd
         "VarHandleOp",
         "VarIsInitializedOp",
         "If",
@@ -174,7 +176,7 @@ PLUMBING_OPS = frozenset(
         "LoopCond",
     }
 )
-"""Calls, variable reads and control flow: frozen or inlined before conversion."""
+"""Calls, variable reads and lookups, control flow: frozen or inlined before conversion."""
 
 _FUNCTION_ATTRS = ("f", "then_branch", "else_branch", "cond", "body", "branches")
 

@@ -127,6 +127,36 @@ def tf_module_two_inputs(path: Path) -> Path:
     return path
 
 
+def tf_module_embedding(path: Path) -> Path:
+    """A tf.Module with an int32 input: ids looked up in a variable (``ResourceGather``),
+    averaged, then MatMul -> batch_normalization."""
+    import tensorflow as tf
+
+    class Embedding(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            rng = np.random.default_rng(3)
+            self.table = tf.Variable(rng.normal(size=(50, 6)).astype("float32"))
+            self.weight = tf.Variable(rng.normal(size=(6, 4)).astype("float32"))
+            self.mean = tf.Variable(rng.normal(size=4).astype("float32"))
+            self.variance = tf.Variable(rng.uniform(0.5, 2, size=4).astype("float32"))
+            self.gamma = tf.Variable(rng.uniform(0.5, 1.5, size=4).astype("float32"))
+            self.beta = tf.Variable(rng.normal(size=4).astype("float32"))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 5], tf.int32, name="ids")])
+        def serve(self, ids):
+            pooled = tf.reduce_mean(tf.gather(self.table, ids), axis=1)
+            hidden = tf.matmul(pooled, self.weight)
+            normal = tf.nn.batch_normalization(
+                hidden, self.mean, self.variance, self.beta, self.gamma, 1e-3
+            )
+            return {"out": normal}
+
+    module = Embedding()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
 def writes_a_file(path: Path, victim: Path) -> Path:
     """A SavedModel whose serving function writes ``victim`` when it runs."""
     import tensorflow as tf

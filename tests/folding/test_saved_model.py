@@ -63,6 +63,21 @@ def test_saved_model_folds_and_answers_like_its_signature(saved_models, which, t
         np.testing.assert_allclose(answers[key], value, rtol=1e-4, atol=1e-5)
 
 
+def test_embedding_lookup_with_int_ids_folds(tmp_path):
+    """tf.gather on a variable is a ResourceGather in the SavedModel, a Gather once frozen."""
+    model = build.tf_module_embedding(tmp_path / "embedding")
+    out = tmp_path / "out"
+    result = fold(model, "-o", out, "--samples", "16")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert [entry["into_class"] for entry in report["folded"]] == ["MatMul"]
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    ids = np.random.default_rng(5).integers(0, 50, size=(7, 5)).astype(np.int32)
+    (answer,) = session.run(None, {"ids": ids})
+    expected = build.signature_answers(model, {"ids": ids})["out"]
+    np.testing.assert_allclose(answer, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_unknown_signature_is_named(saved_models, tmp_path):
     out = tmp_path / "out"
     result = fold(saved_models["keras3_dense"], "-o", out, "--signature", "nope")

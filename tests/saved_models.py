@@ -172,6 +172,57 @@ def writes_a_file(path: Path, victim: Path) -> Path:
     return path
 
 
+def writes_a_file_on_load(path: Path, victim: Path) -> Path:
+    """A SavedModel with a harmless serving function and a resource whose initialiser
+    (run by ``tf.saved_model.load`` itself) writes ``victim`` through a tf.data op."""
+    import tensorflow as tf
+
+    class Resource(tf.saved_model.experimental.TrackableResource):
+        def _create_resource(self):
+            return tf.raw_ops.VarHandleOp(dtype=tf.float32, shape=[], shared_name="resource")
+
+        def _initialize(self):
+            dataset = tf.data.Dataset.from_tensors(tf.constant("written on load"))
+            tf.raw_ops.ExperimentalDatasetToTFRecord(
+                input_dataset=dataset._variant_tensor, filename=str(victim), compression_type=""
+            )
+
+    class Module(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.resource = Resource()
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": x * 2.0}
+
+    module = Module()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def with_a_lookup_table(path: Path) -> Path:
+    """A SavedModel holding an in-memory lookup table (initialised from constants on load)
+    beside a MatMul serving function."""
+    import tensorflow as tf
+
+    class Module(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            keys, values = tf.constant([1, 2], tf.int64), tf.constant([0.5, 1.5])
+            initializer = tf.lookup.KeyValueTensorInitializer(keys, values)
+            self.table = tf.lookup.StaticHashTable(initializer, -1.0)
+            self.weight = tf.Variable(np.ones((3, 2), np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": tf.matmul(x, self.weight)}
+
+    module = Module()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
 def zipped(directory: Path, top_folder: str | None = None) -> bytes:
     """``directory`` as a .zip, at the root or inside ``top_folder``."""
     buffer = io.BytesIO()

@@ -103,3 +103,21 @@ def test_saved_model_that_writes_a_file_never_runs(tmp_path):
     assert "'WriteFile'" in result.stderr
     assert not victim.exists()
     assert not out.exists()
+
+
+def test_saved_model_that_writes_a_file_on_load_never_loads(tmp_path):
+    victim = tmp_path / "written.tfrecord"
+    model = build.writes_a_file_on_load(tmp_path / "writer", victim)
+    out = tmp_path / "out"
+    result = fold(model, "-o", out)
+    assert result.returncode == 1
+    assert "resource's initialiser" in result.stderr and "nothing in it was run" in result.stderr
+    assert not victim.exists()
+    assert not out.exists()
+
+
+def test_saved_model_with_a_lookup_table_loads(tmp_path):
+    out = tmp_path / "out"
+    result = fold(build.with_a_lookup_table(tmp_path / "table"), "-o", out, "--samples", "8")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "report.json").read_text())["verification"]["passed"]

@@ -157,6 +157,22 @@ def tf_module_embedding(path: Path) -> Path:
     return path
 
 
+def keras3_normalization(path: Path) -> Path:
+    """Keras 3 ``model.export()`` of Normalization (fixed mean / variance, which the
+    serving function captures as constant tensors, as EfficientNet's) -> Dense -> BN."""
+    import keras
+
+    inputs = keras.Input((8,))
+    x = keras.layers.Normalization(
+        mean=np.arange(8, dtype="float32"), variance=np.arange(1, 9, dtype="float32")
+    )(inputs)
+    x = keras.layers.BatchNormalization()(keras.layers.Dense(6)(x))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.ReLU()(x)))
+    _randomise_batchnorms(model, keras.layers.BatchNormalization)
+    model.export(str(path), verbose=False)
+    return path
+
+
 def writes_a_file(path: Path, victim: Path) -> Path:
     """A SavedModel whose serving function writes ``victim`` when it runs."""
     import tensorflow as tf

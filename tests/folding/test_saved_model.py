@@ -78,6 +78,21 @@ def test_embedding_lookup_with_int_ids_folds(tmp_path):
     np.testing.assert_allclose(answer, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_signature_that_captures_constant_tensors_folds(tmp_path):
+    """Captured constants are not signature inputs (EfficientNet was refused for them)."""
+    model = build.keras3_normalization(tmp_path / "normalized")
+    out = tmp_path / "out"
+    result = fold(model, "-o", out, "--samples", "16")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert [entry["into_class"] for entry in report["folded"]] == ["MatMul"]
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    feed = probe_inputs(session)
+    (answer,) = session.run(None, feed)
+    (expected,) = build.signature_answers(model, feed).values()
+    np.testing.assert_allclose(answer, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_unknown_signature_is_named(saved_models, tmp_path):
     out = tmp_path / "out"
     result = fold(saved_models["keras3_dense"], "-o", out, "--signature", "nope")

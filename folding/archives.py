@@ -25,6 +25,11 @@ from folding.saved_model_scan import SAVED_MODEL_FILE
 
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
 _CHUNK = 1024 * 1024
+MAX_TAR_HEADER_BYTES = 64 * 1024
+"""Largest pax / GNU long-name header accepted: tarfile reads and parses one whole
+(in quadratic time), so a few KB of gzip holding a multi-MB header pins a CPU."""
+_METADATA_DIRS = ("__MACOSX",)
+"""Folders archivers add beside the content (macOS Finder's resource forks): skipped."""
 
 
 def archive_suffix(file_name: str) -> str | None:
@@ -64,6 +69,31 @@ def _safe_name(name: str, label: str) -> PurePosixPath | None:
         raise ModelLoadError(f"'{label}' has an entry that points outside the archive: {name!r}")
     parts = [part for part in path.parts if part != "."]
     return PurePosixPath(*parts) if parts else None
+
+
+def _skipped(relative: PurePosixPath) -> bool:
+    """Archiver metadata, never part of a SavedModel: ``__MACOSX/...``, ``.DS_Store``."""
+    return relative.parts[0] in _METADATA_DIRS or relative.name == ".DS_Store"
+
+
+def _check_unique(names: list[str], label: str) -> None:
+    seen: set[PurePosixPath] = set()
+    for name in names:
+        relative = _safe_name(name, label)
+        if relative is None:
+            continue
+        if relative in seen and not name.endswith("/"):
+            raise ModelLoadError(f"'{label}' holds {name!r} twice; which one is meant?")
+        seen.add(relative)
+
+
+def _make_parent(path: Path, relative: PurePosixPath, label: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ModelLoadError(
+            f"'{label}': entry {str(relative)!r} lies under a name that is also a file"
+        ) from None
 
 
 def _check_counts(count: int, declared: int, label: str, limits: ArchiveLimits) -> None:
@@ -121,16 +151,21 @@ def _extract_zip(archive: Path, target: Path, label: str, limits: ArchiveLimits)
                         "directories are accepted"
                     )
                 _safe_name(entry.filename, label)
+                if entry.flag_bits & 0x1:
+                    raise ModelLoadError(
+                        f"'{label}' is encrypted ({entry.filename!r}); upload it unencrypted"
+                    )
+            _check_unique([entry.filename for entry in entries], label)
             budget = _Budget(label, limits)
             for entry in entries:
                 relative = _safe_name(entry.filename, label)
-                if relative is None:
+                if relative is None or _skipped(relative):
                     continue
                 path = _place(target, relative)
                 if entry.is_dir():
-                    path.mkdir(parents=True, exist_ok=True)
+                    _make_parent(path / "entry", relative, label)
                     continue
-                path.parent.mkdir(parents=True, exist_ok=True)
+                _make_parent(path, relative, label)
                 with handle.open(entry) as source:
                     budget.copy(source, path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError) as error:
@@ -156,22 +191,43 @@ def _tar_members(handle: tarfile.TarFile, label: str, limits: ArchiveLimits) -> 
         yield member
 
 
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A tar header whose pax / GNU long-name extension is refused when larger than
+    ``MAX_TAR_HEADER_BYTES``, before tarfile reads it (the hooks are tarfile's own)."""
+
+    def _check_extension(self) -> None:
+        if self.size > MAX_TAR_HEADER_BYTES:
+            raise ModelLoadError(
+                f"the archive has a {self.size}-byte extended tar header; at most "
+                f"{MAX_TAR_HEADER_BYTES} are accepted"
+            )
+
+    def _proc_pax(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        self._check_extension()
+        return super()._proc_pax(tarfile)
+
+    def _proc_gnulong(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        self._check_extension()
+        return super()._proc_gnulong(tarfile)
+
+
 def _extract_tar(archive: Path, target: Path, label: str, limits: ArchiveLimits) -> None:
     try:
-        with tarfile.open(archive, "r:gz") as handle:
+        with tarfile.open(archive, "r:gz", tarinfo=_BoundedTarInfo) as handle:
             members = list(_tar_members(handle, label, limits))
             for member in members:
                 _safe_name(member.name, label)
+            _check_unique([m.name + ("/" if m.isdir() else "") for m in members], label)
             budget = _Budget(label, limits)
             for member in members:
                 relative = _safe_name(member.name, label)
-                if relative is None:
+                if relative is None or _skipped(relative):
                     continue
                 path = _place(target, relative)
                 if member.isdir():
-                    path.mkdir(parents=True, exist_ok=True)
+                    _make_parent(path / "entry", relative, label)
                     continue
-                path.parent.mkdir(parents=True, exist_ok=True)
+                _make_parent(path, relative, label)
                 source = handle.extractfile(member)
                 if source is None:
                     raise ModelLoadError(f"'{label}': entry {member.name!r} cannot be read")
@@ -184,7 +240,7 @@ def _extract_tar(archive: Path, target: Path, label: str, limits: ArchiveLimits)
 def _saved_model_root(target: Path, label: str) -> Path:
     if (target / SAVED_MODEL_FILE).is_file():
         return target
-    children = [child for child in target.iterdir()]
+    children = list(target.iterdir())
     if len(children) == 1 and children[0].is_dir() and (children[0] / SAVED_MODEL_FILE).is_file():
         return children[0]
     raise ModelLoadError(

@@ -138,7 +138,7 @@ def _fold_onnx(args: argparse.Namespace) -> int:
 
     if args.recalibrate is not None:
         raise FoldingError("--recalibrate needs a Keras model; an ONNX model has no BN layers")
-    model = load_onnx(args.model_path)
+    model = load_onnx(args.model_path, external_data=True)
     report = publish_directory(
         lambda staging: fold_onnx_to_directory(
             model,

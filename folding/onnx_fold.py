@@ -156,38 +156,189 @@ def _channel_vector(operand: np.ndarray) -> tuple[np.ndarray | None, int | None]
     return None, None
 
 
+@dataclass
+class _Pair:
+    """A BN an exporter decomposed: a per-channel ``Mul`` (its scale) feeding only a
+    per-channel ``Add``/``Sub`` (its shift) on the same axis. Reported as one BN."""
+
+    scale: Affine
+    shift: Affine
+
+    @property
+    def keys(self) -> tuple[str, str]:
+        return _key(self.scale.node), _key(self.shift.node)
+
+
+def _key(node: onnx.NodeProto) -> str:
+    return node.name or node.output[0]
+
+
 def fold_onnx(model: onnx.ModelProto) -> OnnxFoldResult:
-    """Fold every foldable BN-like node of ``model`` (a copy is changed and returned)."""
+    """Fold every foldable BN-like node of ``model`` (a copy is changed and returned).
+
+    Reported are the ``BatchNormalization`` nodes and the Mul + Add/Sub pairs exporters
+    decompose BNs into (folded or kept, each once), and a lone per-channel ``Mul``
+    folded beside a linear node; a lone per-channel ``Add`` beside one is a bias, merged
+    but not reported as a BN."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     graph = _Graph(copy)
     _channels_first(graph)
     result = OnnxFoldResult(copy)
+    pairs = _pairs(graph)
+    paired = {key for pair in pairs for key in pair.keys}
+    folded: dict[str, FoldedEntry] = {}
     reasons: dict[str, tuple[Affine, str]] = {}
     progress = True
     while progress:
         progress = False
         for node in list(graph.graph.node):
             affine = _affine_of(graph, node)
+            key = _key(node)
             if affine is None or (
-                node.op_type != "BatchNormalization" and not _is_linear_next(graph, affine)
+                node.op_type != "BatchNormalization"
+                and key not in paired
+                and not _is_linear_next(graph, affine)
             ):
                 continue
-            key = node.name or node.output[0]
             try:
                 entry = _fold(graph, affine)
             except _NotFoldable as reason:
                 reasons[key] = (affine, str(reason))
             else:
                 reasons.pop(key, None)
-                result.folded.append(entry)
+                folded[key] = entry
                 progress = True
+    _drop_unused_constants(graph)
+    for key, entry in folded.items():
+        if key not in paired and not entry.bn.endswith(("(Add)", "(Sub)")):
+            result.folded.append(entry)
+    for pair in pairs:
+        _report_pair(graph, pair, folded, reasons, result)
     for key, (affine, reason) in reasons.items():
         if affine.node.op_type == "BatchNormalization":
             params = affine.params
             diagnostics = diagnose(params, [params.scale(), params.shift()])
             result.not_folded.append(NotFoldedEntry(key, reason, _stats(affine), diagnostics))
     return result
+
+
+def _pairs(graph: _Graph) -> list[_Pair]:
+    pairs = []
+    for node in graph.graph.node:
+        if node.op_type != "Mul":
+            continue
+        scale = _affine_of(graph, node)
+        if scale is None or node.output[0] in graph.outputs:
+            continue
+        users = graph.consumers(node.output[0])
+        if len(users) != 1 or users[0].op_type not in ("Add", "Sub"):
+            continue
+        if users[0].input[0] != node.output[0]:
+            continue
+        shift = _affine_of(graph, users[0])
+        if (
+            shift is not None
+            and shift.axis_from_end == scale.axis_from_end
+            and shift.shift.shape == scale.scale.shape
+        ):
+            pairs.append(_Pair(scale, shift))
+    return pairs
+
+
+def _report_pair(
+    graph: _Graph,
+    pair: _Pair,
+    folded: dict[str, FoldedEntry],
+    reasons: dict[str, tuple[Affine, str]],
+    result: OnnxFoldResult,
+) -> None:
+    """One entry for the pair: folded when its scale went into a linear node and its
+    shift did too, or now sits right after that node as its bias."""
+    scale_key, shift_key = pair.keys
+    params = math.BatchNormParams(
+        np.zeros_like(pair.scale.scale),
+        np.ones_like(pair.scale.scale),
+        pair.scale.scale,
+        pair.shift.shift,
+        0.0,
+    )
+    affine = Affine(pair.scale.node, params.scale(), params.shift(), None, params)
+    name = f"{_pair_name(scale_key, shift_key)} ({pair.scale.node.op_type} + "
+    name += f"{pair.shift.node.op_type})"
+    entry = folded.get(scale_key)
+    if entry is not None and (shift_key in folded or _is_bias(graph, pair.shift.node)):
+        target = next((n for n in graph.graph.node if _key(n) == entry.into), None)
+        arrays = [] if target is None else [graph.constant(i) for i in target.input[1:] if i]
+        result.folded.append(
+            FoldedEntry(
+                name,
+                entry.into,
+                entry.into_class,
+                entry.direction,
+                _stats(affine),
+                diagnose(params, [a for a in arrays if a is not None]),
+            )
+        )
+        return
+    reason = reasons.get(scale_key, reasons.get(shift_key, (None, None)))[1]
+    if reason is None:
+        reason = "it is not beside a Conv, ConvTranspose, Gemm or MatMul"
+    diagnostics = diagnose(params, [params.scale(), params.shift()])
+    result.not_folded.append(NotFoldedEntry(name, reason, _stats(affine), diagnostics))
+
+
+def _is_bias(graph: _Graph, node: onnx.NodeProto) -> bool:
+    """``node`` (still in the graph) adds a constant right after a linear node that feeds
+    nothing else."""
+    if node not in graph.graph.node:
+        return False
+    producer = graph.producer(node.input[0])
+    return (
+        producer is not None
+        and producer.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")
+        and len(graph.consumers(node.input[0])) == 1
+        and node.input[0] not in graph.outputs
+    )
+
+
+def _pair_name(first: str, second: str) -> str:
+    """The scope two node names share (``.../bn/batchnorm``), else both names."""
+    common = ""
+    for a, b in zip(first.split("/"), second.split("/"), strict=False):
+        if a != b:
+            break
+        common += f"{a}/"
+    return common.rstrip("/") or f"{first} + {second}"
+
+
+def _drop_unused_constants(graph: _Graph) -> None:
+    """Remove the initializers and ``Constant`` nodes that folding left unread: each fold
+    gives its node fresh constants, so the replaced ones would otherwise stay in the
+    file (a folded model several times the size of the original)."""
+    used = _names_read(graph.graph) | graph.outputs
+    used |= {value.name for value in graph.graph.input}
+    kept = [t for t in graph.graph.initializer if t.name in used]
+    if len(kept) != len(graph.graph.initializer):
+        del graph.graph.initializer[:]
+        graph.graph.initializer.extend(kept)
+    for node in list(graph.graph.node):
+        if node.op_type == "Constant" and not any(name in used for name in node.output):
+            _remove(graph, node)
+    graph.constants = {k: v for k, v in graph.constants.items() if k in used}
+
+
+def _names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name a node of ``graph`` reads, subgraphs (If, Loop, Scan) included."""
+    names: set[str] = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            subgraphs = [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
+            for subgraph in subgraphs:
+                names |= _names_read(subgraph)
+                names.update(value.name for value in subgraph.output)
+    return names
 
 
 def _channels_first(graph: _Graph) -> None:

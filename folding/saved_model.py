@@ -88,7 +88,10 @@ def export_signature(serving: ServingFunction, opset: int = 17) -> onnx.ModelPro
     from folding.export import _quiet_loggers, _rename_outputs
 
     concrete = serving.function
-    input_names = [t.name for t in concrete.inputs if t.dtype != tf.resource]
+    # the signature's own inputs come first; after them, what the function captures
+    # (variables, and constant tensors such as a Normalization layer's mean), frozen below
+    own_inputs = concrete.inputs[: len(concrete.inputs) - len(concrete.captured_inputs)]
+    input_names = [t.name for t in own_inputs if t.dtype != tf.resource]
     output_names = [t.name for t in concrete.outputs if t.dtype != tf.resource]
     if len(input_names) != len(serving.spec.inputs):
         raise ExportError(

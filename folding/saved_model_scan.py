@@ -16,6 +16,11 @@ library:
   restored methods, resource initialisers, and what they call) may hold no
   denied op: Python callbacks, file-system access, processes, checkpoint I/O,
   summary writers, debug taps, readers and datasets (``DENIED_OPS``).
+* **What loading runs by itself** (each resource's create / initialise / destroy
+  functions and each saveable's save / restore functions, and what they call)
+  is held to the same allowlist as the serving path, plus variable and
+  in-memory table ops (``STATE_OPS``): a deny list alone cannot name every op
+  that reaches outside.
 * The checkpoint save/restore functions TensorFlow itself writes beside the
   model (reached only from the graph's ``saver_def`` nodes, which a TF2 load
   never runs) may hold checkpoint ops, and nothing else denied.
@@ -140,6 +145,46 @@ DENIED_OPS = frozenset(
         "CollectiveBcastSend",
         "CollectiveBcastRecv",
         "SendTPUEmbeddingGradients",
+        "Send",
+        "Recv",
+        "RemoteCall",
+        "RpcCheckStatus",
+        "RpcGetValue",
+        "CollectiveReduceV2",
+        "CollectiveReduceV3",
+        "CollectiveGatherV2",
+        "CollectiveBcastSendV2",
+        "CollectiveBcastRecvV2",
+        "CollectiveAllToAllV2",
+        "CollectiveAllToAllV3",
+        "CollectiveReduceScatterV2",
+        "CollectiveInitializeCommunicator",
+        "CollectivePermute",
+        "DataServiceDataset",
+        "DataServiceDatasetV2",
+        "DataServiceDatasetV3",
+        "DataServiceDatasetV4",
+        "RegisterDataset",
+        "RegisterDatasetV2",
+        # more of the file system: experimental readers and writers, snapshots, settings
+        "ExperimentalCSVDataset",
+        "ExperimentalLMDBDataset",
+        "ExperimentalSqlDataset",
+        "ExperimentalMatchingFilesDataset",
+        "ExperimentalParseExampleDataset",
+        "ExperimentalDatasetToTFRecord",
+        "DistributedSave",
+        "SnapshotDatasetReader",
+        "SnapshotNestedDatasetReader",
+        "SnapshotChunkDataset",
+        "ListSnapshotChunksDataset",
+        "RecordInput",
+        "CalibrationStatisticsSaver",
+        "DTensorRestoreV2",
+        "FileSystemSetConfiguration",
+        "StatsAggregatorSetSummaryWriter",
+        "DecodeProtoV2",  # descriptor_source may name a file
+        "EncodeProto",
         *CHECKPOINT_OPS,
     }
 )
@@ -156,6 +201,8 @@ PLUMBING_OPS = frozenset(
         "PartitionedCall",
         "StatefulPartitionedCall",
         "ReadVariableOp",
+        "ResourceGather",  # a lookup in a variable (embeddings): frozen into GatherV2
+        "ResourceGatherNd",  # frozen into GatherNd
         "VarHandleOp",
         "VarIsInitializedOp",
         "If",
@@ -174,7 +221,29 @@ PLUMBING_OPS = frozenset(
         "LoopCond",
     }
 )
-"""Calls, variable reads and control flow: frozen or inlined before conversion."""
+"""Calls, variable reads and lookups, control flow: frozen or inlined before conversion."""
+
+STATE_OPS = frozenset(
+    {
+        "AssignVariableOp",
+        "AssignAddVariableOp",
+        "AssignSubVariableOp",
+        "DestroyResourceOp",
+        "HashTableV2",
+        "MutableHashTableV2",
+        "MutableHashTableOfTensorsV2",
+        "MutableDenseHashTableV2",
+        "InitializeTableV2",
+        "LookupTableImportV2",
+        "LookupTableExportV2",
+        "LookupTableFindV2",
+        "LookupTableInsertV2",
+        "LookupTableSizeV2",
+    }
+)
+"""Variables and in-memory lookup tables: what a resource's initialiser may do."""
+
+_RESOURCE_FUNCTIONS = ("_create_resource", "_initialize", "_destroy_resource")
 
 _FUNCTION_ATTRS = ("f", "then_branch", "else_branch", "cond", "body", "branches")
 
@@ -252,6 +321,12 @@ def check_saved_model(directory: Path, signature: str, label: str) -> SignatureS
             if op not in library:  # a function called as an op is checked on its own
                 _check_op(op, f"function '{function_name}'", serving=True, allowed=allowed)
 
+    run_on_load = _reachable(_functions_run_on_load(meta.object_graph_def), library)
+    for function_name in sorted(run_on_load):
+        for op in _ops(library[function_name]):
+            if op not in library and op not in STATE_OPS:
+                _check_op(op, f"function '{function_name}'", allowed=allowed, on_load=True)
+
     loadable = _reachable(set(meta.object_graph_def.concrete_functions), library)
     for function_name in sorted(loadable | serving):
         for op in _ops(library[function_name]):
@@ -266,14 +341,48 @@ def check_saved_model(directory: Path, signature: str, label: str) -> SignatureS
     return SignatureSpec(signature, sorted(declared.inputs), sorted(declared.outputs))
 
 
+def _functions_run_on_load(objects: Any) -> set[str]:
+    """The concrete functions loading itself calls: each resource's create / initialise /
+    destroy functions and each saveable's save / restore functions."""
+    node_ids: set[int] = set()
+    for node in objects.nodes:
+        if node.WhichOneof("kind") == "resource":
+            node_ids.update(
+                child.node_id for child in node.children if child.local_name in _RESOURCE_FUNCTIONS
+            )
+        for saveable in node.saveable_objects.values():
+            node_ids.update((saveable.save_function, saveable.restore_function))
+    names: set[str] = set()
+    for node_id in node_ids:
+        if not 0 <= node_id < len(objects.nodes):
+            continue
+        node = objects.nodes[node_id]
+        if node.WhichOneof("kind") == "function":
+            names.update(node.function.concrete_functions)
+        elif node.WhichOneof("kind") == "bare_concrete_function":
+            names.add(node.bare_concrete_function.concrete_function_name)
+    return names
+
+
 def _check_op(
-    op: str, where: str, *, serving: bool = False, allowed: frozenset[str] | None = None
+    op: str,
+    where: str,
+    *,
+    serving: bool = False,
+    allowed: frozenset[str] | None = None,
+    on_load: bool = False,
 ) -> None:
     if op in DENIED_OPS:
         path = "serving path" if serving else "load path"
         raise UnsafeModelError(
             f"the SavedModel's {path} uses op '{op}' (in {where}), which reaches outside the "
             "model (files, processes or Python); it is refused and nothing in it was run"
+        )
+    if on_load and allowed is not None and op not in allowed:
+        raise UnsafeModelError(
+            f"loading the SavedModel would run op '{op}' (in {where}, a resource's "
+            "initialiser), which is neither a variable or table op nor one with an ONNX form; "
+            "it is refused and nothing in it was run"
         )
     if allowed is not None and op not in allowed:
         raise UnsafeModelError(

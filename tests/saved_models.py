@@ -127,6 +127,52 @@ def tf_module_two_inputs(path: Path) -> Path:
     return path
 
 
+def tf_module_embedding(path: Path) -> Path:
+    """A tf.Module with an int32 input: ids looked up in a variable (``ResourceGather``),
+    averaged, then MatMul -> batch_normalization."""
+    import tensorflow as tf
+
+    class Embedding(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            rng = np.random.default_rng(3)
+            self.table = tf.Variable(rng.normal(size=(50, 6)).astype("float32"))
+            self.weight = tf.Variable(rng.normal(size=(6, 4)).astype("float32"))
+            self.mean = tf.Variable(rng.normal(size=4).astype("float32"))
+            self.variance = tf.Variable(rng.uniform(0.5, 2, size=4).astype("float32"))
+            self.gamma = tf.Variable(rng.uniform(0.5, 1.5, size=4).astype("float32"))
+            self.beta = tf.Variable(rng.normal(size=4).astype("float32"))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 5], tf.int32, name="ids")])
+        def serve(self, ids):
+            pooled = tf.reduce_mean(tf.gather(self.table, ids), axis=1)
+            hidden = tf.matmul(pooled, self.weight)
+            normal = tf.nn.batch_normalization(
+                hidden, self.mean, self.variance, self.beta, self.gamma, 1e-3
+            )
+            return {"out": normal}
+
+    module = Embedding()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def keras3_normalization(path: Path) -> Path:
+    """Keras 3 ``model.export()`` of Normalization (fixed mean / variance, which the
+    serving function captures as constant tensors, as EfficientNet's) -> Dense -> BN."""
+    import keras
+
+    inputs = keras.Input((8,))
+    x = keras.layers.Normalization(
+        mean=np.arange(8, dtype="float32"), variance=np.arange(1, 9, dtype="float32")
+    )(inputs)
+    x = keras.layers.BatchNormalization()(keras.layers.Dense(6)(x))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.ReLU()(x)))
+    _randomise_batchnorms(model, keras.layers.BatchNormalization)
+    model.export(str(path), verbose=False)
+    return path
+
+
 def writes_a_file(path: Path, victim: Path) -> Path:
     """A SavedModel whose serving function writes ``victim`` when it runs."""
     import tensorflow as tf
@@ -138,6 +184,57 @@ def writes_a_file(path: Path, victim: Path) -> Path:
             return {"y": x * 2.0}
 
     module = Writer()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def writes_a_file_on_load(path: Path, victim: Path) -> Path:
+    """A SavedModel with a harmless serving function and a resource whose initialiser
+    (run by ``tf.saved_model.load`` itself) writes ``victim`` through a tf.data op."""
+    import tensorflow as tf
+
+    class Resource(tf.saved_model.experimental.TrackableResource):
+        def _create_resource(self):
+            return tf.raw_ops.VarHandleOp(dtype=tf.float32, shape=[], shared_name="resource")
+
+        def _initialize(self):
+            dataset = tf.data.Dataset.from_tensors(tf.constant("written on load"))
+            tf.raw_ops.ExperimentalDatasetToTFRecord(
+                input_dataset=dataset._variant_tensor, filename=str(victim), compression_type=""
+            )
+
+    class Module(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.resource = Resource()
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": x * 2.0}
+
+    module = Module()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def with_a_lookup_table(path: Path) -> Path:
+    """A SavedModel holding an in-memory lookup table (initialised from constants on load)
+    beside a MatMul serving function."""
+    import tensorflow as tf
+
+    class Module(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            keys, values = tf.constant([1, 2], tf.int64), tf.constant([0.5, 1.5])
+            initializer = tf.lookup.KeyValueTensorInitializer(keys, values)
+            self.table = tf.lookup.StaticHashTable(initializer, -1.0)
+            self.weight = tf.Variable(np.ones((3, 2), np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": tf.matmul(x, self.weight)}
+
+    module = Module()
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
     return path
 

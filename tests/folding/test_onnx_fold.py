@@ -135,7 +135,7 @@ CASES = {
     "matmul + add": (matmul_add_then_bn, 1),
     "bn before conv": (bn_then_conv, 1),
     "bn before gemm": (bn_then_gemm, 1),
-    "mul/add after conv": (conv_then_mul_add, 2),
+    "mul/add after conv": (conv_then_mul_add, 1),
 }
 
 
@@ -157,6 +157,21 @@ def test_fold_kind_matches_onnx_runtime(case):
     assert len(result.model.graph.node) < len(original.graph.node)
 
 
+def initializer_bytes(proto):
+    return sum(numpy_helper.to_array(t).nbytes for t in proto.graph.initializer)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_folded_model_keeps_no_replaced_weights(case):
+    """Each fold writes fresh weights; the ones they replace leave the file."""
+    original = CASES[case][0]()
+    folded = fold_onnx(original).model
+    read = {name for node in folded.graph.node for name in node.input}
+    unread = [t.name for t in folded.graph.initializer if t.name not in read]
+    assert unread == []
+    assert initializer_bytes(folded) <= initializer_bytes(original)
+
+
 def test_shared_tensor_and_graph_output_are_not_folded():
     conv = helper.make_node("Conv", ["x", "w"], ["c"], name="conv")
     norm, extra = bn("bn", "c", "y", 6)
@@ -168,6 +183,48 @@ def test_shared_tensor_and_graph_output_are_not_folded():
     assert result.folded == []
     (entry,) = result.not_folded
     assert "feeds 2 nodes" in entry.reason
+
+
+def decomposed_bn(producer_op=None):
+    """Conv (with a BiasAdd-style Add) [-> ``producer_op``] -> Mul + Add, as tf2onnx
+    writes a Keras 3 BN; the Mul/Add scope is the BN's name."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv/Conv2D"),
+        helper.make_node("Add", ["c", "cb"], ["cbias"], name="conv/BiasAdd"),
+    ]
+    if producer_op == "Concat":
+        nodes.append(helper.make_node("Concat", ["cbias", "x"], ["p"], name="cat", axis=1))
+    channels, scaled = (10, "p") if producer_op == "Concat" else (6, "cbias")
+    nodes += [
+        helper.make_node("Mul", [scaled, "s"], ["m"], name="bn/batchnorm/mul_1"),
+        helper.make_node("Add", ["m", "t"], ["y"], name="bn/batchnorm/add_1"),
+    ]
+    initializers = [
+        const("w", (6, 4, 1, 1)),
+        const("cb", (1, 6, 1, 1)),
+        const("s", (1, channels, 1, 1), 0.5, 2.0),
+        const("t", (1, channels, 1, 1)),
+    ]
+    return model(nodes, initializers, [("x", [2, 4, 3, 3])], ["y"])
+
+
+def test_decomposed_bn_is_one_entry_and_a_conv_bias_is_none():
+    result = fold_onnx(decomposed_bn())
+    assert [(e.bn, e.into) for e in result.folded] == [("bn/batchnorm (Mul + Add)", "conv/Conv2D")]
+    assert result.not_folded == []
+    assert {n.op_type for n in result.model.graph.node} == {"Conv"}
+
+
+def test_decomposed_bn_that_stays_is_reported():
+    original = decomposed_bn("Concat")
+    result = fold_onnx(original)
+    assert result.folded == []
+    (entry,) = result.not_folded
+    assert entry.bn == "bn/batchnorm (Mul + Add)"
+    assert "Concat" in entry.reason
+    assert entry.stats.channels == 10
+    feed = {"x": RNG.normal(size=[2, 4, 3, 3]).astype(np.float32)}
+    np.testing.assert_allclose(run(result.model, feed)[0], run(original, feed)[0], rtol=1e-5)
 
 
 def test_fold_to_directory_verifies_and_reports(tmp_path):
@@ -203,3 +260,50 @@ def test_onnx_entries_carry_diagnostics(tmp_path):
     (entry,) = report.folded
     assert entry.diagnostics.dead_channels == [2]
     assert report.diagnostics_summary["flagged"] == 1
+
+
+def save_with_external_data(proto, path):
+    """As ``torch.onnx.export`` does by default: the weights in ``<name>.data`` beside it."""
+    onnx.save(
+        onnx.ModelProto.FromString(proto.SerializeToString()),  # onnx.save changes its model
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=f"{path.name}.data",
+        size_threshold=0,
+    )
+
+
+def test_cli_reads_external_weights_beside_the_model(tmp_path):
+    from tests.folding.test_cli import fold
+
+    original = conv_then_bn()
+    source = tmp_path / "net.onnx"
+    save_with_external_data(original, source)
+    result = fold(source, "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    folded = onnx.load(tmp_path / "out" / "model.onnx")
+    assert [node.op_type for node in folded.graph.node] == ["Conv"]
+    feed = {"x": RNG.normal(size=[2, 4, 5, 5]).astype(np.float32)}
+    np.testing.assert_allclose(run(folded, feed)[0], run(original, feed)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_external_weights_outside_the_model_folder_are_refused(tmp_path):
+    from folding.errors import ModelLoadError
+    from folding.onnx_pipeline import load_onnx
+
+    (tmp_path / "secret").write_bytes(b"\0" * 4096)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    source = folder / "net.onnx"
+    save_with_external_data(conv_then_bn(), source)
+    with pytest.raises(ModelLoadError, match="upload one self-contained file"):
+        load_onnx(source)  # an upload: never read another file
+    proto = onnx.load(str(source), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../secret"
+    onnx.save(proto, str(source))
+    with pytest.raises(ModelLoadError, match="not a file beside it"):
+        load_onnx(source, external_data=True)

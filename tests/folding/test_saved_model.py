@@ -63,6 +63,36 @@ def test_saved_model_folds_and_answers_like_its_signature(saved_models, which, t
         np.testing.assert_allclose(answers[key], value, rtol=1e-4, atol=1e-5)
 
 
+def test_embedding_lookup_with_int_ids_folds(tmp_path):
+    """tf.gather on a variable is a ResourceGather in the SavedModel, a Gather once frozen."""
+    model = build.tf_module_embedding(tmp_path / "embedding")
+    out = tmp_path / "out"
+    result = fold(model, "-o", out, "--samples", "16")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert [entry["into_class"] for entry in report["folded"]] == ["MatMul"]
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    ids = np.random.default_rng(5).integers(0, 50, size=(7, 5)).astype(np.int32)
+    (answer,) = session.run(None, {"ids": ids})
+    expected = build.signature_answers(model, {"ids": ids})["out"]
+    np.testing.assert_allclose(answer, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_signature_that_captures_constant_tensors_folds(tmp_path):
+    """Captured constants are not signature inputs (EfficientNet was refused for them)."""
+    model = build.keras3_normalization(tmp_path / "normalized")
+    out = tmp_path / "out"
+    result = fold(model, "-o", out, "--samples", "16")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert [entry["into_class"] for entry in report["folded"]] == ["MatMul"]
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    feed = probe_inputs(session)
+    (answer,) = session.run(None, feed)
+    (expected,) = build.signature_answers(model, feed).values()
+    np.testing.assert_allclose(answer, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_unknown_signature_is_named(saved_models, tmp_path):
     out = tmp_path / "out"
     result = fold(saved_models["keras3_dense"], "-o", out, "--signature", "nope")
@@ -88,3 +118,21 @@ def test_saved_model_that_writes_a_file_never_runs(tmp_path):
     assert "'WriteFile'" in result.stderr
     assert not victim.exists()
     assert not out.exists()
+
+
+def test_saved_model_that_writes_a_file_on_load_never_loads(tmp_path):
+    victim = tmp_path / "written.tfrecord"
+    model = build.writes_a_file_on_load(tmp_path / "writer", victim)
+    out = tmp_path / "out"
+    result = fold(model, "-o", out)
+    assert result.returncode == 1
+    assert "resource's initialiser" in result.stderr and "nothing in it was run" in result.stderr
+    assert not victim.exists()
+    assert not out.exists()
+
+
+def test_saved_model_with_a_lookup_table_loads(tmp_path):
+    out = tmp_path / "out"
+    result = fold(build.with_a_lookup_table(tmp_path / "table"), "-o", out, "--samples", "8")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "report.json").read_text())["verification"]["passed"]

@@ -125,6 +125,11 @@ def _tar_member(name, kind=tarfile.REGTYPE, size=0, link=""):
         ("slip.tar.gz", _tar_with(_tar_member("../x", size=1), b"x"), "outside the archive"),
         ("empty.zip", _zip_with([("readme.txt", "x")]), "holds no SavedModel"),
         ("junk.tar.gz", b"not a tarball", "not a readable .tar.gz"),
+        (
+            "pax.tar.gz",
+            _tar_with(_tar_member("m/PaxHeader", tarfile.XHDTYPE, size=2**21), b"0" * 2**21),
+            "extended tar header",
+        ),
     ],
 )
 def test_unsafe_or_broken_archives_are_refused(server, file_name, data, message):

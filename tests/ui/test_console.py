@@ -238,7 +238,10 @@ def _swagger_operation(browser, url: str, tag: str, operation: str):
     browser.get("about:blank")  # Swagger UI opens the deep-linked operation on a fresh load
     browser.get(f"{url}/docs#/{tag}/{operation}")
     block = css(browser, f"#operations-{tag.replace(' ', '_')}-{operation}.is-open", 30)
-    block.find_element(By.CSS_SELECTOR, "button.try-out__btn").click()
+    # the opened operation renders its body a moment after the block itself
+    wait(browser, 30).until(lambda _: block.find_elements(By.CSS_SELECTOR, "button.try-out__btn"))[
+        0
+    ].click()
     return block
 
 

@@ -80,6 +80,12 @@ class Client:
         except ValueError:
             body = None
         if response.is_success:
+            if body is None and response.status_code != 204:
+                raise ClientError(
+                    f"{self.url} answered {response.status_code} with something that is not "
+                    "JSON: is it a foldserve server?",
+                    EXIT_UNAVAILABLE,
+                )
             return body
         message = body.get("error") if isinstance(body, dict) else None
         message = message or f"{response.status_code} {response.reason_phrase}"
@@ -569,6 +575,14 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     download.set_defaults(handler=client_command(run_download))
 
 
+def _fail(args: argparse.Namespace, error: ClientError) -> int:
+    """Report ``error`` on stderr (and as JSON on stdout with --json); its exit code."""
+    if getattr(args, "json", False):
+        _print_json(error.body if isinstance(error.body, dict) else {"error": str(error)})
+    print(f"foldserve: error: {error}", file=sys.stderr)
+    return error.code
+
+
 def client_command(handler: Any) -> Any:
     """Wrap a ``run_*`` function into an ``args -> exit code`` handler with one-line errors."""
 
@@ -577,10 +591,11 @@ def client_command(handler: Any) -> Any:
             client = Client(args.url, args.token, args.timeout)
             return handler(client, args)
         except ClientError as error:
-            if getattr(args, "json", False) and error.body is not None:
-                _print_json(error.body)
-            print(f"foldserve: error: {error}", file=sys.stderr)
-            return error.code
+            return _fail(args, error)
+        except (LookupError, TypeError, ValueError, AttributeError):
+            # a 2xx whose JSON is not what a foldserve server sends
+            message = f"{args.url} gave an answer foldserve does not understand"
+            return _fail(args, ClientError(message, EXIT_UNAVAILABLE))
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
 

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import numpy as np
 
-from service.errors import InvalidInput, NotFound
+from service.errors import Conflict, InvalidInput, NotFound
 from service.folder import Folder
 from service.metrics import Metrics
 from service.registry import LoadedVersion, ModelRegistry
@@ -342,6 +342,14 @@ class DataPlane:
             removed, missing = [], error
         dismissed = [] if latest else await self.uploads.dismiss(name, number)
         if missing is not None and not dismissed:
+            folding = number is not None and (await self.uploads.version_states()).get(
+                (name, number)
+            )
+            if folding and folding.state == "LOADING":
+                raise Conflict(
+                    f"model '{name}' version {number} is still being uploaded "
+                    f"({folding.reason}): cancel its job instead"
+                )
             raise missing
         removed = sorted({*removed, *dismissed})
         async with self.registry.lock:

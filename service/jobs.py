@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -28,7 +29,7 @@ STAGES = ("queued", "loading", "folding", "exporting", "verifying", "committing"
 TERMINAL = ("done", "failed", "cancelled")
 INTERRUPTED = "interrupted"
 JOB_ID_LENGTH = 32
-PRIVATE_KEYS = ("owner", "heartbeat_at", "dismissed", "stage_started_at")
+PRIVATE_KEYS = ("owner", "heartbeat_at", "dismissed", "stage_started_at", "staging")
 """Bookkeeping kept in the job file but not part of the job object clients read."""
 
 
@@ -56,6 +57,31 @@ def public(job: dict[str, Any]) -> dict[str, Any]:
 
 def _valid_id(job_id: str) -> bool:
     return len(job_id) == JOB_ID_LENGTH and all(c in "0123456789abcdef" for c in job_id)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _well_formed(job: Any, job_id: str) -> bool:
+    """Whether a job file holds a job this module wrote: one damaged or edited by hand
+    is left out (as if absent) rather than breaking every listing."""
+    if not isinstance(job, dict) or job.get("id") != job_id or not _valid_id(job_id):
+        return False
+    owner = job.get("owner", {})
+    return (
+        job.get("state") in (*STAGES, *TERMINAL)
+        and isinstance(job.get("name"), str)
+        and type(job.get("version")) is int
+        and _number(job.get("created_at"))
+        and (job.get("heartbeat_at") is None or _number(job["heartbeat_at"]))
+        and (job.get("finished_at") is None or _number(job["finished_at"]))
+        and isinstance(job.get("timings", {}), dict)
+        and (job.get("status_code") is None or type(job["status_code"]) is int)
+        and isinstance(owner, dict)
+        and type(owner.get("pid", 0)) is int
+        and 0 <= owner.get("pid", 0) < 2**31
+    )
 
 
 def _process_alive(pid: int) -> bool:
@@ -100,7 +126,8 @@ class JobStore:
 
     # -- writing (the owner) ------------------------------------------------------
 
-    def create(self, name: str, version: int, filename: str) -> dict[str, Any]:
+    def create(self, name: str, version: int, filename: str, staging: str) -> dict[str, Any]:
+        """A new queued job; ``staging``: the name of its directory in ``.staging``."""
         now = time.time()
         job = {
             "id": uuid.uuid4().hex,
@@ -118,6 +145,7 @@ class JobStore:
             "status_code": None,
             "owner": self.owner,
             "heartbeat_at": now,
+            "staging": staging,
         }
         self.write(job)
         return job
@@ -162,13 +190,16 @@ class JobStore:
     def _load(self, path: Path) -> dict[str, Any] | None:
         try:
             job = json.loads(path.read_text())
-        except (OSError, ValueError):  # gone meanwhile (pruned), or not one of ours
+        except (OSError, ValueError, RecursionError):  # gone meanwhile, or not one of ours
             return None
-        return job if isinstance(job, dict) and "state" in job and "id" in job else None
+        return job if _well_formed(job, path.stem) else None
 
     def _checked(self, job: dict[str, Any]) -> dict[str, Any]:
         if not is_terminal(job) and self._orphaned(job):
             self.finish(job, "failed", error=INTERRUPTED, status_code=503)
+            staging = job.get("staging")
+            if isinstance(staging, str) and _valid_id(staging):  # what its upload left
+                shutil.rmtree(self.directory.parent / ".staging" / staging, ignore_errors=True)
         return job
 
     def _orphaned(self, job: dict[str, Any]) -> bool:

@@ -113,7 +113,8 @@ class Uploads:
         """Jobs still running are stopped and marked failed, "interrupted"."""
         self._stopping = True
         for running in list(self._running.values()):
-            running.task.cancel()
+            if running.job["state"] != "committing":  # a commit under way is let finish
+                running.task.cancel()
         for running in list(self._running.values()):
             with contextlib.suppress(asyncio.CancelledError):
                 await running.task
@@ -169,7 +170,7 @@ class Uploads:
             if calibration is not None:
                 calibration_path = staging / f".calibration{calibration_suffix}"
                 await anyio.to_thread.run_sync(_copy, calibration[0], calibration_path)
-            job = await anyio.to_thread.run_sync(self._create, name, file_name)
+            job = await anyio.to_thread.run_sync(self._create, name, file_name, staging.name)
         except BaseException:
             self.repository.discard(staging)
             raise
@@ -179,10 +180,12 @@ class Uploads:
         self._running[job["id"]] = _Running(job, task)
         return job
 
-    def _create(self, name: str, file_name: str) -> dict[str, Any]:
+    def _create(self, name: str, file_name: str, staging: str) -> dict[str, Any]:
         """The job, with the next version of ``name``: one past those on disk and those
-        of its jobs still running or failed (under the repository lock)."""
+        of its jobs still running or failed (under the repository lock); old finished
+        jobs are pruned first."""
         with self.repository.locked():
+            self.store.prune()  # keeps the finished jobs bounded while the server runs
             on_disk = self.repository.scan().get(name, {})
             taken = [
                 job["version"]
@@ -190,7 +193,7 @@ class Uploads:
                 if job["name"] == name and _holds_version(job)
             ]
             version = max([*on_disk, *taken], default=0) + 1
-            return self.store.create(name, version, file_name)
+            return self.store.create(name, version, file_name, staging)
 
     async def wait(self, job_id: str, timeout: float | None) -> dict[str, Any] | None:
         """Wait for a job of this process to finish: the job when done, None when still
@@ -342,6 +345,12 @@ class Uploads:
             raise Conflict(f"job {job_id} is storing its version and can no longer be cancelled")
         running = self._running.get(job_id)
         if running is not None:
+            # checked again with no await before the cancel: the job may have gone on
+            # to commit while its file was read
+            if running.job["state"] == "committing":
+                raise Conflict(
+                    f"job {job_id} is storing its version and can no longer be cancelled"
+                )
             running.task.cancel()
             await asyncio.wait({running.task})
             job = running.job

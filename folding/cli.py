@@ -103,63 +103,48 @@ def run_fold(args: argparse.Namespace) -> int:
 
     check_model_file(args.model_path)
     import_keras()
-    from folding.pipeline import fold_to_directory, publish_directory
+    from folding.pipeline import fold_to_directory
 
     model = load_keras_model(args.model_path)
     from folding.recalibrate import load_calibration
 
     recalibrate_on = None if args.recalibrate is None else load_calibration(model, args.recalibrate)
     calibration = None if args.probe is None else load_calibration(model, args.probe)
-    report = publish_directory(
+    return _publish(
+        args,
         lambda staging: fold_to_directory(
             model,
             staging,
             opset=args.opset,
-            rtol=args.rtol,
-            export_rtol=args.export_rtol,
-            noise_factor=args.noise_factor,
-            samples=args.samples,
-            probe_path=args.probe,
+            **_verification(args),
             name=args.model_path.stem,
             calibration=calibration,
             recalibrate_on=recalibrate_on,
         ),
-        args.output,
     )
-    print(report.summary())
-    print(f"wrote {args.output}/model.onnx, unfolded.onnx, report.json")
-    return 0
 
 
 def _fold_onnx(args: argparse.Namespace) -> int:
     """An ONNX model: folded on its graph, verified by ONNX Runtime."""
     from folding.onnx_pipeline import fold_onnx_to_directory, load_onnx
-    from folding.publish import publish_directory
 
     if args.recalibrate is not None:
         raise FoldingError("--recalibrate needs a Keras model; an ONNX model has no BN layers")
     model = load_onnx(args.model_path, external_data=True)
-    report = publish_directory(
+    return _publish(
+        args,
         lambda staging: fold_onnx_to_directory(
             model,
             staging,
-            rtol=args.rtol,
-            export_rtol=args.export_rtol,
-            noise_factor=args.noise_factor,
-            samples=args.samples,
-            probe_path=args.probe,
+            **_verification(args),
             name=args.model_path.stem,
         ),
-        args.output,
+        "unfolded.onnx (the original)",
     )
-    print(report.summary())
-    print(f"wrote {args.output}/model.onnx, unfolded.onnx (the original), report.json")
-    return 0
 
 
 def _fold_saved_model(args: argparse.Namespace) -> int:
     """A SavedModel: its signature converted to ONNX, folded there, verified against it."""
-    from folding.publish import publish_directory
     from folding.quiet import import_keras
     from folding.saved_model import DEFAULT_SIGNATURE, fold_saved_model_to_directory
 
@@ -169,22 +154,36 @@ def _fold_saved_model(args: argparse.Namespace) -> int:
     from folding.saved_model import load_saved_model
 
     serving = load_saved_model(args.model_path, args.signature or DEFAULT_SIGNATURE)
-    report = publish_directory(
+    return _publish(
+        args,
         lambda staging: fold_saved_model_to_directory(
             serving,
             staging,
             opset=args.opset,
-            rtol=args.rtol,
-            export_rtol=args.export_rtol,
-            noise_factor=args.noise_factor,
-            samples=args.samples,
-            probe_path=args.probe,
+            **_verification(args),
             name=args.model_path.resolve().name,
         ),
-        args.output,
     )
+
+
+def _verification(args: argparse.Namespace) -> dict:
+    """The verification options every kind of model is folded with."""
+    return {
+        "rtol": args.rtol,
+        "export_rtol": args.export_rtol,
+        "noise_factor": args.noise_factor,
+        "samples": args.samples,
+        "probe_path": args.probe,
+    }
+
+
+def _publish(args: argparse.Namespace, fold, unfolded: str = "unfolded.onnx") -> int:
+    """Fold into a staging directory, move it to ``--output``, print the summary."""
+    from folding.publish import publish_directory
+
+    report = publish_directory(fold, args.output)
     print(report.summary())
-    print(f"wrote {args.output}/model.onnx, unfolded.onnx, report.json")
+    print(f"wrote {args.output}/model.onnx, {unfolded}, report.json")
     return 0
 
 

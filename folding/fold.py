@@ -29,10 +29,8 @@ from folding.report import (
     BatchNormStats,
     FoldedEntry,
     NotFoldedEntry,
-    PerChannel,
     Recalibration,
     RemovedEntry,
-    ValueRange,
 )
 
 INFERENCE_IDENTITIES: tuple[type, ...] = (
@@ -187,18 +185,7 @@ def batch_norm_params(bn: layers.BatchNormalization) -> math.BatchNormParams:
 
 
 def batch_norm_stats(params: math.BatchNormParams) -> BatchNormStats:
-    return BatchNormStats(
-        channels=params.channels,
-        epsilon=params.epsilon,
-        moving_mean=ValueRange.of(params.moving_mean),
-        moving_variance=ValueRange.of(params.moving_variance),
-        gamma=None if params.gamma is None else ValueRange.of(params.gamma),
-        beta=None if params.beta is None else ValueRange.of(params.beta),
-        scale=ValueRange.of(params.scale()),
-        per_channel=PerChannel.of(
-            params.scale(), params.moving_mean, params.moving_variance, params.gamma, params.beta
-        ),
-    )
+    return BatchNormStats.of(params, params.scale())
 
 
 def _channel_axis(layer: keras.layers.Layer, rank: int) -> int:

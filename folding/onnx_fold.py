@@ -33,8 +33,6 @@ from folding.report import (
     BatchNormStats,
     FoldedEntry,
     NotFoldedEntry,
-    PerChannel,
-    ValueRange,
 )
 
 
@@ -421,19 +419,7 @@ def _is_linear_next(graph: _Graph, affine: Affine) -> bool:
 
 
 def _stats(affine: Affine) -> BatchNormStats:
-    params = affine.params
-    return BatchNormStats(
-        channels=params.channels,
-        epsilon=params.epsilon,
-        moving_mean=ValueRange.of(params.moving_mean),
-        moving_variance=ValueRange.of(params.moving_variance),
-        gamma=None if params.gamma is None else ValueRange.of(params.gamma),
-        beta=None if params.beta is None else ValueRange.of(params.beta),
-        scale=ValueRange.of(affine.scale),
-        per_channel=PerChannel.of(
-            affine.scale, params.moving_mean, params.moving_variance, params.gamma, params.beta
-        ),
-    )
+    return BatchNormStats.of(affine.params, affine.scale)
 
 
 def _fold(graph: _Graph, affine: Affine) -> FoldedEntry:

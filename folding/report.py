@@ -76,6 +76,22 @@ class BatchNormStats:
     scale: ValueRange
     per_channel: PerChannel | None = None
 
+    @classmethod
+    def of(cls, params: Any, scale: np.ndarray) -> BatchNormStats:
+        """From ``folding.math.BatchNormParams`` and the scale it folds with."""
+        return cls(
+            channels=params.channels,
+            epsilon=params.epsilon,
+            moving_mean=ValueRange.of(params.moving_mean),
+            moving_variance=ValueRange.of(params.moving_variance),
+            gamma=None if params.gamma is None else ValueRange.of(params.gamma),
+            beta=None if params.beta is None else ValueRange.of(params.beta),
+            scale=ValueRange.of(scale),
+            per_channel=PerChannel.of(
+                scale, params.moving_mean, params.moving_variance, params.gamma, params.beta
+            ),
+        )
+
 
 @dataclass(frozen=True)
 class FoldedEntry:

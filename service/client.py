@@ -70,7 +70,7 @@ class Client:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """The decoded JSON answer of a 2xx, else a ClientError carrying the server's error."""
-        with self._transport():
+        with self.transport():
             response = self.http.request(method, path, **kwargs)
         return self.decode(response)
 
@@ -93,14 +93,14 @@ class Client:
 
     @contextmanager
     def stream(self, path: str) -> Iterator[Any]:
-        with self._transport(), self.http.stream("GET", path, timeout=None) as response:
+        with self.transport(), self.http.stream("GET", path, timeout=None) as response:
             if not response.is_success:
                 response.read()
                 self.decode(response)
             yield response
 
     @contextmanager
-    def _transport(self) -> Iterator[None]:
+    def transport(self) -> Iterator[None]:
         try:
             yield
         except self._httpx.TimeoutException:
@@ -197,7 +197,7 @@ def run_upload(client: Client, args: argparse.Namespace) -> int:
         raise ClientError(f"cannot read {error.filename}: {error.strerror}", EXIT_USAGE) from None
     data = {"name": args.name} if args.name else {}
     try:
-        with client._transport():
+        with client.transport():
             response = client.http.post("/v1/models", files=files, data=data, timeout=None)
     finally:
         for _, handle in files.values():
@@ -471,7 +471,7 @@ ARTIFACTS = ("model.onnx", "unfolded.onnx", "report")
 
 def run_download(client: Client, args: argparse.Namespace) -> int:
     path = f"/v1/models/{args.name}/versions/{args.version or 'latest'}/{args.artifact}"
-    with client._transport():
+    with client.transport():
         response = client.http.get(path)
     if not response.is_success:
         client.decode(response)

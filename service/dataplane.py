@@ -157,6 +157,8 @@ class DataPlane:
         number = parse_version(version)
         scanned = await anyio.to_thread.run_sync(self.repository.scan)
         number, directory = find_version(scanned, name, number)
+        if file_name == FOLDED_FILE:  # a precision variant's model.onnx is its own file
+            file_name = directory.folded_file
         path = (directory.path / file_name).resolve()
         if not path.is_relative_to(self.repository.root) or not path.is_file():
             raise NotFound(f"model '{name}' version {number} has no {file_name}")

@@ -98,6 +98,13 @@ def add_fold_command(subparsers: argparse._SubParsersAction) -> None:
         help="before int8, equalize consecutive Conv pairs whose channel ranges spread "
         "(cross-layer equalization); the report gives agreement with and without",
     )
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.98,
+        metavar="FRACTION",
+        help="top-1 agreement with float32 a classifier's variant must keep (default 0.98)",
+    )
     parser.set_defaults(handler=run_fold)
 
 
@@ -115,6 +122,8 @@ def run_fold(args: argparse.Namespace) -> int:
     args.precisions = parse_precisions(args.precision)
     if args.calibration is not None and not args.precisions:
         raise FoldingError("--calibration calibrates the --precision variants; give --precision")
+    if not 0 <= args.min_agreement <= 1:
+        raise FoldingError(f"--min-agreement must be within 0..1, got {args.min_agreement}")
     if args.equalize and "int8" not in args.precisions:
         raise FoldingError("--equalize applies to the int8 variant; give --precision int8")
     from folding.custom_objects import import_modules
@@ -214,7 +223,13 @@ def _publish(args: argparse.Namespace, fold, unfolded: str = "unfolded.onnx") ->
         if getattr(args, "precisions", ()):
             from folding.precision import add_variants
 
-            add_variants(staging, args.precisions, args.calibration, args.equalize)
+            add_variants(
+                staging,
+                args.precisions,
+                args.calibration,
+                args.equalize,
+                min_agreement=args.min_agreement,
+            )
         return report
 
     report = publish_directory(build, args.output)

@@ -22,11 +22,9 @@ kind); the API token is the ``authorization: Bearer <token>`` metadata entry.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from tritonclient.grpc import service_pb2 as pb
@@ -34,70 +32,25 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from service import __version__
 from service.dataplane import DataPlane
-from service.errors import NotFound, NotReady, ServingError, Unauthorized
+from service.errors import NotFound, NotReady
+from service.grpc_calls import Servicer
 from service.grpc_tensors import parse_inputs, render_outputs
 from service.metrics import Metrics
 from service.middleware import UNKNOWN_MODEL
 from service.routes.v2 import EXTENSIONS
 from service.settings import Settings
+from service.tfserving_grpc import TFServingService, generic_handlers
 from service.v2 import tensor_metadata
 
 logger = logging.getLogger("foldserve.grpc")
 
-STATUS_CODES = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    404: grpc.StatusCode.NOT_FOUND,
-    409: grpc.StatusCode.FAILED_PRECONDITION,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    422: grpc.StatusCode.INVALID_ARGUMENT,
-    503: grpc.StatusCode.UNAVAILABLE,
-}
 
-Reply = TypeVar("Reply")
-
-
-class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+class InferenceService(Servicer, pb_grpc.GRPCInferenceServiceServicer):
     """Each method parses its message, calls the DataPlane, and builds the reply."""
 
     def __init__(self, dataplane: DataPlane, settings: Settings) -> None:
+        super().__init__(settings)
         self.dataplane = dataplane
-        self.settings = settings
-
-    async def _answer(
-        self,
-        context: grpc.aio.ServicerContext,
-        handler: Callable[[], Awaitable[Reply]],
-        authenticated: bool = True,
-    ) -> Reply:
-        try:
-            if authenticated:
-                self._authorize(context)
-            return await handler()
-        except ServingError as error:
-            code = STATUS_CODES.get(error.status_code, grpc.StatusCode.INTERNAL)
-            await context.abort(code, error.message)
-        except Exception as error:  # never a traceback to the client
-            logger.exception("unhandled error in a gRPC call")
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
-        raise AssertionError("context.abort returns only by raising")
-
-    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        token = self.settings.api_token
-        if not token:
-            return
-        header = dict(context.invocation_metadata() or ()).get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        given = given.strip()
-        if (
-            scheme.lower() != "bearer"
-            or not given
-            or not any(
-                allowed and hmac.compare_digest(given.encode(), allowed.encode())
-                for allowed in (token, self.settings.admin_token)
-            )
-        ):
-            raise Unauthorized("this call needs the metadata 'authorization: Bearer <api token>'")
 
     # -- health and metadata -------------------------------------------------------
 
@@ -120,7 +73,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 return pb.ModelReadyResponse(ready=False)
             return pb.ModelReadyResponse(ready=True)
 
-        return await self._answer(context, handle)
+        return await self.answer(context, handle)
 
     async def ModelMetadata(self, request, context):
         async def handle():
@@ -139,7 +92,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 ],
             )
 
-        return await self._answer(context, handle)
+        return await self.answer(context, handle)
 
     async def RepositoryIndex(self, request, context):
         async def handle():
@@ -158,7 +111,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                     )
             return pb.RepositoryIndexResponse(models=models)
 
-        return await self._answer(context, handle)
+        return await self.answer(context, handle)
 
     # -- inference -----------------------------------------------------------------
 
@@ -176,7 +129,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             render_outputs(response, outputs, raw=bool(request.raw_input_contents))
             return response
 
-        return await self._answer(context, handle)
+        return await self.answer(context, handle)
 
 
 GRPC_METHOD = "GRPC"
@@ -220,7 +173,13 @@ class CallMetrics(grpc.aio.ServerInterceptor):
         )
 
     def _model_label(self, request: Any) -> str:
-        name = getattr(request, "model_name", None) or getattr(request, "name", None) or ""
+        spec = getattr(request, "model_spec", None)  # TF Serving's requests
+        name = (
+            getattr(request, "model_name", None)
+            or getattr(request, "name", None)
+            or getattr(spec, "name", None)
+            or ""
+        )
         if not name:
             return ""
         return name if self.dataplane.registry.is_loaded(name) else UNKNOWN_MODEL
@@ -243,6 +202,7 @@ async def start_grpc_server(settings: Settings, dataplane: DataPlane) -> grpc.ai
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceService(dataplane, settings), server
     )
+    server.add_generic_rpc_handlers(generic_handlers(TFServingService(dataplane, settings)))
     address = f"{settings.host}:{settings.grpc_port}"
     try:
         bound = server.add_insecure_port(address)

@@ -36,6 +36,7 @@ import orjson
 from service.codecs import (
     array_from_bytes,
     array_from_json,
+    loads_json,
     numpy_from_v2,
     to_json,
     v2_datatype,
@@ -181,7 +182,7 @@ def decode_request(
             raise InvalidInput(f"{HEADER_LENGTH} {header_length!r} does not fit the body")
         header, binary = body[: int(header_length)], body[int(header_length) :]
     try:
-        document = orjson.loads(header) if header else None
+        document = loads_json(header) if header else None
     except orjson.JSONDecodeError as error:
         raise InvalidInput(f"request body is not valid JSON: {error}") from None
     if document is None:

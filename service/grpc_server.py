@@ -15,7 +15,9 @@ package (``inference``), method and message names. From the KServe spec::
       rpc ModelInfer(ModelInferRequest) returns (ModelInferResponse) {}
     }
 
-plus Triton's ``RepositoryIndex``. The rest of Triton's methods answer UNIMPLEMENTED.
+plus Triton's ``RepositoryIndex``, ``ModelConfig``, ``ModelStatistics`` and
+``ModelStreamInfer``. The rest of Triton's methods (shared memory, trace, log settings,
+repository load/unload) answer UNIMPLEMENTED.
 Errors are gRPC status codes (a ``ServingError``'s HTTP status mapped to its gRPC
 kind); the API token is the ``authorization: Bearer <token>`` metadata entry.
 """
@@ -27,12 +29,14 @@ import time
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from service import __version__
 from service.dataplane import DataPlane
-from service.errors import NotFound, NotReady
+from service.errors import NotFound, NotReady, ServingError
 from service.grpc_calls import Servicer
 from service.grpc_tensors import parse_inputs, render_outputs
 from service.metrics import Metrics
@@ -40,7 +44,7 @@ from service.middleware import UNKNOWN_MODEL
 from service.routes.v2 import EXTENSIONS
 from service.settings import Settings
 from service.tfserving_grpc import TFServingService, generic_handlers
-from service.v2 import tensor_metadata
+from service.v2 import model_config, tensor_metadata
 
 logger = logging.getLogger("foldserve.grpc")
 
@@ -116,18 +120,56 @@ class InferenceService(Servicer, pb_grpc.GRPCInferenceServiceServicer):
     # -- inference -----------------------------------------------------------------
 
     async def ModelInfer(self, request, context):
+        return await self.answer(context, lambda: self._infer(request))
+
+    async def ModelStreamInfer(self, request_iterator, context):
+        """Triton's streaming inference: each request on the stream gets its response, in
+        order; a request that fails gets ``error_message`` (as Triton sends it) and the
+        stream goes on."""
+        await self.answer(context, self._authorized)
+        async for request in request_iterator:
+            try:
+                response = await self._infer(request)
+            except ServingError as error:
+                yield pb.ModelStreamInferResponse(error_message=error.message)
+                continue
+            except Exception as error:  # never a traceback to the client
+                logger.exception("unhandled error in a streamed inference")
+                message = f"internal error: {type(error).__name__}"
+                yield pb.ModelStreamInferResponse(error_message=message)
+                continue
+            yield pb.ModelStreamInferResponse(infer_response=response)
+
+    async def _authorized(self) -> None:
+        return None
+
+    async def _infer(self, request):
+        if not self.dataplane.ready:
+            raise NotReady("server is starting")
+        model = self.dataplane.get(request.model_name, request.model_version or None)
+        inputs = parse_inputs(request, model.inputs)
+        wanted = [output.name for output in request.outputs] or None
+        outputs = await self.dataplane.infer(model, inputs, wanted)
+        response = pb.ModelInferResponse(
+            model_name=model.name, model_version=str(model.version), id=request.id
+        )
+        render_outputs(response, outputs, raw=bool(request.raw_input_contents))
+        return response
+
+    # -- configuration and statistics (as GET /v2/models/{name}/config and /stats) ------
+
+    async def ModelConfig(self, request, context):
         async def handle():
-            if not self.dataplane.ready:
-                raise NotReady("server is starting")
-            model = self.dataplane.get(request.model_name, request.model_version or None)
-            inputs = parse_inputs(request, model.inputs)
-            wanted = [output.name for output in request.outputs] or None
-            outputs = await self.dataplane.infer(model, inputs, wanted)
-            response = pb.ModelInferResponse(
-                model_name=model.name, model_version=str(model.version), id=request.id
-            )
-            render_outputs(response, outputs, raw=bool(request.raw_input_contents))
-            return response
+            model = self.dataplane.get(request.name, request.version or None)
+            config = json_format.ParseDict(model_config(model), model_config_pb2.ModelConfig())
+            return pb.ModelConfigResponse(config=config)
+
+        return await self.answer(context, handle)
+
+    async def ModelStatistics(self, request, context):
+        async def handle():
+            stats = self.dataplane.statistics(request.name or None, request.version or None)
+            return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
 
         return await self.answer(context, handle)
 

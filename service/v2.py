@@ -218,3 +218,23 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     if not decoder.eof:
         raise InvalidInput(f"body is not valid {encoding}: truncated stream")
     return out
+
+
+def model_config(model: Any) -> dict[str, Any]:
+    """Triton's model configuration of a loaded version (``GET .../config``, gRPC
+    ``ModelConfig``): dims as the model declares them, -1 for a dynamic axis."""
+
+    def dims(metas: list[TensorMeta]) -> list[dict[str, Any]]:
+        return [
+            {"name": m.name, "data_type": f"TYPE_{v2_datatype(m.dtype)}", "dims": list(m.shape)}
+            for m in metas
+        ]
+
+    return {
+        "name": model.name,
+        "platform": "onnxruntime_onnx",
+        "backend": "onnxruntime",
+        "max_batch_size": 0,
+        "input": dims(model.inputs),
+        "output": dims(model.outputs),
+    }

@@ -96,3 +96,15 @@ def test_tf_serving_classify_and_regress_say_why_not(server):
         assert "tf.Example" in reply.json()["error"] and ":predict" in reply.json()["error"]
         missing = httpx.post(f"{server.url}/v1/models/nope/versions/1:{verb}", json={})
         assert missing.status_code == 404
+
+
+def test_swagger_examples_run_as_prefilled(server):
+    """What Swagger UI's Try it out sends unchanged: the path and body examples."""
+    document = httpx.get(f"{server.url}/openapi.json").json()
+    for path in ("/v1/models/{name}:predict", "/v1/models/{name}:compare"):
+        operation = document["paths"][path]["post"]
+        [name] = [p["example"] for p in operation["parameters"] if p["name"] == "name"]
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        url = server.url + path.replace("{name}", name)
+        reply = httpx.post(url, json=schema["example"], timeout=120)
+        assert reply.status_code == 200, (path, reply.text)

@@ -4,7 +4,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# `make serve` installs what serving and folding need (".[fold]"); `make test` adds the test
+# tooling (".[fold,test]") to the same venv.
 STAMP := $(VENV)/.installed-stamp
+TEST_STAMP := $(VENV)/.test-installed-stamp
+# `make serve PORT=18480 GRPC_PORT=18481`: the ports of the server (default 8080 and 8081)
+PORT ?=
+GRPC_PORT ?=
 # Ray Serve lives in a venv of its own with the serving-only install (no TensorFlow); the
 # Ray tests and bench/ray_serve.py start it from there.
 RAY_VENV ?= .venv-ray
@@ -15,8 +21,12 @@ RAY_STAMP := $(RAY_VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[fold,test]'
+	$(BIN)/python -m pip install --quiet -e '.[fold]'
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[fold,test]'
+	touch $(TEST_STAMP)
 
 $(RAY_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(RAY_VENV)
@@ -27,18 +37,18 @@ $(RAY_STAMP): pyproject.toml
 ray-venv: $(RAY_STAMP)
 
 serve: $(STAMP)
-	$(BIN)/foldserve serve --models-dir models
+	$(BIN)/foldserve serve --models-dir models $(if $(PORT),--port $(PORT)) $(if $(GRPC_PORT),--grpc-port $(GRPC_PORT))
 
 serve-ray: $(RAY_STAMP)
 	$(RAY_VENV)/bin/foldserve serve --engine ray --models-dir models --replicas 2
 
-test: $(STAMP) $(RAY_STAMP)
+test: $(TEST_STAMP) $(RAY_STAMP)
 	sh scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 
 fold-demo: $(STAMP)
@@ -47,14 +57,14 @@ fold-demo: $(STAMP)
 clean:
 	rm -rf $(VENV) $(RAY_VENV) .pytest_cache .ruff_cache
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python bench/fold_latency.py
 	$(BIN)/python bench/serving.py
 
-bench-ray: $(STAMP) $(RAY_STAMP)
+bench-ray: $(TEST_STAMP) $(RAY_STAMP)
 	$(BIN)/python bench/ray_serve.py
 
-ui-screenshots: $(STAMP)
+ui-screenshots: $(TEST_STAMP)
 	sh scripts/ensure-chromium.sh
 	$(BIN)/python scripts/ui_screenshots.py
 

@@ -81,6 +81,10 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     if settings.engine == "ray":
         return run_on_ray(settings)
+    taken = taken_port(settings)
+    if taken is not None:
+        print(f"foldserve: error: {taken}", file=sys.stderr)
+        return 2
     uvicorn.run(
         "service.app:create_app_from_environment",
         factory=True,
@@ -92,6 +96,33 @@ def run_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
     return 0
+
+
+def taken_port(settings: Settings) -> str | None:
+    """Why the HTTP or gRPC port cannot be listened on, naming the option that moves it
+    (None when both are free). Several workers share their ports, so they are not checked."""
+    import socket
+
+    if settings.workers > 1:
+        return None
+    ports = [("HTTP", settings.port, "--port / FOLDSERVE_PORT")]
+    if settings.grpc_port:
+        ports.append(("gRPC", settings.grpc_port, "--grpc-port / FOLDSERVE_GRPC_PORT (0: no gRPC)"))
+    for kind, port, option in ports:
+        if not port:
+            continue
+        try:
+            infos = socket.getaddrinfo(settings.host, port, type=socket.SOCK_STREAM)
+            family, kind_, proto, _, address = infos[0]
+            with socket.socket(family, kind_, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+        except OSError as error:
+            return (
+                f"cannot listen for {kind} on {settings.host}:{port} ({error.strerror}); "
+                f"choose another port with {option}"
+            )
+    return None
 
 
 def run_on_ray(settings: Settings) -> int:

@@ -169,6 +169,15 @@ def load_rows(data: str | None, path: Path | None) -> Any:
         raise ClientError(f"cannot read {path}: {error}", EXIT_USAGE) from None
 
 
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+def json_content(body: Any) -> bytes:
+    """A request body as JSON; non-finite numbers as ``NaN`` / ``Infinity`` / ``-Infinity``,
+    which TF Serving and foldserve read (httpx's ``json=`` refuses them)."""
+    return json.dumps(body, allow_nan=True, separators=(",", ":")).encode()
+
+
 def request_body(rows: Any) -> dict[str, Any]:
     """A list is the row format; an object of named columns (an .npz) the columnar one."""
     if isinstance(rows, dict) and "instances" not in rows and "inputs" not in rows:
@@ -185,7 +194,34 @@ def _version_path(name: str, version: str | None) -> str:
 # -- commands --------------------------------------------------------------------------
 
 
+def pack_saved_model(directory: Path, into: Path) -> Path:
+    """``directory`` (a SavedModel) as ``into/<name>.tar.gz``, the directory at its top."""
+    import tarfile
+
+    if not (directory / "saved_model.pb").is_file():
+        raise ClientError(
+            f"{directory} is a directory without saved_model.pb; upload {ACCEPTED}", EXIT_USAGE
+        )
+    archive = into / f"{directory.resolve().name}.tar.gz"
+    try:
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(directory, arcname=directory.resolve().name)
+    except OSError as error:
+        raise ClientError(f"cannot pack {directory}: {error}", EXIT_USAGE) from None
+    return archive
+
+
 def run_upload(client: Client, args: argparse.Namespace) -> int:
+    if args.model.is_dir():
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="foldserve-upload-") as scratch:
+            args.model = pack_saved_model(args.model, Path(scratch))
+            return _upload(client, args)
+    return _upload(client, args)
+
+
+def _upload(client: Client, args: argparse.Namespace) -> int:
     files: dict[str, Any] = {}
     try:
         files["file"] = (args.model.name, args.model.open("rb"))
@@ -241,8 +277,9 @@ def _print_report_summary(report: dict[str, Any]) -> None:
         [entry["bn"], f"folded {entry['direction']}", entry["into"]] for entry in report["folded"]
     ]
     rows += [[e["bn"], "kept", e["reason"]] for e in report["not_folded"]]
+    rows += [[e["layer"], "removed", e["class_name"]] for e in report.get("removed", [])]
     if rows:
-        _table(None, ["batchnorm", "action", "into / reason"], rows)
+        _table(None, ["layer", "action", "into / reason"], rows)
     verification = report.get("verification")
     if verification:
         print(
@@ -250,6 +287,17 @@ def _print_report_summary(report: dict[str, Any]) -> None:
             f"{verification['fold_error']:.3g}, export error {verification['export_error']:.3g} "
             f"(relative to each output's scale)"
         )
+    diagnostics = report.get("diagnostics_summary") or {}
+    if diagnostics.get("flagged"):
+        print(
+            f"diagnostics: {diagnostics['flagged']} of {diagnostics['checked']} "
+            "BatchNormalizations flagged"
+        )
+        for bn, flags in diagnostics.get("flags", {}).items():
+            for flag in flags:
+                print(f"  {bn}: {flag}")
+    elif diagnostics:
+        print(f"diagnostics: none of {diagnostics.get('checked', 0)} BatchNormalizations flagged")
 
 
 def watch(client: Client, job: dict[str, Any], show_progress: bool) -> dict[str, Any]:
@@ -411,7 +459,8 @@ def run_list(client: Client, args: argparse.Namespace) -> int:
 
 def run_predict(client: Client, args: argparse.Namespace) -> int:
     body = request_body(load_rows(args.data, args.file))
-    answer = client.request("POST", _version_path(args.name, args.version) + ":predict", json=body)
+    path = _version_path(args.name, args.version) + ":predict"
+    answer = client.request("POST", path, content=json_content(body), headers=JSON_HEADERS)
     if args.json:
         _print_json(answer)
     else:
@@ -424,7 +473,8 @@ def run_compare(client: Client, args: argparse.Namespace) -> int:
     body.update({"repeats": args.repeats, "return_outputs": args.json})
     if args.reference:
         body["reference"] = args.reference
-    answer = client.request("POST", _version_path(args.name, args.version) + ":compare", json=body)
+    path = _version_path(args.name, args.version) + ":compare"
+    answer = client.request("POST", path, content=json_content(body), headers=JSON_HEADERS)
     if args.json:
         _print_json(answer)
     else:
@@ -437,13 +487,13 @@ def run_compare(client: Client, args: argparse.Namespace) -> int:
                     _number(entry["max_abs_diff"]),
                     _number(entry["max_rel_diff"]),
                     _number(entry.get("argmax_agreement")),
-                    _number(entry.get("keras_max_rel_diff")),
+                    _number(entry.get("source_max_rel_diff", entry.get("keras_max_rel_diff"))),
                     "yes" if entry["passed"] else "NO",
                 ]
             )
         _table(
             f"{answer['model_name']} v{answer['model_version']}: {verdict['compared']}",
-            ["output", "max |diff|", "max rel diff", "argmax agree", "vs keras", "passed"],
+            ["output", "max |diff|", "max rel diff", "argmax agree", "vs source", "passed"],
             rows,
         )
         latency = answer["latency_ms"]
@@ -465,6 +515,10 @@ def run_delete(client: Client, args: argparse.Namespace) -> int:
         print(f"deleted {answer['name']} version(s) {versions}")
     return EXIT_OK
 
+
+ACCEPTED = (
+    "a .keras, .h5 or .onnx file, a .zip or .tar.gz of a SavedModel, or a SavedModel directory"
+)
 
 ARTIFACTS = ("model.onnx", "unfolded.onnx", "report")
 
@@ -493,11 +547,26 @@ def run_download(client: Client, args: argparse.Namespace) -> int:
 # -- the command line ------------------------------------------------------------------
 
 
+def default_url(environ: Any = os.environ) -> str:
+    """FOLDSERVE_URL; else the server that ``foldserve serve`` starts with the same
+    FOLDSERVE_HOST / FOLDSERVE_PORT (a wildcard host is reached on 127.0.0.1)."""
+    if environ.get("FOLDSERVE_URL"):
+        return environ["FOLDSERVE_URL"]
+    host = environ.get("FOLDSERVE_HOST") or "127.0.0.1"
+    if host in ("0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    port = environ.get("FOLDSERVE_PORT") or "8080"
+    return f"http://{host}:{port}"
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
-        default=os.environ.get("FOLDSERVE_URL", DEFAULT_URL),
-        help=f"the server (FOLDSERVE_URL; default {DEFAULT_URL})",
+        default=default_url(),
+        help="the server (FOLDSERVE_URL; else http://FOLDSERVE_HOST:FOLDSERVE_PORT; "
+        f"default {DEFAULT_URL})",
     )
     parser.add_argument(
         "--token",
@@ -524,7 +593,11 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Exit codes: 0 served, 1 refused or fold failed, 2 usage, 3 not found, "
         "4 token missing or wrong, 5 server unreachable or failing, 6 cancelled.",
     )
-    upload.add_argument("model", type=Path, help=".keras, .h5 or .onnx model file")
+    upload.add_argument(
+        "model",
+        type=Path,
+        help=f"the model: {ACCEPTED}; a directory is packed as .tar.gz and sent",
+    )
     upload.add_argument("--name", help="model name (default: from the file name)")
     upload.add_argument("--probe", type=Path, help=".npy/.npz verification inputs")
     upload.add_argument("--calibration", type=Path, help=".npy/.npz to recalibrate BNs on")
@@ -553,7 +626,12 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
         "compare", help="run the folded and unfolded model on the same rows and compare"
     )
     _rows_arguments(compare)
-    compare.add_argument("--reference", choices=["keras"], help="also run the original Keras model")
+    compare.add_argument(
+        "--reference",
+        choices=["source", "keras"],
+        help="also run the version's source model (its Keras file, SavedModel or ONNX file; "
+        "'keras' is the same)",
+    )
     compare.add_argument("--repeats", type=int, default=10, help="timed rounds (default 10)")
     _common(compare)
     compare.set_defaults(handler=client_command(run_compare))

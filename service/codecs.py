@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -97,11 +98,51 @@ def array_from_bytes(raw: bytes, dtype: np.dtype, shape: list[int], what: str) -
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
+NON_FINITE_LITERALS = (b"NaN", b"Infinity")
+"""What TF Serving's JSON reads and writes for non-finite numbers: ``NaN``, ``Infinity``,
+``-Infinity`` (as JavaScript and Python's json module do); strict JSON has none."""
+
+
+def loads_json(raw: bytes) -> Any:
+    """A JSON document, where numbers may also be ``NaN``, ``Infinity`` or ``-Infinity``.
+
+    orjson reads strict JSON; a body it refuses that holds one of those literals is read
+    again by Python's json module, which takes them (and is strict otherwise).
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        if not any(literal in raw for literal in NON_FINITE_LITERALS):
+            raise
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise error from None
+
+
 def to_json(content: Any) -> bytes:
-    """JSON bytes by orjson; numpy arrays and scalars serialised natively."""
+    """JSON bytes by orjson; numpy arrays and scalars serialised natively.
+
+    Non-finite numbers are written as TF Serving writes them (``NaN``, ``Infinity``,
+    ``-Infinity``), where orjson would write ``null``.
+    """
+    if _has_non_finite(content):
+        return json.dumps(content, default=_plain, separators=(",", ":")).encode()
     return orjson.dumps(
         content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=_plain
     )
+
+
+def _has_non_finite(content: Any) -> bool:
+    if isinstance(content, np.ndarray):
+        return content.dtype.kind == "f" and content.size > 0 and not np.isfinite(content).all()
+    if isinstance(content, (float, np.floating)):
+        return not math.isfinite(content)
+    if isinstance(content, dict):
+        return any(_has_non_finite(value) for value in content.values())
+    if isinstance(content, (list, tuple)):
+        return any(_has_non_finite(value) for value in content)
+    return False
 
 
 def _plain(value: Any) -> Any:

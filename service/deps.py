@@ -9,7 +9,7 @@ import anyio
 import orjson
 from fastapi import Depends, Request, Response
 
-from service.codecs import to_json
+from service.codecs import loads_json, to_json
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, Unauthorized
 from service.settings import Settings
@@ -84,7 +84,7 @@ def parse_json(raw: bytes) -> Any:
     if not raw:
         raise InvalidInput("request body is empty; expected JSON")
     try:
-        return orjson.loads(raw)
+        return loads_json(raw)
     except orjson.JSONDecodeError as error:
         raise InvalidInput(f"request body is not valid JSON: {error}") from None
 

@@ -59,3 +59,9 @@ class Unprocessable(ServingError):
 
 class NotReady(ServingError):
     status_code = 503
+
+
+class Unimplemented(ServingError):
+    """A method of a protocol that foldserve does not serve, saying what to call instead."""
+
+    status_code = 501

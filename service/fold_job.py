@@ -341,10 +341,21 @@ def keras_predict(source: str, arrays: list[Any], custom_objects: str = "") -> d
     return {"ok": True, "outputs": [np.asarray(output) for output in outputs]}
 
 
+def _onnx_caller(path: Path) -> Any:
+    """The uploaded ONNX model itself, as it came, on ONNX Runtime's CPU provider."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [arg.name for arg in session.get_inputs()]
+    return lambda arrays: session.run(None, dict(zip(names, arrays, strict=True)))
+
+
 def _source_caller(path: Path) -> Any:
     from folding.loading import load_keras_model
     from folding.pipeline import flat_caller
 
+    if path.suffix == ".onnx":
+        return _onnx_caller(path)
     if not path.is_dir():
         return flat_caller(load_keras_model(path))
     from folding.saved_model import DEFAULT_SIGNATURE, load_saved_model

@@ -190,8 +190,8 @@ class Folder:
         raise Unprocessable(result["error"])
 
     async def keras_predict(self, source: Path | None, arrays: list[Any]) -> list[Any]:
-        if source is None or source.suffix == ".onnx":
-            raise NotFound("this version has no Keras model or SavedModel to compare against")
+        if source is None:
+            raise NotFound("this version has no source model to compare against")
         result = await self._call(fold_job.keras_predict, str(source), arrays, self.custom_objects)
         if not result["ok"]:
             raise InvalidInput(f"the source model failed on these inputs: {result['error']}")

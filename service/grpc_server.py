@@ -15,89 +15,46 @@ package (``inference``), method and message names. From the KServe spec::
       rpc ModelInfer(ModelInferRequest) returns (ModelInferResponse) {}
     }
 
-plus Triton's ``RepositoryIndex``. The rest of Triton's methods answer UNIMPLEMENTED.
+plus Triton's ``RepositoryIndex``, ``ModelConfig``, ``ModelStatistics`` and
+``ModelStreamInfer``. The rest of Triton's methods (shared memory, trace, log settings,
+repository load/unload) answer UNIMPLEMENTED.
 Errors are gRPC status codes (a ``ServingError``'s HTTP status mapped to its gRPC
 kind); the API token is the ``authorization: Bearer <token>`` metadata entry.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from service import __version__
 from service.dataplane import DataPlane
-from service.errors import NotFound, NotReady, ServingError, Unauthorized
+from service.errors import NotFound, NotReady, ServingError
+from service.grpc_calls import Servicer
 from service.grpc_tensors import parse_inputs, render_outputs
 from service.metrics import Metrics
 from service.middleware import UNKNOWN_MODEL
 from service.routes.v2 import EXTENSIONS
 from service.settings import Settings
-from service.v2 import tensor_metadata
+from service.tfserving_grpc import TFServingService, generic_handlers
+from service.v2 import model_config, tensor_metadata
 
 logger = logging.getLogger("foldserve.grpc")
 
-STATUS_CODES = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    404: grpc.StatusCode.NOT_FOUND,
-    409: grpc.StatusCode.FAILED_PRECONDITION,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    422: grpc.StatusCode.INVALID_ARGUMENT,
-    503: grpc.StatusCode.UNAVAILABLE,
-}
 
-Reply = TypeVar("Reply")
-
-
-class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+class InferenceService(Servicer, pb_grpc.GRPCInferenceServiceServicer):
     """Each method parses its message, calls the DataPlane, and builds the reply."""
 
     def __init__(self, dataplane: DataPlane, settings: Settings) -> None:
+        super().__init__(settings)
         self.dataplane = dataplane
-        self.settings = settings
-
-    async def _answer(
-        self,
-        context: grpc.aio.ServicerContext,
-        handler: Callable[[], Awaitable[Reply]],
-        authenticated: bool = True,
-    ) -> Reply:
-        try:
-            if authenticated:
-                self._authorize(context)
-            return await handler()
-        except ServingError as error:
-            code = STATUS_CODES.get(error.status_code, grpc.StatusCode.INTERNAL)
-            await context.abort(code, error.message)
-        except Exception as error:  # never a traceback to the client
-            logger.exception("unhandled error in a gRPC call")
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}")
-        raise AssertionError("context.abort returns only by raising")
-
-    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        token = self.settings.api_token
-        if not token:
-            return
-        header = dict(context.invocation_metadata() or ()).get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        given = given.strip()
-        if (
-            scheme.lower() != "bearer"
-            or not given
-            or not any(
-                allowed and hmac.compare_digest(given.encode(), allowed.encode())
-                for allowed in (token, self.settings.admin_token)
-            )
-        ):
-            raise Unauthorized("this call needs the metadata 'authorization: Bearer <api token>'")
 
     # -- health and metadata -------------------------------------------------------
 
@@ -120,7 +77,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 return pb.ModelReadyResponse(ready=False)
             return pb.ModelReadyResponse(ready=True)
 
-        return await self._answer(context, handle)
+        return await self.answer(context, handle)
 
     async def ModelMetadata(self, request, context):
         async def handle():
@@ -139,7 +96,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 ],
             )
 
-        return await self._answer(context, handle)
+        return await self.answer(context, handle)
 
     async def RepositoryIndex(self, request, context):
         async def handle():
@@ -158,25 +115,63 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                     )
             return pb.RepositoryIndexResponse(models=models)
 
-        return await self._answer(context, handle)
+        return await self.answer(context, handle)
 
     # -- inference -----------------------------------------------------------------
 
     async def ModelInfer(self, request, context):
-        async def handle():
-            if not self.dataplane.ready:
-                raise NotReady("server is starting")
-            model = self.dataplane.get(request.model_name, request.model_version or None)
-            inputs = parse_inputs(request, model.inputs)
-            wanted = [output.name for output in request.outputs] or None
-            outputs = await self.dataplane.infer(model, inputs, wanted)
-            response = pb.ModelInferResponse(
-                model_name=model.name, model_version=str(model.version), id=request.id
-            )
-            render_outputs(response, outputs, raw=bool(request.raw_input_contents))
-            return response
+        return await self.answer(context, lambda: self._infer(request))
 
-        return await self._answer(context, handle)
+    async def ModelStreamInfer(self, request_iterator, context):
+        """Triton's streaming inference: each request on the stream gets its response, in
+        order; a request that fails gets ``error_message`` (as Triton sends it) and the
+        stream goes on."""
+        await self.answer(context, self._authorized)
+        async for request in request_iterator:
+            try:
+                response = await self._infer(request)
+            except ServingError as error:
+                yield pb.ModelStreamInferResponse(error_message=error.message)
+                continue
+            except Exception as error:  # never a traceback to the client
+                logger.exception("unhandled error in a streamed inference")
+                message = f"internal error: {type(error).__name__}"
+                yield pb.ModelStreamInferResponse(error_message=message)
+                continue
+            yield pb.ModelStreamInferResponse(infer_response=response)
+
+    async def _authorized(self) -> None:
+        return None
+
+    async def _infer(self, request):
+        if not self.dataplane.ready:
+            raise NotReady("server is starting")
+        model = self.dataplane.get(request.model_name, request.model_version or None)
+        inputs = parse_inputs(request, model.inputs)
+        wanted = [output.name for output in request.outputs] or None
+        outputs = await self.dataplane.infer(model, inputs, wanted)
+        response = pb.ModelInferResponse(
+            model_name=model.name, model_version=str(model.version), id=request.id
+        )
+        render_outputs(response, outputs, raw=bool(request.raw_input_contents))
+        return response
+
+    # -- configuration and statistics (as GET /v2/models/{name}/config and /stats) ------
+
+    async def ModelConfig(self, request, context):
+        async def handle():
+            model = self.dataplane.get(request.name, request.version or None)
+            config = json_format.ParseDict(model_config(model), model_config_pb2.ModelConfig())
+            return pb.ModelConfigResponse(config=config)
+
+        return await self.answer(context, handle)
+
+    async def ModelStatistics(self, request, context):
+        async def handle():
+            stats = self.dataplane.statistics(request.name or None, request.version or None)
+            return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
+
+        return await self.answer(context, handle)
 
 
 GRPC_METHOD = "GRPC"
@@ -220,7 +215,13 @@ class CallMetrics(grpc.aio.ServerInterceptor):
         )
 
     def _model_label(self, request: Any) -> str:
-        name = getattr(request, "model_name", None) or getattr(request, "name", None) or ""
+        spec = getattr(request, "model_spec", None)  # TF Serving's requests
+        name = (
+            getattr(request, "model_name", None)
+            or getattr(request, "name", None)
+            or getattr(spec, "name", None)
+            or ""
+        )
         if not name:
             return ""
         return name if self.dataplane.registry.is_loaded(name) else UNKNOWN_MODEL
@@ -243,6 +244,7 @@ async def start_grpc_server(settings: Settings, dataplane: DataPlane) -> grpc.ai
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceService(dataplane, settings), server
     )
+    server.add_generic_rpc_handlers(generic_handlers(TFServingService(dataplane, settings)))
     address = f"{settings.host}:{settings.grpc_port}"
     try:
         bound = server.add_insecure_port(address)

@@ -91,19 +91,26 @@ V2_REQUEST = {
 TF_PREDICT_REQUEST = {
     "type": "object",
     "properties": {
-        "signature_name": {"type": "string"},
+        "signature_name": {"type": "string", "default": "serving_default"},
         "instances": {"type": "array", "description": "one entry per row"},
         "inputs": {"description": "a tensor, or an object of named tensors"},
     },
+    # what Swagger UI prefills: one row of the demo model (digits: 64 pixels)
+    "example": {"instances": [[0.0] * 64]},
 }
 COMPARE_REQUEST = {
     "type": "object",
     "properties": {
         **TF_PREDICT_REQUEST["properties"],
-        "reference": {"type": "string", "enum": ["keras"]},
+        "reference": {
+            "type": "string",
+            "enum": ["source", "keras"],
+            "description": "also run the version's source model (Keras, SavedModel or ONNX)",
+        },
         "repeats": {"type": "integer", "minimum": 1, "maximum": 200, "default": 10},
         "return_outputs": {"type": "boolean", "default": True},
     },
+    "example": {"instances": [[0.0] * 64], "repeats": 10},
 }
 UPLOAD_REQUEST = {
     "type": "object",
@@ -128,7 +135,9 @@ UPLOAD_REQUEST["properties"]["calibration"] = {
     "format": "binary",
     "description": ".npy or .npz every BatchNormalization is recalibrated on before folding",
 }
-UPLOAD_REQUEST["properties"]["file"]["description"] = ".keras, .h5 or .onnx model"
+UPLOAD_REQUEST["properties"]["file"]["description"] = (
+    "the model: a .keras, .h5 or .onnx file, or a SavedModel as .zip or .tar.gz"
+)
 JOB = {
     "type": "object",
     "required": ["id", "state", "name", "version", "links"],
@@ -305,6 +314,9 @@ def describe(app: FastAPI) -> dict[str, Any]:
         }
     for path, operations in paths.items():
         for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "path" and parameter["name"] in PATH_EXAMPLES:
+                    parameter.setdefault("example", PATH_EXAMPLES[parameter["name"]])
             if (method, path) in BODIES:
                 operation["requestBody"] = _body(*BODIES[(method, path)])
             responses = operation.setdefault("responses", {})
@@ -328,8 +340,15 @@ def describe(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+PATH_EXAMPLES = {"name": "digits", "version": "1"}
+"""What Swagger UI prefills in the path: the demo model."""
+
+
 def _path_parameter(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+    parameter = {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+    if name in PATH_EXAMPLES:
+        parameter["example"] = PATH_EXAMPLES[name]
+    return parameter
 
 
 def _body(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:

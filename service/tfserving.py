@@ -29,6 +29,12 @@ from service.runtime import TensorMeta
 
 SIGNATURE = "serving_default"
 
+NOT_CLASSIFIABLE = (
+    "':{verb}' needs a {kind} signature over tf.Example inputs; each foldserve model has one "
+    "predict signature ('serving_default', method tensorflow/serving/predict) of dense "
+    "tensors: send the same rows to ':predict'"
+)
+
 
 def parse_request(body: Any, inputs: list[TensorMeta]) -> tuple[dict[str, np.ndarray], bool]:
     """The named input arrays, and whether the request used the row format."""

@@ -36,6 +36,7 @@ import orjson
 from service.codecs import (
     array_from_bytes,
     array_from_json,
+    loads_json,
     numpy_from_v2,
     to_json,
     v2_datatype,
@@ -181,7 +182,7 @@ def decode_request(
             raise InvalidInput(f"{HEADER_LENGTH} {header_length!r} does not fit the body")
         header, binary = body[: int(header_length)], body[int(header_length) :]
     try:
-        document = orjson.loads(header) if header else None
+        document = loads_json(header) if header else None
     except orjson.JSONDecodeError as error:
         raise InvalidInput(f"request body is not valid JSON: {error}") from None
     if document is None:
@@ -217,3 +218,23 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     if not decoder.eof:
         raise InvalidInput(f"body is not valid {encoding}: truncated stream")
     return out
+
+
+def model_config(model: Any) -> dict[str, Any]:
+    """Triton's model configuration of a loaded version (``GET .../config``, gRPC
+    ``ModelConfig``): dims as the model declares them, -1 for a dynamic axis."""
+
+    def dims(metas: list[TensorMeta]) -> list[dict[str, Any]]:
+        return [
+            {"name": m.name, "data_type": f"TYPE_{v2_datatype(m.dtype)}", "dims": list(m.shape)}
+            for m in metas
+        ]
+
+    return {
+        "name": model.name,
+        "platform": "onnxruntime_onnx",
+        "backend": "onnxruntime",
+        "max_batch_size": 0,
+        "input": dims(model.inputs),
+        "output": dims(model.outputs),
+    }

@@ -30,12 +30,12 @@ export async function renderCompare(main, [name, version], signal) {
   }
   const entry = catalogue.models.find((m) => m.name === name)?.versions
     .find((v) => String(v.version) === String(version));
-  const hasKeras = Boolean(entry?.source && /\.(keras|h5)$/.test(entry.source));
+  const hasSource = Boolean(entry?.source);
 
   const rows = h("textarea", { id: "compare-rows", rows: 8, spellcheck: false,
     value: JSON.stringify(exampleRows(metadata)) });
   const npy = h("input", { type: "file", id: "compare-npy", accept: ".npy" });
-  const keras = h("input", { type: "checkbox", id: "compare-keras", checked: hasKeras, disabled: !hasKeras });
+  const keras = h("input", { type: "checkbox", id: "compare-keras", checked: hasSource, disabled: !hasSource });
   const repeats = h("input", { type: "number", id: "compare-repeats", min: 1, max: 200, value: 10 });
   const note = h("p.muted.small", { id: "compare-note" });
   const result = h("div", { id: "compare-result", "aria-live": "polite" });
@@ -52,7 +52,8 @@ export async function renderCompare(main, [name, version], signal) {
     note,
     h("div.fields", {}, [
       h("div.check", {}, [keras, h("label", { for: "compare-keras",
-        text: hasKeras ? "Also run the Keras original" : "No Keras source for this version" })]),
+        text: hasSource ? `Also run the source model (${entry.source}: Keras, SavedModel or ONNX, as uploaded)`
+          : "No source model stored for this version" })]),
       h("div", {}, [h("label", { for: "compare-repeats", text: "Timed rounds" }), repeats]),
     ]),
     h("button.primary", { type: "submit", id: "compare-run", text: "Run compare" }),
@@ -89,7 +90,7 @@ export async function renderCompare(main, [name, version], signal) {
       result.replaceChildren(errorBox(new Error(`The rows are not valid JSON: ${error.message}`)));
       return;
     }
-    if (keras.checked) body.reference = "keras";
+    if (keras.checked) body.reference = "source";
     body.repeats = Number(repeats.value) || 10;
     result.replaceChildren(h("p.muted", { text: "Running…" }));
     try {
@@ -117,6 +118,13 @@ function exampleRows(metadata) {
   return { inputs: Object.fromEntries(metadata.inputs.map((i) => [i.name, rowsOf(i)])) };
 }
 
+// A log axis when the largest latency is over 20 times the smallest (a Keras run beside
+// ONNX Runtime ones), so that the small bars stay visible.
+function spansDecades(values) {
+  const positive = values.filter((v) => v > 0);
+  return positive.length > 1 && Math.max(...positive) / Math.min(...positive) > 20;
+}
+
 function flat(value) {
   return Array.isArray(value) ? value.flat(Infinity) : [value];
 }
@@ -130,8 +138,9 @@ function showResult(answer) {
   ];
   const latency = Object.entries(answer.latency_ms).map(([name, value]) => ({ name, value }));
   out.push(h("figure.plot", { dataset: { plot: "latency" } }, [
-    bars({ title: "Latency per variant", items: latency, unit: "ms" }),
-    h("figcaption", { text: `Latency (ms): ${answer.latency.statistic}, ${answer.latency.repeats} rounds`
+    bars({ title: "Latency per variant", items: latency, unit: "ms",
+      log: spansDecades(latency.map((i) => i.value)) }),
+    h("figcaption", { text: `Latency (ms${spansDecades(latency.map((i) => i.value)) ? ", log scale" : ""}): ${answer.latency.statistic}, ${answer.latency.repeats} rounds`
       + `${answer.latency.unfolded_over_folded ? `; unfolded / folded = ${answer.latency.unfolded_over_folded.toFixed(2)}` : ""}` }),
   ]));
   for (const [output, entry] of Object.entries(answer.outputs)) {
@@ -143,16 +152,16 @@ function showResult(answer) {
         h("tr", {}, [h("th", { scope: "row", text: "folded vs unfolded" }),
           h("td.max-abs", { text: format(entry.max_abs_diff) }), h("td", { text: format(entry.max_rel_diff) }),
           h("td", { text: entry.argmax_agreement === undefined ? "–" : `${(entry.argmax_agreement * 100).toFixed(1)} %` })]),
-        entry.keras_max_abs_diff === undefined ? null : h("tr", {}, [h("th", { scope: "row", text: "folded vs Keras" }),
-          h("td.keras-max-abs", { text: format(entry.keras_max_abs_diff) }), h("td", { text: format(entry.keras_max_rel_diff) }),
-          h("td", { text: entry.keras_argmax_agreement === undefined ? "–" : `${(entry.keras_argmax_agreement * 100).toFixed(1)} %` })]),
+        entry.source_max_abs_diff === undefined ? null : h("tr", {}, [h("th", { scope: "row", text: "folded vs source" }),
+          h("td.keras-max-abs", { text: format(entry.source_max_abs_diff) }), h("td", { text: format(entry.source_max_rel_diff) }),
+          h("td", { text: entry.source_argmax_agreement === undefined ? "–" : `${(entry.source_argmax_agreement * 100).toFixed(1)} %` })]),
       ]),
     ]);
     out.push(h("div.scroll", {}, table));
     if (!entry.folded) continue;
     const rows = Array.isArray(entry.folded) ? entry.folded.length : 1;
     const first = (v) => flat(Array.isArray(v) ? v[0] : v);
-    const variants = ["folded", "unfolded", "keras"].filter((k) => entry[k] !== undefined);
+    const variants = ["folded", "unfolded", "source"].filter((k) => entry[k] !== undefined);
     out.push(h("div.plots", {}, [
       h("figure.plot", { dataset: { plot: "outputs" } }, [
         channelChart({ title: `${output}, first row: each variant's values`,
@@ -163,7 +172,7 @@ function showResult(answer) {
         channelChart({ title: `${output}: |difference| per element over all rows (log scale)`, log: true,
           series: [
             { name: "|folded − unfolded|", values: absDiff(entry.folded, entry.unfolded), tone: 0 },
-            entry.keras ? { name: "|folded − keras|", values: absDiff(entry.folded, entry.keras), tone: 2 } : null,
+            entry.source ? { name: "|folded − source|", values: absDiff(entry.folded, entry.source), tone: 2 } : null,
           ].filter(Boolean) }),
         h("figcaption", { text: `${output}: absolute differences, element by element (zeros are not drawn on the log scale)` }),
       ]),

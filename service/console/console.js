@@ -8,6 +8,8 @@ import { renderVersion } from "/ui/report.js";
 
 const STAGES = ["queued", "loading", "folding", "exporting", "verifying", "committing", "done"];
 const TERMINAL = new Set(["done", "failed", "cancelled"]);
+// what the upload takes (the server's UPLOAD_SUFFIXES): a SavedModel directory goes as an archive
+const ACCEPTED = ".keras,.h5,.hdf5,.onnx,.zip,.tar.gz,.tgz";
 const REFRESH_MS = 4000;
 
 const routes = [
@@ -111,14 +113,15 @@ function catalogueTable(models) {
 // -- upload ----------------------------------------------------------------------
 
 function uploadForm(jobs, signal) {
-  const file = h("input", { type: "file", id: "upload-file", name: "file", accept: ".keras,.h5", required: true });
+  const file = h("input", { type: "file", id: "upload-file", name: "file", accept: ACCEPTED, required: true });
   const name = h("input", { type: "text", id: "upload-name", name: "name", pattern: "[a-z0-9][a-z0-9._\\-]{0,63}",
     placeholder: "from the file name", autocomplete: "off" });
   const probe = h("input", { type: "file", id: "upload-probe", name: "probe", accept: ".npy,.npz" });
   const calibration = h("input", { type: "file", id: "upload-calibration", name: "calibration", accept: ".npy,.npz" });
   const message = h("div", { id: "upload-message" });
   const zone = h("div.dropzone", { id: "dropzone" }, [
-    h("p", {}, [h("strong", { text: "Drop a .keras or .h5 model here" }), " or choose one:"]),
+    h("p", {}, [h("strong", { text: "Drop a model here" }),
+      ": a .keras, .h5 or .onnx file, or a SavedModel as .zip or .tar.gz; or choose one:"]),
     h("label", { for: "upload-file", text: "Model file" }),
     file,
   ]);
@@ -240,9 +243,17 @@ function updateJob(card, job) {
   state.textContent = job.state;
   state.className = `state job-state state-${job.state}`;
   const reached = STAGES.indexOf(job.state);
+  // a failed job failed in the last stage it entered (the last one with a timing)
+  const failedAt = job.state === "failed"
+    ? STAGES.filter((stage) => stage in (job.timings || {})).pop() ?? STAGES[0] : null;
   for (const step of card.querySelectorAll(".stages li")) {
     const index = STAGES.indexOf(step.dataset.stage);
-    step.classList.toggle("done", job.state === "done" || (reached >= 0 && index < reached) || step.dataset.stage in (job.timings || {}));
+    const failed = step.dataset.stage === failedAt;
+    step.classList.toggle("failed", failed);
+    step.textContent = failed ? `${step.dataset.stage} ✗` : step.dataset.stage;
+    if (failed) step.setAttribute("aria-label", `${step.dataset.stage}: failed`);
+    else step.removeAttribute("aria-label");
+    step.classList.toggle("done", !failed && (job.state === "done" || (reached >= 0 && index < reached) || step.dataset.stage in (job.timings || {})));
     step.classList.toggle("current", step.dataset.stage === job.state && job.state !== "done");
     if (step.dataset.stage === job.state) step.setAttribute("aria-current", "step");
     else step.removeAttribute("aria-current");

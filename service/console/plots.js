@@ -69,6 +69,21 @@ function frame(title, description, points) {
   return svg;
 }
 
+// A tick on a log10 axis: 1eN on whole decades, else the value itself.
+function logLabel(tick) {
+  return Math.abs(tick - Math.round(tick)) < 1e-9 ? `1e${Math.round(tick)}` : format(10 ** tick);
+}
+
+// Ticks (in log10 units) for [low, high] (log10 units): whole decades, or, within less than
+// two decades, nice values of the linear range so that the axis always carries labels.
+function logTicks(low, high) {
+  const decades = niceTicks(Math.floor(low), Math.ceil(high), 4)
+    .filter((t) => Number.isInteger(t) && t >= low && t <= high);
+  if (decades.length >= 2) return decades;
+  return niceTicks(10 ** low, 10 ** high).filter((v) => v > 0).map(Math.log10)
+    .filter((t) => t >= low && t <= high);
+}
+
 function yAxis(svg, scaleY, ticks, label, log) {
   const x0 = MARGIN.left;
   for (const tick of ticks) {
@@ -76,7 +91,7 @@ function yAxis(svg, scaleY, ticks, label, log) {
     svg.append(
       el("line", { x1: x0, x2: WIDTH - MARGIN.right, y1: y, y2: y, class: "grid" }),
       el("text", { x: x0 - 6, y: y + 4, class: "tick", "text-anchor": "end" },
-        log ? `1e${Math.round(tick)}` : format(tick)),
+        log ? logLabel(tick) : format(tick)),
     );
   }
   if (label) {
@@ -114,9 +129,7 @@ export function channelChart({ title, series, highlight = [], yLabel = "", log =
   const plotH = HEIGHT - MARGIN.top - MARGIN.bottom;
   const scaleX = (i) => MARGIN.left + (n <= 1 ? plotW / 2 : (i / (n - 1)) * plotW);
   const scaleY = (v) => MARGIN.top + plotH - ((v - low) / (high - low)) * plotH;
-  const ticks = log
-    ? niceTicks(Math.floor(low), Math.ceil(high), 4).filter((t) => Number.isInteger(t))
-    : niceTicks(low, high);
+  const ticks = log ? logTicks(low, high) : niceTicks(low, high);
   yAxis(svg, scaleY, ticks.filter((t) => t >= low && t <= high), yLabel, log);
   for (const tick of niceTicks(0, Math.max(n - 1, 1), 6).filter((t) => Number.isInteger(t))) {
     svg.append(el("text", { x: scaleX(tick), y: MARGIN.top + plotH + 14, class: "tick",
@@ -223,14 +236,26 @@ export function logBars({ title, rows, lines = [] }) {
 }
 
 // Vertical bars, one per item: [{name, value}], value axis from 0.
-export function bars({ title, items, unit = "" }) {
+// Vertical bars; log: a log10 axis (for values spanning decades, e.g. a Keras run beside
+// ONNX Runtime runs), every bar drawn from the axis' floor.
+export function bars({ title, items, unit = "", log = false }) {
   const svg = frame(title, items.map((i) => `${i.name} ${format(i.value)} ${unit}`).join("; "),
     items.length);
   const plotW = WIDTH - MARGIN.left - MARGIN.right;
   const plotH = HEIGHT - MARGIN.top - MARGIN.bottom;
-  const high = Math.max(...items.map((i) => i.value), 1e-9) * 1.15;
-  const scaleY = (v) => MARGIN.top + plotH - (v / high) * plotH;
-  yAxis(svg, scaleY, niceTicks(0, high).filter((t) => t <= high), unit, false);
+  let scaleY;
+  if (log) {
+    const logs = items.map((i) => Math.log10(Math.max(i.value, 1e-9)));
+    const low = Math.floor(Math.min(...logs)) - (Number.isInteger(Math.min(...logs)) ? 1 : 0);
+    const high = Math.max(...logs) + 0.15 * (Math.max(...logs) - low || 1);
+    const toY = (t) => MARGIN.top + plotH - ((t - low) / (high - low)) * plotH;
+    yAxis(svg, toY, logTicks(low, high), `${unit} (log scale)`, true);
+    scaleY = (v) => toY(Math.log10(Math.max(v, 1e-9)));
+  } else {
+    const high = Math.max(...items.map((i) => i.value), 1e-9) * 1.15;
+    scaleY = (v) => MARGIN.top + plotH - (v / high) * plotH;
+    yAxis(svg, scaleY, niceTicks(0, high).filter((t) => t <= high), unit, false);
+  }
   const slot = plotW / items.length;
   items.forEach((item, i) => {
     const x = MARGIN.left + i * slot + slot * 0.2;

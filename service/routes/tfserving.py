@@ -8,19 +8,41 @@ from fastapi import APIRouter, Request
 
 from service import tfserving
 from service.deps import ApiAuth, DataPlaneDep, JSONResponse, off_loop, parse_json
+from service.errors import InvalidInput
 
 router = APIRouter(tags=["TensorFlow Serving REST"], dependencies=[ApiAuth])
 
 
 @router.get("/v1/models/{name}")
 async def model_status(name: str, dataplane: DataPlaneDep) -> JSONResponse:
-    return JSONResponse({"model_version_status": await dataplane.version_status(name)})
+    return _status(await dataplane.version_status(name))
 
 
 @router.get("/v1/models/{name}/versions/{version}")
 async def version_status(name: str, version: str, dataplane: DataPlaneDep) -> JSONResponse:
-    statuses = await dataplane.version_status(name, version)
-    return JSONResponse({"model_version_status": statuses})
+    return _status(await dataplane.version_status(name, version))
+
+
+def _status(statuses: list[dict[str, Any]]) -> JSONResponse:
+    """TF Serving's ``{"model_version_status": [...]}``, plus the ``ready`` that KServe's v1
+    protocol reads from the same URL (true when a version is AVAILABLE); TF Serving's
+    clients read only ``model_version_status``."""
+    ready = any(status["state"] == "AVAILABLE" for status in statuses)
+    return JSONResponse({"model_version_status": statuses, "ready": ready})
+
+
+@router.post("/v1/models/{name}:classify")
+@router.post("/v1/models/{name}/versions/{version}:classify")
+async def classify(name: str, dataplane: DataPlaneDep, version: str | None = None) -> None:
+    dataplane.get(name, version)  # an unknown model is a 404, as for :predict
+    raise InvalidInput(tfserving.NOT_CLASSIFIABLE.format(kind="classification", verb="classify"))
+
+
+@router.post("/v1/models/{name}:regress")
+@router.post("/v1/models/{name}/versions/{version}:regress")
+async def regress(name: str, dataplane: DataPlaneDep, version: str | None = None) -> None:
+    dataplane.get(name, version)
+    raise InvalidInput(tfserving.NOT_CLASSIFIABLE.format(kind="regression", verb="regress"))
 
 
 @router.get("/v1/models/{name}/metadata")

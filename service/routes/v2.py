@@ -31,6 +31,12 @@ async def live() -> JSONResponse:
     return JSONResponse({"live": True})
 
 
+@router.get("/", tags=["KServe V1"])
+async def v1_live() -> JSONResponse:
+    """KServe's v1 protocol liveness (``GET /``, read by the KServe SDK's ``is_server_live``)."""
+    return JSONResponse({"status": "alive"})
+
+
 @router.get("/v2/health/ready")
 async def ready(dataplane: DataPlaneDep) -> JSONResponse:
     if dataplane.draining:
@@ -76,24 +82,7 @@ async def model_metadata(
 async def model_config(
     name: str, dataplane: DataPlaneDep, version: str | None = None
 ) -> JSONResponse:
-    model = dataplane.get(name, version)
-
-    def dims(metas):
-        return [
-            {"name": m.name, "data_type": f"TYPE_{v2.v2_datatype(m.dtype)}", "dims": list(m.shape)}
-            for m in metas
-        ]
-
-    return JSONResponse(
-        {
-            "name": model.name,
-            "platform": "onnxruntime_onnx",
-            "backend": "onnxruntime",
-            "max_batch_size": 0,
-            "input": dims(model.inputs),
-            "output": dims(model.outputs),
-        }
-    )
+    return JSONResponse(v2.model_config(dataplane.get(name, version)))
 
 
 @router.get("/v2/models/{name}/ready", dependencies=[ApiAuth])

@@ -173,13 +173,22 @@ def test_taken_grpc_port_stops_start_up_with_a_clear_error(tmp_path, server):
         finally:
             starting.stop()
     assert starting.process.returncode != 0
-    assert f"cannot listen for gRPC on 127.0.0.1:{port}" in starting.log.read_text()
+    log = starting.log.read_text()
+    assert f"cannot listen for gRPC on 127.0.0.1:{port}" in log
+    assert "--grpc-port / FOLDSERVE_GRPC_PORT" in log
+    assert "Traceback" not in log and len(log.strip().splitlines()) == 1
 
 
-def grpc_calls(metrics_text: str, model: str, method: str, code: str) -> float:
+def grpc_calls(
+    metrics_text: str,
+    model: str,
+    method: str,
+    code: str,
+    service: str = "inference.GRPCInferenceService",
+) -> float:
     """``foldserve_requests_total`` for one gRPC method, model and status code (0 if absent)."""
     wanted = {
-        "endpoint": f"/inference.GRPCInferenceService/{method}",
+        "endpoint": f"/{service}/{method}",
         "method": "GRPC",
         "model": model,
         "status": code,

@@ -134,7 +134,7 @@ def test_report_is_drawn_per_batch_norm(browser, console_server):
     assert 'filename="dropped-1-model.onnx"' in onnx.headers["content-disposition"]
 
 
-def test_compare_runs_folded_unfolded_and_keras(browser, console_server):
+def test_compare_runs_folded_unfolded_and_source(browser, console_server):
     browser.get(f"{console_server.url}/ui#/models/dropped/versions/1")
     css(browser, "a.primary").click()
     keras = css(browser, "#compare-keras")
@@ -145,7 +145,7 @@ def test_compare_runs_folded_unfolded_and_keras(browser, console_server):
     verdict = css(browser, "#compare-verdict", 60)
     assert verdict.text.startswith("passed")
     latency = browser.find_elements(By.CSS_SELECTOR, '[data-plot="latency"] rect.bar')
-    assert {bar.get_attribute("data-name") for bar in latency} == {"folded", "unfolded", "keras"}
+    assert {bar.get_attribute("data-name") for bar in latency} == {"folded", "unfolded", "source"}
     assert all(float(bar.get_attribute("data-value")) > 0 for bar in latency)
     assert float(browser.find_element(By.CSS_SELECTOR, "td.keras-max-abs").text) < 1e-3
     outputs = browser.find_element(By.CSS_SELECTOR, '[data-plot="outputs"] svg')

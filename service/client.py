@@ -502,6 +502,13 @@ def run_compare(client: Client, args: argparse.Namespace) -> int:
             + ", ".join(f"{variant} {ms:.3f} ms" for variant, ms in latency.items())
             + f" ({answer['latency']['repeats']} interleaved rounds)"
         )
+        ratio, spread = (
+            answer["latency"].get("unfolded_over_folded"),
+            answer["latency"].get("unfolded_over_folded_iqr"),
+        )
+        if ratio is not None:
+            quartiles = f" (interquartile {spread[0]:.2f}-{spread[1]:.2f})" if spread else ""
+            print(f"folded is {ratio:.2f}x as fast as unfolded{quartiles}")
         print(f"verdict: {'passed' if verdict['passed'] else 'FAILED'} at rtol {verdict['rtol']:g}")
     return EXIT_OK if answer["verdict"]["passed"] else EXIT_REFUSED
 

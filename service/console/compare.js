@@ -141,7 +141,8 @@ function showResult(answer) {
     bars({ title: "Latency per variant", items: latency, unit: "ms",
       log: spansDecades(latency.map((i) => i.value)) }),
     h("figcaption", { text: `Latency (ms${spansDecades(latency.map((i) => i.value)) ? ", log scale" : ""}): ${answer.latency.statistic}, ${answer.latency.repeats} rounds`
-      + `${answer.latency.unfolded_over_folded ? `; unfolded / folded = ${answer.latency.unfolded_over_folded.toFixed(2)}` : ""}` }),
+      + `${answer.latency.unfolded_over_folded ? `; folded is ${answer.latency.unfolded_over_folded.toFixed(2)}x as fast as unfolded` : ""}`
+      + `${answer.latency.unfolded_over_folded_iqr ? ` (interquartile ${answer.latency.unfolded_over_folded_iqr.map((v) => v.toFixed(2)).join("-")})` : ""}` }),
   ]));
   for (const [output, entry] of Object.entries(answer.outputs)) {
     const table = h("table.numbers", { dataset: { output } }, [

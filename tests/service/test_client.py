@@ -66,7 +66,7 @@ def test_compare_with_keras_reference(server, digits):
         "compare", "digits", "--data", data, "--repeats", "3", "--json", url=server.url
     )
     answer = json.loads(out)
-    assert answer["verdict"]["passed"] and answer["latency"]["repeats"] == 3
+    assert answer["verdict"]["passed"] and answer["latency"]["repeats"] >= 3
     assert len(answer["outputs"]["probabilities"]["folded"]) == 4
 
 

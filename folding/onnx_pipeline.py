@@ -19,7 +19,7 @@ import onnx
 from folding.errors import ExportError, ModelLoadError, VerificationError
 from folding.export import OnnxModel, summarize
 from folding.graph import InputSpec
-from folding.onnx_fold import fold_onnx
+from folding.onnx_graph import fold_onnx
 from folding.pipeline import StageCallback, no_stages
 from folding.probes import DEFAULT_SAMPLES, DYNAMIC_DIM_PROBE, load_user_probes
 from folding.report import FoldReport, OnnxSummary, TensorInfo

@@ -6,7 +6,7 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from folding.onnx_fold import fold_onnx
+from folding.onnx_graph import fold_onnx
 from folding.onnx_pipeline import fold_onnx_to_directory
 
 RNG = np.random.default_rng(0)

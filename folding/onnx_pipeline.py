@@ -16,18 +16,18 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from folding.errors import ExportError, ModelLoadError, VerificationError
-from folding.export import OnnxModel, summarize
-from folding.graph import InputSpec
+from folding.errors import ExportError, ModelLoadError
 from folding.onnx_graph import fold_onnx
-from folding.pipeline import StageCallback, no_stages
+from folding.onnx_model import OnnxModel, summarize
 from folding.probes import DEFAULT_SAMPLES, DYNAMIC_DIM_PROBE, load_user_probes
 from folding.report import FoldReport, OnnxSummary, TensorInfo
+from folding.specs import InputSpec, StageCallback, no_stages
 from folding.verify import (
     DEFAULT_EXPORT_RTOL,
     DEFAULT_RTOL,
     NOISE_FACTOR,
     Answers,
+    failure_error,
     judge,
     perturbed,
     run_onnx,
@@ -222,13 +222,14 @@ def fold_onnx_to_directory(
         exporter=exporter,
     )
     (directory / REPORT_FILE).write_text(report.to_json())
-    if verification.failure is not None:
-        worst = max(verification.outputs, key=lambda check: check.fold_error / check.fold_limit)
-        raise VerificationError(
-            f"folding changed output '{worst.name}': the folded model differs from the "
-            f"original by {worst.fold_error:.3g} of the output's scale, over rtol {rtol:g}",
-            report,
-        )
+    reference_name = (
+        "the original model (run by ONNX Runtime with every optimisation off)"
+        if reference is None
+        else "the model it was converted from"
+    )
+    error = failure_error(verification, report, reference=reference_name, noise_factor=noise_factor)
+    if error is not None:
+        raise error
     return report
 
 

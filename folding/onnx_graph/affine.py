@@ -9,6 +9,7 @@ broadcasts per channel: ``[C]`` or ``[1, C]`` on the last axis, ``[C, 1, ...]`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import onnx
@@ -41,11 +42,11 @@ class Affine:
             return False
         return self.axis_from_end == 0 or self.trailing == rank - 2
 
-    @property
+    @cached_property
     def scale(self) -> np.ndarray:
         return self.params.scale()
 
-    @property
+    @cached_property
     def shift(self) -> np.ndarray:
         return self.params.shift()
 

@@ -51,9 +51,31 @@ class OnnxFoldResult:
 
 
 @dataclass
+class _Folded:
+    """One fold made; its report entry is written only if it is reported (the
+    statistics cost more than the fold)."""
+
+    affine: Affine
+    into: str
+    into_class: str
+    direction: str
+    arrays: list[np.ndarray]
+
+    def entry(self, name: str | None = None, affine: Affine | None = None) -> FoldedEntry:
+        affine = affine or self.affine
+        return FoldedEntry(
+            name or f"{affine.key} ({affine.node.op_type})",
+            self.into,
+            self.into_class,
+            self.direction,
+            affine.stats(),
+            diagnose(affine.params, self.arrays),
+        )
+
+
+@dataclass
 class _Outcome:
-    folded: dict[str, FoldedEntry] = field(default_factory=dict)
-    arrays: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    folded: dict[str, _Folded] = field(default_factory=dict)
     reasons: dict[str, tuple[Affine | None, str]] = field(default_factory=dict)
 
 
@@ -75,9 +97,9 @@ def fold_onnx(model: onnx.ModelProto) -> OnnxFoldResult:
                 progress = True
     graph.commit()
     result = OnnxFoldResult(copy)
-    for key, entry in outcome.folded.items():
-        if key not in paired and not entry.bn.endswith(("(Add)", "(Sub)")):
-            result.folded.append(entry)
+    for key, done in outcome.folded.items():
+        if key not in paired and done.affine.node.op_type not in ("Add", "Sub"):
+            result.folded.append(done.entry())
     for pair in pairs:
         _report_pair(graph, pair, outcome, result)
     for key, (affine, reason) in outcome.reasons.items():
@@ -106,17 +128,15 @@ def _attempt(graph: OnnxGraph, node: onnx.NodeProto, paired: set[str], outcome: 
         if affine is None or (key not in paired and not _beside_linear(graph, affine)):
             return False
     try:
-        entry, arrays = _fold(graph, affine)
+        outcome.folded[key] = _fold(graph, affine)
     except NotFoldable as reason:
         outcome.reasons[key] = (affine, str(reason))
         return False
     outcome.reasons.pop(key, None)
-    outcome.folded[key] = entry
-    outcome.arrays[key] = arrays
     return True
 
 
-def _fold(graph: OnnxGraph, affine: Affine) -> tuple[FoldedEntry, list[np.ndarray]]:
+def _fold(graph: OnnxGraph, affine: Affine) -> _Folded:
     plan: Plan
     try:
         plan, direction = _plan_backward(graph, affine), "backward"
@@ -131,15 +151,13 @@ def _fold(graph: OnnxGraph, affine: Affine) -> tuple[FoldedEntry, list[np.ndarra
     graph.bypass(affine.node, affine.input)
     arrays = [graph.constant(name) for target in targets for name in target.input[1:]]
     arrays = [array for array in arrays if array is not None]
-    entry = FoldedEntry(
-        f"{affine.key} ({affine.node.op_type})",
+    return _Folded(
+        affine,
         ", ".join(node_key(target) for target in targets),
         "/".join(sorted({target.op_type for target in targets})),
         direction,
-        affine.stats(),
-        diagnose(affine.params, arrays),
+        arrays,
     )
-    return entry, arrays
 
 
 def _plan_backward(graph: OnnxGraph, affine: Affine) -> Plan:
@@ -169,18 +187,9 @@ def _beside_linear(graph: OnnxGraph, affine: Affine) -> bool:
 def _report_pair(graph: OnnxGraph, pair: Pair, outcome: _Outcome, result: OnnxFoldResult) -> None:
     scale_key, shift_key = pair.keys
     bn = pair.as_batch_norm()
-    entry = outcome.folded.get(scale_key)
-    if entry is not None and (shift_key in outcome.folded or is_bias(graph, pair.shift.node)):
-        result.folded.append(
-            FoldedEntry(
-                pair.name,
-                entry.into,
-                entry.into_class,
-                entry.direction,
-                bn.stats(),
-                diagnose(bn.params, outcome.arrays[scale_key]),
-            )
-        )
+    done = outcome.folded.get(scale_key)
+    if done is not None and (shift_key in outcome.folded or is_bias(graph, pair.shift.node)):
+        result.folded.append(done.entry(pair.name, bn))
         return
     reason = outcome.reasons.get(scale_key, outcome.reasons.get(shift_key, (None, None)))[1]
     if reason is None:

@@ -18,6 +18,7 @@ import onnx
 
 from folding.errors import ExportError, ModelLoadError
 from folding.onnx_graph import fold_onnx
+from folding.onnx_ir import readable_by_runtime
 from folding.onnx_model import OnnxModel, summarize
 from folding.probes import DEFAULT_SAMPLES, DYNAMIC_DIM_PROBE, load_user_probes
 from folding.report import FoldReport, OnnxSummary, TensorInfo
@@ -75,7 +76,7 @@ def load_onnx(path: Path, label: str | None = None, external_data: bool = False)
     except onnx.checker.ValidationError as error:
         first = (str(error).strip().splitlines() or ["invalid"])[0]
         raise ModelLoadError(f"'{label}' is not a valid ONNX model: {first}") from None
-    return model
+    return readable_by_runtime(model, label)
 
 
 def _load_external_data(

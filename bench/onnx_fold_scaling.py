@@ -94,7 +94,8 @@ def main() -> None:
         median = statistics.median(times)
         ratio = "" if previous is None else f"{median / previous:.2f}x"
         bns = 2 * len(model.graph.node) // BLOCK_NODES
-        print(f"{len(model.graph.node):>6} {bns:>5} {len(result.folded):>6} {median:>8.3f} {ratio:>6}")
+        nodes = len(model.graph.node)
+        print(f"{nodes:>6} {bns:>5} {len(result.folded):>6} {median:>8.3f} {ratio:>6}")
         previous = median
 
 

@@ -14,7 +14,6 @@ import io
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import onnx
@@ -22,17 +21,9 @@ import onnx
 from folding.emit import Weights, emit_graph, keras_weights
 from folding.errors import ExportError
 from folding.graph import Graph, InputSpec
+from folding.onnx_model import OnnxModel, summarize  # noqa: F401 - part of this module's API
 
 DEFAULT_OPSET = 17
-
-
-@dataclass(frozen=True)
-class OnnxModel:
-    """An exported model and its serialised bytes (serialising a large model takes
-    longer than running it: it is done once)."""
-
-    proto: onnx.ModelProto
-    data: bytes
 
 
 def export_direct(
@@ -160,10 +151,3 @@ def _rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
     for value in [*graph.output, *graph.value_info]:
         if value.name == old:
             value.name = new
-
-
-def summarize(model: OnnxModel) -> dict[str, Any]:
-    counts: dict[str, int] = {}
-    for node in model.proto.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return {"nodes": len(model.proto.graph.node), "bytes": len(model.data), "op_counts": counts}

@@ -17,6 +17,7 @@ import keras
 from keras import tree
 
 from folding.errors import FoldingError
+from folding.specs import InputSpec
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,6 @@ class Call:
     @property
     def first_input(self) -> int:
         return self.input_ids[0]
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    id: int
-    name: str
-    shape: tuple[int | None, ...]
-    dtype: str
 
 
 @dataclass

@@ -144,3 +144,49 @@ def fold_affine_into_following(
     bias = _bias_or_zeros(bias, output_channels, kernel.dtype)
     folded_bias = bias.astype(np.float64) + np.einsum("tio,i->o", taps, shift)
     return folded_kernel.astype(kernel.dtype), folded_bias.astype(bias.dtype)
+
+
+def affine_as_batch_norm(scale: np.ndarray, shift: np.ndarray) -> BatchNormParams:
+    """A per-channel ``y = x * scale + shift`` (an exporter's Mul / Add / Sub) as the
+    BatchNormalization that computes it: mean 0, variance 1, epsilon 0, so that
+    ``BatchNormParams.scale()`` is ``scale`` and ``.shift()`` is ``shift`` exactly."""
+    scale = np.asarray(scale, np.float64)
+    return BatchNormParams(
+        np.zeros_like(scale), np.ones_like(scale), scale, np.asarray(shift, np.float64), 0.0
+    )
+
+
+def channel_slice(bn: BatchNormParams, start: int, stop: int) -> BatchNormParams:
+    """The BatchNormalization of channels ``start:stop`` only (a BN after a Concat is
+    one BN per concatenated input)."""
+
+    def part(array: np.ndarray | None) -> np.ndarray | None:
+        return None if array is None else array[start:stop]
+
+    return BatchNormParams(
+        bn.moving_mean[start:stop],
+        bn.moving_variance[start:stop],
+        part(bn.gamma),
+        part(bn.beta),
+        bn.epsilon,
+    )
+
+
+def fold_into_preceding_grouped_transpose(
+    kernel: np.ndarray,
+    bias: np.ndarray | None,
+    bn: BatchNormParams,
+    groups: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge a BatchNormalization into the ONNX ``ConvTranspose`` before it.
+
+    Its kernel is ``(in, out / groups, *k)``: output channel ``g * out/groups + j``
+    comes from ``kernel[g-th block of in, j]``, so the kernel is viewed as
+    ``(in / groups, groups * out/groups, *k)`` and folded along axis 1.
+    """
+    inputs, per_group, *taps = kernel.shape
+    blocks = kernel.reshape(groups, inputs // groups, per_group, *taps)
+    flat = np.moveaxis(blocks, 0, 1).reshape(inputs // groups, groups * per_group, *taps)
+    folded, folded_bias = fold_into_preceding(flat, bias, bn, output_axis=1)
+    unflat = folded.reshape(inputs // groups, groups, per_group, *taps)
+    return np.moveaxis(unflat, 1, 0).reshape(kernel.shape), folded_bias

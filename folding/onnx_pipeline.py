@@ -16,18 +16,19 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from folding.errors import ExportError, ModelLoadError, VerificationError
-from folding.export import OnnxModel, summarize
-from folding.graph import InputSpec
-from folding.onnx_fold import fold_onnx
-from folding.pipeline import StageCallback, no_stages
+from folding.errors import ExportError, ModelLoadError
+from folding.onnx_graph import fold_onnx
+from folding.onnx_ir import readable_by_runtime
+from folding.onnx_model import OnnxModel, summarize
 from folding.probes import DEFAULT_SAMPLES, DYNAMIC_DIM_PROBE, load_user_probes
 from folding.report import FoldReport, OnnxSummary, TensorInfo
+from folding.specs import InputSpec, StageCallback, no_stages
 from folding.verify import (
     DEFAULT_EXPORT_RTOL,
     DEFAULT_RTOL,
     NOISE_FACTOR,
     Answers,
+    failure_error,
     judge,
     perturbed,
     run_onnx,
@@ -75,7 +76,7 @@ def load_onnx(path: Path, label: str | None = None, external_data: bool = False)
     except onnx.checker.ValidationError as error:
         first = (str(error).strip().splitlines() or ["invalid"])[0]
         raise ModelLoadError(f"'{label}' is not a valid ONNX model: {first}") from None
-    return model
+    return readable_by_runtime(model, label)
 
 
 def _load_external_data(
@@ -222,13 +223,14 @@ def fold_onnx_to_directory(
         exporter=exporter,
     )
     (directory / REPORT_FILE).write_text(report.to_json())
-    if verification.failure is not None:
-        worst = max(verification.outputs, key=lambda check: check.fold_error / check.fold_limit)
-        raise VerificationError(
-            f"folding changed output '{worst.name}': the folded model differs from the "
-            f"original by {worst.fold_error:.3g} of the output's scale, over rtol {rtol:g}",
-            report,
-        )
+    reference_name = (
+        "the original model (run by ONNX Runtime with every optimisation off)"
+        if reference is None
+        else "the model it was converted from"
+    )
+    error = failure_error(verification, report, reference=reference_name, noise_factor=noise_factor)
+    if error is not None:
+        raise error
     return report
 
 

@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 
 from folding.emit import Unsupported
-from folding.errors import ExportError, VerificationError
+from folding.errors import ExportError
 from folding.export import DEFAULT_OPSET, OnnxModel, export_direct, export_onnx, summarize
 from folding.fold import FoldResult
 from folding.graph import Graph, InputSpec
 from folding.probes import DEFAULT_SAMPLES, load_user_probes, make_probes, sample_count
 from folding.publish import publish_directory  # noqa: F401 - part of this module's API
 from folding.report import FoldReport, OnnxSummary, TensorInfo, Verification
+from folding.specs import StageCallback, no_stages
 from folding.verify import (
     DEFAULT_EXPORT_RTOL,
     DEFAULT_RTOL,
@@ -26,6 +27,7 @@ from folding.verify import (
     NOISE_FACTOR,
     Answers,
     exact_answers,
+    failure_error,
     judge,
     perturbed,
     run_onnx,
@@ -35,14 +37,6 @@ from folding.verify import (
 FOLDED_FILE = "model.onnx"
 UNFOLDED_FILE = "unfolded.onnx"
 REPORT_FILE = "report.json"
-
-StageCallback = Callable[[str, "float | None"], None]
-"""``on_stage(stage, progress)``: told when a stage ("folding", "exporting",
-"verifying") starts, and of the fraction of it done (0..1) where that is known."""
-
-
-def no_stages(stage: str, progress: float | None) -> None:
-    """The default ``on_stage``: nobody is told."""
 
 
 def flat_caller(model: Any) -> Callable[[list[Any]], list[Any]]:
@@ -174,23 +168,11 @@ def fold_to_directory(
         recalibration=result.recalibration,
     )
     (directory / REPORT_FILE).write_text(report.to_json())
-    if verification.failure == "fold":
-        worst = max(verification.outputs, key=lambda check: check.fold_error / check.fold_limit)
-        raise VerificationError(
-            f"folding changed output '{worst.name}': the folded model differs from the "
-            f"unfolded one by {worst.fold_error:.3g} of the output's scale, over rtol "
-            f"{rtol:g} and over {noise_factor:g}x the model's float32 noise "
-            f"({worst.noise or 0:.2g})",
-            report,
-        )
-    if verification.failure == "export":
-        worst = max(verification.outputs, key=lambda c: c.export_error / c.export_limit)
-        raise VerificationError(
-            f"export problem, not a folding one: the unfolded ONNX export differs from the "
-            f"Keras model on output '{worst.name}' by {worst.export_error:.3g} of its scale "
-            f"(export rtol {export_rtol:g}; folding itself changed it by {worst.fold_error:.3g})",
-            report,
-        )
+    error = failure_error(
+        verification, report, reference="the Keras model", noise_factor=noise_factor
+    )
+    if error is not None:
+        raise error
     return report
 
 

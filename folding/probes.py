@@ -18,12 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from folding.errors import ProbeError
-from folding.graph import Call, Graph, InputSpec
+from folding.specs import InputSpec
+
+if TYPE_CHECKING:  # the Keras graph; this module is also used without Keras (ONNX files)
+    from folding.graph import Call, Graph
 
 DEFAULT_SAMPLES = 64
 DYNAMIC_DIM_PROBE = 64  # for a dimension the model leaves open: deep image nets need room

@@ -40,7 +40,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from folding.errors import FoldingError
+from folding.errors import FoldingError, VerificationError
 from folding.fusions import ALWAYS_DISABLED_OPTIMIZERS, UNFOLDED_DISABLED_OPTIMIZERS
 from folding.report import OutputCheck, Verification
 
@@ -317,3 +317,35 @@ def compare(
     """A plain two-way check (candidate vs reference), judged against ``rtol`` only."""
     answers = Answers(keras=list(reference), unfolded=list(reference), folded=list(candidate))
     return judge(names, answers, rtol=rtol, export_rtol=rtol)
+
+
+def failure_error(
+    verification: Verification,
+    report: object,
+    *,
+    reference: str,
+    noise_factor: float,
+) -> VerificationError | None:
+    """The error a failed ``verification`` raises, blaming what ``judge`` found at
+    fault: folding (``failure == "fold"``) or the unfolded export, which already
+    differs from ``reference`` ("the Keras model", ...) (``failure == "export"``).
+    None when it passed. Every fold path raises through here."""
+    if verification.failure == "fold":
+        worst = max(verification.outputs, key=lambda check: check.fold_error / check.fold_limit)
+        return VerificationError(
+            f"folding changed output '{worst.name}': the folded model differs from the "
+            f"unfolded one by {worst.fold_error:.3g} of the output's scale, over rtol "
+            f"{verification.rtol:g} and over {noise_factor:g}x the model's float32 noise "
+            f"({worst.noise or 0:.2g})",
+            report,
+        )
+    if verification.failure == "export":
+        worst = max(verification.outputs, key=lambda c: c.export_error / c.export_limit)
+        return VerificationError(
+            f"export problem, not a folding one: the unfolded ONNX export differs from "
+            f"{reference} on output '{worst.name}' by {worst.export_error:.3g} of its scale "
+            f"(export rtol {verification.export_rtol:g}; folding itself changed it by "
+            f"{worst.fold_error:.3g})",
+            report,
+        )
+    return None

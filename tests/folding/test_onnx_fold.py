@@ -6,7 +6,7 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from folding.onnx_fold import fold_onnx
+from folding.onnx_graph import fold_onnx
 from folding.onnx_pipeline import fold_onnx_to_directory
 
 RNG = np.random.default_rng(0)
@@ -307,3 +307,79 @@ def test_external_weights_outside_the_model_folder_are_refused(tmp_path):
     onnx.save(proto, str(source))
     with pytest.raises(ModelLoadError, match="not a file beside it"):
         load_onnx(source, external_data=True)
+
+
+def test_reference_that_differs_is_an_export_failure_not_a_fold_one(tmp_path):
+    """The reference (the SavedModel an ONNX graph came from) differs by 1%: the
+    unfolded export is at fault, and the message does not blame folding."""
+    from folding.errors import VerificationError
+
+    original = conv_then_bn()
+    names = [value.name for value in original.graph.input]
+
+    def reference(probes):
+        return [output * 1.01 for output in run(original, dict(zip(names, probes, strict=True)))]
+
+    with pytest.raises(VerificationError) as raised:
+        fold_onnx_to_directory(original, tmp_path, reference=reference)
+    verification = raised.value.report.verification
+    assert verification.failure == "export"
+    assert 0.005 < verification.export_error < 0.02 and verification.fold_error < 1e-5
+    message = str(raised.value)
+    assert message.startswith("export problem, not a folding one")
+    assert "the model it was converted from" in message and "folding changed" not in message
+
+
+def test_folding_an_onnx_file_imports_no_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    source = tmp_path / "net.onnx"
+    source.write_bytes(gemm_then_bn(1).SerializeToString())
+    script = (
+        "import sys\n"
+        "from folding.cli import main\n"
+        f"code = main(['fold', {str(source)!r}, '-o', {str(tmp_path / 'out')!r}])\n"
+        "print(code, sorted(m for m in ('tensorflow', 'keras', 'tf2onnx') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "0 []"
+    assert (tmp_path / "out" / "model.onnx").is_file()
+
+
+def test_a_newer_ir_version_than_the_runtime_reads_is_lowered(tmp_path):
+    from folding.onnx_ir import runtime_ir_version
+    from folding.onnx_pipeline import load_onnx
+
+    newest = conv_then_bn()
+    newest.ir_version = onnx.IR_VERSION  # what onnx's make_model writes
+    if runtime_ir_version() >= onnx.IR_VERSION:
+        pytest.skip("this ONNX Runtime reads every IR version onnx writes")
+    source = tmp_path / "new.onnx"
+    source.write_bytes(newest.SerializeToString())
+    loaded = load_onnx(source)
+    assert loaded.ir_version == runtime_ir_version()
+    report = fold_onnx_to_directory(loaded, tmp_path)
+    assert report.verification.passed
+
+
+def test_opsets_newer_than_the_runtime_reads_are_refused_saying_what_to_do(tmp_path):
+    from folding.errors import ModelLoadError
+    from folding.onnx_ir import needed_ir_version, runtime_ir_version
+    from folding.onnx_pipeline import load_onnx
+
+    newest = conv_then_bn()
+    newest.ir_version = onnx.IR_VERSION
+    newest.opset_import[0].version = onnx.defs.onnx_opset_version()
+    if needed_ir_version(newest) <= runtime_ir_version():
+        pytest.skip("this ONNX Runtime reads the newest opset's IR version")
+    source = tmp_path / "new.onnx"
+    source.write_bytes(newest.SerializeToString())
+    with pytest.raises(ModelLoadError) as raised:
+        load_onnx(source)
+    message = str(raised.value)
+    assert f"ONNX IR version {onnx.IR_VERSION}" in message
+    assert message.endswith("or install a newer onnxruntime")

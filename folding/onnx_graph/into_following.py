@@ -1,0 +1,107 @@
+"""Rule: a per-channel affine folded *forward*, into the ``Conv`` / ``Gemm`` /
+``MatMul`` that reads it, where that is exact.
+
+With ``x' = x * scale + shift`` feeding ``y = x' K + b``: ``K' = diag(scale) K``
+and ``b' = b + shift K`` (``folding.math.fold_affine_into_following``). For a
+``Conv`` the shift is summed over every tap, exact only with no padding (the
+border would not see the shift) and one group. For a ``Gemm``, alpha goes into
+the weight; a ``MatMul`` gets an ``Add`` for ``shift K``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from folding import math
+from folding.onnx_graph.affine import Affine
+from folding.onnx_graph.graph import NotFoldable, OnnxGraph, attribute, node_key
+from folding.onnx_graph.into_gemm import feature_bias, set_attribute
+from folding.onnx_graph.plan import Plan
+
+UNPADDED = ("NOTSET", "VALID")
+
+
+def plan(graph: OnnxGraph, affine: Affine) -> Plan:
+    output = affine.node.output[0]
+    consumer = graph.sole_user(output, "its output")
+    if consumer.op_type not in ("Conv", "Gemm", "MatMul") or consumer.input[0] != output:
+        raise NotFoldable(f"it feeds a {consumer.op_type}, which has no weights to fold into")
+    if output in consumer.input[1:]:
+        raise NotFoldable(f"it is also a weight of '{node_key(consumer)}'")
+    weight = graph.constant(consumer.input[1])
+    if weight is None:
+        raise NotFoldable(f"the weight of '{node_key(consumer)}' is not a constant")
+    if consumer.op_type == "Conv":
+        return _into_conv(graph, affine, consumer, weight)
+    return _into_matrix(graph, affine, consumer, weight)
+
+
+def _into_conv(graph: OnnxGraph, affine: Affine, conv: onnx.NodeProto, weight: np.ndarray) -> Plan:
+    name = node_key(conv)
+    auto_pad = attribute(conv, "auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if any(attribute(conv, "pads", [])) or auto_pad not in UNPADDED:
+        raise NotFoldable(f"'{name}' pads its input: the border would not see the shift")
+    if int(attribute(conv, "group", 1)) != 1:
+        raise NotFoldable(f"'{name}' is a grouped convolution")
+    if (
+        affine.axis_from_end is not None
+        or not affine.fits(weight.ndim)
+        or weight.shape[1] != affine.params.channels
+    ):
+        raise NotFoldable("it does not scale the convolution's input channels")
+    bias = graph.optional_constant(conv, 2, "bias")
+
+    def apply() -> list[onnx.NodeProto]:
+        kernel = np.moveaxis(weight, 0, -1)  # [in, *k, out]: outputs last, as math reads it
+        flat_bias = None if bias is None else bias.reshape(-1)
+        new_kernel, new_bias = math.fold_affine_into_following(
+            kernel, flat_bias, affine.scale, affine.shift, input_axis=0
+        )
+        graph.set_constant(conv, 1, np.moveaxis(new_kernel, -1, 0))
+        graph.set_constant(conv, 2, new_bias.astype(weight.dtype))
+        return [conv]
+
+    return apply
+
+
+def _into_matrix(
+    graph: OnnxGraph, affine: Affine, node: onnx.NodeProto, weight: np.ndarray
+) -> Plan:
+    name = node_key(node)
+    gemm = node.op_type == "Gemm"
+    if gemm and int(attribute(node, "transA", 0)):
+        raise NotFoldable(f"'{name}' transposes its input (transA)")
+    trans_b = int(attribute(node, "transB", 0)) if gemm else 0
+    matrix = weight.T if trans_b else weight
+    rank = 2 if gemm else graph.rank(affine.input)
+    feature_axis = affine.axis_from_end == 0 or rank == 2
+    if (
+        matrix.ndim != 2
+        or matrix.shape[0] != affine.params.channels
+        or not feature_axis
+        or (rank is not None and not affine.fits(rank))
+    ):
+        raise NotFoldable("it does not scale the input features of the next layer")
+    bias = None
+    if gemm:
+        if float(attribute(node, "beta", 1.0)) != 1.0 and len(node.input) > 2 and node.input[2]:
+            raise NotFoldable(f"'{name}' scales its bias (beta != 1)")
+        bias = feature_bias(graph.optional_constant(node, 2, "bias"), matrix.shape[1], name)
+    alpha = float(attribute(node, "alpha", 1.0)) if gemm else 1.0
+
+    def apply() -> list[onnx.NodeProto]:
+        kernel = matrix if alpha == 1.0 else (matrix * alpha).astype(matrix.dtype)
+        new_matrix, added = math.fold_affine_into_following(
+            kernel, bias, affine.scale, affine.shift, input_axis=0
+        )
+        graph.set_constant(node, 1, new_matrix.T if trans_b else new_matrix)
+        if gemm:
+            graph.set_constant(node, 2, added.astype(weight.dtype))
+            set_attribute(node, "alpha", 1.0)
+        elif np.any(added):
+            graph.append_after(node.output[0], "Add", added.astype(weight.dtype), f"{name}_shift")
+        return [node]
+
+    return apply

@@ -1,0 +1,243 @@
+"""Each ONNX rule on a hand-made equivalent of the pattern an exporter writes,
+checked by ONNX Runtime (folded == unfolded within 1e-5) and by its report."""
+
+import numpy as np
+import pytest
+
+from folding.onnx_graph import fold_onnx
+from tests.folding.onnx_graph.helpers import Builder, array, assert_same_answers, op_count
+
+
+def test_linear_without_bias_is_matmul_of_a_transposed_weight():
+    """torch ``Linear(3, 6, bias=False)`` + ``BatchNorm1d(6)``: ``MatMul(x, Transpose(W))``."""
+    b = Builder()
+    weight_t = b.node("Transpose", [b.const("W", array((6, 3)))], "Wt", perm=[1, 0])
+    b.bn(b.node("MatMul", ["x", weight_t], "m"), "y", 6)
+    original = b.model([("x", [4, 3])], ["y"])
+    result = fold_onnx(original)
+    assert [(e.bn, e.into) for e in result.folded] == [("y (BatchNormalization)", "m")]
+    assert [n.op_type for n in result.model.graph.node] == ["MatMul", "Add"]
+    assert_same_answers(original, result.model)
+
+
+def test_frozen_batch_norm_scale_computed_as_w_rsqrt_v_eps():
+    """torchvision's FrozenBatchNorm2d: ``x * scale + (b - rm * scale)`` with
+    ``scale = w * rsqrt(rv + eps)``, every term reshaped to ``[1, C, 1, 1]``."""
+    b = Builder()
+    shape = b.const("shape", np.array([1, -1, 1, 1], np.int64))
+    w, bias, rm, rv = (
+        b.node("Reshape", [b.const(f"{n}_raw", array((6,), 0.2, 2.0)), shape], n)
+        for n in ("w", "b", "rm", "rv")
+    )
+    eps = b.const("eps", np.array(1e-5, np.float32))
+    rsqrt = b.node("Reciprocal", [b.node("Sqrt", [b.node("Add", [rv, eps], "rv_eps")], "sd")], "r")
+    scale = b.node("Mul", [w, rsqrt], "scale")
+    shift = b.node("Sub", [bias, b.node("Mul", [rm, scale], "rm_scale")], "shift")
+    conv = b.node("Conv", ["x", b.const("k", array((6, 4, 3, 3)))], "conv", pads=[1] * 4)
+    b.node("Add", [b.node("Mul", [conv, scale], "bn/mul"), shift], "bn/add")
+    original = b.model([("x", [2, 4, 5, 5])], [("bn/add", 4)])
+    result = fold_onnx(original)
+    assert [(e.bn, e.into) for e in result.folded] == [("bn (Mul + Add)", "conv")]
+    assert [n.op_type for n in result.model.graph.node] == ["Conv"]
+    assert_same_answers(original, result.model)
+
+
+def test_batch_norm_parameters_through_identity_nodes():
+    """TorchScript shares equal initializers: an untrained BN's mean and beta are one
+    zero vector, reached through Identity nodes."""
+    b = Builder()
+    zeros = b.const("zeros", np.zeros(6, np.float32))
+    ones = b.const("ones", np.ones(6, np.float32))
+    params = [
+        b.node("Identity", [ones], "gamma"),
+        b.node("Identity", [zeros], "beta"),
+        b.node("Identity", [b.node("Identity", [zeros], "mean0")], "mean"),
+        b.const("var", array((6,), 0.2, 2.0)),
+    ]
+    b.bn(b.node("Conv", ["x", b.const("k", array((6, 4, 1, 1)))], "conv"), "y", 6, params)
+    original = b.model([("x", [2, 4, 3, 3])], ["y"])
+    result = fold_onnx(original)
+    assert len(result.folded) == 1 and result.not_folded == []
+    assert [n.op_type for n in result.model.graph.node] == ["Conv"]
+    assert_same_answers(original, result.model)
+
+
+@pytest.mark.parametrize("layout", ["reshape", "flatten", "transpose"])
+def test_linear_norm_behind_a_layout_change(layout):
+    """LeViT's linear-norm ``bn(linear(x).flatten(0, 1)).reshape_as(...)``, and
+    ``BatchNorm1d`` on ``linear(x).transpose(1, 2)``."""
+    b = Builder()
+    matmul = b.node("MatMul", ["x", b.const("W", array((3, 6)))], "linear")
+    if layout == "reshape":
+        flat = b.node(
+            "Reshape", [matmul, b.const("flat_shape", np.array([-1, 6], np.int64))], "flat"
+        )
+    elif layout == "flatten":
+        flat = b.node(
+            "Flatten",
+            [b.node("Reshape", [matmul, b.const("s", np.array([10, 6], np.int64))], "r")],
+            "flat",
+            axis=1,
+        )
+    else:
+        flat = b.node("Transpose", [matmul], "flat", perm=[0, 2, 1])
+    normed = b.bn(flat, "bn", 6)
+    if layout == "transpose":
+        b.node("Relu", [normed], "y")
+    else:
+        b.node("Reshape", [normed, b.const("back", np.array([2, 5, 6], np.int64))], "y")
+    original = b.model([("x", [2, 5, 3])], ["y"])
+    result = fold_onnx(original)
+    assert [(e.bn, e.into, e.direction) for e in result.folded] == [
+        ("bn (BatchNormalization)", "linear", "backward")
+    ]
+    assert op_count(result.model, "BatchNormalization") == 0
+    assert_same_answers(original, result.model)
+
+
+def test_layout_change_that_moves_the_features_keeps_the_bn():
+    b = Builder()
+    matmul = b.node("MatMul", ["x", b.const("W", array((3, 5)))], "linear")
+    moved = b.node("Transpose", [matmul], "moved", perm=[2, 0, 1])  # [5, 2, 5]: features first
+    b.bn(moved, "y", 2)
+    original = b.model([("x", [2, 5, 3])], ["y"])
+    result = fold_onnx(original)
+    (entry,) = result.not_folded
+    assert "moves its features off the axis" in entry.reason
+    assert_same_answers(original, result.model)
+
+
+def test_bn_after_a_concat_of_convolutions_folds_into_each():
+    """MixConv: convolutions of different kernel sizes, concatenated, one BN."""
+    b = Builder()
+    small = b.node("Conv", ["x", b.const("k3", array((2, 4, 3, 3)))], "conv3", pads=[1] * 4)
+    large = b.node("Conv", ["x", b.const("k5", array((3, 4, 5, 5)))], "conv5", pads=[2] * 4)
+    grouped = b.node("Conv", ["x", b.const("kg", array((4, 2, 1, 1)))], "conv1", group=2)
+    b.bn(b.node("Concat", [small, large, grouped], "cat", axis=1), "y", 9)
+    original = b.model([("x", [2, 4, 6, 6])], ["y"])
+    result = fold_onnx(original)
+    ((entry),) = result.folded
+    assert entry.into == "conv3, conv5, conv1" and entry.into_class == "Conv"
+    assert op_count(result.model, "BatchNormalization") == 0
+    assert_same_answers(original, result.model)
+
+
+def test_concat_with_a_non_convolution_input_keeps_the_bn_and_says_why():
+    b = Builder()
+    conv = b.node("Conv", ["x", b.const("k", array((2, 4, 1, 1)))], "conv")
+    b.bn(b.node("Concat", [conv, "x"], "cat", axis=1), "y", 6)
+    original = b.model([("x", [2, 4, 3, 3])], ["y"])
+    result = fold_onnx(original)
+    (entry,) = result.not_folded
+    assert "'cat' is a Concat whose input 'x' is a graph input" in entry.reason
+    assert_same_answers(original, result.model)
+
+
+def test_conv_bias_computed_at_run_time_keeps_the_bn():
+    """A bias that is not a constant is not "no bias": folding as if it were is wrong
+    by the bias times (scale - 1)."""
+    b = Builder()
+    bias = b.node("ReduceMean", ["b_in"], "bias", axes=[0], keepdims=0)  # a real run-time bias
+    conv = b.node("Conv", ["x", b.const("k", array((6, 4, 3, 3))), bias], "conv", pads=[1] * 4)
+    b.bn(conv, "y", 6)
+    original = b.model([("x", [2, 4, 5, 5]), ("b_in", [3, 6])], ["y"])
+    result = fold_onnx(original)
+    assert result.folded == []
+    (entry,) = result.not_folded
+    assert "the bias of 'conv' ('bias') is computed at run time" in entry.reason
+    assert op_count(result.model, "BatchNormalization") == 1
+    assert_same_answers(original, result.model)
+
+
+def test_a_computed_expression_that_is_constant_is_a_constant_bias():
+    b = Builder()
+    bias = b.node(
+        "Cast", [b.node("Neg", [b.const("b", np.arange(6, dtype=np.float64))], "nb")], "bias", to=1
+    )
+    b.bn(b.node("Conv", ["x", b.const("k", array((6, 4, 1, 1))), bias], "conv"), "y", 6)
+    original = b.model([("x", [2, 4, 3, 3])], ["y"])
+    result = fold_onnx(original)
+    assert len(result.folded) == 1
+    assert [n.op_type for n in result.model.graph.node] == ["Conv"]
+    assert_same_answers(original, result.model)
+
+
+def test_unused_nodes_of_any_type_are_dropped():
+    b = Builder()
+    b.node("Expand", ["x", b.const("shape", np.array([3, 2, 4, 3, 3], np.int64))], "unused")
+    b.node("Relu", [b.node("Sigmoid", ["x"], "dead")], "dead_too")
+    b.bn(b.node("Conv", ["x", b.const("k", array((6, 4, 1, 1)))], "conv"), "y", 6)
+    original = b.model([("x", [2, 4, 3, 3])], ["y"])
+    result = fold_onnx(original)
+    assert [n.op_type for n in result.model.graph.node] == ["Conv"]
+    assert {t.name for t in result.model.graph.initializer} == {"conv_folded_1", "conv_folded_2"}
+    assert_same_answers(original, result.model)
+
+
+def test_every_bn_is_reported_folded_or_kept_with_a_reason():
+    """Parameters fed at run time, a BN on a graph input feeding two nodes, a BN in a
+    subgraph: none is silently left."""
+    b = Builder()
+    params = b.bn_params("runtime", 4)
+    params[2] = "mean_in"
+    b.bn("x", "fed", 4, params)
+    both = b.bn("x", "twice", 4)
+    b.node("Add", [b.node("Relu", [both], "r1"), b.node("Sigmoid", [both], "s1")], "sum")
+    inner = Builder()
+    inner.bn("x", "inner_bn", 4)
+    body = inner.nodes
+    import onnx
+    from onnx import helper
+
+    then_graph = helper.make_graph(
+        body,
+        "then",
+        [],
+        [helper.make_tensor_value_info("inner_bn", onnx.TensorProto.FLOAT, [None] * 4)],
+        inner.initializers,
+    )
+    b.nodes.append(
+        helper.make_node(
+            "If", ["cond"], ["branch"], name="if", then_branch=then_graph, else_branch=then_graph
+        )
+    )
+    cond = helper.make_tensor_value_info("cond", onnx.TensorProto.BOOL, [])
+    original = b.model(
+        [("x", [2, 4, 3, 3]), ("mean_in", [4])],
+        [("fed", 4), ("sum", 4), ("branch", 4)],
+        extra_inputs=[cond],
+    )
+    result = fold_onnx(original)
+    reasons = {entry.bn: entry.reason for entry in result.not_folded}
+    assert set(reasons) == {"fed", "twice", "inner_bn"}
+    assert "its mean 'mean_in' is computed at run time" in reasons["fed"]
+    assert "feeds 2 nodes" in reasons["twice"]
+    assert "inside the then_branch of 'if' (a If)" in reasons["inner_bn"]
+
+
+def test_bn_before_a_padded_conv_is_kept_and_bn_before_a_valid_one_folds_forward():
+    b = Builder()
+    normed = b.bn("x", "bn", 4)
+    b.node("Conv", [normed, b.const("k", array((6, 4, 3, 3))), b.const("cb", array((6,)))], "y")
+    original = b.model([("x", [2, 4, 5, 5])], ["y"])
+    result = fold_onnx(original)
+    ((entry),) = result.folded
+    assert entry.direction == "forward" and entry.into == "y"
+    assert_same_answers(original, result.model)
+    padded = Builder()
+    normed = padded.bn("x", "bn", 4)
+    padded.node("Conv", [normed, padded.const("k", array((6, 4, 3, 3)))], "y", pads=[1] * 4)
+    original = padded.model([("x", [2, 4, 5, 5])], ["y"])
+    (kept,) = fold_onnx(original).not_folded
+    assert "pads its input" in kept.reason
+
+
+def test_bn_on_axis_one_of_a_3d_matmul_output_is_not_its_features():
+    """``[B, N, K] @ [K, C]`` then BN(axis 1 = N) with N == C: not the features."""
+    b = Builder()
+    b.bn(b.node("MatMul", ["x", b.const("W", array((3, 5)))], "m"), "y", 5)
+    original = b.model([("x", [2, 5, 3])], ["y"])
+    result = fold_onnx(original)
+    (entry,) = result.not_folded
+    assert "rank-3 MatMul output" in entry.reason
+    assert_same_answers(original, result.model)

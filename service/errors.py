@@ -59,3 +59,11 @@ class Unprocessable(ServingError):
 
 class NotReady(ServingError):
     status_code = 503
+
+
+class DeadlineExceeded(ServingError):
+    """A model run that took longer than its time budget and was stopped. 504, as a
+    gateway answers for an upstream that did not answer in time (gRPC's
+    DEADLINE_EXCEEDED is its counterpart)."""
+
+    status_code = 504

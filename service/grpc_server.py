@@ -51,7 +51,10 @@ STATUS_CODES = {
     409: grpc.StatusCode.FAILED_PRECONDITION,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     422: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+    507: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 Reply = TypeVar("Reply")
@@ -177,6 +180,23 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             return response
 
         return await self._answer(context, handle)
+
+
+def _unimplemented(name: str) -> Callable[..., Awaitable[None]]:
+    """A Triton method foldserve does not serve: UNIMPLEMENTED and one debug line (the
+    generated base raises NotImplementedError, which grpc logs with a traceback)."""
+
+    async def method(self: InferenceService, request: Any, context: grpc.aio.ServicerContext):
+        logger.debug("gRPC %s is not implemented", name)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not implemented")
+
+    method.__name__ = name
+    return method
+
+
+for _name in vars(pb_grpc.GRPCInferenceServiceServicer):
+    if not _name.startswith("_") and _name not in vars(InferenceService):
+        setattr(InferenceService, _name, _unimplemented(_name))
 
 
 GRPC_METHOD = "GRPC"

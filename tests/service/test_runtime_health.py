@@ -244,12 +244,14 @@ def test_grpc_shapes_whose_count_overflows_are_invalid_argument(hostile_server):
         typed.inputs.add(name="x", datatype="FP32", shape=HUGE_SHAPE).contents.fp32_contents[:] = [
             1.0
         ]
+        typed_empty = pb.ModelInferRequest(model_name="loop")  # np.prod overflows to 0
+        typed_empty.inputs.add(name="x", datatype="FP32", shape=HUGE_SHAPE)
         raw = pb.ModelInferRequest(model_name="loop")
         raw.inputs.add(name="x", datatype="FP32", shape=HUGE_SHAPE)
         raw.raw_input_contents.append(b"\0" * 4)
         empty = pb.ModelInferRequest(model_name="loop")
         empty.inputs.add(name="x", datatype="FP32", shape=[0, 2**63 - 1])
-        for request in (typed, raw, empty):
+        for request in (typed, typed_empty, raw, empty):
             with pytest.raises(grpc.RpcError) as caught:
                 stub.ModelInfer(request, timeout=10)
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

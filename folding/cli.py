@@ -77,6 +77,34 @@ def add_fold_command(subparsers: argparse._SubParsersAction) -> None:
         "model: the custom layers it registers with keras.saving.register_keras_serializable "
         "can then be loaded",
     )
+    parser.add_argument(
+        "--precision",
+        default="",
+        metavar="LIST",
+        help="also write reduced-precision variants beside model.onnx, each verified against "
+        "it: fp16, int8 or fp16,int8 (model.fp16.onnx, model.int8.onnx)",
+    )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        metavar="ROWS",
+        help=".npy/.npz (as --probe): rows of the model's own data that calibrate the int8 "
+        "ranges and judge every variant (default: the random probes, weakly grounded)",
+    )
+    parser.add_argument(
+        "--equalize",
+        action="store_true",
+        help="before int8, equalize consecutive Conv pairs whose channel ranges spread "
+        "(cross-layer equalization); the report gives agreement with and without",
+    )
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.98,
+        metavar="FRACTION",
+        help="top-1 agreement with float32 a classifier's variant must keep (default 0.98)",
+    )
     parser.set_defaults(handler=run_fold)
 
 
@@ -89,6 +117,15 @@ def run_fold(args: argparse.Namespace) -> int:
         raise FoldingError(f"--export-rtol must be positive, got {args.export_rtol}")
     if args.noise_factor < 0:
         raise FoldingError(f"--noise-factor must be 0 or more, got {args.noise_factor}")
+    from folding.precision import parse_precisions
+
+    args.precisions = parse_precisions(args.precision)
+    if args.calibration is not None and not args.precisions:
+        raise FoldingError("--calibration calibrates the --precision variants; give --precision")
+    if not 0 <= args.min_agreement <= 1:
+        raise FoldingError(f"--min-agreement must be within 0..1, got {args.min_agreement}")
+    if args.equalize and "int8" not in args.precisions:
+        raise FoldingError("--equalize applies to the int8 variant; give --precision int8")
     from folding.custom_objects import import_modules
 
     import_modules(",".join(args.custom_objects))
@@ -181,8 +218,26 @@ def _publish(args: argparse.Namespace, fold, unfolded: str = "unfolded.onnx") ->
     """Fold into a staging directory, move it to ``--output``, print the summary."""
     from folding.publish import publish_directory
 
-    report = publish_directory(fold, args.output)
+    def build(staging: Path):
+        report = fold(staging)
+        if getattr(args, "precisions", ()):
+            from folding.precision import add_variants
+
+            add_variants(
+                staging,
+                args.precisions,
+                args.calibration,
+                args.equalize,
+                min_agreement=args.min_agreement,
+            )
+        return report
+
+    report = publish_directory(build, args.output)
     print(report.summary())
+    if getattr(args, "precisions", ()):
+        from folding.precision import variants_summary
+
+        print(variants_summary(args.output))
     print(f"wrote {args.output}/model.onnx, {unfolded}, report.json")
     return 0
 

@@ -16,7 +16,6 @@ from service.batching import BatchPolicy, Executor
 from service.errors import NotFound
 from service.metrics import Metrics
 from service.repository import (
-    FOLDED_FILE,
     UNFOLDED_FILE,
     Repository,
     VersionDir,
@@ -156,7 +155,7 @@ class ModelRegistry:
         policy = self.policy_for(name)
         try:
             session = await anyio.to_thread.run_sync(
-                self.runtime.load, directory.path / FOLDED_FILE
+                self.runtime.load, directory.path / directory.folded_file
             )
             executor = self._executor(session, policy, name, version)
         except Exception as error:  # a corrupt ONNX file on disk
@@ -215,7 +214,12 @@ class ModelRegistry:
                 else:
                     entry["state"] = "LOADING"
                 entries.append(entry)
-            listing.append({"name": name, "versions": entries})
+            model: dict[str, Any] = {"name": name, "versions": entries}
+            base = next((d.variant_of for d in versions.values() if d.variant_of), None)
+            if base is not None:  # ``<base>-<precision>``: served from the base's folders
+                model["variant_of"] = base
+                model["precision"] = name.rsplit("-", 1)[1]
+            listing.append(model)
         return listing
 
     def loaded(self) -> list[LoadedVersion]:

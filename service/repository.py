@@ -34,6 +34,13 @@ FOLDED_FILE = "model.onnx"
 UNFOLDED_FILE = "unfolded.onnx"
 REPORT_FILE = "report.json"
 CONFIG_FILE = "config.json"
+# Reduced-precision variants written beside model.onnx (``foldserve fold --precision``); each
+# is served as a model of its own, ``<name>-<precision>``, with the base model's versions.
+PRECISIONS = ("fp16", "int8")
+
+
+def variant_file(precision: str) -> str:
+    return f"model.{precision}.onnx"
 
 
 def validate_name(name: str) -> str:
@@ -65,10 +72,12 @@ class VersionDir:
     name: str
     version: int
     path: Path
+    folded_file: str = FOLDED_FILE  # what is served: model.onnx, or a variant's file
+    variant_of: str | None = None  # the base model of a ``<name>-<precision>`` variant
 
     @property
     def ready(self) -> bool:
-        return (self.path / FOLDED_FILE).is_file()
+        return (self.path / self.folded_file).is_file()
 
     @property
     def source(self) -> Path | None:
@@ -92,7 +101,24 @@ class Repository:
         (self.root / ".staging").mkdir(exist_ok=True)
 
     def scan(self) -> dict[str, dict[int, VersionDir]]:
-        """Every model and version on disk, ready or not (hidden entries skipped)."""
+        """Every model and version on disk, ready or not (hidden entries skipped), and
+        each precision variant as a model of its own (a model stored under that name wins)."""
+        models = self._scan_stored()
+        variants: dict[str, dict[int, VersionDir]] = {}
+        for name, versions in models.items():
+            for number, directory in versions.items():
+                for precision in PRECISIONS:
+                    if (directory.path / variant_file(precision)).is_file():
+                        alias = f"{name}-{precision}"
+                        variants.setdefault(alias, {})[number] = VersionDir(
+                            alias, number, directory.path, variant_file(precision), name
+                        )
+        for alias, versions in variants.items():
+            if alias not in models and NAME_PATTERN.fullmatch(alias):
+                models[alias] = dict(sorted(versions.items()))
+        return dict(sorted(models.items()))
+
+    def _scan_stored(self) -> dict[str, dict[int, VersionDir]]:
         models: dict[str, dict[int, VersionDir]] = {}
         for model_dir in sorted(self.root.iterdir()):
             if not model_dir.is_dir() or not NAME_PATTERN.fullmatch(model_dir.name):
@@ -178,6 +204,12 @@ class Repository:
         validate_name(name)
         with self.locked():
             versions = self.scan().get(name, {})
+            base = next((d.variant_of for d in versions.values() if d.variant_of), None)
+            if base is not None:
+                raise Conflict(
+                    f"'{name}' is a precision variant of model '{base}'; it goes with the "
+                    f"version of '{base}' it was made from: delete that version"
+                )
             if latest:
                 if not versions:
                     raise NotFound(f"no model named '{name}'")

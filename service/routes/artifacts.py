@@ -6,7 +6,8 @@ from fastapi import APIRouter
 from starlette.responses import FileResponse
 
 from service.deps import ApiAuth, DataPlaneDep
-from service.repository import FOLDED_FILE, REPORT_FILE, UNFOLDED_FILE
+from service.errors import NotFound
+from service.repository import FOLDED_FILE, PRECISIONS, REPORT_FILE, UNFOLDED_FILE, variant_file
 
 router = APIRouter(tags=["Model store"], dependencies=[ApiAuth])
 
@@ -42,6 +43,20 @@ async def folded_model(name: str, version: str, dataplane: DataPlaneDep) -> File
 async def unfolded_model(name: str, version: str, dataplane: DataPlaneDep) -> FileResponse:
     """The unfolded ONNX export the folded one was verified against."""
     return await _download(dataplane, name, version, UNFOLDED_FILE)
+
+
+@router.get(
+    "/v1/models/{name}/versions/{version}/model.{precision}.onnx",
+    response_class=FileResponse,
+    responses=ONNX_RESPONSE,
+)
+async def variant_model(
+    name: str, version: str, precision: str, dataplane: DataPlaneDep
+) -> FileResponse:
+    """A reduced-precision variant (``precision``: fp16 or int8), when it was made and passed."""
+    if precision not in PRECISIONS:
+        raise NotFound(f"no precision variant {precision!r}; variants are {', '.join(PRECISIONS)}")
+    return await _download(dataplane, name, version, variant_file(precision))
 
 
 async def _download(dataplane, name: str, version: str, file_name: str) -> FileResponse:

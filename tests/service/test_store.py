@@ -329,7 +329,7 @@ def test_compare_reports_interleaved_medians_and_a_verdict(server, digits):
     result = reply.json()
     assert result["verdict"]["passed"] is True
     assert result["verdict"]["rtol"] == 1e-4
-    assert result["latency"]["repeats"] == 7
+    assert result["latency"]["repeats"] >= 7  # at least: small models run for a stable median
     assert result["latency_ms"]["folded"] > 0 and result["latency_ms"]["unfolded"] > 0
     output = result["outputs"]["probabilities"]
     assert "folded" not in output and "unfolded" not in output

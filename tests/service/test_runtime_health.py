@@ -128,6 +128,7 @@ def _store(models: Path, name: str, data: bytes) -> None:
 def hostile_server(tmp_path_factory):
     models = tmp_path_factory.mktemp("hostile") / "models"
     _store(models, "loop", loop_by_input())
+    (models / "loop" / "1" / "unfolded.onnx").write_bytes(loop_by_input())
     _store(models, "sized", sized_by_input())
     _store(models, "stored-big", constant_of_half_a_gigabyte())
     port = free_port()
@@ -196,6 +197,21 @@ def test_the_budget_over_grpc_is_deadline_exceeded(hostile_server):
     client.close()
     assert caught.value.status() == "StatusCode.DEADLINE_EXCEEDED"
     assert "model 'loop' version 1" in caught.value.message()
+
+
+def test_compare_runs_within_the_budget(hostile_server):
+    reply = httpx.post(
+        f"{hostile_server.url}/v1/models/loop:compare",
+        json={"inputs": {"n": [HUGE], "x": [0.5]}, "repeats": 1},
+        timeout=60,
+    )
+    assert_error(reply, 504, "model 'loop' version 1", ":compare took longer than")
+    fine = httpx.post(
+        f"{hostile_server.url}/v1/models/loop:compare",
+        json={"inputs": {"n": [3], "x": [0.5]}, "repeats": 1},
+        timeout=60,
+    )
+    assert fine.status_code == 200 and fine.json()["verdict"]["passed"], fine.text
 
 
 def test_a_run_that_cannot_allocate_is_a_4xx_naming_the_model(hostile_server):

@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.intra_op_threads,
             settings.inter_op_threads,
             settings.thread_spinning,
+            memory_limit_mb=settings.model_memory_limit_mb,
         )
         folder = Folder(
             settings.fold_rtol,

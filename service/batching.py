@@ -10,9 +10,13 @@ request never fails a batch; if a merged run fails anyway, its requests are
 retried one by one so only the culprit fails.
 
 With batching off every request is its own run. Either way at most
-``instances`` runs execute at once, and runs estimated to take less than
-``inline_threshold_us`` execute on the event loop instead of a worker thread
-(a thread hop costs more than such a run).
+``instances`` runs execute at once, each in a worker thread: never on the event
+loop, since no estimate made before a run bounds what a model does on the real
+inputs (a ``Loop`` whose trip count is an input value runs for as long as the
+caller asks). A run still going after ``run_timeout_s`` is stopped through ONNX
+Runtime's ``RunOptions.terminate`` and its requests answered 504 naming the model;
+its thread is free again as soon as ONNX Runtime notices the flag (between two
+operators, and between two iterations of a loop).
 """
 
 from __future__ import annotations
@@ -20,15 +24,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import numpy as np
 
-from service.cost import RunCost
-from service.errors import NotReady
-from service.runtime import Session
+from service.errors import DeadlineExceeded, NotReady
+from service.runtime import RunStopped, Session
 from service.stats import ModelStats
 
 
@@ -38,7 +41,7 @@ class BatchPolicy:
     max_batch_size: int = 64
     max_queue_delay_us: int = 0
     instances: int = 1
-    inline_threshold_us: float = 150.0
+    run_timeout_s: float = 30.0
 
 
 @dataclass
@@ -70,10 +73,7 @@ class Executor:
         policy: BatchPolicy,
         stats: ModelStats,
         observe: Observer | None = None,
-        cost: RunCost | None = None,
     ) -> None:
-        """``cost``: how long a run takes (``service.cost.measure``, done by the caller
-        off the event loop); without it every run goes to a worker thread."""
         self.session = session
         self.policy = policy
         self.stats = stats
@@ -83,7 +83,11 @@ class Executor:
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
-        self._cost = cost or RunCost.unknown()
+        # Threads of its own (not anyio's shared pool): half the hop's cost (55 against
+        # 110 us), and a slow model never delays another model's runs.
+        self._threads = ThreadPoolExecutor(max(1, policy.instances), "foldserve-run")
+        self._closed = False
+        self.label = f"model '{stats.name}' version {stats.version}"
 
     # -- public --------------------------------------------------------------------
 
@@ -104,6 +108,8 @@ class Executor:
         return result
 
     def close(self) -> None:
+        self._closed = True
+        self._threads.shutdown(wait=False)
         if self._worker is not None:
             self._worker.cancel()
         while self._queue:
@@ -140,8 +146,7 @@ class Executor:
             self._running.add(task)  # the loop keeps only a weak reference to a task
             task.add_done_callback(self._running.discard)
             task.add_done_callback(lambda _: self._slots.release())
-            if not task.done():
-                await asyncio.sleep(0)  # let an inline batch finish before forming the next
+            await asyncio.sleep(0)  # let the batch start before forming the next
 
     async def _gather(self) -> list[_Pending]:
         """Wait up to the queue delay for the first request's batch to fill, then take it."""
@@ -184,8 +189,9 @@ class Executor:
         try:
             results = await self._execute([p.feed for p in batch], rows)
         except Exception as error:
-            if len(batch) == 1:
-                _settle(batch[0].future, error=error)
+            if len(batch) == 1 or isinstance(error, DeadlineExceeded):  # no retry: as slow
+                for pending in batch:
+                    _settle(pending.future, error=error)
                 return
             for pending in batch:  # retry alone: only the culprit fails
                 try:
@@ -201,12 +207,29 @@ class Executor:
     # -- one session run -----------------------------------------------------------
 
     async def _execute(self, feeds: list[dict[str, np.ndarray]], rows: int) -> list[list]:
-        """Run the merged ``feeds``; return each feed's slice of the outputs. Statistics
-        are recorded here, on the event loop, never from the worker thread."""
-        if self._cost.micros(rows) <= self.policy.inline_threshold_us:
-            split, timings = self._execute_now(feeds, rows)
-        else:
-            split, timings = await anyio.to_thread.run_sync(self._execute_now, feeds, rows)
+        """Run the merged ``feeds`` in a worker thread within the time budget; return each
+        feed's slice of the outputs. Statistics are recorded here, on the event loop,
+        never from the worker thread."""
+        if self._closed:
+            raise NotReady(f"{self.label} was unloaded while the request waited")
+        options = self.session.run_options()
+        budget = self.policy.run_timeout_s
+        loop = asyncio.get_running_loop()
+        stop = loop.call_later(budget, _terminate, options)
+        try:
+            split, timings = await loop.run_in_executor(
+                self._threads, self._execute_now, feeds, rows, options
+            )
+        except asyncio.CancelledError:  # the caller is gone: its run need not go on
+            options.terminate = True
+            raise
+        except RunStopped:
+            raise DeadlineExceeded(
+                f"{self.label} took longer than {budget:g} s (FOLDSERVE_RUN_TIMEOUT_S) on "
+                f"{rows} row{'s' if rows != 1 else ''} and was stopped"
+            ) from None
+        finally:
+            stop.cancel()
         merge_ns, compute_ns, split_ns = timings
         self.stats.record_execution(rows, len(feeds), merge_ns, compute_ns, split_ns)
         self._observe.batch(rows)
@@ -214,16 +237,20 @@ class Executor:
         return split
 
     def _execute_now(
-        self, feeds: list[dict[str, np.ndarray]], rows: int
+        self, feeds: list[dict[str, np.ndarray]], rows: int, options: Any
     ) -> tuple[list[list], tuple[int, int, int]]:
         t0 = time.perf_counter_ns()
         merged = merge(feeds)
         t1 = time.perf_counter_ns()
-        outputs = self.session.run(merged)
+        outputs = self.session.run(merged, options=options, label=self.label)
         t2 = time.perf_counter_ns()
         pieces = split(outputs, feeds)
         t3 = time.perf_counter_ns()
         return pieces, (t1 - t0, t2 - t1, t3 - t2)
+
+
+def _terminate(options: Any) -> None:
+    options.terminate = True
 
 
 def merge(feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

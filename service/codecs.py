@@ -62,6 +62,22 @@ def numpy_from_v2(datatype: Any, what: str) -> np.dtype:
     return dtype
 
 
+MAX_DIMENSION = 2**31 - 1
+"""Largest size of one dimension of a request tensor: far above what fits in a request,
+far below where shape arithmetic or numpy's own limits (2^63 bytes) come into play."""
+
+
+def check_shape(shape: list[int], what: str) -> int:
+    """The element count of ``shape`` (Python integers: no overflow), or InvalidInput when
+    a dimension is negative or larger than ``MAX_DIMENSION``."""
+    for dim in shape:
+        if dim < 0 or dim > MAX_DIMENSION:
+            raise InvalidInput(
+                f"{what} has shape {shape}; each dimension must be between 0 and {MAX_DIMENSION}"
+            )
+    return math.prod(shape)
+
+
 def array_from_json(values: Any, dtype: np.dtype, what: str) -> np.ndarray:
     """A JSON value (number or nested lists) as an array of ``dtype``, or a clear error.
 
@@ -89,7 +105,7 @@ def array_from_json(values: Any, dtype: np.dtype, what: str) -> np.ndarray:
 
 
 def array_from_bytes(raw: bytes, dtype: np.dtype, shape: list[int], what: str) -> np.ndarray:
-    expected = math.prod(shape) * dtype.itemsize
+    expected = check_shape(shape, what) * dtype.itemsize
     if len(raw) != expected:
         raise InvalidInput(
             f"{what} has {len(raw)} bytes of binary data; shape {shape} of "

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import numpy as np
 
-from service.errors import Conflict, InvalidInput, NotFound
+from service.errors import Conflict, DeadlineExceeded, InvalidInput, NotFound
 from service.folder import Folder
 from service.metrics import Metrics
 from service.registry import LoadedVersion, ModelRegistry
@@ -31,7 +31,7 @@ from service.repository import (
     parse_version,
     validate_name,
 )
-from service.runtime import Runtime, TensorMeta
+from service.runtime import RunStopped, Runtime, Session, TensorMeta
 from service.settings import Settings
 from service.timing import interleaved
 from service.uploads import Uploads
@@ -251,15 +251,27 @@ class DataPlane:
             variant: (await self.registry.executor_of(model, variant)).session
             for variant in ("folded", "unfolded")
         }
-        timing = await anyio.to_thread.run_sync(
-            lambda: interleaved(
-                {
-                    variant: functools.partial(session.run, feed)
-                    for variant, session in sessions.items()
-                },
-                min_rounds=repeats,
+        label = f"model '{model.name}' version {model.version}"
+        options = Session.run_options()  # every round's runs stop at the one time budget
+        budget = self.settings.run_timeout_s
+        stop = asyncio.get_running_loop().call_later(budget, setattr, options, "terminate", True)
+        try:
+            timing = await anyio.to_thread.run_sync(
+                lambda: interleaved(
+                    {
+                        variant: functools.partial(session.run, feed, options=options, label=label)
+                        for variant, session in sessions.items()
+                    },
+                    min_rounds=repeats,
+                )
             )
-        )
+        except RunStopped:
+            raise DeadlineExceeded(
+                f"{label}: :compare took longer than {budget:g} s (FOLDSERVE_RUN_TIMEOUT_S) "
+                "and was stopped"
+            ) from None
+        finally:
+            stop.cancel()
         timings: dict[str, float] = {
             variant: spread.median for variant, spread in timing.milliseconds.items()
         }

@@ -65,3 +65,11 @@ class Unimplemented(ServingError):
     """A method of a protocol that foldserve does not serve, saying what to call instead."""
 
     status_code = 501
+
+
+class DeadlineExceeded(ServingError):
+    """A model run that took longer than its time budget and was stopped. 504, as a
+    gateway answers for an upstream that did not answer in time (gRPC's
+    DEADLINE_EXCEEDED is its counterpart)."""
+
+    status_code = 504

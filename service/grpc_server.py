@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -172,6 +173,23 @@ class InferenceService(Servicer, pb_grpc.GRPCInferenceServiceServicer):
             return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
 
         return await self.answer(context, handle)
+
+
+def _unimplemented(name: str) -> Callable[..., Awaitable[None]]:
+    """A Triton method foldserve does not serve: UNIMPLEMENTED and one debug line (the
+    generated base raises NotImplementedError, which grpc logs with a traceback)."""
+
+    async def method(self: InferenceService, request: Any, context: grpc.aio.ServicerContext):
+        logger.debug("gRPC %s is not implemented", name)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not implemented")
+
+    method.__name__ = name
+    return method
+
+
+for _name in vars(pb_grpc.GRPCInferenceServiceServicer):
+    if not _name.startswith("_") and _name not in vars(InferenceService):
+        setattr(InferenceService, _name, _unimplemented(_name))
 
 
 GRPC_METHOD = "GRPC"

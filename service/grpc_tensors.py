@@ -21,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from service.codecs import array_from_bytes, array_from_json, numpy_from_v2, v2_datatype
+from service.codecs import (
+    array_from_bytes,
+    array_from_json,
+    check_shape,
+    numpy_from_v2,
+    v2_datatype,
+)
 from service.errors import InvalidInput
 from service.runtime import TensorMeta
 
@@ -57,8 +63,7 @@ def parse_inputs(request: Any, expected: list[TensorMeta]) -> dict[str, np.ndarr
         if name in inputs:
             raise InvalidInput(f"{what} is given twice")
         shape = list(tensor.shape)
-        if any(dim < 0 for dim in shape):
-            raise InvalidInput(f"{what} has shape {shape}; dimensions must be non-negative")
+        check_shape(shape, what)
         dtype = numpy_from_v2(tensor.datatype, what)
         if name in dtypes and dtype != dtypes[name]:  # unknown names: the dataplane says so
             raise InvalidInput(
@@ -78,7 +83,7 @@ def _from_contents(tensor: Any, dtype: np.dtype, shape: list[int], what: str) ->
     if field is None:
         raise InvalidInput(f"{what}: {tensor.datatype} can only be sent in raw_input_contents")
     values = getattr(tensor.contents, field)
-    count = int(np.prod(shape))
+    count = check_shape(shape, what)
     if len(values) != count:
         raise InvalidInput(
             f"{what} has {len(values)} values in contents.{field}; shape {shape} needs {count}"

@@ -12,7 +12,6 @@ from typing import Any
 
 import anyio
 
-from service import cost
 from service.batching import BatchPolicy, Executor
 from service.errors import NotFound
 from service.metrics import Metrics
@@ -114,7 +113,7 @@ class ModelRegistry:
             max_batch_size=settings.max_batch_size,
             max_queue_delay_us=settings.max_queue_delay_us,
             instances=settings.instances,
-            inline_threshold_us=settings.inline_threshold_us,
+            run_timeout_s=settings.run_timeout_s,
         )
         override = self.repository.model_config(name).get("dynamic_batching", {})
         if not isinstance(override, dict):
@@ -136,7 +135,7 @@ class ModelRegistry:
 
     def _executor(self, session: Session, policy: BatchPolicy, name: str, version: int) -> Executor:
         stats = ModelStats(name, version)
-        return Executor(session, policy, stats, self.metrics.observer(name), cost.measure(session))
+        return Executor(session, policy, stats, self.metrics.observer(name))
 
     async def load(self, directory: VersionDir) -> None:
         """Load a version once: a second caller (the poller and an upload, say) waits for
@@ -158,9 +157,7 @@ class ModelRegistry:
             session = await anyio.to_thread.run_sync(
                 self.runtime.load, directory.path / directory.folded_file
             )
-            executor = await anyio.to_thread.run_sync(
-                self._executor, session, policy, name, version
-            )
+            executor = self._executor(session, policy, name, version)
         except Exception as error:  # a corrupt ONNX file on disk
             self._failed[(name, version)] = str(error)
             logger.error("cannot load %s/%d: %s", name, version, error)
@@ -247,8 +244,6 @@ class ModelRegistry:
                     f"model '{model.name}' version {model.version} has no usable "
                     f"{UNFOLDED_FILE} to compare against ({str(error).splitlines()[0][:200]})"
                 ) from None
-            unbatched = BatchPolicy(enabled=False, instances=model.policy.instances)
-            model.unfolded = await anyio.to_thread.run_sync(
-                self._executor, session, unbatched, model.name, model.version
-            )
+            unbatched = dataclasses.replace(model.policy, enabled=False)
+            model.unfolded = self._executor(session, unbatched, model.name, model.version)
         return model.unfolded

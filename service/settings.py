@@ -54,9 +54,17 @@ class Settings(BaseSettings):
     instances: int = Field(1, ge=1)
     """Session runs of one model version that may execute at once."""
 
-    inline_threshold_us: float = Field(150.0, ge=0)
-    """Runs estimated to take less than this many microseconds execute on the event
-    loop instead of a worker thread."""
+    run_timeout_s: float = Field(30.0, gt=0)
+    """Seconds one session run may take; a run still going then is stopped (ONNX
+    Runtime's terminate flag) and its requests answered 504 (gRPC DEADLINE_EXCEEDED)
+    naming the model."""
+
+    model_memory_limit_mb: int = Field(4096, ge=0)
+    """Memory one model version's session may hold (MB; 0: no limit): constants,
+    including those ONNX Runtime computes ahead from the graph, estimated before the
+    session is built and measured (resident memory growth) while it is. An upload over
+    it is refused with 422 naming the figure; a stored version over it is not served
+    (UNAVAILABLE, with the figure as the reason)."""
 
     thread_spinning: bool = False
     """Let ONNX Runtime's idle pool threads spin. Off by default: spinning threads burn

@@ -27,7 +27,7 @@ from service.folder import Folder
 from service.jobs import INTERRUPTED, STAGES, JobStore, failed_version, is_terminal
 from service.metrics import Metrics
 from service.registry import ModelRegistry
-from service.repository import Repository, validate_name
+from service.repository import FOLDED_FILE, UNFOLDED_FILE, Repository, validate_name
 from service.settings import Settings
 
 logger = logging.getLogger("foldserve.uploads")
@@ -243,6 +243,11 @@ class Uploads:
             self._enter(job, "committing", None)
             if calibration is not None:
                 calibration.unlink()
+            for file_name in (FOLDED_FILE, UNFOLDED_FILE):  # over the memory limit: 422
+                if (staging / file_name).is_file():
+                    await anyio.to_thread.run_sync(
+                        self.registry.runtime.check_memory, staging / file_name
+                    )
             await anyio.to_thread.run_sync(
                 self.repository.commit, staging, job["name"], job["version"]
             )

@@ -24,7 +24,6 @@ Response::
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import orjson
 from service.codecs import (
     array_from_bytes,
     array_from_json,
+    check_shape,
     loads_json,
     numpy_from_v2,
     to_json,
@@ -74,6 +74,7 @@ def parse_request(body: Any, binary: bytes, expected: list[TensorMeta]) -> V2Req
             isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape
         ):
             raise InvalidInput(f"{what} needs 'shape', a list of non-negative integers")
+        count = check_shape(shape, what)
         dtype = numpy_from_v2(tensor.get("datatype"), what)
         if name in dtypes and dtype != dtypes[name]:  # V2 datatypes match exactly (as Triton)
             raise InvalidInput(
@@ -91,10 +92,8 @@ def parse_request(body: Any, binary: bytes, expected: list[TensorMeta]) -> V2Req
             if "data" not in tensor:
                 raise InvalidInput(f"{what} has neither 'data' nor binary_data_size")
             array = array_from_json(tensor["data"], dtype, what)
-            if array.size != math.prod(shape):
-                raise InvalidInput(
-                    f"{what} has {array.size} values; shape {shape} needs {math.prod(shape)}"
-                )
+            if array.size != count:
+                raise InvalidInput(f"{what} has {array.size} values; shape {shape} needs {count}")
             array = array.reshape(shape)
         inputs[name] = array
     if offset != len(binary):

@@ -272,7 +272,7 @@ def test_dynamic_image_size_model(server, tmp_path):
         assert reply.status_code == 200 and np.array(reply.json()["predictions"]).shape == (2, 4)
     too_small = httpx.post(url, json={"instances": np.zeros((1, 1, 1, 3)).tolist()})
     assert too_small.status_code == 400
-    assert "the model rejected these inputs" in too_small.json()["error"]
+    assert "model 'anysize' version 1 rejected these inputs" in too_small.json()["error"]
     httpx.delete(f"{server.url}/v1/models/anysize")
 
 

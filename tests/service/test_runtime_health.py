@@ -296,7 +296,7 @@ def test_unimplemented_triton_methods_are_quiet(hostile_server):
     with grpc.insecure_channel(hostile_server.grpc_url) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
-            stub.ModelConfig(pb.ModelConfigRequest(name="loop"), timeout=10)
+            stub.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest(), timeout=10)
         assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
         with pytest.raises(grpc.RpcError) as caught:
             stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="x"), timeout=10)

@@ -57,9 +57,16 @@ def is_saved_model(path: Path) -> bool:
 
 
 def load_saved_model(
-    directory: Path, signature: str = DEFAULT_SIGNATURE, label: str | None = None
+    directory: Path,
+    signature: str = DEFAULT_SIGNATURE,
+    label: str | None = None,
+    *,
+    scan: bool = True,
 ) -> ServingFunction:
-    """Check ``directory`` (see ``folding.saved_model_scan``), then load its signature."""
+    """Check ``directory`` (see ``folding.saved_model_scan``), then load its signature.
+
+    ``scan=False`` skips the check (tests of the confinement behind it only: whatever
+    the SavedModel does then runs)."""
     directory = Path(directory)
     label = label or directory.name
     if not directory.is_dir():
@@ -68,7 +75,7 @@ def load_saved_model(
         raise ModelLoadError(
             f"'{label}' is a directory but not a SavedModel: it has no {SAVED_MODEL_FILE}"
         )
-    spec = check_saved_model(directory, signature, label)
+    spec = check_saved_model(directory, signature, label) if scan else None
     import tensorflow as tf
 
     try:
@@ -77,6 +84,9 @@ def load_saved_model(
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         raise ModelLoadError(f"'{label}' could not be loaded as a SavedModel: {first}") from None
     function = loaded.signatures[signature]
+    if spec is None:  # unscanned: the keys of the loaded signature itself
+        outputs = sorted(function.structured_outputs)
+        spec = SignatureSpec(signature, sorted(function.structured_input_signature[1]), outputs)
     return ServingFunction(spec, function, loaded)
 
 

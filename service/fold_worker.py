@@ -118,6 +118,14 @@ class WorkerProcess:
         finally:
             self.close()
 
+    def wait_ready(self) -> None:
+        """Block until the worker has imported TensorFlow (or ended)."""
+        try:
+            while self._messages.recv()[0] != "ready":
+                pass
+        except (EOFError, OSError):
+            raise WorkerGone(self.process.wait()) from None
+
     @property
     def alive(self) -> bool:
         return self.process.poll() is None

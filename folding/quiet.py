@@ -24,8 +24,11 @@ def silenced_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
-def import_keras() -> None:
-    """Import TensorFlow and Keras once, quietly. Later imports are free."""
+def import_keras(first_op: bool = True) -> None:
+    """Import TensorFlow and Keras once, quietly. Later imports are free.
+
+    ``first_op=False`` runs no TensorFlow op: the process stays single-threaded (TensorFlow
+    starts its thread pools with the first op), as ``folding.confine`` needs."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "keras" in sys.modules:
         return
@@ -33,4 +36,5 @@ def import_keras() -> None:
         import keras  # noqa: F401
         import tensorflow as tf
 
-        tf.constant(0.0) + 1.0  # first op: triggers the remaining one-time log lines
+        if first_op:
+            tf.constant(0.0) + 1.0  # first op: triggers the remaining one-time log lines

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,9 +58,16 @@ def is_saved_model(path: Path) -> bool:
 
 
 def load_saved_model(
-    directory: Path, signature: str = DEFAULT_SIGNATURE, label: str | None = None
+    directory: Path,
+    signature: str = DEFAULT_SIGNATURE,
+    label: str | None = None,
+    *,
+    scan: bool = True,
 ) -> ServingFunction:
-    """Check ``directory`` (see ``folding.saved_model_scan``), then load its signature."""
+    """Check ``directory`` (see ``folding.saved_model_scan``), then load its signature.
+
+    ``scan=False`` skips the check (tests of the confinement behind it only: whatever
+    the SavedModel does then runs)."""
     directory = Path(directory)
     label = label or directory.name
     if not directory.is_dir():
@@ -68,16 +76,36 @@ def load_saved_model(
         raise ModelLoadError(
             f"'{label}' is a directory but not a SavedModel: it has no {SAVED_MODEL_FILE}"
         )
-    spec = check_saved_model(directory, signature, label)
+    spec = check_saved_model(directory, signature, label) if scan else None
     import tensorflow as tf
 
     try:
         loaded = tf.saved_model.load(str(directory), tags=["serve"])
     except Exception as error:  # TensorFlow raises many kinds for a broken SavedModel
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-        raise ModelLoadError(f"'{label}' could not be loaded as a SavedModel: {first}") from None
+        reason = _load_failure(error, tf)[:300]
+        raise ModelLoadError(f"'{label}' could not be loaded as a SavedModel: {reason}") from None
     function = loaded.signatures[signature]
+    if spec is None:  # unscanned: the keys of the loaded signature itself
+        outputs = sorted(function.structured_outputs)
+        spec = SignatureSpec(signature, sorted(function.structured_input_signature[1]), outputs)
     return ServingFunction(spec, function, loaded)
+
+
+def _load_failure(error: Exception, tf: Any) -> str:
+    """What went wrong, in one line: an op that failed while loading (a file it may not
+    read, under the fold worker's confinement) is named by its own message, not by
+    "Graph execution error:" and the Python stack TensorFlow puts before it."""
+    if not isinstance(error, tf.errors.OpError):
+        return (str(error).strip().splitlines() or [type(error).__name__])[0]
+    lines = [
+        line
+        for line in error.message.splitlines()
+        if line.strip()
+        and not line[0].isspace()
+        and not line.startswith(("Graph execution error", "Detected at node", "[["))
+    ]
+    last = lines[-1] if lines else type(error).__name__
+    return re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", last)
 
 
 def export_signature(serving: ServingFunction, opset: int = 17) -> onnx.ModelProto:

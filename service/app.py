@@ -68,8 +68,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             archive_limits=(settings.max_archive_bytes, settings.max_archive_entries),
             memory_limit_mb=settings.fold_memory_limit_mb,
             custom_objects=settings.custom_objects,
+            skip_scan=settings.unsafe_skip_scan,
             **_ray_replica_folding(settings),
         )
+        folder.announce_confinement(required=settings.require_confinement)
         dataplane = DataPlane(settings, Repository(settings.models_dir), runtime, folder, metrics)
         app.state.dataplane = dataplane
         _mark_not_ready_on_sigterm(dataplane)

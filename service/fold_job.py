@@ -1,15 +1,18 @@
 """What runs inside the fold worker process: the only place TensorFlow is imported.
 
-Functions here are called through a process pool; they take and return plain,
-picklable values, and never raise for a bad model: failures come back as
-``{"ok": False, "kind": ..., "error": ...}``.
+Functions here are called in a fresh, confined worker process (``service.fold_worker``);
+they take and return plain, picklable values, and never raise for a bad model:
+failures come back as ``{"ok": False, "kind": ..., "error": ...}``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+Progress = Callable[[str, "float | None"], None]
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class FoldOptions:
     archive_limits: tuple[int, int] | None = None  # total inflated bytes, entries
     signature: str | None = None  # a SavedModel's signature (default serving_default)
     custom_objects: str = ""  # operator-trusted modules registering Keras layers
+    skip_scan: bool = False  # tests only: load a SavedModel without its op scan
 
 
 SAVED_MODEL_DIR = "saved_model"
@@ -32,70 +36,28 @@ SIGNATURE_FILE = "signature.txt"
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
 
 
-_loaded: dict[tuple[str, float], Any] = {}
-
-MEMORY_EXIT_CODE = 86
-WATCH_INTERVAL_S = 0.2
-
-
-def init_worker(parent_pid: int, memory_limit_bytes: int, over_limit: Any) -> None:
-    """Run first in every fold worker: die with the server, and keep under the memory cap.
-
-    On Linux the kernel kills the worker when its parent dies (PR_SET_PDEATHSIG); a
-    watchdog thread also exits when the parent is gone (any OS, or a parent that died
-    before the call), and, when the worker's resident memory goes over
-    ``memory_limit_bytes`` (0: no cap), sets ``over_limit`` and exits, so that the
-    server can say why the job ended instead of being taken down with it.
-    """
-    import ctypes
-    import os
-    import signal
-    import sys
-    import threading
-
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-    page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-    def resident_bytes() -> int:
-        try:
-            with open("/proc/self/statm") as handle:
-                return int(handle.read().split()[1]) * page
-        except (OSError, ValueError, IndexError):
-            return 0
-
-    def watch() -> None:
-        while True:
-            if os.getppid() != parent_pid:
-                os._exit(1)
-            if memory_limit_bytes and resident_bytes() > memory_limit_bytes:
-                over_limit.set()
-                os._exit(MEMORY_EXIT_CODE)
-            threading.Event().wait(WATCH_INTERVAL_S)
-
-    if os.getppid() != parent_pid:
-        os._exit(1)
-    threading.Thread(target=watch, name="fold-worker-watchdog", daemon=True).start()
-
-
 def warm() -> bool:
     """Import TensorFlow, Keras and the folding package ahead of the first job."""
     from folding.quiet import import_keras
 
-    import_keras()
+    import_keras(first_op=False)  # no op yet: the worker is confined single-threaded
     import folding.pipeline  # noqa: F401
 
     return True
 
 
+def prepare(custom_objects: str) -> dict | None:
+    """Before the worker is confined: TensorFlow imported, and the operator's custom-object
+    modules (trusted code, read from wherever they are installed); a failure is the job's
+    answer."""
+    warm()
+    return _import_custom_objects(custom_objects)
+
+
 class StageReporter:
-    """``on_stage(stage, progress)`` for the pipelines: writes the stage, its progress and
-    when each stage started to ``path`` (a JSON file replaced atomically), where the
-    server process that owns the job reads it. With no path, it does nothing."""
+    """``on_stage(stage, progress)``, in the server process: writes the stage the fold
+    worker reports, its progress and when each stage started to ``path`` (a JSON file
+    replaced atomically), where the upload's monitor reads it. With no path, nothing."""
 
     def __init__(self, path: str | None) -> None:
         self.path = None if path is None else Path(path)
@@ -121,14 +83,18 @@ def fold_source(
     name: str,
     options: FoldOptions,
     label: str | None = None,
-    progress: str | None = None,
+    progress: Progress | None = None,
 ) -> dict:
     """Load ``source`` safely, fold it and write the exports and report into ``out_dir``.
 
     ``label`` names the file in error messages (the name it was uploaded under);
     ``calibration`` is a .npy/.npz to recalibrate the BNs on before folding;
-    ``progress``: the file the stages are reported in (see ``StageReporter``)."""
-    on_stage = StageReporter(progress)
+    ``progress(stage, fraction)`` is told each stage as it begins, and its progress."""
+
+    def on_stage(stage: str, fraction: float | None) -> None:
+        if progress is not None:
+            progress(stage, fraction)
+
     on_stage("loading", None)
     warm()
     from folding.loading import DEFAULT_LIMITS, ArchiveLimits
@@ -141,18 +107,12 @@ def fold_source(
     if custom is not None:
         return custom
     if source.lower().endswith(ARCHIVE_SUFFIXES) or Path(source).is_dir():
-        try:
-            return _fold_saved_model_source(source, out_dir, name, options, label, limits, on_stage)
-        finally:
-            _forget_models()
+        return _fold_saved_model_source(source, out_dir, name, options, label, limits, on_stage)
     if options.signature is not None:
         return {"ok": False, "kind": "invalid", "error": "'signature' applies to a SavedModel"}
     if source.endswith(".onnx"):
         return _fold_onnx_source(source, out_dir, name, options, label, on_stage)
-    try:
-        return _fold_keras_source(source, out_dir, name, options, label, limits, on_stage)
-    finally:
-        _forget_models()
+    return _fold_keras_source(source, out_dir, name, options, label, limits, on_stage)
 
 
 def _import_custom_objects(spec: str) -> dict | None:
@@ -201,7 +161,9 @@ def _fold_saved_model_source(
             root.rename(directory)
             shutil.rmtree(unpacked, ignore_errors=True)
             Path(source).unlink()
-        serving = load_saved_model(directory, signature, label or directory.name)
+        serving = load_saved_model(
+            directory, signature, label or directory.name, scan=not options.skip_scan
+        )
         report = fold_saved_model_to_directory(
             serving, Path(out_dir), name=name, on_stage=on_stage, **_verification(options)
         )
@@ -209,18 +171,6 @@ def _fold_saved_model_source(
         return report
 
     return _outcome(job)
-
-
-def _forget_models() -> None:
-    """Drop what Keras keeps of the models a job built (layers, traced functions), so
-    that a long-lived worker does not grow with every job."""
-    import gc
-
-    import keras
-
-    _loaded.clear()
-    keras.backend.clear_session()
-    gc.collect()
 
 
 def _fold_keras_source(
@@ -315,9 +265,12 @@ def _outcome(job: Any) -> dict:
     return {"ok": True, "report": report.to_dict()}
 
 
-def keras_predict(source: str, arrays: list[Any], custom_objects: str = "") -> dict:
+def keras_predict(
+    source: str, arrays: list[Any], custom_objects: str = "", skip_scan: bool = False
+) -> dict:
     """The source model's outputs (flat list) on ``arrays`` (flat list of inputs): the
-    Keras model, or a SavedModel's signature (the one it was folded with)."""
+    Keras model, or a SavedModel's signature (the one it was folded with). ``skip_scan``
+    (tests only): a SavedModel is loaded without its op scan."""
     warm()
     import numpy as np
 
@@ -327,12 +280,8 @@ def keras_predict(source: str, arrays: list[Any], custom_objects: str = "") -> d
     if failed is not None:
         return {"ok": False, "error": failed["error"]}
     path = Path(source)
-    key = (source, path.stat().st_mtime)
     try:
-        if key not in _loaded:
-            _loaded.clear()
-            _loaded[key] = _source_caller(path)
-        outputs = _loaded[key](list(arrays))
+        outputs = _source_caller(path, scan=not skip_scan)(list(arrays))
     except FoldingError as error:
         return {"ok": False, "error": str(error)}
     except Exception as error:  # the model's own call failed on these inputs
@@ -350,7 +299,7 @@ def _onnx_caller(path: Path) -> Any:
     return lambda arrays: session.run(None, dict(zip(names, arrays, strict=True)))
 
 
-def _source_caller(path: Path) -> Any:
+def _source_caller(path: Path, scan: bool = True) -> Any:
     from folding.loading import load_keras_model
     from folding.pipeline import flat_caller
 
@@ -362,4 +311,4 @@ def _source_caller(path: Path) -> Any:
 
     recorded = path.parent / SIGNATURE_FILE
     signature = recorded.read_text().strip() if recorded.is_file() else DEFAULT_SIGNATURE
-    return load_saved_model(path, signature, "the stored SavedModel")
+    return load_saved_model(path, signature, "the stored SavedModel", scan=scan)

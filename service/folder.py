@@ -1,9 +1,11 @@
-"""Runs fold jobs and Keras reference predictions in a separate worker process.
+"""Runs fold jobs and Keras reference predictions in separate, confined worker processes.
 
-TensorFlow is imported only in that process (``service.fold_job``), so the
-serving process stays small and keeps answering while a fold runs. One job
-runs at a time; a job that crashes or overruns its timeout takes the worker
-down with it and a fresh one is started for the next job.
+TensorFlow is imported only in those processes (``service.fold_job``), so the
+serving process stays small and keeps answering while a fold runs. Every job
+gets a fresh process (``service.fold_worker``), confined to that job's files
+before the model is opened; a spare one is kept warm (TensorFlow imported) so
+that a job does not wait for the import. One job runs at a time; a job that
+crashes, is cancelled or overruns its timeout has its worker killed.
 """
 
 from __future__ import annotations
@@ -11,22 +13,20 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
-import multiprocessing
-import os
-import sys
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from folding.confine import Capability, ConfinementError, capability
 from service import fold_job
 from service.errors import Conflict, InvalidInput, NotFound, Unprocessable
+from service.fold_worker import MEMORY_EXIT_CODE, Request, WorkerGone, WorkerProcess
 
 logger = logging.getLogger("foldserve.folder")
 
-JOBS_PER_WORKER = 200
-"""A fresh worker process after this many jobs: what TensorFlow keeps between
-models (it never gives everything back) cannot accumulate without bound."""
+PRIVATE_TMP = ".tmp"
+"""The worker's temporary directory, inside the folder it may write."""
 
 NO_TENSORFLOW = (
     "this server is a serving-only image without TensorFlow and cannot fold models: "
@@ -60,6 +60,7 @@ class Folder:
         archive_limits: tuple[int, int] | None = None,
         memory_limit_mb: int = 0,
         custom_objects: str = "",
+        skip_scan: bool = False,
         available: bool | None = None,
         refusal: str = NO_TENSORFLOW,
     ) -> None:
@@ -72,74 +73,90 @@ class Folder:
         self.memory_limit_mb = memory_limit_mb
         self.custom_objects = custom_objects
         """Operator-trusted modules the worker imports (custom Keras layers)."""
-        self._context = multiprocessing.get_context("spawn")
-        self._over_limit = self._context.Event()
+        self.skip_scan = skip_scan
+        """Tests only: SavedModels are loaded without their op scan."""
         self.available = tensorflow_installed() if available is None else available
         """False in the serving-only image: folds and Keras predictions are refused."""
         self.refusal = refusal
         """Why, naming where folding runs (the 409's message)."""
-        self._pool: ProcessPoolExecutor | None = None
+        self.confinement: Capability = capability()
+        """What the kernel confines each worker to (see ``folding.confine``)."""
+        self._spare: WorkerProcess | None = None
+        self._running: WorkerProcess | None = None
+        self._keep_spare = False
         self._lock = asyncio.Lock()
 
-    def _ensure_pool(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._over_limit.clear()
-            recycle = (
-                {"max_tasks_per_child": JOBS_PER_WORKER} if sys.version_info >= (3, 11) else {}
-            )
-            self._pool = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=self._context,
-                initializer=fold_job.init_worker,
-                initargs=(os.getpid(), self.memory_limit_mb * 1024 * 1024, self._over_limit),
-                **recycle,
-            )
-        return self._pool
+    def _start_spare(self) -> None:
+        if self._spare is not None and not self._spare.alive:  # died waiting (OOM killer)
+            self._spare.close()
+            self._spare = None
+        if self.available and self._spare is None:
+            self._spare = WorkerProcess(self.memory_limit_mb * 1024 * 1024)
 
     def prewarm(self) -> None:
-        """Start the worker and import TensorFlow in it, without waiting."""
+        """Start a spare worker (importing TensorFlow) without waiting, and keep one
+        from now on: each job's worker is replaced as soon as it is handed its job."""
         if not self.available:
             logger.info("TensorFlow is not installed: this server serves but does not fold")
             return
-        self._ensure_pool().submit(fold_job.warm)
+        self._keep_spare = True
+        self._start_spare()
+
+    def announce_confinement(self, required: bool = False) -> None:
+        """Say in one log line what the fold workers are confined to; with ``required``,
+        refuse (``ConfinementError``) when files or TCP cannot be confined here."""
+        if not self.available:
+            return
+        if self.skip_scan:
+            logger.warning(
+                "FOLDSERVE_UNSAFE_SKIP_SCAN is set: SavedModels are loaded without their op "
+                "scan (for tests only)"
+            )
+        full = self.confinement.files and self.confinement.network
+        if required and not full:
+            raise ConfinementError(
+                f"FOLDSERVE_REQUIRE_CONFINEMENT is set but {self.confinement.describe()}"
+            )
+        (logger.info if full else logger.warning)("%s", self.confinement.describe())
 
     def require(self) -> None:
         """Raise the 409 naming where folding runs, when it cannot run here."""
         if not self.available:
             raise Conflict(self.refusal)
 
-    async def _call(self, function: Any, *args: Any) -> Any:
+    async def _call(
+        self,
+        request: Request,
+        progress: fold_job.StageReporter | None = None,
+    ) -> Any:
+        """Run ``request`` in a fresh worker confined to its paths (one at a time)."""
         self.require()
         async with self._lock:
-            pool = self._ensure_pool()
-            future = asyncio.get_running_loop().run_in_executor(pool, function, *args)
-            try:
-                return await asyncio.wait_for(future, self.timeout)
-            except asyncio.CancelledError:  # the job was cancelled: stop its worker too
-                self._restart()
-                self.prewarm()
-                raise
+            self._start_spare()
+            worker, self._spare = self._spare, None
+            if worker is None:  # available was checked: a spare was just started
+                raise Conflict(self.refusal)
+            self._running = worker
+            if self._keep_spare:  # the next job's worker warms up while this one runs
+                self._start_spare()
+            try:  # a cancelled job, or one out of time, has its worker stopped below
+                return await asyncio.wait_for(
+                    asyncio.to_thread(worker.run, request, progress), self.timeout
+                )
             except asyncio.TimeoutError:
-                self._restart()
                 raise Unprocessable(
                     f"the fold worker did not finish within {self.timeout:g} s"
                 ) from None
-            except BrokenProcessPool:
-                over_limit = self._over_limit.is_set()
-                self._restart()
-                if over_limit:
+            except WorkerGone as gone:
+                if gone.returncode == MEMORY_EXIT_CODE:
                     raise Unprocessable(
                         f"the fold job went over the fold worker's memory limit of "
                         f"{self.memory_limit_mb} MB (FOLDSERVE_FOLD_MEMORY_LIMIT_MB)"
                     ) from None
                 raise InvalidInput("the fold worker crashed on this model") from None
-
-    def _restart(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            for process in list(getattr(pool, "_processes", {}).values()):
-                process.kill()
-            pool.shutdown(wait=False, cancel_futures=True)
+            finally:
+                self._running = None
+                worker.stop()  # ``run`` (in its thread) then reaps it and closes the pipes
 
     async def fold(
         self,
@@ -161,6 +178,7 @@ class Folder:
         ``calibration``: a .npy/.npz every BN is recalibrated on before folding;
         ``progress``: a file the worker keeps its stage and progress in.
         Cancelling the awaiting task stops the worker (a fresh one is started)."""
+        out_dir = Path(out_dir)
         options = fold_job.FoldOptions(
             rtol=self.rtol,
             samples=self.samples,
@@ -171,16 +189,26 @@ class Folder:
             archive_limits=self.archive_limits,
             signature=signature,
             custom_objects=self.custom_objects,
+            skip_scan=self.skip_scan,
         )
-        result = await self._call(
-            fold_job.fold_source,
-            str(source),
-            str(out_dir),
-            name,
-            options,
-            label,
-            None if progress is None else str(progress),
+        tmp = out_dir / PRIVATE_TMP
+        tmp.mkdir(parents=True, exist_ok=True)
+        inputs = [path for path in (source, probe, calibration) if path is not None]
+        request = Request(
+            "fold_source",
+            (str(source), str(out_dir), name, options, label),
+            read=tuple(str(path) for path in inputs),
+            write=(str(out_dir),),
+            tmp=str(tmp),
+            custom_objects=self.custom_objects,
+            progress=progress is not None,
         )
+        try:
+            result = await self._call(
+                request, None if progress is None else fold_job.StageReporter(str(progress))
+            )
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         if result["ok"]:
             return result["report"]
         if result["kind"] == "verification":
@@ -192,10 +220,27 @@ class Folder:
     async def keras_predict(self, source: Path | None, arrays: list[Any]) -> list[Any]:
         if source is None:
             raise NotFound("this version has no source model to compare against")
-        result = await self._call(fold_job.keras_predict, str(source), arrays, self.custom_objects)
+        tmp = Path(tempfile.mkdtemp(prefix="foldserve-compare-"))
+        request = Request(
+            "keras_predict",
+            (str(source), arrays, self.custom_objects, self.skip_scan),
+            read=(str(source.parent),),  # the stored version: its source and signature.txt
+            write=(str(tmp),),
+            tmp=str(tmp),
+            custom_objects=self.custom_objects,
+        )
+        try:
+            result = await self._call(request)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         if not result["ok"]:
             raise InvalidInput(f"the source model failed on these inputs: {result['error']}")
         return result["outputs"]
 
     def close(self) -> None:
-        self._restart()
+        self._keep_spare = False
+        if self._running is not None:
+            self._running.stop()
+        if self._spare is not None:
+            self._spare.close()
+            self._spare = None

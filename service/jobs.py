@@ -2,7 +2,7 @@
 
 ``<models_dir>/.jobs/<id>.json``      the job, replaced atomically (temp file + rename)
 ``<models_dir>/.jobs/<id>.cancel``    a cancel request; the process running the job polls for it
-``<models_dir>/.jobs/<id>.progress``  written by the fold worker: its stage and progress
+``<models_dir>/.jobs/<id>.progress``  the fold worker's stage and progress (as it reports them)
 
 A job is written only by the process that runs it (its *owner*), which also
 refreshes ``heartbeat_at`` while the job is not finished. A job that is not

@@ -116,6 +116,15 @@ class Settings(BaseSettings):
     """Resident memory the fold worker may use (MB; 0: no cap). A job that goes over it
     ends with a 422 naming the limit; the server and its models are unaffected."""
 
+    require_confinement: bool = False
+    """Refuse to start unless the kernel can confine the fold worker for files and TCP
+    (Landlock ABI 4 or later; see docs/security.md). Off, the server starts anyway and
+    says in its log and in ``GET /v2`` (``confinement``) what it could not confine."""
+
+    unsafe_skip_scan: bool = False
+    """For tests only: uploaded SavedModels are loaded without their op scan, so that a
+    test can show what the confinement alone stops. Never set it on a server."""
+
     fold_timeout: float = Field(600.0, gt=0)
     """Seconds a fold job may take before it is abandoned."""
 

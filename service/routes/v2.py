@@ -22,6 +22,7 @@ async def server_metadata(dataplane: DataPlaneDep) -> JSONResponse:
             "version": __version__,
             "extensions": EXTENSIONS,
             "execution_provider": dataplane.runtime.provider,
+            "confinement": dataplane.folder.confinement.to_dict(),
         }
     )
 

@@ -267,19 +267,16 @@ def signature_answers(directory: Path, arrays: dict[str, np.ndarray]) -> dict[st
     return {key: value.numpy() for key, value in result.items()}
 
 
-def _retarget_signature_outputs(path: Path, tensor_name: str = "no_such_node:0") -> None:
+def retarget_signature_outputs(path: Path, tensor_name: str = "no_such_node:0") -> Path:
     """Point every output of every ``signature_def`` at a tensor no node produces (the
     loader runs the object graph's functions and never looks at these names)."""
-    from tensorflow.core.protobuf import saved_model_pb2
 
-    pb = path / "saved_model.pb"
-    message = saved_model_pb2.SavedModel()
-    message.ParseFromString(pb.read_bytes())
-    for meta in message.meta_graphs:
+    def edit(meta):
         for signature in meta.signature_def.values():
             for output in signature.outputs.values():
                 output.name = tensor_name
-    pb.write_bytes(message.SerializeToString())
+
+    return edit_saved_model(path, edit)
 
 
 def hides_a_dataset(
@@ -321,5 +318,32 @@ def hides_a_dataset(
 
     module = Hider()
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
-    _retarget_signature_outputs(path)
+    return retarget_signature_outputs(path)
+
+
+def fails_on_probes(path: Path) -> Path:
+    """A SavedModel that converts to ONNX but whose serving function fails on negative
+    inputs: ``CheckNumerics`` of ``log(x)``."""
+    import tensorflow as tf
+
+    class Logger(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": tf.debugging.check_numerics(tf.math.log(x), "log of the input")}
+
+    module = Logger()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def edit_saved_model(path: Path, edit) -> Path:
+    """Rewrite ``path``'s saved_model.pb with ``edit(meta_graph)`` applied."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = path / "saved_model.pb"
+    message = saved_model_pb2.SavedModel()
+    message.ParseFromString(pb.read_bytes())
+    for meta in message.meta_graphs:
+        edit(meta)
+    pb.write_bytes(message.SerializeToString())
     return path

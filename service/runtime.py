@@ -12,6 +12,7 @@ import onnxruntime
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from folding.fusions import ALWAYS_DISABLED_OPTIMIZERS, UNFOLDED_DISABLED_OPTIMIZERS
+from folding.onnx_external import refuse_external_file
 from service.errors import InvalidInput
 
 logger = logging.getLogger("foldserve.runtime")
@@ -117,6 +118,7 @@ class Runtime:
         (``folding.fusions``); every session disables the fusions known to be wrong."""
         providers = [CUDA, CPU] if self.provider == CUDA else [CPU]
         disabled = UNFOLDED_DISABLED_OPTIMIZERS if unfolded else ALWAYS_DISABLED_OPTIMIZERS
+        refuse_external_file(path, path.name)  # never resolve another file's bytes
         session = onnxruntime.InferenceSession(
             str(path), self._options(), providers=providers, disabled_optimizers=list(disabled)
         )

@@ -4,8 +4,14 @@ them; each refusal is one line naming the culprit, and nothing in the model runs
 
 from pathlib import Path
 
+import numpy as np
+import onnxruntime
 import pytest
 
+from folding.errors import ModelLoadError, UnsafeModelError
+from folding.onnx_external import external
+from folding.onnx_pipeline import load_onnx
+from tests import hostile_onnx
 from tests import saved_models as build
 from tests.folding.test_saved_model import fold
 
@@ -99,3 +105,84 @@ def test_signature_that_fails_on_the_probes_is_one_line(tmp_path):
     assert "signature 'serving_default' failed when run on the probe inputs" in line
     assert "InvalidArgumentError" in line and "log of the input" in line
     assert not out.exists()
+
+
+CULPRITS = {
+    "constant": "attribute 'value' of Constant node 'leak' (in the graph)",
+    "initializer": "initializer 'c' (in the graph)",
+    "sparse_initializer": "sparse initializer 'c' (in the graph)",
+    "sparse_constant": "sparse attribute 'sparse_value' of Constant node 'leak' (in the graph)",
+    "subgraph": "attribute 'value' of Constant node 'leak' (in the else_branch graph of If node "
+    "'choose' (in the graph))",
+    "function": "attribute 'value' of Constant node 'leak' (in function 'Leak')",
+}
+
+
+@pytest.mark.parametrize("location", ["etc/passwd", "../../other-model/report.json"])
+@pytest.mark.parametrize("where", hostile_onnx.WHERE)
+def test_onnx_tensor_with_external_data_is_refused_in_an_upload(tmp_path, where, location):
+    path = hostile_onnx.save(hostile_onnx.hostile(where, location), tmp_path / "model.onnx")
+    with pytest.raises(UnsafeModelError) as refused:
+        load_onnx(path, "model.onnx")  # as the fold worker loads an upload
+    message = str(refused.value)
+    assert CULPRITS[where] in message
+    assert f"keeps its data in an external file ({location!r})" in message
+
+
+def _store_with_a_neighbour(tmp_path):
+    """``tmp_path/store/other-model/report.json`` beside ``tmp_path/store/mine/1/``."""
+    (tmp_path / "store" / "other-model").mkdir(parents=True)
+    (tmp_path / "store" / "other-model" / "report.json").write_bytes(b'{"secret": 12345678}')
+    folder = tmp_path / "store" / "mine" / "1"
+    folder.mkdir(parents=True)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("location", "fragment"),
+    [
+        ("../../other-model/report.json", "which is not a file beside it"),
+        ("/etc/passwd", "which is not a file beside it"),
+        ("etc/passwd", "which does not exist beside it"),
+        ("linked.bin", "which leads outside the model's folder"),
+        ("folder", "which leads outside the model's folder or is not a regular file"),
+    ],
+)
+def test_external_data_is_read_only_inside_the_model_folder(
+    tmp_path, monkeypatch, location, fragment
+):
+    folder = _store_with_a_neighbour(tmp_path)
+    (folder / "linked.bin").symlink_to(tmp_path / "store" / "other-model" / "report.json")
+    (folder / "folder").mkdir()
+    path = hostile_onnx.save(hostile_onnx.hostile("constant", location), folder / "m.onnx")
+    monkeypatch.chdir("/")  # where etc/passwd is a file: the working directory never counts
+    with pytest.raises(UnsafeModelError if "exist" not in fragment else ModelLoadError) as refused:
+        load_onnx(path, external_data=True)
+    assert CULPRITS["constant"] in str(refused.value) and fragment in str(refused.value)
+
+
+def test_cli_refuses_external_data_outside_the_model_folder_in_one_line(tmp_path):
+    folder = _store_with_a_neighbour(tmp_path)
+    location = "../../other-model/report.json"
+    path = hostile_onnx.save(hostile_onnx.hostile("constant", location), folder / "m.onnx")
+    line = refusal(fold(path, "-o", tmp_path / "out"))
+    assert CULPRITS["constant"] in line and "which is not a file beside it" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_reads_external_data_in_a_subfolder_of_the_model(tmp_path):
+    values = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "c.bin").write_bytes(values.tobytes())
+    for where in ("constant", "subgraph", "function", "sparse_initializer"):
+        path = hostile_onnx.save(
+            hostile_onnx.hostile(where, "weights/c.bin"), tmp_path / f"{where}.onnx"
+        )
+        model = load_onnx(path, external_data=True)
+        assert not external(model)
+        session = onnxruntime.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        (answer,) = session.run(None, {"x": np.zeros((1, 4), np.float32)})
+        expected = values if where != "sparse_initializer" else [1.0, 0.0, 2.0, 0.0]
+        np.testing.assert_array_equal(answer[0], expected)

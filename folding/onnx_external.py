@@ -82,7 +82,13 @@ def location(tensor: onnx.TensorProto) -> str:
     return next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
 
 
-def refuse_external_data(model: onnx.ModelProto, label: str) -> None:
+UPLOAD_HINT = (
+    "upload one self-contained file: torch.onnx.export(..., external_data=False), or "
+    "onnx.save(onnx.load(path), out_path, save_as_external_data=False)"
+)
+
+
+def refuse_external_data(model: onnx.ModelProto, label: str, hint: str = UPLOAD_HINT) -> None:
     """Refuse a model any of whose tensors keeps its bytes in another file."""
     found = external(model)
     if found:
@@ -90,9 +96,7 @@ def refuse_external_data(model: onnx.ModelProto, label: str) -> None:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
         raise UnsafeModelError(
             f"'{label}': {culprit} keeps its data in an external file "
-            f"({location(tensor)!r}){more}; upload one self-contained file: "
-            "torch.onnx.export(..., external_data=False), or "
-            "onnx.save(onnx.load(path), out_path, save_as_external_data=False)"
+            f"({location(tensor)!r}){more}; {hint}"
         )
 
 
@@ -168,4 +172,4 @@ def refuse_external_file(path: Path, label: str) -> None:
     except Exception as error:  # protobuf's DecodeError and friends
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise ModelLoadError(f"'{label}' is not a valid ONNX model: {first}") from None
-    refuse_external_data(model, label)
+    refuse_external_data(model, label, "no session reads another file")

@@ -334,12 +334,18 @@ def _embedded(node: Any, body: _Body) -> Iterator[_Body]:
 
 
 def _called(node: Any) -> Iterator[str]:
-    """Names of the functions a NodeDef calls through any function-valued attribute."""
-    for value in node.attr.values():
-        if value.HasField("func") and value.func.name:
-            yield value.func.name
-        for function in value.list.func:
-            yield function.name
+    """Names of the functions a NodeDef calls through any function-valued attribute,
+    including those passed on to a called function in its own attributes."""
+    yield from _functions_in(node.attr.values())
+
+
+def _functions_in(values: Iterable[Any]) -> Iterator[str]:
+    for value in values:
+        functions = [value.func] if value.HasField("func") else []
+        for function in [*functions, *value.list.func]:
+            if function.name:
+                yield function.name
+            yield from _functions_in(function.attr.values())
 
 
 def _own_ops(body: _Body) -> Iterator[str]:

@@ -186,3 +186,24 @@ def test_cli_reads_external_data_in_a_subfolder_of_the_model(tmp_path):
         (answer,) = session.run(None, {"x": np.zeros((1, 4), np.float32)})
         expected = values if where != "sparse_initializer" else [1.0, 0.0, 2.0, 0.0]
         np.testing.assert_array_equal(answer[0], expected)
+
+
+def test_function_passed_on_in_a_call_attribute_is_on_the_serving_path(tmp_path):
+    """A function reached only as an attribute of the function a call names (how a
+    caller fills a callee's function placeholder) is judged as the serving path."""
+    from folding.saved_model_scan import check_saved_model
+
+    def pass_on_a_saver(meta):
+        library = meta.graph_def.library.function
+        hidden = library.add()
+        hidden.signature.name = "hidden_saver"
+        saver = hidden.node_def.add()
+        saver.name, saver.op = "save", "SaveV2"
+        wrapper = next(f for f in library if "signature_wrapper" in f.signature.name)
+        call = next(n for n in wrapper.node_def if n.op == "StatefulPartitionedCall")
+        inner = call.attr["f"].func.attr["inner"]
+        inner.func.name = "hidden_saver"
+
+    model = build.edit_saved_model(build.tf_module_two_inputs(tmp_path / "m"), pass_on_a_saver)
+    with pytest.raises(UnsafeModelError, match=r"serving path uses op 'SaveV2'.*'hidden_saver'"):
+        check_saved_model(model, "serving_default", "m")

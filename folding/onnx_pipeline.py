@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from folding.errors import ExportError, ModelLoadError
+from folding.onnx_external import inline_external_data, refuse_external_data
 from folding.onnx_graph import fold_onnx
 from folding.onnx_ir import readable_by_runtime
 from folding.onnx_model import OnnxModel, summarize
@@ -43,10 +44,11 @@ MAX_ONNX_BYTES = 2 * 1024**3
 def load_onnx(path: Path, label: str | None = None, external_data: bool = False) -> onnx.ModelProto:
     """An ONNX model file, checked.
 
-    Weights in external files (what ``torch.onnx.export`` writes by default, as
+    Tensors in external files (what ``torch.onnx.export`` writes by default, as
     ``model.onnx.data``) are read only with ``external_data`` (the command line,
-    where the operator names a file on their own disk), and only from plain files
-    beside the model; an upload is one file, so its external data is refused."""
+    where the operator names a file on their own disk), and only from regular files
+    inside the model's folder; an upload is one file, so any tensor with external
+    data is refused (``folding.onnx_external``)."""
     label = label or path.name
     if not path.is_file():
         raise ModelLoadError(f"no such file: {path}")
@@ -54,54 +56,16 @@ def load_onnx(path: Path, label: str | None = None, external_data: bool = False)
         model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # protobuf's DecodeError and friends
         raise ModelLoadError(f"'{label}' is not a valid ONNX model: {error}") from None
-    locations = sorted(
-        {
-            entry.value
-            for tensor in model.graph.initializer
-            if tensor.data_location == onnx.TensorProto.EXTERNAL
-            for entry in tensor.external_data
-            if entry.key == "location"
-        }
-    )
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
-        if not external_data:
-            raise ModelLoadError(
-                f"'{label}' keeps its weights in external files ({', '.join(locations)}); "
-                "upload one self-contained file: torch.onnx.export(..., external_data=False), "
-                "or onnx.save(onnx.load(path), out_path, save_as_external_data=False)"
-            )
-        _load_external_data(model, path, label, locations)
+    if external_data:
+        inline_external_data(model, path, label)
+    else:
+        refuse_external_data(model, label)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as error:
         first = (str(error).strip().splitlines() or ["invalid"])[0]
         raise ModelLoadError(f"'{label}' is not a valid ONNX model: {first}") from None
     return readable_by_runtime(model, label)
-
-
-def _load_external_data(
-    model: onnx.ModelProto, path: Path, label: str, locations: list[str]
-) -> None:
-    """Read the external weights into ``model``: each a regular file named plainly (no
-    folder, no link) beside ``path``."""
-    folder = path.resolve().parent
-    for location in locations:
-        candidate = folder / location
-        if (
-            not location
-            or "/" in location
-            or "\\" in location
-            or location in (".", "..")
-            or candidate.is_symlink()
-            or not candidate.is_file()
-        ):
-            raise ModelLoadError(
-                f"'{label}' keeps weights in {location!r}, which is not a file beside it"
-            )
-    try:
-        onnx.load_external_data_for_model(model, str(folder))
-    except Exception as error:  # onnx raises ValueError/OSError for a bad offset or length
-        raise ModelLoadError(f"'{label}': its external weights cannot be read: {error}") from None
 
 
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
@@ -240,5 +204,6 @@ def _run_unoptimised(data: bytes, names: list[str], arrays: list[np.ndarray]) ->
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
+    refuse_external_data(onnx.ModelProto.FromString(data), "the model")
     runner = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     return runner.run(None, dict(zip(names, arrays, strict=True)))

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from folding.errors import ExportError, ModelLoadError
+from folding.errors import ExportError, ModelLoadError, VerificationError
 from folding.saved_model_scan import SAVED_MODEL_FILE, SignatureSpec, check_saved_model
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -49,8 +49,28 @@ class ServingFunction:
         feed = {
             key: tf.constant(array) for key, array in zip(self.spec.inputs, arrays, strict=True)
         }
-        result = self.function(**feed)
+        try:
+            result = self.function(**feed)
+        except tf.errors.OpError as error:
+            raise VerificationError(
+                f"signature '{self.spec.name}' failed when run on the probe inputs: "
+                f"{type(error).__name__}: {_reason(error)}"
+            ) from None
         return [np.asarray(result[key]) for key in self.spec.outputs]
+
+
+_TF_ERROR_NOISE = ("Graph execution error", "Detected at node", "<stack traces", "[[{{node")
+
+
+def _reason(error: Exception) -> str:
+    """The line of a TensorFlow error that says what failed, without its traceback; an
+    assertion's message (which may carry the tensors it checked) is left out."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    useful = [line for line in lines if line and not line.startswith(_TF_ERROR_NOISE)]
+    reason = useful[0] if useful else "no message"
+    if "assertion failed" in reason.lower():
+        return "an assertion in the model failed"
+    return reason[:300]
 
 
 def is_saved_model(path: Path) -> bool:

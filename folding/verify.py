@@ -42,6 +42,7 @@ from onnx import TensorProto, numpy_helper
 
 from folding.errors import FoldingError, VerificationError
 from folding.fusions import ALWAYS_DISABLED_OPTIMIZERS, UNFOLDED_DISABLED_OPTIMIZERS
+from folding.onnx_external import refuse_external_data, refuse_external_file
 from folding.report import OutputCheck, Verification
 
 DEFAULT_RTOL = 1e-4
@@ -73,10 +74,13 @@ def session(model: Source, *, unfolded: bool = False):
     import onnxruntime
 
     if isinstance(model, onnx.ModelProto):
+        refuse_external_data(model, model.graph.name or "the model")
         source: str | bytes = model.SerializeToString()
     elif isinstance(model, bytes):
+        refuse_external_data(onnx.ModelProto.FromString(model), "the model")
         source = model
     else:
+        refuse_external_file(Path(model), Path(model).name)
         source = str(model)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3

@@ -13,6 +13,7 @@ import onnxruntime
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from folding.fusions import ALWAYS_DISABLED_OPTIMIZERS, UNFOLDED_DISABLED_OPTIMIZERS
+from folding.onnx_external import refuse_external_file
 from service import cost
 from service.errors import InvalidInput, Unprocessable
 
@@ -179,6 +180,7 @@ class Runtime:
         self.check_memory(path)
         providers = [CUDA, CPU] if self.provider == CUDA else [CPU]
         disabled = UNFOLDED_DISABLED_OPTIMIZERS if unfolded else ALWAYS_DISABLED_OPTIMIZERS
+        refuse_external_file(path, path.name)  # never resolve another file's bytes
         before = cost.resident_bytes()
         session = onnxruntime.InferenceSession(
             str(path), self._options(), providers=providers, disabled_optimizers=list(disabled)

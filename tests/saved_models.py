@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import tarfile
 import zipfile
@@ -264,3 +265,85 @@ def signature_answers(directory: Path, arrays: dict[str, np.ndarray]) -> dict[st
     function = tf.saved_model.load(str(directory)).signatures["serving_default"]
     result = function(**{key: tf.constant(value) for key, value in arrays.items()})
     return {key: value.numpy() for key, value in result.items()}
+
+
+def retarget_signature_outputs(path: Path, tensor_name: str = "no_such_node:0") -> Path:
+    """Point every output of every ``signature_def`` at a tensor no node produces (the
+    loader runs the object graph's functions and never looks at these names)."""
+
+    def edit(meta):
+        for signature in meta.signature_def.values():
+            for output in signature.outputs.values():
+                output.name = tensor_name
+
+    return edit_saved_model(path, edit)
+
+
+def hides_a_dataset(
+    path: Path, secret: Path, victim: Path, *, asserts: bool = False, encoded: bool = False
+) -> Path:
+    """A SavedModel whose serving function runs a ``DatasetFromGraph``: a serialized graph
+    (a string constant) holding ``TextLineDataset(secret)`` mapped through ``WriteFile``
+    into ``victim`` (or, ``asserts``, through an ``Assert`` whose message is the line read);
+    its ``signature_def`` output names match no node. ``encoded``: the graph is a base64
+    constant decoded when the function runs."""
+    import tensorflow as tf
+
+    def leak(line):
+        if asserts:
+            check = tf.debugging.Assert(tf.equal(line, "never"), [line])
+            with tf.control_dependencies([check]):
+                return tf.identity(line)
+        with tf.control_dependencies([tf.io.write_file(str(victim), line)]):
+            return tf.identity(line)
+
+    dataset = tf.data.TextLineDataset(str(secret)).take(1).map(leak)
+    graph = dataset._as_serialized_graph(
+        external_state_policy=tf.data.experimental.ExternalStatePolicy.WARN
+    ).numpy()
+    text = base64.urlsafe_b64encode(graph).decode()
+
+    class Hider(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x):
+            if encoded:  # depends on the input, so no constant folding runs it early
+                whole = tf.maximum(tf.shape(x)[0], len(graph))
+                serialized = tf.strings.substr(tf.io.decode_base64(tf.constant(text)), 0, whole)
+            else:
+                serialized = tf.constant(graph)
+            variant = tf.raw_ops.DatasetFromGraph(graph_def=serialized)
+            hidden = tf.data.experimental.from_variant(variant, tf.TensorSpec([], tf.string))
+            with tf.control_dependencies([hidden.get_single_element()]):
+                return {"y": tf.identity(x * 2.0)}
+
+    module = Hider()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return retarget_signature_outputs(path)
+
+
+def fails_on_probes(path: Path) -> Path:
+    """A SavedModel that converts to ONNX but whose serving function fails on negative
+    inputs: ``CheckNumerics`` of ``log(x)``."""
+    import tensorflow as tf
+
+    class Logger(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": tf.debugging.check_numerics(tf.math.log(x), "log of the input")}
+
+    module = Logger()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def edit_saved_model(path: Path, edit) -> Path:
+    """Rewrite ``path``'s saved_model.pb with ``edit(meta_graph)`` applied."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = path / "saved_model.pb"
+    message = saved_model_pb2.SavedModel()
+    message.ParseFromString(pb.read_bytes())
+    for meta in message.meta_graphs:
+        edit(meta)
+    pb.write_bytes(message.SerializeToString())
+    return path

@@ -24,11 +24,15 @@ class FoldOptions:
     export_rtol: float | None = None
     noise_factor: float = 10.0
     probe: str | None = None
-    calibration: str | None = None
+    recalibrate: str | None = None  # rows the BN statistics are re-estimated on first
     archive_limits: tuple[int, int] | None = None  # total inflated bytes, entries
     signature: str | None = None  # a SavedModel's signature (default serving_default)
     custom_objects: str = ""  # operator-trusted modules registering Keras layers
     skip_scan: bool = False  # tests only: load a SavedModel without its op scan
+    precision: tuple[str, ...] = ()  # reduced-precision variants to make: "fp16", "int8"
+    calibration: str | None = None  # rows that calibrate int8 and judge the variants
+    equalize: bool = False  # cross-layer equalization before int8
+    min_agreement: float = 0.98  # top-1 agreement with float32 a classifier's variant keeps
 
 
 SAVED_MODEL_DIR = "saved_model"
@@ -88,7 +92,8 @@ def fold_source(
     """Load ``source`` safely, fold it and write the exports and report into ``out_dir``.
 
     ``label`` names the file in error messages (the name it was uploaded under);
-    ``calibration`` is a .npy/.npz to recalibrate the BNs on before folding;
+    ``options.recalibrate`` is a .npy/.npz to recalibrate the BNs on before folding;
+    ``options.precision`` names the variants made after it (``folding.precision``);
     ``progress(stage, fraction)`` is told each stage as it begins, and its progress."""
 
     def on_stage(stage: str, fraction: float | None) -> None:
@@ -107,12 +112,41 @@ def fold_source(
     if custom is not None:
         return custom
     if source.lower().endswith(ARCHIVE_SUFFIXES) or Path(source).is_dir():
-        return _fold_saved_model_source(source, out_dir, name, options, label, limits, on_stage)
-    if options.signature is not None:
+        result = _fold_saved_model_source(source, out_dir, name, options, label, limits, on_stage)
+    elif options.signature is not None:
         return {"ok": False, "kind": "invalid", "error": "'signature' applies to a SavedModel"}
-    if source.endswith(".onnx"):
-        return _fold_onnx_source(source, out_dir, name, options, label, on_stage)
-    return _fold_keras_source(source, out_dir, name, options, label, limits, on_stage)
+    elif source.endswith(".onnx"):
+        result = _fold_onnx_source(source, out_dir, name, options, label, on_stage)
+    else:
+        result = _fold_keras_source(source, out_dir, name, options, label, limits, on_stage)
+    if result["ok"] and options.precision:
+        return _with_variants(result, Path(out_dir), options, on_stage)
+    return result
+
+
+def _with_variants(result: dict, out_dir: Path, options: FoldOptions, on_stage: Any) -> dict:
+    """Make the precision variants of the folded model (a "quantizing" stage) and list
+    them in the report; rows of the wrong shape are the upload's fault."""
+    from folding.errors import FoldingError, ProbeError
+    from folding.precision import add_variants
+
+    on_stage("quantizing", None)
+    calibration = None if options.calibration is None else Path(options.calibration)
+    try:
+        variants = add_variants(
+            out_dir,
+            options.precision,
+            calibration,
+            options.equalize,
+            min_agreement=options.min_agreement,
+        )
+    except ProbeError as error:
+        message = str(error).replace(calibration.name if calibration else "", "the 'calibration'")
+        return {"ok": False, "kind": "invalid", "error": f"calibration rows: {message}"}
+    except FoldingError as error:
+        return {"ok": False, "kind": "fold", "error": f"precision variants: {error}"}
+    result["report"]["variants"] = [variant.as_dict() for variant in variants]
+    return result
 
 
 def _import_custom_objects(spec: str) -> dict | None:
@@ -148,8 +182,8 @@ def _fold_saved_model_source(
         load_saved_model,
     )
 
-    if options.calibration is not None:
-        return {"ok": False, "kind": "invalid", "error": "'calibration' needs a Keras model"}
+    if options.recalibrate is not None:
+        return {"ok": False, "kind": "invalid", "error": "'recalibrate' needs a Keras model"}
     signature = options.signature or DEFAULT_SIGNATURE
 
     def job() -> Any:
@@ -190,11 +224,11 @@ def _fold_keras_source(
     def job() -> Any:
         model = load_keras_model(source, label, limits)
         data = None
-        if options.calibration is not None:
+        if options.recalibrate is not None:
             try:
-                data = load_calibration(model, Path(options.calibration))
+                data = load_calibration(model, Path(options.recalibrate))
             except ProbeError as error:
-                message = str(error).replace(options.calibration, "the 'calibration' upload")
+                message = str(error).replace(options.recalibrate, "the 'recalibrate' upload")
                 raise ProbeError(message) from None
         report = fold_to_directory(
             model,
@@ -216,8 +250,8 @@ def _fold_onnx_source(
 ) -> dict:
     from folding.onnx_pipeline import fold_onnx_to_directory, load_onnx
 
-    if options.calibration is not None:
-        return {"ok": False, "kind": "invalid", "error": "'calibration' needs a Keras model"}
+    if options.recalibrate is not None:
+        return {"ok": False, "kind": "invalid", "error": "'recalibrate' needs a Keras model"}
     return _outcome(
         lambda: fold_onnx_to_directory(
             load_onnx(Path(source), label),

@@ -15,6 +15,7 @@ import importlib.util
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,26 @@ NO_FOLDING_ON_RAY = (
 def tensorflow_installed() -> bool:
     """Whether TensorFlow can be imported here, found without importing it."""
     return importlib.util.find_spec("tensorflow") is not None
+
+
+@dataclass(frozen=True)
+class Variants:
+    """An upload's precision variants: which, the rows that calibrate and judge them
+    (the upload's ``calibration`` file, else the probes), and how they are judged."""
+
+    precision: tuple[str, ...]
+    calibration: Path | None = None
+    equalize: bool = False
+    min_agreement: float = 0.98
+
+    def options(self) -> dict[str, Any]:
+        """These as ``FoldOptions`` fields."""
+        return {
+            "precision": self.precision,
+            "calibration": None if self.calibration is None else str(self.calibration),
+            "equalize": self.equalize,
+            "min_agreement": self.min_agreement,
+        }
 
 
 class Folder:
@@ -165,9 +186,10 @@ class Folder:
         name: str,
         label: str | None = None,
         probe: Path | None = None,
-        calibration: Path | None = None,
+        recalibrate: Path | None = None,
         signature: str | None = None,
         progress: Path | None = None,
+        variants: Variants | None = None,
     ) -> dict[str, Any]:
         """Fold ``source`` into ``out_dir``; return the report or raise a ServingError.
 
@@ -175,7 +197,8 @@ class Folder:
         one (unpacked into ``out_dir/saved_model``); ``signature``: a SavedModel's.
 
         ``probe``: the user's .npy/.npz verification inputs (else the model's own);
-        ``calibration``: a .npy/.npz every BN is recalibrated on before folding;
+        ``recalibrate``: a .npy/.npz every BN is recalibrated on before folding;
+        ``variants``: the precision variants to make after folding, and their rows;
         ``progress``: a file the worker keeps its stage and progress in.
         Cancelling the awaiting task stops the worker (a fresh one is started)."""
         out_dir = Path(out_dir)
@@ -185,15 +208,17 @@ class Folder:
             export_rtol=self.export_rtol,
             noise_factor=self.noise_factor,
             probe=None if probe is None else str(probe),
-            calibration=None if calibration is None else str(calibration),
+            recalibrate=None if recalibrate is None else str(recalibrate),
             archive_limits=self.archive_limits,
             signature=signature,
             custom_objects=self.custom_objects,
             skip_scan=self.skip_scan,
+            **({} if variants is None else variants.options()),
         )
         tmp = out_dir / PRIVATE_TMP
         tmp.mkdir(parents=True, exist_ok=True)
-        inputs = [path for path in (source, probe, calibration) if path is not None]
+        rows = None if variants is None else variants.calibration
+        inputs = [path for path in (source, probe, recalibrate, rows) if path is not None]
         request = Request(
             "fold_source",
             (str(source), str(out_dir), name, options, label),

@@ -233,7 +233,7 @@ class Uploads:
                     job["name"],
                     label,
                     probe=probe,
-                    calibration=calibration,
+                    recalibrate=calibration,
                     signature=signature,
                     progress=progress,
                 )

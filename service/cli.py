@@ -5,6 +5,7 @@ client commands (``upload``, ``jobs``, ``list``, ``predict``, ``compare``, ``del
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -81,9 +82,19 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     if settings.engine == "ray":
         return run_on_ray(settings)
+    from service.connections import ConnectionLimits, GuardedHttpProtocol
+
+    limits = ConnectionLimits(
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        body_min_rate=settings.body_min_rate,
+    )
     uvicorn.run(
         "service.app:create_app_from_environment",
         factory=True,
+        http=functools.partial(GuardedHttpProtocol, limits=limits),
         host=settings.host,
         port=settings.port,
         workers=settings.workers,

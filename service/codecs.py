@@ -97,6 +97,15 @@ def array_from_bytes(raw: bytes, dtype: np.dtype, shape: list[int], what: str) -
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
+def parse_json(raw: bytes) -> Any:
+    if not raw:
+        raise InvalidInput("request body is empty; expected JSON")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidInput(f"request body is not valid JSON: {error}") from None
+
+
 def to_json(content: Any) -> bytes:
     """JSON bytes by orjson; numpy arrays and scalars serialised natively."""
     return orjson.dumps(

@@ -28,7 +28,7 @@ import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -41,7 +41,9 @@ from service.codecs import (
     v2_datatype,
 )
 from service.errors import InvalidInput, TooLarge
-from service.runtime import TensorMeta
+
+if TYPE_CHECKING:
+    from service.runtime import TensorMeta
 
 
 @dataclass

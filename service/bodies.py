@@ -7,6 +7,11 @@ therefore go to a small pool of decoder processes (spawned, importing only numpy
 orjson and the protocol modules, never ONNX Runtime); what comes back is the parsed
 arrays, or the encoded bytes. Mid-sized bodies are parsed in a thread, small ones
 in place. A decoder process that dies is replaced, and its request answered 503.
+
+A large body with a declared length is not even joined in this process: its chunks
+are written, as they arrive, to a file in ``/dev/shm`` (memory; writes release the
+GIL) that the decoder process reads; joining and pickling 40 MB would each hold the
+loop for tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import anyio
@@ -30,6 +38,8 @@ logger = logging.getLogger("foldserve.bodies")
 
 THREAD_BYTES = 256 * 1024
 """Bodies larger than this (and not sent to a decoder process) are parsed in a thread."""
+SPOOL_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
+"""Where large bodies are handed to the decoder process (None: the temporary folder)."""
 
 
 class TensorSpec(NamedTuple):
@@ -72,6 +82,10 @@ def _ready() -> bool:
     return True
 
 
+def _from_file(function: Callable[..., Any], path: str, *args: Any) -> Any:
+    return function(Path(path).read_bytes(), *args)
+
+
 class BodyCodec:
     """Runs a decode or encode in place, in a thread, or in a decoder process, by size."""
 
@@ -96,6 +110,19 @@ class BodyCodec:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    async def decode(self, request: Any, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(body, *args)`` on ``request``'s body, where it holds nobody up."""
+        declared = request.headers.get("content-length", "")
+        pool = self._pool
+        if pool is None or not declared.isdigit() or int(declared) <= self.large_bytes:
+            body = await request.body()
+            return await self.run(function, body, *args, size=len(body))
+        with tempfile.NamedTemporaryFile(dir=SPOOL_DIR, prefix="foldserve-body-") as spool:
+            async for chunk in request.stream():
+                spool.write(chunk)
+            spool.flush()
+            return await self._in_process(pool, _from_file, function, spool.name, *args)
 
     async def run(self, function: Callable[..., Any], *args: Any, size: int) -> Any:
         """``function(*args)`` where it holds nobody up; ``size``: bytes it handles."""

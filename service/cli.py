@@ -125,7 +125,25 @@ def run_on_ray(settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(argv, [add_fold_command, add_serve_command, add_client_commands], __doc__)
+    """Every failure is one line on stderr and exit status 1 (130 on Ctrl-C), never a
+    traceback: the commands' own errors are worded by them, anything else by its kind."""
+    try:
+        return run(argv, [add_fold_command, add_serve_command, add_client_commands], __doc__)
+    except KeyboardInterrupt:
+        print("foldserve: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        print(f"foldserve: error: {one_line(error)}", file=sys.stderr)
+        return 1
+
+
+def one_line(error: BaseException) -> str:
+    """An unexpected error as one line: an OSError as the system says it (``[Errno 17]
+    File exists: 'out'``), anything else as its type and first line."""
+    text = str(error).strip().splitlines()
+    if isinstance(error, OSError):
+        return text[0] if text else type(error).__name__
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 if __name__ == "__main__":

@@ -54,9 +54,8 @@ async def predict(
 ) -> JSONResponse:
     model = dataplane.get(name, version)
     codec: BodyCodec = request.app.state.bodies
-    raw = await request.body()
-    inputs, row_format = await codec.run(
-        bodies.decode_tfserving, raw, bodies.specs(model.inputs), size=len(raw)
+    inputs, row_format = await codec.decode(
+        request, bodies.decode_tfserving, bodies.specs(model.inputs)
     )
     outputs = await dataplane.infer(model, inputs)
     content = await codec.run(

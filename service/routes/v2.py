@@ -130,14 +130,8 @@ async def infer(
     model = dataplane.get(name, version)
     limit = request.app.state.settings.max_request_bytes
     codec: BodyCodec = request.app.state.bodies
-    body = await request.body()
-    parsed = await codec.run(
-        bodies.decode_v2,
-        body,
-        dict(request.headers),
-        limit,
-        bodies.specs(model.inputs),
-        size=len(body),
+    parsed = await codec.decode(
+        request, bodies.decode_v2, dict(request.headers), limit, bodies.specs(model.inputs)
     )
     outputs = await dataplane.infer(model, parsed.inputs, parsed.outputs)
     answered = dataclasses.replace(parsed, inputs={})  # what encoding needs of the request

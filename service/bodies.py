@@ -17,10 +17,16 @@ loop for tens of milliseconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -72,6 +78,13 @@ def decode_v2(
     return v2.decode_request(body, headers, limit, inputs)
 
 
+def v2_headers(headers: Any) -> dict[str, str]:
+    """The request headers V2 decoding reads, under the names it reads them by (a plain
+    dict pickles; the framework's case-insensitive mapping need not)."""
+    names = ("content-encoding", v2.HEADER_LENGTH)
+    return {name: headers[name] for name in names if name in headers}
+
+
 def encode_v2(
     name: str, version: int, request: v2.V2Request, outputs: dict[str, np.ndarray]
 ) -> tuple[bytes, dict[str, str]]:
@@ -80,6 +93,23 @@ def encode_v2(
 
 def _ready() -> bool:
     return True
+
+
+def _die_with(parent_pid: int) -> None:
+    """Run first in every decoder process: it ends when the server does, killed or not
+    (PR_SET_PDEATHSIG on Linux, and a thread watching the parent everywhere)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="decoder-watchdog", daemon=True).start()
 
 
 def _from_file(function: Callable[..., Any], path: str, *args: Any) -> Any:
@@ -103,7 +133,10 @@ class BodyCodec:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=self.processes, mp_context=multiprocessing.get_context("spawn")
+            max_workers=self.processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_die_with,
+            initargs=(os.getpid(),),
         )
 
     def stop(self) -> None:

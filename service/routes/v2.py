@@ -7,7 +7,7 @@ import dataclasses
 from fastapi import APIRouter, Request, Response
 
 from service import __version__, bodies, v2
-from service.bodies import BodyCodec
+from service.bodies import BodyCodec, specs
 from service.deps import ApiAuth, DataPlaneDep, JSONResponse
 from service.errors import NotReady
 
@@ -131,7 +131,7 @@ async def infer(
     limit = request.app.state.settings.max_request_bytes
     codec: BodyCodec = request.app.state.bodies
     parsed = await codec.decode(
-        request, bodies.decode_v2, dict(request.headers), limit, bodies.specs(model.inputs)
+        request, bodies.decode_v2, bodies.v2_headers(request.headers), limit, specs(model.inputs)
     )
     outputs = await dataplane.infer(model, parsed.inputs, parsed.outputs)
     answered = dataclasses.replace(parsed, inputs={})  # what encoding needs of the request

@@ -222,6 +222,15 @@ def test_a_trickling_body_is_a_408_and_the_handler_is_not_left_waiting(edge):
     assert "Traceback" not in edge.log.read_text()
 
 
+def test_every_server_process_guards_its_connections(tmp_path):
+    env = {**QUIET, "FOLDSERVE_MAX_HEADER_BYTES": "4096"}
+    with serving(onnx_repository(tmp_path), env, workers=2) as running:
+        for _ in range(4):  # the connections land on either process
+            with socket.create_connection(("127.0.0.1", running.port)) as sock:
+                sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nX-Big: " + b"a" * 8192)
+                assert status_and_error(read_reply(sock, 5)[0])[0] == 431
+
+
 def test_keep_alive_requests_with_ordinary_headers_and_bodies_pass(edge):
     body = json.dumps({"instances": [[0.5] * 64] * 4}).encode()
     with httpx.Client(base_url=edge.url, headers=API, timeout=10) as client:

@@ -80,6 +80,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._bad_request()
             return
         except httptools.HttpParserUpgrade:
+            self._cancel_timers()  # the connection is another protocol's from here on
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:

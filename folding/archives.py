@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from folding.errors import ModelLoadError
-from folding.loading import DEFAULT_LIMITS, ArchiveLimits
+from folding.loading import DEFAULT_LIMITS, ArchiveLimits, check_inflation
 from folding.saved_model_scan import SAVED_MODEL_FILE
 
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
@@ -96,16 +96,14 @@ def _make_parent(path: Path, relative: PurePosixPath, label: str) -> None:
         ) from None
 
 
-def _check_counts(count: int, declared: int, label: str, limits: ArchiveLimits) -> None:
+def _check_counts(
+    count: int, declared: int, label: str, limits: ArchiveLimits, packed: int
+) -> None:
     if count > limits.max_entries:
         raise ModelLoadError(
             f"'{label}' holds {count} archive entries; at most {limits.max_entries} are accepted"
         )
-    if declared > limits.max_total_bytes:
-        raise ModelLoadError(
-            f"'{label}' would inflate to {declared} bytes; at most {limits.max_total_bytes} "
-            "are accepted"
-        )
+    check_inflation(declared, packed, label, limits)
 
 
 class _Budget:
@@ -140,7 +138,8 @@ def _extract_zip(archive: Path, target: Path, label: str, limits: ArchiveLimits)
     try:
         with zipfile.ZipFile(archive) as handle:
             entries = handle.infolist()
-            _check_counts(len(entries), sum(e.file_size for e in entries), label, limits)
+            total = sum(e.file_size for e in entries)
+            _check_counts(len(entries), total, label, limits, archive.stat().st_size)
             for entry in entries:
                 mode = entry.external_attr >> 16
                 kind = stat.S_IFMT(mode)
@@ -172,11 +171,13 @@ def _extract_zip(archive: Path, target: Path, label: str, limits: ArchiveLimits)
         raise ModelLoadError(f"'{label}' is not a readable .zip archive: {error}") from None
 
 
-def _tar_members(handle: tarfile.TarFile, label: str, limits: ArchiveLimits) -> Iterator:
+def _tar_members(
+    handle: tarfile.TarFile, label: str, limits: ArchiveLimits, packed: int
+) -> Iterator:
     declared = 0
     for count, member in enumerate(handle, start=1):
         declared += max(member.size, 0)
-        _check_counts(count, declared, label, limits)
+        _check_counts(count, declared, label, limits, packed)
         if not (member.isfile() or member.isdir()):
             what = (
                 "a symbolic link"
@@ -214,7 +215,7 @@ class _BoundedTarInfo(tarfile.TarInfo):
 def _extract_tar(archive: Path, target: Path, label: str, limits: ArchiveLimits) -> None:
     try:
         with tarfile.open(archive, "r:gz", tarinfo=_BoundedTarInfo) as handle:
-            members = list(_tar_members(handle, label, limits))
+            members = list(_tar_members(handle, label, limits, archive.stat().st_size))
             for member in members:
                 _safe_name(member.name, label)
             _check_unique([m.name + ("/" if m.isdir() else "") for m in members], label)

@@ -27,6 +27,26 @@ class ArchiveLimits:
     max_total_bytes: int = 4 * 1024**3
     max_entries: int = 10_000
     max_config_bytes: int = 64 * 1024**2
+    max_ratio: float = 100.0
+    """Most an archive may inflate to, as a multiple of its own size, once it inflates
+    to more than ``ratio_floor_bytes`` (Keras stores its members uncompressed: about 1x)."""
+    ratio_floor_bytes: int = 64 * 1024**2
+
+
+def check_inflation(total: int, packed: int, label: str, limits: ArchiveLimits) -> None:
+    """Refuse an archive of ``packed`` bytes whose entries declare ``total`` bytes: above
+    the absolute limit, or above ``max_ratio`` times its size (past the floor)."""
+    if total > limits.max_total_bytes:
+        raise ModelLoadError(
+            f"'{label}' would inflate to {total} bytes; at most {limits.max_total_bytes} are "
+            "accepted"
+        )
+    if total > max(limits.ratio_floor_bytes, limits.max_ratio * packed):
+        raise ModelLoadError(
+            f"'{label}' would inflate to {total} bytes from {packed} "
+            f"({total / max(packed, 1):.0f}x); beyond {limits.ratio_floor_bytes} bytes an "
+            f"archive may inflate to at most {limits.max_ratio:g}x its size"
+        )
 
 
 DEFAULT_LIMITS = ArchiveLimits()
@@ -85,7 +105,7 @@ def _read_config(path: Path, suffix: str, label: str, limits: ArchiveLimits) -> 
     if suffix == ".keras":
         try:
             with zipfile.ZipFile(path) as archive:
-                config = _check_archive(archive, label, limits)
+                config = _check_archive(archive, path.stat().st_size, label, limits)
                 with archive.open(config) as handle:
                     raw = handle.read(limits.max_config_bytes + 1)
         except (zipfile.BadZipFile, KeyError, OSError, ValueError) as error:
@@ -102,19 +122,15 @@ def _read_config(path: Path, suffix: str, label: str, limits: ArchiveLimits) -> 
         raise ModelLoadError(f"'{label}' has an unreadable model config: {error}") from None
 
 
-def _check_archive(archive: zipfile.ZipFile, label: str, limits: ArchiveLimits) -> zipfile.ZipInfo:
+def _check_archive(
+    archive: zipfile.ZipFile, packed: int, label: str, limits: ArchiveLimits
+) -> zipfile.ZipInfo:
     """Refuse an archive whose directory promises too much; return config.json's entry."""
     entries = archive.infolist()
     if len(entries) > limits.max_entries:
         raise ModelLoadError(
             f"'{label}' holds {len(entries)} archive entries; at most {limits.max_entries} "
             "are accepted"
-        )
-    total = sum(entry.file_size for entry in entries)
-    if total > limits.max_total_bytes:
-        raise ModelLoadError(
-            f"'{label}' would inflate to {total} bytes; at most {limits.max_total_bytes} are "
-            "accepted"
         )
     config = next((entry for entry in entries if entry.filename == "config.json"), None)
     if config is None:
@@ -124,6 +140,7 @@ def _check_archive(archive: zipfile.ZipFile, label: str, limits: ArchiveLimits) 
             f"'{label}': config.json would inflate to {config.file_size} bytes; at most "
             f"{limits.max_config_bytes} are accepted"
         )
+    check_inflation(sum(entry.file_size for entry in entries), packed, label, limits)
     return config
 
 

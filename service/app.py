@@ -13,9 +13,12 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from service import __version__
+from service.bodies import BodyCodec
 from service.dataplane import DataPlane
+from service.deps import require_api
 from service.errors import InternalError, InvalidInput, ServingError, render
 from service.fastpath import FastPath
 from service.folder import NO_FOLDING_ON_RAY, Folder
@@ -74,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         folder.announce_confinement(required=settings.require_confinement)
         dataplane = DataPlane(settings, Repository(settings.models_dir), runtime, folder, metrics)
         app.state.dataplane = dataplane
+        app.state.bodies.start()
         _mark_not_ready_on_sigterm(dataplane)
         await dataplane.start()
         grpc_server = None
@@ -87,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if grpc_server is not None:
                 await grpc_server.stop(grace=5)
             await dataplane.stop()
+            app.state.bodies.stop()
 
     app = FastAPI(
         title="foldserve",
@@ -98,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.bodies = BodyCodec(settings.large_body_bytes)
     install_docs(app)
     app.add_middleware(FastPath)
     app.add_middleware(
@@ -123,13 +129,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         where = ".".join(str(part) for part in first.get("loc", ()))
         return render(InvalidInput(f"{where}: {first.get('msg', 'invalid request')}"))
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, error: ClientDisconnect) -> Response:
+        # the client closed the connection (or it was cut off for sending too slowly)
+        # before its request had arrived: nobody is left to answer
+        logger.info("client left during %s %s", request.method, request.url.path)
+        return render(InvalidInput("the client disconnected before its request had arrived"))
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return render(InternalError(f"internal error: {type(error).__name__}"))
 
     @app.get("/metrics", tags=["Monitoring"])
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
+        """Needs the API token when one is set, unless FOLDSERVE_METRICS_PUBLIC is true."""
+        if not settings.metrics_public:
+            await require_api(request, settings)
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(models.router)

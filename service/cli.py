@@ -5,6 +5,7 @@ client commands (``upload``, ``jobs``, ``list``, ``predict``, ``compare``, ``del
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -85,9 +86,19 @@ def run_serve(args: argparse.Namespace) -> int:
     if taken is not None:
         print(f"foldserve: error: {taken}", file=sys.stderr)
         return 2
+    from service.connections import ConnectionLimits, GuardedHttpProtocol
+
+    limits = ConnectionLimits(
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        body_min_rate=settings.body_min_rate,
+    )
     uvicorn.run(
         "service.app:create_app_from_environment",
         factory=True,
+        http=functools.partial(GuardedHttpProtocol, limits=limits),
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
@@ -145,7 +156,25 @@ def run_on_ray(settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(argv, [add_fold_command, add_serve_command, add_client_commands], __doc__)
+    """Every failure is one line on stderr and exit status 1 (130 on Ctrl-C), never a
+    traceback: the commands' own errors are worded by them, anything else by its kind."""
+    try:
+        return run(argv, [add_fold_command, add_serve_command, add_client_commands], __doc__)
+    except KeyboardInterrupt:
+        print("foldserve: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        print(f"foldserve: error: {one_line(error)}", file=sys.stderr)
+        return 1
+
+
+def one_line(error: BaseException) -> str:
+    """An unexpected error as one line: an OSError as the system says it (``[Errno 17]
+    File exists: 'out'``), anything else as its type and first line."""
+    text = str(error).strip().splitlines()
+    if isinstance(error, OSError):
+        return text[0] if text else type(error).__name__
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 if __name__ == "__main__":

@@ -136,6 +136,15 @@ def loads_json(raw: bytes) -> Any:
             raise error from None
 
 
+def parse_json(raw: bytes) -> Any:
+    if not raw:
+        raise InvalidInput("request body is empty; expected JSON")
+    try:
+        return loads_json(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidInput(f"request body is not valid JSON: {error}") from None
+
+
 def to_json(content: Any) -> bytes:
     """JSON bytes by orjson; numpy arrays and scalars serialised natively.
 

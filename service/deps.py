@@ -6,12 +6,11 @@ import hmac
 from typing import Annotated, Any
 
 import anyio
-import orjson
 from fastapi import Depends, Request, Response
 
-from service.codecs import loads_json, to_json
+from service.codecs import parse_json, to_json
 from service.dataplane import DataPlane
-from service.errors import InvalidInput, Unauthorized
+from service.errors import Unauthorized
 from service.settings import Settings
 
 
@@ -78,15 +77,6 @@ async def off_loop(function: Any, *args: Any, size: int) -> Any:
     if size > OFFLOAD_BYTES:
         return await anyio.to_thread.run_sync(function, *args)
     return function(*args)
-
-
-def parse_json(raw: bytes) -> Any:
-    if not raw:
-        raise InvalidInput("request body is empty; expected JSON")
-    try:
-        return loads_json(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidInput(f"request body is not valid JSON: {error}") from None
 
 
 class JSONResponse(Response):

@@ -10,6 +10,8 @@ from starlette.responses import Response
 
 class ServingError(Exception):
     status_code = 500
+    headers: dict[str, str] | None = None
+    """Extra response headers (``Retry-After``)."""
 
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
@@ -25,7 +27,10 @@ def render(error: ServingError) -> Response:
     from service.codecs import to_json
 
     return Response(
-        to_json(error.body()), status_code=error.status_code, media_type="application/json"
+        to_json(error.body()),
+        status_code=error.status_code,
+        media_type="application/json",
+        headers=error.headers,
     )
 
 
@@ -73,3 +78,24 @@ class DeadlineExceeded(ServingError):
     DEADLINE_EXCEEDED is its counterpart)."""
 
     status_code = 504
+
+
+class TooManyRequests(ServingError):
+    """Too much work queued; try again after ``retry_after`` seconds."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class InsufficientStorage(ServingError):
+    """Something could not be written: no space (or over a storage budget)."""
+
+    status_code = 507
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        if retry_after is not None:
+            self.headers = {"Retry-After": str(retry_after)}

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from service.deps import require_api
 from service.errors import InternalError, ServingError, render
@@ -81,6 +81,9 @@ class FastPath:
             )
         except ServingError as error:
             response = render(error)
+        except ClientDisconnect:  # gone, or cut off for sending too slowly: nobody to answer
+            logger.info("client left during POST %s", scope["path"])
+            return
         except Exception as error:
             logger.exception("unhandled error on POST %s", scope["path"])
             response = render(InternalError(f"internal error: {type(error).__name__}"))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import NotFound
+from service.repository import FOLDED_FILE, NAME_PATTERN, REPORT_FILE
 
 STAGES = ("queued", "loading", "folding", "exporting", "verifying", "committing")
 TERMINAL = ("done", "failed", "cancelled")
@@ -95,9 +96,14 @@ def _process_alive(pid: int) -> bool:
 
 
 def write_json_atomically(path: Path, content: dict[str, Any]) -> None:
+    """``content`` as ``path``, whole or not at all (a full disk leaves nothing behind)."""
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    temporary.write_text(json.dumps(content))
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(json.dumps(content))
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 class JobStore:
@@ -196,11 +202,30 @@ class JobStore:
 
     def _checked(self, job: dict[str, Any]) -> dict[str, Any]:
         if not is_terminal(job) and self._orphaned(job):
+            committed = self._committed_report(job)
+            if committed is not None:  # stopped after its version went in: it is served
+                self.finish(job, "done", report=committed)
+                return job
             self.finish(job, "failed", error=INTERRUPTED, status_code=503)
             staging = job.get("staging")
             if isinstance(staging, str) and _valid_id(staging):  # what its upload left
                 shutil.rmtree(self.directory.parent / ".staging" / staging, ignore_errors=True)
         return job
+
+    def _committed_report(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        """The report of a job that was committing when it stopped and whose version
+        is in the repository (ready), else None. Its version number was its own: no
+        other job or upload could take it while it ran."""
+        if job["state"] != "committing" or not NAME_PATTERN.fullmatch(job["name"]):
+            return None
+        version = self.directory.parent / job["name"] / str(job["version"])
+        if not (version / FOLDED_FILE).is_file():
+            return None
+        try:
+            report = json.loads((version / REPORT_FILE).read_text())
+        except (OSError, ValueError):
+            report = None
+        return report if isinstance(report, dict) else {}
 
     def _orphaned(self, job: dict[str, Any]) -> bool:
         owner = job.get("owner") or {}

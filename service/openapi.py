@@ -3,7 +3,7 @@
 FastAPI's generated document misses what this service does by hand: request
 bodies read from the raw request (predict, infer, compare, upload), the two
 prediction endpoints served by ``service.fastpath``, and the error responses
-(every error is ``{"error": "..."}`` with 400/401/404/413/422/503; FastAPI's
+(every error is ``{"error": "..."}`` with a status of ``ERROR_STATUSES``; FastAPI's
 ``422 HTTPValidationError`` is never sent). ``describe`` patches all of that in.
 ``install_docs`` serves Swagger UI (5.x, which reads OpenAPI 3.1) from the files the
 ``fastapi-offline`` package ships, not a CDN.
@@ -30,9 +30,13 @@ ERROR_STATUSES = {
     "401": "a token is set on the server and this request lacks it",
     "404": "no such model, version, job or path",
     "409": "the job has already finished, or this server cannot fold (no TensorFlow)",
+    "408": "the request line, headers or body did not arrive in time (connection closed)",
     "413": "request body over the size limit",
     "422": "the upload could not be folded, exported or verified (the report is included)",
+    "429": "an upload while too many jobs are unfinished (see Retry-After)",
+    "431": "request headers too large or too many (connection closed)",
     "503": "the server is starting or shutting down, or the version is not loaded",
+    "507": "an upload that staging or the disk has no room for (names what)",
 }
 
 # The V2 inference request, as the KServe Open Inference Protocol gives it:

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,7 +160,7 @@ class ModelRegistry:
             )
             executor = self._executor(session, policy, name, version)
         except Exception as error:  # a corrupt ONNX file on disk
-            self._failed[(name, version)] = str(error)
+            self._failed[(name, version)] = without_store_path(error, directory)
             logger.error("cannot load %s/%d: %s", name, version, error)
             return
         loaded = LoadedVersion(
@@ -242,8 +243,16 @@ class ModelRegistry:
             except Exception as error:  # missing or unreadable: ONNX Runtime's own kinds
                 raise NotFound(
                     f"model '{model.name}' version {model.version} has no usable "
-                    f"{UNFOLDED_FILE} to compare against ({str(error).splitlines()[0][:200]})"
+                    f"{UNFOLDED_FILE} to compare against "
+                    f"({without_store_path(error, model.directory)[:200]})"
                 ) from None
             unbatched = dataclasses.replace(model.policy, enabled=False)
             model.unfolded = self._executor(session, unbatched, model.name, model.version)
         return model.unfolded
+
+
+def without_store_path(error: Exception, directory: VersionDir) -> str:
+    """The first line of an error about a version's file, naming the file inside the
+    repository (``name/version/model.onnx``), never where the repository is."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return lines[0].replace(f"{directory.path.parent.parent}{os.sep}", "")

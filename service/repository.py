@@ -234,6 +234,15 @@ class Repository:
         shutil.rmtree(trash, ignore_errors=True)
         return removed
 
+    def staging_bytes(self) -> int:
+        """Bytes of the files in ``.staging`` (uploads being folded, and leftovers)."""
+        total = 0
+        for folder, _, files in os.walk(self.root / ".staging"):
+            for file_name in files:
+                with contextlib.suppress(OSError):  # gone meanwhile
+                    total += os.lstat(os.path.join(folder, file_name)).st_size
+        return total
+
     def discard(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -84,6 +84,44 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     """Largest model upload accepted (413 beyond)."""
 
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    """Largest request line and headers together (431 beyond, and the connection is
+    closed)."""
+
+    max_headers: int = Field(100, ge=1)
+    """Most header fields in one request (431 beyond)."""
+
+    header_timeout: float = Field(10.0, gt=0)
+    """Seconds a client has to send a request's line and headers, from the moment its
+    connection opens (first request) or the request's first byte (408 beyond)."""
+
+    body_timeout: float = Field(20.0, gt=0)
+    """Seconds a client has to send a request body, extended by one second for every
+    ``body_min_rate`` bytes it sends (408 beyond): a body that trickles in is cut off."""
+
+    body_min_rate: int = Field(1024, ge=1)
+    """Bytes per second of request body that extend ``body_timeout`` by one second."""
+
+    max_queued_jobs: int = Field(16, ge=1)
+    """Most upload jobs not yet finished (queued or folding, in every server process of
+    the repository, counting uploads still being received); another upload is answered
+    429 with ``Retry-After``."""
+
+    max_staging_bytes: int = Field(8 * 1024**3, ge=1024)
+    """Most bytes that uploads being folded may hold in ``<models_dir>/.staging`` (their
+    model files and what the fold writes), counting uploads still being received by
+    their declared size; an upload beyond it is answered 507 with ``Retry-After``."""
+
+    metrics_public: bool = False
+    """With ``api_token`` set, ``/metrics`` needs it too, unless this is true (for a
+    Prometheus scraper that cannot send a token)."""
+
+    large_body_bytes: int = Field(1024 * 1024, ge=0)
+    """Prediction bodies (and responses) larger than this are decoded (encoded) in a
+    separate process, so that parsing them never holds the event loop that answers
+    every other request; smaller ones are parsed in place or in a thread (0: never
+    in a separate process)."""
+
     fold_rtol: float = Field(1e-4, gt=0)
     """Allowed error of a folded upload, relative to each output's scale."""
 

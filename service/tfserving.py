@@ -19,13 +19,15 @@ Errors: ``{"error": <message>}``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service.codecs import array_from_json, tf_datatype
 from service.errors import InvalidInput
-from service.runtime import TensorMeta
+
+if TYPE_CHECKING:
+    from service.runtime import TensorMeta
 
 SIGNATURE = "serving_default"
 

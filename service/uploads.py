@@ -11,18 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import re
 import shutil
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import anyio
 
-from service.errors import Conflict, InvalidInput, NotReady, ServingError
+from service.errors import (
+    Conflict,
+    InsufficientStorage,
+    InvalidInput,
+    NotReady,
+    ServingError,
+    TooManyRequests,
+)
 from service.folder import Folder
 from service.jobs import INTERRUPTED, STAGES, JobStore, failed_version, is_terminal
 from service.metrics import Metrics
@@ -45,6 +54,10 @@ ARRAY_SUFFIXES = (".npy", ".npz")
 MONITOR_INTERVAL_S = 0.2
 HEARTBEAT_INTERVAL_S = 2.0
 CANCEL_WAIT_S = 10.0
+RETRY_AFTER_S = 10
+"""``Retry-After`` of an upload refused because too much is queued or staged."""
+NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+"""What a write gets when the disk (or the process's file size limit, or a quota) is full."""
 TF_SERVING_CODES = {
     400: "INVALID_ARGUMENT",
     404: "NOT_FOUND",
@@ -99,6 +112,8 @@ class Uploads:
             keep_count=settings.job_history,
         )
         self._running: dict[str, _Running] = {}
+        self._receiving: dict[object, int] = {}
+        """Uploads admitted and still being received: their declared sizes."""
         self._monitor: asyncio.Task | None = None
         self._stopping = False
 
@@ -124,6 +139,43 @@ class Uploads:
                 await self._monitor
 
     # -- submitting ----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, declared: int | None) -> AsyncIterator[None]:
+        """Room for one more upload of ``declared`` bytes, held while it is received
+        and submitted: 429 when ``max_queued_jobs`` jobs are unfinished (in any process
+        of the repository, and uploads still arriving here), 507 when the staging area
+        would go over ``max_staging_bytes``; both with ``Retry-After``."""
+        self.folder.require()
+        unfinished, staged = await anyio.to_thread.run_sync(self._occupancy)
+        unfinished |= set(self._running)
+        limit = self.settings.max_queued_jobs
+        if len(unfinished) + len(self._receiving) >= limit:
+            raise TooManyRequests(
+                f"{limit} upload jobs are already queued or folding (the limit, "
+                "FOLDSERVE_MAX_QUEUED_JOBS); try again when one has finished",
+                RETRY_AFTER_S,
+            )
+        held = staged + sum(self._receiving.values())
+        budget = self.settings.max_staging_bytes
+        if held + (declared or 0) > budget:
+            raise InsufficientStorage(
+                f"uploads being folded hold {held} bytes of staging; this upload of "
+                f"{declared or 0} bytes would go over the limit of {budget} bytes "
+                "(FOLDSERVE_MAX_STAGING_BYTES); try again when one has finished",
+                RETRY_AFTER_S,
+            )
+        token = object()
+        self._receiving[token] = declared or 0
+        try:
+            yield
+        finally:
+            del self._receiving[token]
+
+    def _occupancy(self) -> tuple[set[str], int]:
+        """The ids of unfinished jobs, and the bytes in the staging area."""
+        unfinished = {job["id"] for job in self.store.all() if not is_terminal(job)}
+        return unfinished, self.repository.staging_bytes()
 
     async def submit(
         self,
@@ -159,18 +211,28 @@ class Uploads:
                     f"send name={name} to add a version to it, or another name"
                 )
         name = validate_name(name)
-        staging = await anyio.to_thread.run_sync(self.repository.new_staging)
+        try:
+            staging = await anyio.to_thread.run_sync(self.repository.new_staging)
+        except OSError as error:
+            raise _storage_error(error, "a staging folder for the upload") from None
+        writing = f"the model file ({UPLOAD_SUFFIXES[suffix]})"
         try:
             source = staging / UPLOAD_SUFFIXES[suffix]
             await anyio.to_thread.run_sync(_copy, upload, source)
             probe_path = calibration_path = None
             if probe is not None:
+                writing = "the probe file"
                 probe_path = staging / f"probe{probe_suffix}"
                 await anyio.to_thread.run_sync(_copy, probe[0], probe_path)
             if calibration is not None:
+                writing = "the calibration file"
                 calibration_path = staging / f".calibration{calibration_suffix}"
                 await anyio.to_thread.run_sync(_copy, calibration[0], calibration_path)
+            writing = "the upload's job record"
             job = await anyio.to_thread.run_sync(self._create, name, file_name, staging.name)
+        except OSError as error:
+            self.repository.discard(staging)
+            raise _storage_error(error, writing) from None
         except BaseException:
             self.repository.discard(staging)
             raise
@@ -279,9 +341,9 @@ class Uploads:
         except Exception as error:  # the repository or a session load went wrong
             logger.exception("upload job %s failed", job["id"])
             self.metrics.fold_jobs.labels("failed").inc()
-            message = f"{type(error).__name__}: {error}"
-            self.store.finish(job, "failed", error=message, status_code=500)
-            return ServingError(message)
+            failure = _job_failure(error, job)
+            self.store.finish(job, "failed", error=failure.message, status_code=failure.status_code)
+            return failure
         finally:
             self.repository.discard(staging)
             progress.unlink(missing_ok=True)
@@ -431,6 +493,28 @@ def _array_suffix(upload: tuple[BinaryIO, str | None] | None, field: str) -> str
     if suffix not in ARRAY_SUFFIXES:
         raise InvalidInput(f"{field} file {upload[1]!r} is not a .npy or .npz array file")
     return suffix
+
+
+def no_space(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in NO_SPACE
+
+
+def _storage_error(error: OSError, what: str) -> ServingError:
+    """An upload's write that failed, as the answer: 507 naming what could not be
+    written when the disk is full, else a 500 with no path in it."""
+    reason = (error.strerror or type(error).__name__).lower()
+    if no_space(error):
+        return InsufficientStorage(f"{what} could not be written to the model store: {reason}")
+    return ServingError(f"{what} could not be written to the model store: {reason}")
+
+
+def _job_failure(error: Exception, job: dict[str, Any]) -> ServingError:
+    """What a job that failed outside the fold (storing or loading its version) says;
+    never a server path."""
+    what = f"version {job['version']} of '{job['name']}'"
+    if isinstance(error, OSError):
+        return _storage_error(error, what)
+    return ServingError(f"{what} could not be stored or loaded: {type(error).__name__}")
 
 
 def _copy(upload: BinaryIO, target: Path) -> None:

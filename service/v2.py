@@ -27,7 +27,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -42,7 +42,9 @@ from service.codecs import (
     v2_datatype,
 )
 from service.errors import InvalidInput, TooLarge
-from service.runtime import TensorMeta
+
+if TYPE_CHECKING:
+    from service.runtime import TensorMeta
 
 
 @dataclass

@@ -6,12 +6,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from service import tfserving
 from service.dataplane import DEFAULT_COMPARE_REPEATS, MAX_COMPARE_REPEATS
 from service.deps import AdminAuth, ApiAuth, DataPlaneDep, JSONResponse, json_body
-from service.errors import InvalidInput, ServingError
+from service.errors import InsufficientStorage, InvalidInput, ServingError
 from service.jobs import public
+from service.uploads import no_space
 
 router = APIRouter(tags=["Model store"])
 
@@ -30,10 +32,28 @@ async def upload(request: Request, dataplane: DataPlaneDep, wait: bool = False) 
     "report"}`` once the job is done, or the error the job failed with."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidInput("upload must be multipart/form-data with a 'file' field")
+    async with dataplane.uploads.admitted(_declared_length(request)):
+        job = await _receive_and_submit(request, dataplane)
+    waited = await dataplane.uploads.wait(job["id"], _wait_seconds(request, wait))
+    if waited is not None and waited["state"] == "done":
+        body = {"name": waited["name"], "version": waited["version"], "report": waited["report"]}
+        return JSONResponse(body, 201)
+    location = f"/v1/jobs/{job['id']}"
+    return JSONResponse(public(waited or job), 202, headers={"Location": location})
+
+
+async def _receive_and_submit(request: Request, dataplane: Any) -> dict[str, Any]:
+    """The multipart body received, checked and submitted: the new job."""
     try:
         form = await request.form(max_files=3, max_fields=8)
-    except ServingError:  # the body went over the size limit while it streamed in: 413
+    except (ServingError, ClientDisconnect):  # over the size limit (413), or gone
         raise
+    except OSError as error:  # the parts are buffered in temporary files
+        if no_space(error):
+            raise InsufficientStorage(
+                "the upload could not be buffered: the server's temporary folder is full"
+            ) from None
+        raise InvalidInput(f"the upload could not be received: {error.strerror}") from None
     except Exception as error:  # Starlette's multipart errors have no common base
         raise InvalidInput(f"malformed multipart body: {error}") from None
     try:
@@ -62,12 +82,12 @@ async def upload(request: Request, dataplane: DataPlaneDep, wait: bool = False) 
         )
     finally:
         await form.close()
-    waited = await dataplane.uploads.wait(job["id"], _wait_seconds(request, wait))
-    if waited is not None and waited["state"] == "done":
-        body = {"name": waited["name"], "version": waited["version"], "report": waited["report"]}
-        return JSONResponse(body, 201)
-    location = f"/v1/jobs/{job['id']}"
-    return JSONResponse(public(waited or job), 202, headers={"Location": location})
+    return job
+
+
+def _declared_length(request: Request) -> int | None:
+    value = request.headers.get("content-length", "")
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def _present(field: Any) -> Any:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
-from service import tfserving
-from service.deps import ApiAuth, DataPlaneDep, JSONResponse, off_loop, parse_json
+from service import bodies, tfserving
+from service.bodies import BodyCodec
+from service.deps import ApiAuth, DataPlaneDep, JSONResponse
 from service.errors import InvalidInput
 
 router = APIRouter(tags=["TensorFlow Serving REST"], dependencies=[ApiAuth])
@@ -76,11 +77,12 @@ async def predict(
     name: str, request: Request, dataplane: DataPlaneDep, version: str | None = None
 ) -> JSONResponse:
     model = dataplane.get(name, version)
-    raw = await request.body()
-    inputs, row_format = await off_loop(_decode, raw, model.inputs, size=len(raw))
+    codec: BodyCodec = request.app.state.bodies
+    inputs, row_format = await codec.decode(
+        request, bodies.decode_tfserving, bodies.specs(model.inputs)
+    )
     outputs = await dataplane.infer(model, inputs)
-    return JSONResponse(tfserving.render_response(outputs, row_format))
-
-
-def _decode(raw: bytes, expected: Any) -> Any:
-    return tfserving.parse_request(parse_json(raw), expected)
+    content = await codec.run(
+        bodies.encode_tfserving, outputs, row_format, size=bodies.output_bytes(outputs)
+    )
+    return Response(content, media_type="application/json")

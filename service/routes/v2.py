@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter, Request, Response
 
-from service import __version__, v2
-from service.deps import ApiAuth, DataPlaneDep, JSONResponse, off_loop
+from service import __version__, bodies, v2
+from service.bodies import BodyCodec, specs
+from service.deps import ApiAuth, DataPlaneDep, JSONResponse
 from service.errors import NotReady
 
 router = APIRouter(tags=["Open Inference Protocol (V2)"])
@@ -116,11 +119,19 @@ async def infer(
     """Served by ``service.fastpath``; the wire format is ``service.v2``'s."""
     model = dataplane.get(name, version)
     limit = request.app.state.settings.max_request_bytes
-    body = await request.body()
-    parsed = await off_loop(
-        v2.decode_request, body, request.headers, limit, model.inputs, size=len(body)
+    codec: BodyCodec = request.app.state.bodies
+    parsed = await codec.decode(
+        request, bodies.decode_v2, bodies.v2_headers(request.headers), limit, specs(model.inputs)
     )
     outputs = await dataplane.infer(model, parsed.inputs, parsed.outputs)
-    content, headers = v2.encode_response(model.name, model.version, parsed, outputs)
+    answered = dataclasses.replace(parsed, inputs={})  # what encoding needs of the request
+    content, headers = await codec.run(
+        bodies.encode_v2,
+        model.name,
+        model.version,
+        answered,
+        outputs,
+        size=bodies.output_bytes(outputs),
+    )
     media_type = "application/octet-stream" if headers else "application/json"
     return Response(content=content, media_type=media_type, headers=headers)

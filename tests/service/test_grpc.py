@@ -201,14 +201,14 @@ def grpc_calls(
 
 
 def test_grpc_calls_are_counted_in_the_metrics_like_http_requests(client, grpc_server, digits):
-    before = httpx.get(f"{grpc_server.url}/metrics").text
+    before = httpx.get(f"{grpc_server.url}/metrics", headers=AUTH).text  # needs the token
     rows = digits.data[:2].astype(np.float32)
     for _ in range(3):
         client.infer("digits", [pixels(rows)], headers=AUTH)
     status_of(lambda: client.infer("no-such-model", [pixels(rows)], headers=AUTH))
     status_of(lambda: client.infer("digits", [pixels(rows[:, :63])], headers=AUTH))
     status_of(lambda: client.infer("digits", [pixels(rows)]))  # no token
-    after = httpx.get(f"{grpc_server.url}/metrics").text
+    after = httpx.get(f"{grpc_server.url}/metrics", headers=AUTH).text
 
     def added(model: str, code: str) -> float:
         return grpc_calls(after, model, "ModelInfer", code) - grpc_calls(

@@ -33,7 +33,7 @@ EXIT_CANCELLED = 6
 """The fold job was cancelled."""
 EXIT_INTERRUPTED = 130
 
-STAGES = ("queued", "loading", "folding", "exporting", "verifying", "committing")
+STAGES = ("queued", "loading", "folding", "exporting", "verifying", "quantizing", "committing")
 TERMINAL = ("done", "failed", "cancelled")
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -225,13 +225,17 @@ def _upload(client: Client, args: argparse.Namespace) -> int:
     files: dict[str, Any] = {}
     try:
         files["file"] = (args.model.name, args.model.open("rb"))
-        for field in ("probe", "calibration"):
+        for field in ("probe", "calibration", "recalibrate"):
             path = getattr(args, field)
             if path is not None:
                 files[field] = (path.name, path.open("rb"))
     except OSError as error:
         raise ClientError(f"cannot read {error.filename}: {error.strerror}", EXIT_USAGE) from None
     data = {"name": args.name} if args.name else {}
+    if args.precision:
+        data["precision"] = args.precision
+    if args.equalize:
+        data["equalize"] = "true"
     try:
         with client.transport():
             response = client.http.post("/v1/models", files=files, data=data, timeout=None)
@@ -298,6 +302,11 @@ def _print_report_summary(report: dict[str, Any]) -> None:
                 print(f"  {bn}: {flag}")
     elif diagnostics:
         print(f"diagnostics: none of {diagnostics.get('checked', 0)} BatchNormalizations flagged")
+    if report.get("variants"):
+        from folding.precision import describe
+
+        for variant in report["variants"]:
+            print(describe(variant))
 
 
 def watch(client: Client, job: dict[str, Any], show_progress: bool) -> dict[str, Any]:
@@ -607,7 +616,18 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     upload.add_argument("--name", help="model name (default: from the file name)")
     upload.add_argument("--probe", type=Path, help=".npy/.npz verification inputs")
-    upload.add_argument("--calibration", type=Path, help=".npy/.npz to recalibrate BNs on")
+    upload.add_argument(
+        "--recalibrate", type=Path, help=".npy/.npz to re-estimate the BN statistics on first"
+    )
+    upload.add_argument(
+        "--precision", help="also make and serve variants: fp16, int8 or fp16,int8 (<name>-int8)"
+    )
+    upload.add_argument(
+        "--calibration", type=Path, help=".npy/.npz rows that calibrate and judge the variants"
+    )
+    upload.add_argument(
+        "--equalize", action="store_true", help="cross-layer equalization before int8"
+    )
     upload.add_argument("--detach", action="store_true", help="print the job id and return at once")
     _common(upload)
     upload.set_defaults(handler=client_command(run_upload))

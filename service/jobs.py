@@ -26,7 +26,7 @@ from typing import Any
 from service.errors import NotFound
 from service.repository import FOLDED_FILE, NAME_PATTERN, REPORT_FILE
 
-STAGES = ("queued", "loading", "folding", "exporting", "verifying", "committing")
+STAGES = ("queued", "loading", "folding", "exporting", "verifying", "quantizing", "committing")
 TERMINAL = ("done", "failed", "cancelled")
 INTERRUPTED = "interrupted"
 JOB_ID_LENGTH = 32

@@ -134,10 +134,32 @@ UPLOAD_REQUEST = {
         },
     },
 }
-UPLOAD_REQUEST["properties"]["calibration"] = {
+UPLOAD_REQUEST["properties"]["signature"] = {
+    "type": "string",
+    "example": "serving_default",
+    "description": "a SavedModel's signature to fold (default serving_default)",
+}
+UPLOAD_REQUEST["properties"]["recalibrate"] = {
     "type": "string",
     "format": "binary",
     "description": ".npy or .npz every BatchNormalization is recalibrated on before folding",
+}
+UPLOAD_REQUEST["properties"]["precision"] = {
+    "type": "string",
+    "pattern": "^(fp16|int8)(,(fp16|int8))?$",
+    "example": "fp16,int8",
+    "description": "reduced-precision variants made beside the folded model and served as "
+    "<name>-<precision>",
+}
+UPLOAD_REQUEST["properties"]["calibration"] = {
+    "type": "string",
+    "format": "binary",
+    "description": ".npy or .npz rows of the model's inputs that calibrate int8 and judge "
+    "the precision variants (needs 'precision')",
+}
+UPLOAD_REQUEST["properties"]["equalize"] = {
+    "type": "boolean",
+    "description": "cross-layer equalization of flagged Conv pairs before int8",
 }
 UPLOAD_REQUEST["properties"]["file"]["description"] = (
     "the model: a .keras, .h5 or .onnx file, or a SavedModel as .zip or .tar.gz"
@@ -155,6 +177,7 @@ JOB = {
                 "folding",
                 "exporting",
                 "verifying",
+                "quantizing",
                 "committing",
                 "done",
                 "failed",

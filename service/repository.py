@@ -105,18 +105,28 @@ class Repository:
         each precision variant as a model of its own (a model stored under that name wins)."""
         models = self._scan_stored()
         variants: dict[str, dict[int, VersionDir]] = {}
-        for name, versions in models.items():
+        for versions in models.values():
             for number, directory in versions.items():
-                for precision in PRECISIONS:
-                    if (directory.path / variant_file(precision)).is_file():
-                        alias = f"{name}-{precision}"
-                        variants.setdefault(alias, {})[number] = VersionDir(
-                            alias, number, directory.path, variant_file(precision), name
-                        )
+                for variant in self.variants_of(directory):
+                    variants.setdefault(variant.name, {})[number] = variant
         for alias, versions in variants.items():
             if alias not in models and NAME_PATTERN.fullmatch(alias):
                 models[alias] = dict(sorted(versions.items()))
         return dict(sorted(models.items()))
+
+    def variants_of(self, directory: VersionDir) -> list[VersionDir]:
+        """The precision variants stored in ``directory``, each as its own model's version."""
+        return [
+            VersionDir(
+                f"{directory.name}-{precision}",
+                directory.version,
+                directory.path,
+                variant_file(precision),
+                directory.name,
+            )
+            for precision in PRECISIONS
+            if (directory.path / variant_file(precision)).is_file()
+        ]
 
     def _scan_stored(self) -> dict[str, dict[int, VersionDir]]:
         models: dict[str, dict[int, VersionDir]] = {}

@@ -32,11 +32,18 @@ from service.errors import (
     ServingError,
     TooManyRequests,
 )
-from service.folder import Folder
+from service.folder import Folder, Variants
 from service.jobs import INTERRUPTED, STAGES, JobStore, failed_version, is_terminal
 from service.metrics import Metrics
 from service.registry import ModelRegistry
-from service.repository import FOLDED_FILE, UNFOLDED_FILE, Repository, validate_name
+from service.repository import (
+    FOLDED_FILE,
+    PRECISIONS,
+    UNFOLDED_FILE,
+    Repository,
+    validate_name,
+    variant_file,
+)
 from service.settings import Settings
 
 logger = logging.getLogger("foldserve.uploads")
@@ -185,17 +192,35 @@ class Uploads:
         probe: tuple[BinaryIO, str | None] | None = None,
         calibration: tuple[BinaryIO, str | None] | None = None,
         signature: str | None = None,
+        recalibrate: tuple[BinaryIO, str | None] | None = None,
+        precision: str | None = None,
+        equalize: bool = False,
     ) -> dict[str, Any]:
         """Check the upload, copy it to a staging directory, give it the next version
         number of ``name`` and start its job; the job (queued) is returned at once.
 
         ``probe``: (file, file name) of a .npy/.npz the fold verifies on; it is kept
-        beside the model as probe.npy / probe.npz. ``calibration`` (file, file name):
-        every BN is recalibrated on that data first (the file is not kept). A ``.zip`` or
-        ``.tar.gz`` holds a SavedModel; ``signature`` names its signature."""
+        beside the model as probe.npy / probe.npz. ``recalibrate`` (file, file name):
+        every BN is recalibrated on that data first. ``precision`` ("fp16,int8"): the
+        variants made after folding, calibrated and judged on the ``calibration`` rows
+        (else the probes), int8 after cross-layer equalization with ``equalize``; neither
+        rows file is kept. A ``.zip`` or ``.tar.gz`` holds a SavedModel; ``signature``
+        names its signature."""
         self.folder.require()
         probe_suffix = _array_suffix(probe, "probe")
         calibration_suffix = _array_suffix(calibration, "calibration")
+        recalibrate_suffix = _array_suffix(recalibrate, "recalibrate")
+        precisions = parse_precision(precision)
+        if calibration is not None and not precisions:
+            raise InvalidInput(
+                "form field 'calibration' holds the rows that calibrate the precision "
+                "variants: send 'precision' (fp16, int8) with it, or send the rows as "
+                "'recalibrate' to re-estimate the BN statistics before folding"
+            )
+        if equalize and "int8" not in precisions:
+            raise InvalidInput(
+                "form field 'equalize' applies to the int8 variant: send precision=int8"
+            )
         suffix = upload_suffix(file_name)
         if suffix is None:
             raise InvalidInput(
@@ -211,6 +236,12 @@ class Uploads:
                     f"send name={name} to add a version to it, or another name"
                 )
         name = validate_name(name)
+        if name.rsplit("-", 1)[-1] in PRECISIONS:
+            raise InvalidInput(
+                f"model name {name!r} ends like a precision variant's: names ending in "
+                f"{', '.join('-' + p for p in PRECISIONS)} are kept for the variants "
+                "(upload the base model with precision=... instead)"
+            )
         try:
             staging = await anyio.to_thread.run_sync(self.repository.new_staging)
         except OSError as error:
@@ -219,7 +250,7 @@ class Uploads:
         try:
             source = staging / UPLOAD_SUFFIXES[suffix]
             await anyio.to_thread.run_sync(_copy, upload, source)
-            probe_path = calibration_path = None
+            probe_path = calibration_path = recalibrate_path = None
             if probe is not None:
                 writing = "the probe file"
                 probe_path = staging / f"probe{probe_suffix}"
@@ -228,6 +259,10 @@ class Uploads:
                 writing = "the calibration file"
                 calibration_path = staging / f".calibration{calibration_suffix}"
                 await anyio.to_thread.run_sync(_copy, calibration[0], calibration_path)
+            if recalibrate is not None:
+                writing = "the recalibrate file"
+                recalibrate_path = staging / f".recalibrate{recalibrate_suffix}"
+                await anyio.to_thread.run_sync(_copy, recalibrate[0], recalibrate_path)
             writing = "the upload's job record"
             job = await anyio.to_thread.run_sync(self._create, name, file_name, staging.name)
         except OSError as error:
@@ -236,8 +271,13 @@ class Uploads:
         except BaseException:
             self.repository.discard(staging)
             raise
+        variants = None
+        if precisions:
+            variants = Variants(precisions, calibration_path, equalize)
         task = asyncio.create_task(
-            self._run(job, staging, source, file_name, probe_path, calibration_path, signature)
+            self._run(
+                job, staging, source, file_name, probe_path, recalibrate_path, signature, variants
+            )
         )
         self._running[job["id"]] = _Running(job, task)
         return job
@@ -280,8 +320,9 @@ class Uploads:
         source: Path,
         label: str,
         probe: Path | None,
-        calibration: Path | None,
+        recalibrate: Path | None,
         signature: str | None = None,
+        variants: Variants | None = None,
     ) -> ServingError | None:
         """The job from queued to a finished state; what failed, as the synchronous
         upload raises it (None when done or cancelled)."""
@@ -295,17 +336,20 @@ class Uploads:
                     job["name"],
                     label,
                     probe=probe,
-                    recalibrate=calibration,
+                    recalibrate=recalibrate,
                     signature=signature,
                     progress=progress,
+                    variants=variants,
                 )
             finally:
                 self.metrics.fold_duration.observe(time.perf_counter() - started)
             self._take_progress(self._running[job["id"]])
             self._enter(job, "committing", None)
-            if calibration is not None:
-                calibration.unlink()
-            for file_name in (FOLDED_FILE, UNFOLDED_FILE):  # over the memory limit: 422
+            for rows in (recalibrate, None if variants is None else variants.calibration):
+                if rows is not None:
+                    rows.unlink(missing_ok=True)
+            served = [FOLDED_FILE, UNFOLDED_FILE, *map(variant_file, PRECISIONS)]
+            for file_name in served:  # over the memory limit: 422
                 if (staging / file_name).is_file():
                     await anyio.to_thread.run_sync(
                         self.registry.runtime.check_memory, staging / file_name
@@ -314,7 +358,10 @@ class Uploads:
                 self.repository.commit, staging, job["name"], job["version"]
             )
             async with self.registry.lock:
-                await self.registry.load(self.repository.version_dir(job["name"], job["version"]))
+                committed = self.repository.version_dir(job["name"], job["version"])
+                await self.registry.load(committed)
+                for variant in self.repository.variants_of(committed):
+                    await self.registry.load(variant)
                 self.registry.count_loaded()
             self.metrics.fold_jobs.labels("ok").inc()
             self._close_stage(job)
@@ -533,3 +580,19 @@ def name_from_file(file_name: str) -> str:
     suffix = upload_suffix(file_name) or Path(file_name).suffix
     stem = Path(file_name[: len(file_name) - len(suffix)] if suffix else file_name).name.lower()
     return re.sub(r"[^a-z0-9._-]", "-", stem).lstrip("._-")[:64]
+
+
+def parse_precision(text: str | None) -> tuple[str, ...]:
+    """The upload's ``precision`` field, ``"fp16,int8"``: the variants to make."""
+    chosen: list[str] = []
+    for name in (part.strip().lower() for part in (text or "").split(",")):
+        if not name or name == "fp32":
+            continue
+        if name not in PRECISIONS:
+            raise InvalidInput(
+                f"form field 'precision': unknown precision {name!r}; expected "
+                f"{' or '.join(PRECISIONS)} (comma-separated)"
+            )
+        if name not in chosen:
+            chosen.append(name)
+    return tuple(chosen)

@@ -6,7 +6,7 @@ import { renderCompare } from "/ui/compare.js";
 import { renderMonitor } from "/ui/monitor.js";
 import { renderVersion } from "/ui/report.js";
 
-const STAGES = ["queued", "loading", "folding", "exporting", "verifying", "committing", "done"];
+const STAGES = ["queued", "loading", "folding", "exporting", "verifying", "quantizing", "committing", "done"];
 const TERMINAL = new Set(["done", "failed", "cancelled"]);
 // what the upload takes (the server's UPLOAD_SUFFIXES): a SavedModel directory goes as an archive
 const ACCEPTED = ".keras,.h5,.hdf5,.onnx,.zip,.tar.gz,.tgz";

@@ -24,8 +24,12 @@ async def upload(request: Request, dataplane: DataPlaneDep, wait: bool = False) 
     SavedModel as .zip or .tar.gz), optional ``name``, optional ``signature`` (a
     SavedModel's serving signature, default ``serving_default``), optional
     ``probe`` (a .npy or .npz of inputs the fold is verified on), optional
-    ``calibration`` (.npy/.npz, as ``foldserve fold --recalibrate``: every BN's moving
-    statistics are re-estimated on it before folding).
+    ``recalibrate`` (.npy/.npz, as ``foldserve fold --recalibrate``: every BN's moving
+    statistics are re-estimated on it before folding), optional ``precision``
+    (``fp16``, ``int8`` or ``fp16,int8``: variants made beside the folded model, each
+    served as ``<name>-<precision>``), optional ``calibration`` (.npy/.npz rows of the
+    model's inputs that calibrate int8 and judge the variants), optional ``equalize``
+    (``true``: cross-layer equalization before int8).
 
     Answers 202 with the upload job (``Location: /v1/jobs/{id}``) at once; with
     ``?wait=true``, or ``Prefer: wait=N`` (seconds), 201 ``{"name", "version",
@@ -45,7 +49,7 @@ async def upload(request: Request, dataplane: DataPlaneDep, wait: bool = False) 
 async def _receive_and_submit(request: Request, dataplane: Any) -> dict[str, Any]:
     """The multipart body received, checked and submitted: the new job."""
     try:
-        form = await request.form(max_files=3, max_fields=8)
+        form = await request.form(max_files=4, max_fields=10)
     except (ServingError, ClientDisconnect):  # over the size limit (413), or gone
         raise
     except OSError as error:  # the parts are buffered in temporary files
@@ -72,6 +76,13 @@ async def _receive_and_submit(request: Request, dataplane: Any) -> dict[str, Any
         calibration = _present(form.get("calibration"))
         if calibration is not None and not isinstance(calibration, UploadFile):
             raise InvalidInput("form field 'calibration' must be a .npy or .npz file")
+        recalibrate = _present(form.get("recalibrate"))
+        if recalibrate is not None and not isinstance(recalibrate, UploadFile):
+            raise InvalidInput("form field 'recalibrate' must be a .npy or .npz file")
+        precision = _present(form.get("precision"))
+        if precision is not None and not isinstance(precision, str):
+            raise InvalidInput("form field 'precision' must be text, e.g. fp16,int8")
+        equalize = _flag(form.get("equalize"), "equalize")
         job = await dataplane.uploads.submit(
             file.file,
             file.filename or "",
@@ -79,6 +90,9 @@ async def _receive_and_submit(request: Request, dataplane: Any) -> dict[str, Any
             probe=None if probe is None else (probe.file, probe.filename or ""),
             calibration=None if calibration is None else (calibration.file, calibration.filename),
             signature=signature or None,
+            recalibrate=None if recalibrate is None else (recalibrate.file, recalibrate.filename),
+            precision=precision,
+            equalize=equalize,
         )
     finally:
         await form.close()
@@ -88,6 +102,17 @@ async def _receive_and_submit(request: Request, dataplane: Any) -> dict[str, Any
 def _declared_length(request: Request) -> int | None:
     value = request.headers.get("content-length", "")
     return int(value) if value.isascii() and value.isdigit() else None
+
+
+def _flag(field: Any, name: str) -> bool:
+    """A true/false form field (absent or empty: false)."""
+    if field is None or field == "":
+        return False
+    if isinstance(field, str) and field.strip().lower() in ("true", "1", "yes", "on"):
+        return True
+    if isinstance(field, str) and field.strip().lower() in ("false", "0", "no", "off"):
+        return False
+    raise InvalidInput(f"form field '{name}' must be true or false")
 
 
 def _present(field: Any) -> Any:

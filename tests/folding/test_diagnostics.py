@@ -217,16 +217,16 @@ def test_cli_refuses_calibration_of_the_wrong_shape(dropout_first_file, tmp_path
     assert not out.exists()
 
 
-def test_upload_with_calibration_recalibrates(
+def test_upload_with_recalibrate_recalibrates(
     dropout_first_file, calibration_file, digits, tmp_path
 ):
     x, _ = digits
     with serving(make_repository(tmp_path)) as server:
 
-        def upload(name, calibration=None):
+        def upload(name, rows=None, field="recalibrate"):
             files = {"file": (dropout_first_file.name, dropout_first_file.read_bytes())}
-            if calibration is not None:
-                files["calibration"] = calibration
+            if rows is not None:
+                files[field] = rows
             return httpx.post(
                 f"{server.url}/v1/models?wait=true", files=files, data={"name": name}, timeout=300
             )
@@ -237,7 +237,7 @@ def test_upload_with_calibration_recalibrates(
         assert report["recalibration"]["samples"] == len(x)
         assert report["diagnostics_summary"]["flagged"] == 0
         version_dir = tmp_path / "models" / "recalibrated" / "1"
-        assert not [p for p in version_dir.iterdir() if "calibration" in p.name]
+        assert not [p for p in version_dir.iterdir() if "calibrat" in p.name]
         stored = json.loads((version_dir / "report.json").read_text())
         assert stored["recalibration"] == report["recalibration"]
 
@@ -265,8 +265,13 @@ def test_upload_with_calibration_recalibrates(
 
         wrong = upload("wrong", ("digits.npy", _npy_bytes(np.zeros((4, 3), np.float32))))
         assert wrong.status_code == 400, wrong.text
-        assert "calibration" in wrong.json()["error"]
+        assert "recalibrate" in wrong.json()["error"]
         assert "shape [4, 3]" in wrong.json()["error"]
+        # 'calibration' is quantization calibration: without 'precision' it is refused,
+        # saying which field re-estimates the BN statistics
+        unused = upload("unused", ("digits.npy", calibration_file.read_bytes()), "calibration")
+        assert unused.status_code == 400, unused.text
+        assert "'recalibrate'" in unused.json()["error"]
         text = upload("text", ("digits.txt", b"1 2 3"))
         assert text.status_code == 400
         assert "not a .npy or .npz" in text.json()["error"]

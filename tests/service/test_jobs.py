@@ -13,7 +13,16 @@ import pytest
 
 from tests.service.conftest import make_repository, serving
 
-STAGES = ["queued", "loading", "folding", "exporting", "verifying", "committing", "done"]
+STAGES = [
+    "queued",
+    "loading",
+    "folding",
+    "exporting",
+    "verifying",
+    "quantizing",
+    "committing",
+    "done",
+]
 ADMIN = {"Authorization": "Bearer admin-secret"}
 READER = {"Authorization": "Bearer reader-secret"}
 
@@ -166,7 +175,7 @@ def test_cancel_queued_and_running_jobs(jobs_server, slow_model_file, trained_mo
     index = httpx.post(f"{url}/v2/repository/index").json()
     (entry,) = [entry for entry in index if entry["name"] == "slow"]
     assert entry["state"] == "LOADING"
-    assert any(stage in entry["reason"] for stage in STAGES[2:6]), entry
+    assert any(stage in entry["reason"] for stage in STAGES[2:7]), entry
 
     cancelled = httpx.delete(f"{url}/v1/jobs/{queued['id']}")
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"

@@ -111,3 +111,87 @@ def test_catalogue_downloads_and_delete_of_a_variant(variant_server):
     assert refused.status_code == 409
     assert "variant of model 'conv'" in refused.json()["error"]
     assert httpx.get(f"{server.url}/v1/models/conv-int8").status_code == 200
+
+
+@pytest.fixture(scope="module")
+def upload_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("variant-uploads")
+    digits = train_digits_conv(root / "trained")
+    with serving(root / "models") as running:
+        yield running, digits
+
+
+def test_an_upload_with_precision_serves_each_passing_variant(upload_server):
+    server, digits = upload_server
+    reply = httpx.post(
+        f"{server.url}/v1/models?wait=true",
+        files={
+            "file": ("conv.keras", digits.model_path.read_bytes()),
+            "calibration": ("rows.npy", digits.calibration.read_bytes()),
+        },
+        data={"name": "uploaded", "precision": "int8,fp16"},
+        timeout=600,
+    )
+    assert reply.status_code == 201, reply.text
+    variants = {entry["precision"]: entry for entry in reply.json()["report"]["variants"]}
+    assert variants["int8"]["passed"] and variants["fp16"]["passed"], variants
+    assert variants["int8"]["rows_source"] == "calibration"
+    version = server.models_dir / "uploaded" / "1"
+    assert not [path.name for path in version.iterdir() if "calibration" in path.name]
+    baseline = predict(server.url, "uploaded", digits.held_out).argmax(axis=1)
+    for name in ("uploaded-int8", "uploaded-fp16"):
+        answer = predict(server.url, name, digits.held_out).argmax(axis=1)
+        assert abs(np.mean(answer == digits.labels) - np.mean(baseline == digits.labels)) <= 0.01
+    job = httpx.get(f"{server.url}/v1/jobs").json()["jobs"][0]
+    assert "quantizing" in job["timings"]
+
+
+def test_the_client_uploads_with_precision_and_lists_the_variants(upload_server, tmp_path):
+    server, digits = upload_server
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "upload",
+            str(digits.model_path),
+            "--name",
+            "client-conv",
+            "--precision",
+            "int8",
+            "--calibration",
+            str(digits.calibration),
+            "--url",
+            server.url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "int8: passed" in result.stdout and "model.int8.onnx" in result.stdout
+    assert httpx.get(f"{server.url}/v1/models/client-conv-int8").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("data", "files", "message"),
+    [
+        ({"precision": "int4"}, {}, "unknown precision 'int4'"),
+        ({}, {"calibration": ("rows.npy", b"")}, "send 'precision'"),
+        ({"precision": "fp16", "equalize": "true"}, {}, "'equalize' applies to the int8"),
+        ({"precision": "int8", "equalize": "maybe"}, {}, "'equalize' must be true or false"),
+        ({"name": "mine-int8"}, {}, "kept for the variants"),
+    ],
+)
+def test_upload_refusals_name_the_field(upload_server, data, files, message):
+    server, digits = upload_server
+    rows = digits.calibration.read_bytes()
+    files = {key: (file_name, content or rows) for key, (file_name, content) in files.items()}
+    reply = httpx.post(
+        f"{server.url}/v1/models?wait=true",
+        files={"file": ("conv.keras", digits.model_path.read_bytes()), **files},
+        data={"name": "refused", **data},
+        timeout=120,
+    )
+    assert reply.status_code == 400, reply.text
+    assert message in reply.json()["error"]

@@ -117,6 +117,10 @@ function uploadForm(jobs, signal) {
   const name = h("input", { type: "text", id: "upload-name", name: "name", pattern: "[a-z0-9][a-z0-9._\\-]{0,63}",
     placeholder: "from the file name", autocomplete: "off" });
   const probe = h("input", { type: "file", id: "upload-probe", name: "probe", accept: ".npy,.npz" });
+  const recalibrate = h("input", { type: "file", id: "upload-recalibrate", name: "recalibrate", accept: ".npy,.npz" });
+  const precision = h("select", { id: "upload-precision", name: "precision" },
+    [["", "float32 only"], ["fp16", "+ fp16"], ["int8", "+ int8"], ["fp16,int8", "+ fp16 and int8"]]
+      .map(([value, text]) => h("option", { value, text })));
   const calibration = h("input", { type: "file", id: "upload-calibration", name: "calibration", accept: ".npy,.npz" });
   const message = h("div", { id: "upload-message" });
   const zone = h("div.dropzone", { id: "dropzone" }, [
@@ -131,7 +135,9 @@ function uploadForm(jobs, signal) {
     h("div.fields", {}, [
       h("div", {}, [h("label", { for: "upload-name", text: "Name (optional)" }), name]),
       h("div", {}, [h("label", { for: "upload-probe", text: "Probe inputs .npy/.npz (optional)" }), probe]),
-      h("div", {}, [h("label", { for: "upload-calibration", text: "Calibration .npy/.npz (optional)" }), calibration]),
+      h("div", {}, [h("label", { for: "upload-recalibrate", text: "Re-estimate BN statistics on .npy/.npz (optional)" }), recalibrate]),
+      h("div", {}, [h("label", { for: "upload-precision", text: "Precision variants" }), precision]),
+      h("div", {}, [h("label", { for: "upload-calibration", text: "Variant calibration rows .npy/.npz (optional)" }), calibration]),
     ]),
     h("button", { type: "submit", id: "upload-button", text: "Upload and fold" }),
     message,
@@ -161,6 +167,8 @@ function uploadForm(jobs, signal) {
     body.append("file", file.files[0]);
     if (name.value.trim()) body.append("name", name.value.trim());
     if (probe.files.length) body.append("probe", probe.files[0]);
+    if (recalibrate.files.length) body.append("recalibrate", recalibrate.files[0]);
+    if (precision.value) body.append("precision", precision.value);
     if (calibration.files.length) body.append("calibration", calibration.files[0]);
     message.replaceChildren(h("p.muted", { text: `Uploading ${file.files[0].name}…` }));
     try {

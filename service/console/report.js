@@ -2,7 +2,7 @@
 // verification errors) and its downloads.
 
 import { api, download, errorBox, h, quote } from "/ui/api.js";
-import { channelChart, format, logBars } from "/ui/plots.js";
+import { bars, channelChart, format, logBars } from "/ui/plots.js";
 
 export async function renderVersion(main, [name, version], signal) {
   const base = `/v1/models/${quote(name)}/versions/${quote(version)}`;
@@ -39,8 +39,23 @@ export async function renderVersion(main, [name, version], signal) {
     if (error.name !== "AbortError") main.append(errorBox(error));
     return;
   }
+  for (const entry of report.variants || []) {
+    if (!entry.file) continue;
+    const link = h("a.button", { href: `${base}/${entry.file}`, text: `${entry.file} (${entry.precision})`,
+      download: `${name}-${version}-${entry.file}`, dataset: { download: entry.file } });
+    link.addEventListener("click", async (event) => {
+      event.preventDefault();
+      try {
+        await download(link.getAttribute("href"), link.download);
+      } catch (error) {
+        link.after(errorBox(error));
+      }
+    });
+    downloads.append(h("li", {}, link));
+  }
   main.append(summary(report), verification(report), diagnosticsSummary(report), batchNorms(report));
   if (report.recalibration) main.append(recalibration(report.recalibration));
+  if (report.variants?.length) main.append(variants(report.variants, name, base));
 }
 
 function definitions(pairs) {
@@ -181,6 +196,49 @@ function batchNorm(entry, open) {
 
 function figure(caption, svg, kind) {
   return h("figure.plot", { dataset: { plot: kind } }, [svg, h("figcaption", { text: caption })]);
+}
+
+function variants(entries, name, base) {
+  // Each precision variant: its verdict, agreement and error against float32, and the
+  // latency ratio measured in the same run (drawn per batch size, float32 beside it).
+  const rows = entries.map((entry) => {
+    const batch8 = entry.latency_ms?.["batch 8"];
+    const served = entry.file
+      ? h("a", { href: `#/models/${quote(`${name}-${entry.precision}`)}`, text: `${name}-${entry.precision}` })
+      : h("span", { text: "not served" });
+    return h("tr", { dataset: { precision: entry.precision } }, [
+      h("th", { scope: "row", text: entry.precision }),
+      h("td", {}, h(`span.verdict.verdict-${entry.passed ? "ok" : "bad"}`, { text: entry.passed ? "passed" : "failed" })),
+      h("td", { text: entry.agreement === null ? "–" : `${(100 * entry.agreement).toFixed(1)} %` }),
+      h("td", { text: Object.keys(entry.errors).length ? format(Math.max(...Object.values(entry.errors))) : "–" }),
+      h("td", { text: batch8?.speedup ? `${batch8.speedup.toFixed(2)}×` : "–" }),
+      h("td", { text: `${(entry.size_bytes / 1e6).toFixed(2)} MB` }),
+      h("td", {}, served),
+      h("td", { text: [entry.reason, ...(entry.notes || [])].filter(Boolean).join("; ") }),
+    ]);
+  });
+  const section = h("section", { "aria-labelledby": "variants-title", id: "variants" }, [
+    h("h2", { id: "variants-title", text: "Precision variants" }),
+    h("div.scroll", {}, h("table", {}, [
+      h("thead", {}, h("tr", {}, ["precision", "verdict", "top-1 agreement", "max error", "batch 8 speed-up", "size", "served as", "notes"]
+        .map((t) => h("th", { scope: "col", text: t })))),
+      h("tbody", {}, rows),
+    ])),
+  ]);
+  for (const batch of ["batch 1", "batch 8"]) {
+    const items = [];
+    for (const entry of entries) {
+      const timing = entry.latency_ms?.[batch];
+      if (!timing) continue;
+      if (!items.length) items.push({ name: "fp32", value: timing.fp32 });
+      items.push({ name: entry.precision, value: timing.variant });
+    }
+    if (items.length > 1) {
+      section.append(figure(`Latency at ${batch} (ms), one intra-op thread, medians of interleaved runs`,
+        bars({ title: `Latency at ${batch}`, items, unit: "ms" }), `variants-${batch.replace(" ", "")}`));
+    }
+  }
+  return section;
 }
 
 function recalibration(recal) {

@@ -376,6 +376,7 @@ class Uploads:
         except ServingError as error:
             outcome = "refused" if isinstance(error, InvalidInput) else "failed"
             self.metrics.fold_jobs.labels(outcome).inc()
+            stage = job["state"]
             self._close_stage(job)
             self.store.finish(
                 job,
@@ -383,13 +384,20 @@ class Uploads:
                 error=(error.message.strip().splitlines() or ["failed"])[0],
                 status_code=error.status_code,
                 report=error.extra.get("report"),
+                failed_stage=stage,
             )
             return error
         except Exception as error:  # the repository or a session load went wrong
             logger.exception("upload job %s failed", job["id"])
             self.metrics.fold_jobs.labels("failed").inc()
             failure = _job_failure(error, job)
-            self.store.finish(job, "failed", error=failure.message, status_code=failure.status_code)
+            self.store.finish(
+                job,
+                "failed",
+                error=failure.message,
+                status_code=failure.status_code,
+                failed_stage=job["state"],
+            )
             return failure
         finally:
             self.repository.discard(staging)
@@ -509,6 +517,38 @@ class Uploads:
                     continue
                 states[key] = VersionState("FAILED", job["error"] or "failed", job["status_code"])
         return states
+
+    async def failure(self, name: str, version: int | None) -> dict[str, Any] | None:
+        """What a failed version's report page shows: the newest failed job of ``name``'s
+        ``version`` (the highest failed one for None) that is still listed, else None."""
+        states = await self.version_states()
+        failed = sorted(
+            number
+            for (model, number), state in states.items()
+            if model == name and state.state == "FAILED" and version in (None, number)
+        )
+        if not failed:
+            return None
+        jobs = await anyio.to_thread.run_sync(self.store.all)
+        job = next(j for j in jobs if j["name"] == name and j["version"] == failed[-1])
+        stage = job.get("failed_stage") or next(
+            (stage for stage in reversed(STAGES) if stage in job.get("timings", {})), "queued"
+        )
+        return {
+            "name": name,
+            "version": job["version"],
+            "failed": True,
+            "failure": {
+                "stage": stage,
+                "error": job["error"],
+                "status_code": job["status_code"],
+                "job": job["id"],
+                "file": job["filename"],
+                "timings": job.get("timings", {}),
+            },
+            # a verification failure keeps the report of what was folded and measured
+            "report": job.get("report"),
+        }
 
     async def dismiss(self, name: str, version: int | None) -> list[int]:
         """Hide the failed jobs of ``name`` (one version, or all): a user's delete."""

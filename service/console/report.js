@@ -39,6 +39,12 @@ export async function renderVersion(main, [name, version], signal) {
     if (error.name !== "AbortError") main.append(errorBox(error));
     return;
   }
+  if (report.failed) {
+    main.append(failure(report));
+    const folded = report.report;
+    if (folded) main.append(summary(folded), verification(folded), diagnosticsSummary(folded), batchNorms(folded));
+    return;
+  }
   for (const entry of report.variants || []) {
     if (!entry.file) continue;
     const link = h("a.button", { href: `${base}/${entry.file}`, text: `${entry.file} (${entry.precision})`,
@@ -196,6 +202,19 @@ function batchNorm(entry, open) {
 
 function figure(caption, svg, kind) {
   return h("figure.plot", { dataset: { plot: kind } }, [svg, h("figcaption", { text: caption })]);
+}
+
+function failure(report) {
+  const { stage, error, status_code: status, job, file, timings } = report.failure;
+  const steps = Object.entries(timings || {}).map(([name, seconds]) =>
+    h("li", { dataset: { stage: name }, class: name === stage ? "failed" : "done",
+      text: `${name}: ${format(seconds)} s${name === stage ? " ✗" : ""}` }));
+  return h("section", { "aria-labelledby": "failure-title", id: "failure" }, [
+    h("h2", { id: "failure-title", text: `Fold failed in ${stage}` }),
+    h("p", {}, h("span.verdict.verdict-bad", { id: "failure-error", text: error })),
+    definitions([["status", String(status)], ["uploaded file", file], ["upload job", job]]),
+    steps.length ? h("ol.stages", { "aria-label": "What was tried" }, steps) : "",
+  ]);
 }
 
 function variants(entries, name, base) {

@@ -5,9 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import FileResponse
 
-from service.deps import ApiAuth, DataPlaneDep
+from service.deps import ApiAuth, DataPlaneDep, JSONResponse
 from service.errors import NotFound
-from service.repository import FOLDED_FILE, PRECISIONS, REPORT_FILE, UNFOLDED_FILE, variant_file
+from service.repository import (
+    FOLDED_FILE,
+    PRECISIONS,
+    REPORT_FILE,
+    UNFOLDED_FILE,
+    parse_version,
+    variant_file,
+)
 
 router = APIRouter(tags=["Model store"], dependencies=[ApiAuth])
 
@@ -20,8 +27,17 @@ ONNX_RESPONSE = {200: {"content": {"application/octet-stream": {}}}}
     responses={200: {"content": {"application/json": {}}}},
 )
 async def report(name: str, version: str, dataplane: DataPlaneDep) -> FileResponse:
-    """The version's fold report (report.json); ``version`` may be ``latest``."""
-    path = await dataplane.artifact(name, version, REPORT_FILE)
+    """The version's fold report (report.json); ``version`` may be ``latest``. A version
+    whose upload job failed answers ``{"failed": true, "failure": {"stage", "error",
+    "status_code", "job", "file", "timings"}, "report"}`` (the verification report of a
+    fold that failed its tolerance, else null) until it is deleted."""
+    try:
+        path = await dataplane.artifact(name, version, REPORT_FILE)
+    except NotFound:
+        failure = await dataplane.uploads.failure(name, parse_version(version))
+        if failure is None:
+            raise
+        return JSONResponse(failure)
     return FileResponse(path, media_type="application/json")
 
 

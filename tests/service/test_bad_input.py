@@ -236,8 +236,23 @@ def test_verification_failure_is_refused_with_its_report(guarded_server, trained
     (fresh,) = [model for model in listing["models"] if model["name"] == "fresh-digits"]
     (failed,) = fresh["versions"]
     assert failed["state"] == "UNAVAILABLE" and "folding changed output" in failed["reason"]
+    # its report page says where and why the fold failed, with what was measured
+    base = f"{guarded_server.url}/v1/models/fresh-digits/versions"
+    page = httpx.get(f"{base}/{failed['version']}/report", headers=READER)
+    assert page.status_code == 200, page.text
+    document = page.json()
+    assert document["failed"] is True and document["version"] == failed["version"]
+    assert document["failure"]["stage"] == "verifying"
+    assert document["failure"]["status_code"] == 422
+    assert "folding changed output" in document["failure"]["error"]
+    assert {"loading", "folding"} <= set(document["failure"]["timings"])
+    assert document["report"]["verification"]["failure"] == "fold"
+    assert httpx.get(f"{base}/latest/report", headers=READER).json()["failed"] is True
+    missing = httpx.get(f"{base}/{failed['version'] + 1}/report", headers=READER)
+    assert missing.status_code == 404
     reply = httpx.delete(f"{guarded_server.url}/v1/models/fresh-digits", headers=ADMIN)
     assert reply.json()["deleted_versions"] == [failed["version"]]
+    assert httpx.get(f"{base}/{failed['version']}/report", headers=READER).status_code == 404
     assert store_snapshot(guarded_server) == before
 
 

@@ -115,6 +115,14 @@ class OnnxWriter:
         self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, **attributes))
         return output
 
+    def ops(
+        self, op_type: str, inputs: list[str], hint: str, count: int, **attributes: Any
+    ) -> list[str]:
+        """A node with ``count`` outputs."""
+        outputs = [self.fresh(f"{hint}_{index}") for index in range(count)]
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=outputs[0], **attributes))
+        return outputs
+
     def reduce(self, op_type: str, x: str, axes: list[int], hint: str, keepdims: int = 1) -> str:
         """Reduce* with ``axes`` as an attribute (opset 17) or an input (18 on)."""
         if self.opset >= 18 or op_type == "ReduceSum":

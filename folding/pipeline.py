@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -199,15 +199,18 @@ class ExportedPair:
     folded: OnnxModel
     unfolded: OnnxModel
     exporter: str
+    fallback_reason: str | None = None  # why the general exporter wrote the model
+    spliced: list[Unsupported] = field(default_factory=list)  # layers it wrote alone
 
 
 def export_pair(result: FoldResult, unfolded_graph: Graph, opset: int) -> ExportedPair:
     """Both models as ONNX: directly from the traced graphs when every layer has a
     direct form, else both through the general exporter."""
     try:
-        unfolded = export_direct(unfolded_graph, opset)
-        folded = export_direct(result.graph, opset, result.weights)
-        return ExportedPair(folded, unfolded, "direct")
+        spliced: list[Unsupported] = []
+        unfolded = export_direct(unfolded_graph, opset, per_layer_fallback=True, spliced=spliced)
+        folded = export_direct(result.graph, opset, result.weights, per_layer_fallback=True)
+        return ExportedPair(folded, unfolded, "direct", spliced=spliced)
     except Unsupported as unsupported:
         reason = unsupported
     except ValueError as error:  # an opset the direct exporter does not write
@@ -224,6 +227,7 @@ def export_pair(result: FoldResult, unfolded_graph: Graph, opset: int) -> Export
         OnnxModel(folded, folded.SerializeToString()),
         OnnxModel(unfolded, unfolded.SerializeToString()),
         "tf2onnx",
+        f"the direct exporter cannot write {reason}",
     )
 
 
@@ -255,18 +259,24 @@ def _export_warnings(exported: ExportedPair, unfolded_graph: Graph) -> list[str]
     from keras import layers
 
     if exported.exporter == "direct":
-        return []
+        return [
+            f"layer '{layer.layer}' ({layer.class_name}) was exported alone by the general "
+            f"exporter (tf2onnx): {layer.reason}"
+            for layer in exported.spliced
+        ]
+    warnings = [f"exported by {exported.exporter}: {exported.fallback_reason}"]
     keras_count = sum(
         type(call.layer) is layers.BatchNormalization for call in unfolded_graph.calls
     )
     ops = summarize(exported.unfolded)["op_counts"]
     onnx_count = ops.get("BatchNormalization", 0) + ops.get("Mul", 0)
     if onnx_count >= keras_count:
-        return []
+        return warnings
     return [
+        *warnings,
         f"the general exporter ({exported.exporter}) merged some of the model's "
         f"{keras_count} BatchNormalizations into neighbouring layers while writing "
-        "unfolded.onnx: comparisons with it measure less than all of the BN arithmetic"
+        "unfolded.onnx: comparisons with it measure less than all of the BN arithmetic",
     ]
 
 

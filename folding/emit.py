@@ -149,6 +149,9 @@ class Emitter:
         self.fallback = fallback
         self.spliced: list[Unsupported] = []  # the layers the fallback wrote, and why
         self.extra_opsets: dict[str, int] = {}
+        # a channels-first zero Pad's output -> (its input, its pads): a convolution
+        # reading it pads itself instead, and the Pad is dropped if nothing else reads it
+        self.zero_padded: dict[str, tuple[str, list[int]]] = {}
 
     # -- tensors ------------------------------------------------------------
 
@@ -234,9 +237,10 @@ class Emitter:
             )
             shape = self.graph.shapes[tensor]
             graph_outputs.append(_value_info(out_name, target, list(shape), batch=True))
-        onnx_graph = helper.make_graph(
-            self.writer.nodes, name, graph_inputs, graph_outputs, self.writer.initializers
-        )
+        nodes = _live_nodes(self.writer.nodes, [value.name for value in graph_outputs])
+        used = {name for node in nodes for name in node.input}
+        initializers = [i for i in self.writer.initializers if i.name in used]
+        onnx_graph = helper.make_graph(nodes, name, graph_inputs, graph_outputs, initializers)
         opsets = [helper.make_opsetid("", self.writer.opset)]
         opsets += [helper.make_opsetid(d, v) for d, v in sorted(self.extra_opsets.items())]
         model = helper.make_model(
@@ -267,6 +271,18 @@ class Emitter:
         for index, name in enumerate(outputs):
             self.set(call, name, index=index)
         self.spliced.append(unsupported)
+
+
+def _live_nodes(nodes: list[onnx.NodeProto], outputs: list[str]) -> list[onnx.NodeProto]:
+    """The nodes some graph output depends on, in their order (a Pad a convolution
+    absorbed, a layout transpose nobody read, are dropped)."""
+    needed = set(outputs)
+    live = []
+    for node in reversed(nodes):
+        if any(name in needed for name in node.output):
+            live.append(node)
+            needed.update(node.input)
+    return live[::-1]
 
 
 def _onnx_type(dtype: np.dtype) -> int:

@@ -97,7 +97,10 @@ def _zero_padding(em: Emitter, call: Call) -> None:
         # Pad_Fusion, which checks for all-zero bytes, from moving the padding into the
         # MaxPool, whose own padding is -inf: the file answers right in any session.
         inputs.append(w.const(np.asarray([-0.0], np.float32), "minus_zero"))
-    em.set(call, w.op("Pad", inputs, call.name), layout)
+    padded = w.op("Pad", inputs, call.name)
+    if layout == "cf" and len(inputs) == 2:
+        em.zero_padded[padded] = (inputs[0], begin + end)
+    em.set(call, padded, layout)
 
 
 def _is_max_pooling(call: Call) -> bool:

@@ -316,7 +316,10 @@ def _pad(em: Emitter, call: Call) -> None:
         if is_tensor(value):
             raise unsupported(call, "a tensor padding value")
         inputs.append(w.const(np.asarray([float(value)], np.float32).reshape(()), "pad_value"))
-    em.set(call, w.op("Pad", inputs, call.name, mode=mode), layout)
+    padded = w.op("Pad", inputs, call.name, mode=mode)
+    if layout == "cf" and mode == "constant" and (value is None or float(value) == 0.0):
+        em.zero_padded[padded] = (inputs[0], [int(p) for p in (*pairs[:, 0], *pairs[:, 1])])
+    em.set(call, padded, layout)
 
 
 def _tile(em: Emitter, call: Call) -> None:

@@ -136,13 +136,15 @@ def test_mixed_float16_model_folds(tmp_path):
     assert check.fold_error < 1e-5 < check.export_error
 
 
-def test_layers_without_a_direct_form_use_the_general_exporter(tmp_path):
+def test_a_layer_without_a_direct_form_alone_goes_through_the_general_exporter(tmp_path):
     inputs = keras.Input((5, 3))
-    x = layers.LSTM(4)(inputs)
-    x = layers.BatchNormalization()(layers.Dense(4)(x))
+    x = layers.LSTM(4, name="recurrent")(inputs)
+    x = layers.BatchNormalization(name="bn")(layers.Dense(4)(x))
     model = zoo.randomize_batch_norms(keras.Model(inputs, x), seed=6)
     report = fold_to_directory(model, tmp_path)
-    assert report.exporter == "tf2onnx"
+    assert report.exporter == "direct"
+    assert [entry.bn for entry in report.folded] == ["bn"]
+    assert any("layer 'recurrent' (LSTM) was exported alone" in w for w in report.warnings)
     assert report.verification.passed, report.summary()
 
 

@@ -15,8 +15,9 @@ provider with ORT_ENABLE_ALL and one intra-op thread:
 * **ORT fused**: foldserve's ``unfolded.onnx`` with every ONNX Runtime fusion on
   (so ORT merges the BatchNormalizations itself at session load).
 
-The sessions run in interleaved rounds (one run of each per round) after a
-warm-up, so a machine busy with other work slows all three alike; each figure is
+The sessions run in interleaved rounds (one run of each per round, the order
+rotating from round to round) after a warm-up, so a machine busy with other
+work slows all three alike; each figure is
 a median over ``--repeats`` rounds. ``ratio`` is foldserve's median over the best
 alternative's (< 1 is faster). With ``--write`` the table replaces its section in
 docs/benchmarks.md.
@@ -99,10 +100,11 @@ def time_interleaved(
         for name, session in sessions.items():
             session.run(None, feeds[name])
     times: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(repeats):
-        for name, session in sessions.items():
+    order = list(sessions)
+    for round_ in range(repeats):
+        for name in order[round_ % len(order) :] + order[: round_ % len(order)]:
             started = time.perf_counter()
-            session.run(None, feeds[name])
+            sessions[name].run(None, feeds[name])
             times[name].append(time.perf_counter() - started)
     return {name: statistics.median(values) * 1000 for name, values in times.items()}
 

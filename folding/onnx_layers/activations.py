@@ -37,7 +37,11 @@ def gelu(em: Emitter, x: str, approximate: bool = False) -> str:
     match (its optimizer/gelu_fusion.cc, fast_gelu_fusion.cc), so a session runs
     one fused Gelu/FastGelu kernel instead of seven element-wise passes."""
     w = em.writer
-    half = w.op("Mul", [x, w.const(0.5, "half")], "gelu_half")
+    # (0.5, x) in the tanh form, (x, 0.5) in the erf one: ONNX Runtime's
+    # common-subexpression pass must not merge the two forms' halves on one input,
+    # since GeluFusion then deletes the merged node the other form still reads
+    half_inputs = [w.const(0.5, "half"), x] if approximate else [x, w.const(0.5, "half")]
+    half = w.op("Mul", half_inputs, "gelu_half")
     if approximate:
         # 0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x x))): FastGeluFusion's first formula
         # (its second starts from Pow, which it matches only up to opset 13)

@@ -163,8 +163,8 @@ def format_row(row: dict) -> str:
 
 
 HEADER = [
-    "| model | batch | foldserve model.onnx | Keras export (tf2onnx) | ORT fusions on unfolded.onnx "
-    "| foldserve / best other |",
+    "| model | batch | foldserve model.onnx | Keras export (tf2onnx) "
+    "| ORT fusions on unfolded.onnx | foldserve / best other |",
     "|---|---|---|---|---|---|",
 ]
 

@@ -152,6 +152,8 @@ class Emitter:
         # a channels-first zero Pad's output -> (its input, its pads): a convolution
         # reading it pads itself instead, and the Pad is dropped if nothing else reads it
         self.zero_padded: dict[str, tuple[str, list[int]]] = {}
+        # a global pooling's flattened output -> the pooled (N, C, 1, ...) tensor
+        self.pooled: dict[str, str] = {}
 
     # -- tensors ------------------------------------------------------------
 

@@ -213,8 +213,46 @@ def _rms_norm(em: Emitter, call: Call) -> None:
     em.set(call, y)
 
 
+def _batch_norm_op(em: Emitter, call: Call) -> None:
+    """``ops.batch_normalization(x, mean, variance, axis, offset, scale, epsilon)``:
+    ``(x - mean) / sqrt(variance + epsilon) * scale + offset`` along ``axis``."""
+    op = call.layer
+    names = ["x", "mean", "variance", "offset", "scale"]
+    given = dict(zip(names, call.args, strict=False)) | call.kwargs
+    tensor = given["x"].id
+    rank = em.value(tensor).rank
+    axis = int(op.axis) % rank
+    layout = em.layout_of(tensor) if rank >= 3 and axis == rank - 1 else "keras"
+    where = cf_axis(axis, rank) if layout == "cf" else axis
+    w = em.writer
+
+    def parameter(key: str) -> str | None:
+        value = given.get(key)
+        if value is None:
+            return None
+        if is_tensor(value):
+            raise unsupported(call, f"a tensor {key}")
+        array = constant_array(call, value).astype(np.float32).reshape(-1)
+        shape = [1] * rank
+        shape[where] = array.size
+        return w.const(array.reshape(shape), key)
+
+    y = w.op("Sub", [em.get(tensor, layout), parameter("mean")], "centred")
+    variance = constant_array(call, given["variance"]).astype(np.float64).reshape(-1)
+    inverse = (1.0 / np.sqrt(variance + float(op.epsilon))).astype(np.float32)
+    shape = [1] * rank
+    shape[where] = inverse.size
+    y = w.op("Mul", [y, w.const(inverse.reshape(shape), "inv_std")], "normalised")
+    for key, op_type in (("scale", "Mul"), ("offset", "Add")):
+        name = parameter(key)
+        if name is not None:
+            y = w.op(op_type, [y, name], key)
+    em.set(call, y, layout)
+
+
 OP_HANDLERS.update(
     {
+        "BatchNorm": _batch_norm_op,
         "Mean": reduction("ReduceMean"),
         "Sum": reduction("ReduceSum"),
         "Max": reduction("ReduceMax"),

@@ -9,6 +9,7 @@ axis 1) costs nothing: it is the channels-first tensor itself.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -62,8 +63,9 @@ def _reshape(em: Emitter, call: Call) -> None:
     in_shape = em.value(tensor).shape
     if target and target[0] == -1 and in_shape[0] is None and all(d > 0 for d in target[1:]):
         target[0] = 0  # the batch axis stays the batch axis
-    w = em.writer
-    em.set(call, w.op("Reshape", [em.get(tensor, "keras"), w.ints(target, "shape")], call.name))
+    from folding.onnx_layers.shape import reshape_to
+
+    reshape_to(em, call, tensor, target)
 
 
 def _transpose(em: Emitter, call: Call) -> None:
@@ -131,7 +133,7 @@ def _split_sizes(call: Call, size: int | None, sections: Any) -> list[int]:
     if size is None:
         raise unsupported(call, "splitting a dynamic axis")
     bounds.append(size)
-    return [max(min(b, size) - min(a, size), 0) for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [max(min(b, size) - min(a, size), 0) for a, b in itertools.pairwise(bounds)]
 
 
 def _split(em: Emitter, call: Call) -> None:
@@ -584,7 +586,8 @@ def _cumsum(em: Emitter, call: Call) -> None:
 
 def _average(em: Emitter, call: Call) -> None:
     tensor = call.args[0].id
-    if len(call.args) > 1 and call.args[1] is not None or call.kwargs.get("weights") is not None:
+    weights = call.args[1] if len(call.args) > 1 else call.kwargs.get("weights")
+    if weights is not None:
         raise unsupported(call, "a weighted average")
     rank = em.value(tensor).rank
     axis = call.layer.axis

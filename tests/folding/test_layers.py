@@ -301,8 +301,13 @@ KERAS_OPS = {
     "arithmetic": lambda x: ops.sqrt(ops.abs(x) + 1.0) / 2.0 - x * x + ops.power(ops.abs(x), 1.5),
     "erf_gelu": lambda x: ops.erf(x) + ops.gelu(x, approximate=False) + ops.gelu(x),
     "activations": lambda x: (
-        ops.sigmoid(x) + ops.tanh(x) + ops.relu(x) + ops.relu6(x) + ops.silu(x)
-        + ops.hard_swish(x) + ops.hard_sigmoid(x)
+        ops.sigmoid(x)
+        + ops.tanh(x)
+        + ops.relu(x)
+        + ops.relu6(x)
+        + ops.silu(x)
+        + ops.hard_swish(x)
+        + ops.hard_sigmoid(x)
     ),
     "expand_squeeze_cast": lambda x: ops.squeeze(
         ops.expand_dims(ops.cast(ops.cast(x * 3, "int32"), "float32"), 1), 1
@@ -313,16 +318,19 @@ KERAS_OPS = {
     "stack_unstack": lambda x: ops.stack([x[..., 0], ops.unstack(x, axis=-1)[1] * 2], 1),
     "var_std": lambda x: ops.var(x, axis=[1, 2]) + ops.std(x, axis=[1, 2]),
     "normalisations": lambda x: (
-        ops.rms_normalization(x, axis=-1) + ops.normalize(x, axis=-1) + ops.layer_normalization(x, axis=-1)
+        ops.rms_normalization(x, axis=-1)
+        + ops.normalize(x, axis=-1)
+        + ops.layer_normalization(x, axis=-1)
     ),
     "tile_repeat": lambda x: ops.tile(x, (1, 2, 1, 1)) + ops.repeat(x, 2, axis=1),
     "flip_roll_take": lambda x: ops.flip(x, 1) + ops.roll(x, 2, 2) + ops.take(x, [0, 2, 1, 3], 3),
     "depth_to_space": lambda x: ops.nn.depth_to_space(x, 2),
     "where_compare": lambda x: ops.where(ops.logical_and(x > 0, x < 1), x, 0.1 * x),
     "moveaxis_cumsum": lambda x: ops.cumsum(ops.moveaxis(x, -1, 1), axis=2),
-    "attention": lambda x: ops.nn.dot_product_attention(
-        *[ops.reshape(x, (-1, 18, 2, 4))] * 3
+    "batch_normalization_op": lambda x: ops.batch_normalization(
+        x, np.arange(4.0), np.linspace(0.5, 2, 4), axis=-1, offset=np.ones(4), scale=np.ones(4)
     ),
+    "attention": lambda x: ops.nn.dot_product_attention(*[ops.reshape(x, (-1, 18, 2, 4))] * 3),
 }
 
 

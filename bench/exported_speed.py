@@ -17,10 +17,11 @@ provider with ORT_ENABLE_ALL and one intra-op thread:
 
 The sessions run in interleaved rounds (one run of each per round, the order
 rotating from round to round) after a warm-up, so a machine busy with other
-work slows all three alike; each figure is
-a median over ``--repeats`` rounds. ``ratio`` is foldserve's median over the best
-alternative's (< 1 is faster). With ``--write`` the table replaces its section in
-docs/benchmarks.md.
+work slows all three alike; each figure is a median over ``--repeats`` rounds.
+``ratio`` is foldserve's median over the best alternative's (< 1 is faster);
+the last column is the interquartile range of foldserve's own runs over their
+median, the noise a ratio must be read against. With ``--write`` the table
+replaces its section in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -106,7 +107,10 @@ def time_interleaved(
             started = time.perf_counter()
             sessions[name].run(None, feeds[name])
             times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) * 1000 for name, values in times.items()}
+    return {name: statistics.median(values) * 1000 for name, values in times.items()} | {
+        f"{name}_iqr": float(np.subtract(*np.percentile(values, [75, 25]))) * 1000
+        for name, values in times.items()
+    }
 
 
 def run_family(family: str, batches: list[int], repeats: int, workdir: Path) -> list[dict]:
@@ -138,7 +142,7 @@ def run_family(family: str, batches: list[int], repeats: int, workdir: Path) -> 
     for size in batches:
         batch = rng.uniform(-1, 1, (size, SIZE, SIZE, 3)).astype(np.float32)
         medians = time_interleaved(sessions, batch, repeats)
-        alternatives = [v for k, v in medians.items() if k != "foldserve"]
+        alternatives = [medians[k] for k in ("keras_export", "ort_fused") if k in medians]
         rows.append(
             {
                 "family": family,
@@ -149,6 +153,7 @@ def run_family(family: str, batches: list[int], repeats: int, workdir: Path) -> 
                 "keras_note": why,
                 "ort_fused": medians["ort_fused"],
                 "ratio": medians["foldserve"] / min(alternatives),
+                "spread": medians["foldserve_iqr"] / medians["foldserve"],
             }
         )
     return rows
@@ -158,14 +163,14 @@ def format_row(row: dict) -> str:
     keras_cell = f"{row['keras_export']:.2f} ms" if row["keras_export"] else row["keras_note"]
     return (
         f"| {row['family']} | {row['batch']} | {row['foldserve']:.2f} ms | {keras_cell} | "
-        f"{row['ort_fused']:.2f} ms | {row['ratio']:.2f}x |"
+        f"{row['ort_fused']:.2f} ms | {row['ratio']:.2f}x | {100 * row['spread']:.0f}% |"
     )
 
 
 HEADER = [
     "| model | batch | foldserve model.onnx | Keras export (tf2onnx) "
-    "| ORT fusions on unfolded.onnx | foldserve / best other |",
-    "|---|---|---|---|---|---|",
+    "| ORT fusions on unfolded.onnx | foldserve / best other | foldserve IQR / median |",
+    "|---|---|---|---|---|---|---|",
 ]
 
 

@@ -40,20 +40,20 @@ def export_direct(
     opset: int = DEFAULT_OPSET,
     weights: Weights = keras_weights,
     *,
-    per_layer_fallback: bool = False,
+    layer_fallback: Callable[..., onnx.ModelProto] | None = None,
     spliced: list[Any] | None = None,
 ) -> OnnxModel:
-    """``graph`` through the direct exporter (the caller writes the bytes). With
-    ``per_layer_fallback`` a layer it has no form for is exported alone by the
-    general exporter (``spliced`` lists those); else raises ``Unsupported``
-    naming the first such layer."""
+    """``graph`` through the direct exporter (the caller writes the bytes). With a
+    ``layer_fallback`` (``layer_exporter()``) a layer it has no form for is
+    exported alone by the general exporter (``spliced`` lists those); else raises
+    ``Unsupported`` naming the first such layer."""
     proto = emit_graph(
         graph,
         opset=opset,
         output_dtypes=graph.output_dtypes or ["float32"] * len(graph.outputs),
         weights=weights,
         name=graph.name,
-        fallback=export_layer if per_layer_fallback else None,
+        fallback=layer_fallback,
         spliced=spliced,
     )
     data = proto.SerializeToString()
@@ -63,6 +63,20 @@ def export_direct(
         first_line = str(error).strip().splitlines()[0]
         raise ExportError(f"direct ONNX export produced an invalid graph: {first_line}") from None
     return OnnxModel(proto, data)
+
+
+def layer_exporter() -> Callable[[Any, Graph, int], onnx.ModelProto]:
+    """``export_layer``, remembering each layer's export: the folded and the
+    unfolded graph share the layers neither exporter can trace into."""
+    done: dict[tuple, onnx.ModelProto] = {}
+
+    def export(call: Any, graph: Graph, opset: int) -> onnx.ModelProto:
+        key = (id(call.layer), tuple(graph.shapes[t] for t in call.input_ids), opset)
+        if key not in done:
+            done[key] = export_layer(call, graph, opset)
+        return done[key]
+
+    return export
 
 
 def export_layer(call: Any, graph: Graph, opset: int) -> onnx.ModelProto:

@@ -13,7 +13,14 @@ import numpy as np
 
 from folding.emit import Unsupported
 from folding.errors import ExportError, VerificationError
-from folding.export import DEFAULT_OPSET, OnnxModel, export_direct, export_onnx, summarize
+from folding.export import (
+    DEFAULT_OPSET,
+    OnnxModel,
+    export_direct,
+    export_onnx,
+    layer_exporter,
+    summarize,
+)
 from folding.fold import FoldResult
 from folding.graph import Graph, InputSpec
 from folding.probes import DEFAULT_SAMPLES, load_user_probes, make_probes, sample_count
@@ -208,8 +215,9 @@ def export_pair(result: FoldResult, unfolded_graph: Graph, opset: int) -> Export
     direct form, else both through the general exporter."""
     try:
         spliced: list[Unsupported] = []
-        unfolded = export_direct(unfolded_graph, opset, per_layer_fallback=True, spliced=spliced)
-        folded = export_direct(result.graph, opset, result.weights, per_layer_fallback=True)
+        fallback = layer_exporter()
+        unfolded = export_direct(unfolded_graph, opset, layer_fallback=fallback, spliced=spliced)
+        folded = export_direct(result.graph, opset, result.weights, layer_fallback=fallback)
         return ExportedPair(folded, unfolded, "direct", spliced=spliced)
     except Unsupported as unsupported:
         reason = unsupported

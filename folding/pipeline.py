@@ -211,8 +211,9 @@ class ExportedPair:
 
 
 def export_pair(result: FoldResult, unfolded_graph: Graph, opset: int) -> ExportedPair:
-    """Both models as ONNX: directly from the traced graphs when every layer has a
-    direct form, else both through the general exporter."""
+    """Both models as ONNX: directly from the traced graphs, a layer with no direct
+    form exported alone by the general exporter and spliced in; when even that
+    fails, both models whole through the general exporter."""
     try:
         spliced: list[Unsupported] = []
         fallback = layer_exporter()

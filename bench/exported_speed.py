@@ -190,6 +190,13 @@ def write_doc(lines: list[str], arguments: str) -> None:
             *HEADER,
             *lines,
             "",
+            "How to read it: after ONNX Runtime's own graph optimisations, foldserve's "
+            "model.onnx and ORT's fused unfolded.onnx are the same graph on these families "
+            "(equal op counts: Conv+Clip and Conv+activation fused, gelu as one Gelu, no Pad "
+            "or layout transposes left over), so a ratio off 1.0 by less than the IQR column "
+            "is timing noise, not the file. Keras's own export is unusable where its file has "
+            "more graph inputs than the model (captured constants turned into inputs).",
+            "",
         ]
     )
     if SECTION in text:

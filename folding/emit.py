@@ -14,7 +14,9 @@ chain of convolutions, BatchNormalizations, activations and adds stays
 channels-first with no transposes in between.
 
 Layers this module does not know raise :class:`Unsupported`, naming the layer;
-the caller falls back to the general exporter.
+given a per-layer ``fallback``, such a layer alone goes through the general
+exporter and its graph is spliced in (``folding.splice``); otherwise the caller
+falls back to the general exporter for the whole model.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from folding import onnx_layers
+from folding.errors import ExportError
 from folding.graph import Call, Graph, Ref
+from folding.splice import LayerExport
 
 MIN_OPSET = 17
 MAX_OPSET = 21
@@ -115,6 +119,14 @@ class OnnxWriter:
         self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, **attributes))
         return output
 
+    def ops(
+        self, op_type: str, inputs: list[str], hint: str, count: int, **attributes: Any
+    ) -> list[str]:
+        """A node with ``count`` outputs."""
+        outputs = [self.fresh(f"{hint}_{index}") for index in range(count)]
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=outputs[0], **attributes))
+        return outputs
+
     def reduce(self, op_type: str, x: str, axes: list[int], hint: str, keepdims: int = 1) -> str:
         """Reduce* with ``axes`` as an attribute (opset 17) or an input (18 on)."""
         if self.opset >= 18 or op_type == "ReduceSum":
@@ -125,13 +137,23 @@ class OnnxWriter:
 class Emitter:
     """Writes one traced graph; ``weights(call)`` gives each layer's arrays."""
 
-    def __init__(self, graph: Graph, weights: Weights, opset: int) -> None:
+    def __init__(
+        self, graph: Graph, weights: Weights, opset: int, fallback: LayerExport | None = None
+    ) -> None:
         if not MIN_OPSET <= opset <= MAX_OPSET:
             raise ValueError(f"direct export supports opsets {MIN_OPSET}-{MAX_OPSET}, not {opset}")
         self.graph = graph
         self.weights = weights
         self.writer = OnnxWriter(opset)
         self.values: dict[int, Value] = {}
+        self.fallback = fallback
+        self.spliced: list[Unsupported] = []  # the layers the fallback wrote, and why
+        self.extra_opsets: dict[str, int] = {}
+        # a channels-first zero Pad's output -> (its input, its pads): a convolution
+        # reading it pads itself instead, and the Pad is dropped if nothing else reads it
+        self.zero_padded: dict[str, tuple[str, list[int]]] = {}
+        # a global pooling's flattened output -> the pooled (N, C, 1, ...) tensor
+        self.pooled: dict[str, str] = {}
 
     # -- tensors ------------------------------------------------------------
 
@@ -195,7 +217,12 @@ class Emitter:
         for output in output_names:
             self.writer.reserve(output)
         for call in self.graph.calls:
-            onnx_layers.emit(self, call)
+            try:
+                onnx_layers.emit(self, call)
+            except Unsupported as unsupported:
+                if self.fallback is None:
+                    raise
+                self._splice(call, unsupported)
         graph_outputs = []
         input_names = {spec.name for spec in self.graph.inputs}
         for tensor, out_name, dtype in zip(
@@ -212,16 +239,52 @@ class Emitter:
             )
             shape = self.graph.shapes[tensor]
             graph_outputs.append(_value_info(out_name, target, list(shape), batch=True))
-        onnx_graph = helper.make_graph(
-            self.writer.nodes, name, graph_inputs, graph_outputs, self.writer.initializers
-        )
+        nodes = _live_nodes(self.writer.nodes, [value.name for value in graph_outputs])
+        used = {name for node in nodes for name in node.input}
+        initializers = [i for i in self.writer.initializers if i.name in used]
+        onnx_graph = helper.make_graph(nodes, name, graph_inputs, graph_outputs, initializers)
+        opsets = [helper.make_opsetid("", self.writer.opset)]
+        opsets += [helper.make_opsetid(d, v) for d, v in sorted(self.extra_opsets.items())]
         model = helper.make_model(
             onnx_graph,
-            opset_imports=[helper.make_opsetid("", self.writer.opset)],
+            opset_imports=opsets,
             producer_name="foldserve",
         )
         model.ir_version = min(model.ir_version, 8 if self.writer.opset <= 17 else 9)
         return model
+
+    def _splice(self, call: Call, unsupported: Unsupported) -> None:
+        """``call`` through the per-layer fallback, its graph copied in; when even
+        that fails, the direct exporter's own refusal stands, with both reasons."""
+        from folding.splice import CannotSplice, splice
+
+        assert self.fallback is not None
+        try:
+            sub = self.fallback(call, self.graph, self.writer.opset)
+            tensors = list(dict.fromkeys(call.input_ids))
+            inputs = [self.get(tensor, "keras") for tensor in tensors]
+            outputs = splice(self.writer, sub, inputs, call.name, self.extra_opsets)
+        except (CannotSplice, ExportError) as error:
+            raise Unsupported(
+                call, f"{unsupported.reason}; exporting it alone failed too: {error}"
+            ) from None
+        if len(outputs) != len(call.outputs):
+            raise Unsupported(call, f"{unsupported.reason}; its export alone has other outputs")
+        for index, name in enumerate(outputs):
+            self.set(call, name, index=index)
+        self.spliced.append(unsupported)
+
+
+def _live_nodes(nodes: list[onnx.NodeProto], outputs: list[str]) -> list[onnx.NodeProto]:
+    """The nodes some graph output depends on, in their order (a Pad a convolution
+    absorbed, a layout transpose nobody read, are dropped)."""
+    needed = set(outputs)
+    live = []
+    for node in reversed(nodes):
+        if any(name in needed for name in node.output):
+            live.append(node)
+            needed.update(node.input)
+    return live[::-1]
 
 
 def _onnx_type(dtype: np.dtype) -> int:
@@ -243,13 +306,20 @@ def emit_graph(
     output_dtypes: list[str],
     weights: Weights = keras_weights,
     name: str = "model",
+    fallback: LayerExport | None = None,
+    spliced: list[Unsupported] | None = None,
 ) -> onnx.ModelProto:
     """``graph`` as an ONNX model whose inputs and outputs carry the graph's names.
 
-    Raises :class:`Unsupported` for a layer with no direct form.
+    A layer with no direct form goes through ``fallback`` alone (its graph
+    spliced in; ``spliced`` collects each such layer and why) or, without one,
+    raises :class:`Unsupported`.
     """
-    emitter = Emitter(graph, weights, opset)
-    return emitter.run(name, list(graph.output_names), output_dtypes)
+    emitter = Emitter(graph, weights, opset, fallback)
+    model = emitter.run(name, list(graph.output_names), output_dtypes)
+    if spliced is not None:
+        spliced.extend(emitter.spliced)
+    return model
 
 
 def refs(structure: Any) -> list[int]:

@@ -30,15 +30,22 @@ def export_direct(
     graph: Graph,
     opset: int = DEFAULT_OPSET,
     weights: Weights = keras_weights,
+    *,
+    layer_fallback: Callable[..., onnx.ModelProto] | None = None,
+    spliced: list[Any] | None = None,
 ) -> OnnxModel:
-    """``graph`` through the direct exporter (the caller writes the bytes). Raises
-    ``Unsupported`` naming the first layer it has no form for."""
+    """``graph`` through the direct exporter (the caller writes the bytes). With a
+    ``layer_fallback`` (``layer_exporter()``) a layer it has no form for is
+    exported alone by the general exporter (``spliced`` lists those); else raises
+    ``Unsupported`` naming the first such layer."""
     proto = emit_graph(
         graph,
         opset=opset,
         output_dtypes=graph.output_dtypes or ["float32"] * len(graph.outputs),
         weights=weights,
         name=graph.name,
+        fallback=layer_fallback,
+        spliced=spliced,
     )
     data = proto.SerializeToString()
     try:
@@ -47,6 +54,46 @@ def export_direct(
         first_line = str(error).strip().splitlines()[0]
         raise ExportError(f"direct ONNX export produced an invalid graph: {first_line}") from None
     return OnnxModel(proto, data)
+
+
+def layer_exporter() -> Callable[[Any, Graph, int], onnx.ModelProto]:
+    """``export_layer``, remembering each layer's export: the folded and the
+    unfolded graph share the layers neither exporter can trace into."""
+    done: dict[tuple, onnx.ModelProto] = {}
+
+    def export(call: Any, graph: Graph, opset: int) -> onnx.ModelProto:
+        key = (id(call.layer), tuple(graph.shapes[t] for t in call.input_ids), opset)
+        if key not in done:
+            done[key] = export_layer(call, graph, opset)
+        return done[key]
+
+    return export
+
+
+def export_layer(call: Any, graph: Graph, opset: int) -> onnx.ModelProto:
+    """One traced call's layer alone through tf2onnx: inputs are its tensor
+    arguments (in order, each once), outputs its outputs."""
+    from keras import tree
+
+    from folding.graph import Ref
+
+    tensors = list(dict.fromkeys(call.input_ids))
+    specs = [
+        InputSpec(t, f"input_{i}", graph.shapes[t], graph.dtypes.get(t, "float32"))
+        for i, t in enumerate(tensors)
+    ]
+
+    def run(values: list[Any]) -> list[Any]:
+        by_id = dict(zip(tensors, values, strict=True))
+
+        def resolve(leaf: Any) -> Any:
+            return by_id[leaf.id] if isinstance(leaf, Ref) else leaf
+
+        args, kwargs = tree.map_structure(resolve, (tuple(call.args), dict(call.kwargs)))
+        return tree.flatten(call.layer(*args, **kwargs))
+
+    names = [f"output_{i}" for i in range(len(call.outputs))]
+    return export_onnx(run, specs, names, opset)
 
 
 def export_onnx(

@@ -24,7 +24,7 @@ from keras import layers
 
 from folding import math
 from folding.diagnostics import diagnose
-from folding.graph import Call, Graph, InputSpec, rebuild, trace
+from folding.graph import Call, Graph, InputSpec, layers_inside, rebuild, trace
 from folding.report import (
     BatchNormStats,
     FoldedEntry,
@@ -165,9 +165,36 @@ def fold_model(
         result.removed.append(RemovedEntry(call.name, type(call.layer).__name__))
     folder = _Folder(graph, {name: stats.variance for name, stats in observed.items()})
     folder.run()
-    result.folded, result.not_folded = folder.folded, folder.not_folded
+    result.folded, result.not_folded = (
+        folder.folded,
+        folder.not_folded + _inside_whole_layers(graph),
+    )
     result.edits = {layer_id: edit.arrays for layer_id, edit in folder.edits.items()}
     return result
+
+
+def _inside_whole_layers(graph: Graph) -> list[NotFoldedEntry]:
+    """The BatchNormalizations hidden inside layers kept as one call (their ``call``
+    could not be traced into): not folded, each with the reason."""
+    entries = []
+    for call in graph.calls:
+        if not isinstance(call.layer, keras.layers.Layer):
+            continue
+        why = f"its call could not be traced ({call.opaque})" if call.opaque else "it is kept whole"
+        for inner in layers_inside(call.layer):
+            if type(inner) is not layers.BatchNormalization:
+                continue
+            stats = batch_norm_stats(batch_norm_params(inner)) if inner.built else None
+            entries.append(
+                NotFoldedEntry(
+                    f"{call.name}/{inner.name}",
+                    f"inside layer '{call.name}' ({type(call.layer).__name__}), whose "
+                    f"BatchNormalizations cannot be reached: {why}",
+                    stats,
+                    None,
+                )
+            )
+    return entries
 
 
 def _is_batch_norm(call: Call) -> bool:

@@ -1,7 +1,13 @@
 """A Keras Sequential or Functional model as a flat list of calls, and back.
 
-``trace`` walks the model (inlining any Sequential or Functional model nested
-inside it) into a :class:`Graph` whose tensors are plain integer ids.
+``trace`` walks the model into a :class:`Graph` whose tensors are plain
+integer ids, inlining any Sequential or Functional model nested inside it (also
+Functional subclasses such as keras-hub's backbones) and tracing *into* every
+layer the direct exporter has no writer for (a custom layer whose ``call`` is
+built from layers and ``keras.ops``): its ``call`` is run once on symbolic
+inputs, and the layers and operations it records take its place, so the
+BatchNormalizations inside it are seen and folded. A layer whose ``call`` cannot
+be run symbolically stays one call, with the reason in ``Call.opaque``.
 ``rebuild`` calls the layers again on fresh ``keras.Input`` tensors, letting a
 caller swap some layers for replacements and short-circuit others, and
 returns a new Functional model whose inputs and outputs are flat lists.
@@ -36,6 +42,7 @@ class Call:
     kwargs: dict[str, Any]
     outputs: list[int]
     scope: str = ""
+    opaque: str | None = None  # why tracing into this (custom) layer failed, if it did
 
     @property
     def name(self) -> str:
@@ -59,6 +66,7 @@ class Graph:
     output_names: list[str]
     shapes: dict[int, tuple[int | None, ...]] = field(default_factory=dict)
     output_dtypes: list[str] = field(default_factory=list)
+    dtypes: dict[int, str] = field(default_factory=dict)
 
     _uses: tuple[dict[int, Call], dict[int, list[Call]]] | None = field(
         default=None, repr=False, compare=False
@@ -107,8 +115,11 @@ class Graph:
 
 
 def is_graph_model(layer: Any) -> bool:
-    """Sequential and Functional models can be traced; subclassed ones cannot."""
-    return isinstance(layer, keras.Sequential) or type(layer).__name__ == "Functional"
+    """Sequential and Functional models (and subclasses of Functional, such as
+    keras-hub's ``Backbone``) can be traced; other subclassed models cannot."""
+    from keras.src.models.functional import Functional
+
+    return isinstance(layer, (keras.Sequential, Functional))
 
 
 def output_names(model: keras.Model) -> list[str]:
@@ -145,6 +156,7 @@ def trace(model: keras.Model) -> Graph:
         outputs=outputs,
         output_names=output_names(model),
         shapes=tracer.shapes,
+        dtypes=tracer.dtypes,
         output_dtypes=[str(tensor.dtype) for tensor in tree.flatten(functional.outputs)],
     )
 
@@ -164,11 +176,13 @@ class _Tracer:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.shapes: dict[int, tuple[int | None, ...]] = {}
+        self.dtypes: dict[int, str] = {}
         self._next = 0
 
     def new_tensor(self, tensor: Any) -> int:
         self._next += 1
         self.shapes[self._next] = tuple(tensor.shape)
+        self.dtypes[self._next] = str(tensor.dtype)
         return self._next
 
     def inline(self, model: keras.Model, input_ids: list[int], scope: str) -> list[int]:
@@ -201,10 +215,71 @@ class _Tracer:
             for tensor, tensor_id in zip(node_outputs, inner_out, strict=True):
                 local[id(tensor)] = tensor_id
             return
+        opaque = None
+        if _traced_into(operation):
+            try:
+                inner = _call_graph(operation, node)
+            except Exception as error:  # any failure of a user's call on symbolic tensors
+                opaque = _first_line(error)
+            else:
+                flat_in = [
+                    leaf.id for leaf in tree.flatten((args, kwargs)) if isinstance(leaf, Ref)
+                ]
+                inner_out = self.inline(inner, flat_in, scope=f"{scope}{operation.name}_")
+                for tensor, tensor_id in zip(node_outputs, inner_out, strict=True):
+                    local[id(tensor)] = tensor_id
+                return
         out_ids = [self.new_tensor(tensor) for tensor in node_outputs]
         for tensor, tensor_id in zip(node_outputs, out_ids, strict=True):
             local[id(tensor)] = tensor_id
-        self.calls.append(Call(operation, args, kwargs, out_ids, scope))
+        self.calls.append(Call(operation, args, kwargs, out_ids, scope, opaque))
+
+
+def _traced_into(operation: Any) -> bool:
+    """A layer with sublayers or its own ``call`` that the direct exporter has no
+    writer for (keras.ops operations and known layers are written as they are)."""
+    from folding.onnx_layers.base import has_writer
+
+    return isinstance(operation, keras.layers.Layer) and not has_writer(operation)
+
+
+def _call_graph(layer: keras.layers.Layer, node: Any) -> keras.Model:
+    """``layer.call`` run on fresh symbolic inputs shaped like ``node``'s, as a
+    Functional model whose layers and operations are the ones ``call`` used."""
+    fresh: list[Any] = []
+
+    def symbolic(leaf: Any) -> Any:
+        if isinstance(leaf, keras.KerasTensor):
+            tensor = keras.Input(batch_shape=leaf.shape, dtype=leaf.dtype)
+            fresh.append(tensor)
+            return tensor
+        return leaf
+
+    args, kwargs = tree.map_structure(
+        symbolic, (tuple(node.arguments.args), dict(node.arguments.kwargs))
+    )
+    if "training" in kwargs and kwargs["training"] is None:
+        kwargs["training"] = False
+    outputs = layer.call(*args, **kwargs)
+    flat = tree.flatten(outputs)
+    if len(flat) != len(tree.flatten(node.outputs)) or not all(
+        isinstance(t, keras.KerasTensor) for t in flat
+    ):
+        raise FoldingError("its call does not return symbolic tensors like the layer's outputs")
+    return keras.Model(fresh, flat, name=f"{layer.name}_call")
+
+
+def _first_line(error: Exception) -> str:
+    text = (str(error).strip().splitlines() or [""])[0][:200]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def layers_inside(layer: Any) -> list[Any]:
+    """Every layer nested in ``layer`` (not ``layer`` itself), depth first."""
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is None:
+        return []
+    return list(flatten(include_self=False, recursive=True))
 
 
 LayerFactory = Callable[[Call], Any]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,14 @@ import numpy as np
 
 from folding.emit import Unsupported
 from folding.errors import ExportError
-from folding.export import DEFAULT_OPSET, OnnxModel, export_direct, export_onnx, summarize
+from folding.export import (
+    DEFAULT_OPSET,
+    OnnxModel,
+    export_direct,
+    export_onnx,
+    layer_exporter,
+    summarize,
+)
 from folding.fold import FoldResult
 from folding.graph import Graph, InputSpec
 from folding.probes import DEFAULT_SAMPLES, load_user_probes, make_probes, sample_count
@@ -181,15 +188,20 @@ class ExportedPair:
     folded: OnnxModel
     unfolded: OnnxModel
     exporter: str
+    fallback_reason: str | None = None  # why the general exporter wrote the model
+    spliced: list[Unsupported] = field(default_factory=list)  # layers it wrote alone
 
 
 def export_pair(result: FoldResult, unfolded_graph: Graph, opset: int) -> ExportedPair:
-    """Both models as ONNX: directly from the traced graphs when every layer has a
-    direct form, else both through the general exporter."""
+    """Both models as ONNX: directly from the traced graphs, a layer with no direct
+    form exported alone by the general exporter and spliced in; when even that
+    fails, both models whole through the general exporter."""
     try:
-        unfolded = export_direct(unfolded_graph, opset)
-        folded = export_direct(result.graph, opset, result.weights)
-        return ExportedPair(folded, unfolded, "direct")
+        spliced: list[Unsupported] = []
+        fallback = layer_exporter()
+        unfolded = export_direct(unfolded_graph, opset, layer_fallback=fallback, spliced=spliced)
+        folded = export_direct(result.graph, opset, result.weights, layer_fallback=fallback)
+        return ExportedPair(folded, unfolded, "direct", spliced=spliced)
     except Unsupported as unsupported:
         reason = unsupported
     except ValueError as error:  # an opset the direct exporter does not write
@@ -206,6 +218,7 @@ def export_pair(result: FoldResult, unfolded_graph: Graph, opset: int) -> Export
         OnnxModel(folded, folded.SerializeToString()),
         OnnxModel(unfolded, unfolded.SerializeToString()),
         "tf2onnx",
+        f"the direct exporter cannot write {reason}",
     )
 
 
@@ -237,18 +250,24 @@ def _export_warnings(exported: ExportedPair, unfolded_graph: Graph) -> list[str]
     from keras import layers
 
     if exported.exporter == "direct":
-        return []
+        return [
+            f"layer '{layer.layer}' ({layer.class_name}) was exported alone by the general "
+            f"exporter (tf2onnx): {layer.reason}"
+            for layer in exported.spliced
+        ]
+    warnings = [f"exported by {exported.exporter}: {exported.fallback_reason}"]
     keras_count = sum(
         type(call.layer) is layers.BatchNormalization for call in unfolded_graph.calls
     )
     ops = summarize(exported.unfolded)["op_counts"]
     onnx_count = ops.get("BatchNormalization", 0) + ops.get("Mul", 0)
     if onnx_count >= keras_count:
-        return []
+        return warnings
     return [
+        *warnings,
         f"the general exporter ({exported.exporter}) merged some of the model's "
         f"{keras_count} BatchNormalizations into neighbouring layers while writing "
-        "unfolded.onnx: comparisons with it measure less than all of the BN arithmetic"
+        "unfolded.onnx: comparisons with it measure less than all of the BN arithmetic",
     ]
 
 

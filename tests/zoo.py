@@ -17,12 +17,8 @@ from keras import layers
 
 
 def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    found = []
-    for layer in model.layers:
-        found.append(layer)
-        if isinstance(layer, keras.Model):
-            found.extend(all_layers(layer))
-    return found
+    """Every layer inside ``model``: in nested models and inside custom layers too."""
+    return list(model._flatten_layers(include_self=False, recursive=True))
 
 
 def randomize_batch_norms(

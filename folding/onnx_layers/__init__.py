@@ -14,7 +14,9 @@ from folding.onnx_layers import (  # noqa: F401 - each module registers its hand
     merging,
     normalization,
     operations,
+    reductions,
     shape,
+    tensors,
 )
 from folding.onnx_layers.base import emit
 

@@ -33,19 +33,28 @@ def activation(em: Emitter, x: str, function: Any, call: Call) -> str:
 
 
 def gelu(em: Emitter, x: str, approximate: bool = False) -> str:
+    """Written exactly in the forms ONNX Runtime's GeluFusion and FastGeluFusion
+    match (its optimizer/gelu_fusion.cc, fast_gelu_fusion.cc), so a session runs
+    one fused Gelu/FastGelu kernel instead of seven element-wise passes."""
     w = em.writer
-    half = w.const(0.5, "half")
+    # (0.5, x) in the tanh form, (x, 0.5) in the erf one: ONNX Runtime's
+    # common-subexpression pass must not merge the two forms' halves on one input,
+    # since GeluFusion then deletes the merged node the other form still reads
+    half_inputs = [w.const(0.5, "half"), x] if approximate else [x, w.const(0.5, "half")]
+    half = w.op("Mul", half_inputs, "gelu_half")
     if approximate:
-        # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-        cube = w.op("Mul", [w.op("Mul", [x, x], "gelu_sq"), x], "gelu_cube")
-        inner = w.op("Add", [x, w.op("Mul", [cube, w.const(0.044715, "c")], "gelu_c")], "gelu_in")
-        scaled = w.op("Mul", [inner, w.const(math.sqrt(2 / math.pi), "s2pi")], "gelu_scaled")
+        # 0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x x))): FastGeluFusion's first formula
+        # (its second starts from Pow, which it matches only up to opset 13)
+        square_c = w.op("Mul", [w.op("Mul", [x, w.const(0.044715, "c")], "gelu_c"), x], "gelu_sq")
+        inner = w.op("Add", [square_c, w.const(1.0, "one")], "gelu_in")
+        slope = w.op("Mul", [x, w.const(math.sqrt(2 / math.pi), "s2pi")], "gelu_slope")
+        scaled = w.op("Mul", [slope, inner], "gelu_scaled")
         gate = w.op("Add", [w.op("Tanh", [scaled], "gelu_tanh"), w.const(1.0, "one")], "gelu_g")
     else:
-        # 0.5 x (1 + erf(x / sqrt 2))
-        erf = w.op("Erf", [w.op("Mul", [x, w.const(1 / math.sqrt(2), "rsqrt2")], "gelu_s")], "erf")
+        # 0.5 x (1 + erf(x / sqrt 2)), as Div -> Erf -> Add
+        erf = w.op("Erf", [w.op("Div", [x, w.const(math.sqrt(2), "sqrt2")], "gelu_s")], "erf")
         gate = w.op("Add", [erf, w.const(1.0, "one")], "gelu_g")
-    return w.op("Mul", [w.op("Mul", [x, half], "gelu_half"), gate], "gelu")
+    return w.op("Mul", [half, gate], "gelu")
 
 
 def swish(em: Emitter, x: str) -> str:
@@ -120,6 +129,10 @@ def _relu_layer(em: Emitter, call: Call) -> None:
     layer, w = call.layer, em.writer
     slope = float(layer.negative_slope or 0.0)
     threshold = float(layer.threshold or 0.0)
+    if threshold == 0.0 and not slope and layer.max_value is not None:
+        # one Clip, which ONNX Runtime fuses into the convolution before it
+        em.set(call, clip(em, x, 0.0, float(layer.max_value)), layout)
+        return
     if threshold == 0.0:
         y = w.op("LeakyRelu", [x], "leaky_relu", alpha=slope) if slope else w.op("Relu", [x], "r")
     else:
@@ -128,7 +141,7 @@ def _relu_layer(em: Emitter, call: Call) -> None:
         above = w.op("GreaterOrEqual", [x, w.const(threshold, "threshold")], "above")
         y = w.op("Where", [above, x, below], "relu")
     if layer.max_value is not None:
-        y = w.op("Min", [y, w.const(float(layer.max_value), "max_value")], "relu_max")
+        y = clip(em, y, None, float(layer.max_value))
     em.set(call, y, layout)
 
 

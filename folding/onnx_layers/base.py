@@ -33,6 +33,27 @@ def handles_named(*names: str) -> Callable[[Handler], Handler]:
     return register
 
 
+class Refused(Exception):
+    """Raised by a handler's helper that has no call at hand: a setting it cannot write."""
+
+
+def writer_of(layer: Any) -> Handler | None:
+    """The handler that writes ``layer`` (a layer or a keras.ops operation), if any."""
+    import folding.onnx_layers  # noqa: F401 - registers every handler
+
+    handler = HANDLERS.get(type(layer))
+    module = type(layer).__module__
+    if handler is None and module.startswith("keras.src.applications"):
+        handler = NAMED_HANDLERS.get(type(layer).__name__)
+    if handler is None and module.startswith("keras.src.ops"):
+        handler = OP_HANDLERS.get(type(layer).__name__)
+    return handler
+
+
+def has_writer(layer: Any) -> bool:
+    return writer_of(layer) is not None
+
+
 def emit(em: Emitter, call: Call) -> None:
     from folding.emit import Unsupported
 
@@ -41,14 +62,16 @@ def emit(em: Emitter, call: Call) -> None:
         raise Unsupported(call, "quantized layers are exported by the general exporter")
     if getattr(layer, "lora_enabled", False):
         raise Unsupported(call, "LoRA layers are exported by the general exporter")
-    handler = HANDLERS.get(type(layer))
-    if handler is None and type(layer).__module__.startswith("keras.src.applications"):
-        handler = NAMED_HANDLERS.get(type(layer).__name__)
-    if handler is None and type(layer).__module__.startswith("keras.src.ops"):
-        handler = OP_HANDLERS.get(type(layer).__name__)
+    handler = writer_of(layer)
     if handler is None:
-        raise Unsupported(call, "no direct ONNX form")
-    handler(em, call)
+        reason = "no direct ONNX form"
+        if call.opaque:
+            reason += f"; its call could not be traced into ({call.opaque})"
+        raise Unsupported(call, reason)
+    try:
+        handler(em, call)
+    except Refused as refused:
+        raise Unsupported(call, str(refused)) from None
 
 
 def inputs_of(call: Call) -> list[int]:

@@ -86,6 +86,15 @@ def _conv(
         attributes.update(padding_attributes(call, in_shape, kernel_shape, strides, dilation))
     else:
         attributes["pads"] = [0] * (2 * len(kernel_shape))
+    if "pads" in attributes and x in em.zero_padded:
+        # a zero Pad just before: the convolution pads itself (one node, and ONNX
+        # Runtime's blocked-layout convolutions are not interrupted by a Pad)
+        x, outer = em.zero_padded[x]
+        spatial = len(kernel_shape)
+        rank = spatial + 2
+        begin = [a + b for a, b in zip(attributes["pads"][:spatial], outer[2:rank], strict=True)]
+        end = [a + b for a, b in zip(attributes["pads"][spatial:], outer[rank + 2 :], strict=True)]
+        attributes["pads"] = begin + end
     w = em.writer
     inputs = [x, w.const(weight.astype(np.float32), f"{call.name}_{hint or 'kernel'}")]
     if bias:

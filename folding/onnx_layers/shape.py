@@ -59,7 +59,10 @@ def _global_pool(op_type: str) -> Handler:
         if call.layer.keepdims:
             em.set(call, pooled, layout)
         else:
-            em.set(call, w.op("Flatten", [pooled], f"{call.name}_flat", axis=1))
+            flat = w.op("Flatten", [pooled], f"{call.name}_flat", axis=1)
+            if layout == "cf":
+                em.pooled[flat] = pooled
+            em.set(call, flat)
 
     return handler
 
@@ -97,7 +100,10 @@ def _zero_padding(em: Emitter, call: Call) -> None:
         # Pad_Fusion, which checks for all-zero bytes, from moving the padding into the
         # MaxPool, whose own padding is -inf: the file answers right in any session.
         inputs.append(w.const(np.asarray([-0.0], np.float32), "minus_zero"))
-    em.set(call, w.op("Pad", inputs, call.name), layout)
+    padded = w.op("Pad", inputs, call.name)
+    if layout == "cf" and len(inputs) == 2:
+        em.zero_padded[padded] = (inputs[0], begin + end)
+    em.set(call, padded, layout)
 
 
 def _is_max_pooling(call: Call) -> bool:
@@ -172,10 +178,26 @@ def _flatten(em: Emitter, call: Call) -> None:
 @handles(layers.Reshape)
 def _reshape(em: Emitter, call: Call) -> None:
     (tensor,) = inputs_of(call)
-    w = em.writer
     target = [0, *[int(d) for d in call.layer.target_shape]]
-    y = w.op("Reshape", [em.get(tensor, "keras"), w.ints(target, "shape")], call.name)
-    em.set(call, y)
+    reshape_to(em, call, tensor, target)
+
+
+def reshape_to(em: Emitter, call: Call, tensor: int, target: list[int]) -> None:
+    """``Reshape`` to ``target`` (0 keeps the batch axis). A globally pooled
+    channels-first tensor reshaped back to (1, ..., 1, channels), as squeeze-and-
+    excite blocks do, is the pooled tensor itself: no Flatten, Reshape, Transpose."""
+    w = em.writer
+    x = em.get(tensor, "keras")
+    pooled = em.pooled.get(x)
+    channels = em.value(tensor).shape[-1]
+    if (
+        pooled is not None
+        and len(target) >= 3
+        and target[1:] == [1] * (len(target) - 2) + [channels]
+    ):
+        em.set(call, pooled, "cf")
+        return
+    em.set(call, w.op("Reshape", [x, w.ints(target, "shape")], call.name))
 
 
 @handles(layers.Permute)

@@ -52,7 +52,8 @@ def test_custom_layer_after_a_dense_bn_pair(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["verification"]["passed"]
     assert [entry["bn"] for entry in report["folded"]] == ["bn"]
-    assert report["exporter"] != "direct"  # Shift has no direct form: tf2onnx took it
+    assert report["exporter"] == "direct"  # Shift's call (inputs + offset) is traced into
+    assert report["warnings"] == []
 
 
 def test_a_module_that_cannot_be_imported_is_named(tmp_path):

@@ -136,13 +136,15 @@ def test_mixed_float16_model_folds(tmp_path):
     assert check.fold_error < 1e-5 < check.export_error
 
 
-def test_layers_without_a_direct_form_use_the_general_exporter(tmp_path):
+def test_a_layer_without_a_direct_form_alone_goes_through_the_general_exporter(tmp_path):
     inputs = keras.Input((5, 3))
-    x = layers.LSTM(4)(inputs)
-    x = layers.BatchNormalization()(layers.Dense(4)(x))
+    x = layers.LSTM(4, name="recurrent")(inputs)
+    x = layers.BatchNormalization(name="bn")(layers.Dense(4)(x))
     model = zoo.randomize_batch_norms(keras.Model(inputs, x), seed=6)
     report = fold_to_directory(model, tmp_path)
-    assert report.exporter == "tf2onnx"
+    assert report.exporter == "direct"
+    assert [entry.bn for entry in report.folded] == ["bn"]
+    assert any("layer 'recurrent' (LSTM) was exported alone" in w for w in report.warnings)
     assert report.verification.passed, report.summary()
 
 
@@ -275,4 +277,187 @@ def test_masked_embedding_is_probed_with_valid_ids(tmp_path):
     model = zoo.randomize_batch_norms(keras.Model(inputs, x), seed=15)
     report = fold_to_directory(model, tmp_path)
     assert report.verification.probes == "embedding ids"
+    assert report.verification.passed, report.summary()
+
+
+# -- keras.ops calls, custom layers, nested and Functional-subclass models ------------
+
+ops = keras.ops
+
+KERAS_OPS = {
+    "mean": lambda x: ops.mean(x, axis=[1, 2]),
+    "mean_keepdims_conv": lambda x: layers.Conv2D(3, 1)(ops.mean(x, axis=[1, 2], keepdims=True)),
+    "split_concatenate": lambda x: ops.concatenate(ops.split(x, 2, axis=-1)[::-1], axis=-1),
+    "reshape_matmul": lambda x: ops.matmul(
+        ops.reshape(x, (-1, 36, 4)), ops.transpose(ops.reshape(x, (-1, 36, 4)), (0, 2, 1))
+    ),
+    "resize_bilinear": lambda x: ops.image.resize(x, (9, 4)),
+    "resize_nearest": lambda x: ops.image.resize(x, (13, 4), interpolation="nearest"),
+    "transpose_channels_first": lambda x: ops.transpose(x, (0, 3, 1, 2)),
+    "pad": lambda x: layers.Conv2D(2, 3)(ops.pad(x, [[0, 0], [1, 2], [0, 1], [0, 0]])),
+    "pad_reflect": lambda x: ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="reflect"),
+    "get_item": lambda x: x[:, 1:-1, ::2, 0] + x[..., None, 2][:, :-2, 1::2, 0],
+    "softmax": lambda x: ops.softmax(x, axis=-1) + ops.log_softmax(x, axis=1),
+    "arithmetic": lambda x: ops.sqrt(ops.abs(x) + 1.0) / 2.0 - x * x + ops.power(ops.abs(x), 1.5),
+    "erf_gelu": lambda x: ops.erf(x) + ops.gelu(x, approximate=False) + ops.gelu(x),
+    "activations": lambda x: (
+        ops.sigmoid(x)
+        + ops.tanh(x)
+        + ops.relu(x)
+        + ops.relu6(x)
+        + ops.silu(x)
+        + ops.hard_swish(x)
+        + ops.hard_sigmoid(x)
+    ),
+    "expand_squeeze_cast": lambda x: ops.squeeze(
+        ops.expand_dims(ops.cast(ops.cast(x * 3, "int32"), "float32"), 1), 1
+    ),
+    "max_min_sum": lambda x: ops.max(x, axis=-1) + ops.min(x, axis=-1) + ops.sum(x, axis=-1),
+    "clip": lambda x: ops.clip(x, -0.5, 0.5),
+    "einsum": lambda x: ops.einsum("bhwc,bhwd->bcd", x, x),
+    "stack_unstack": lambda x: ops.stack([x[..., 0], ops.unstack(x, axis=-1)[1] * 2], 1),
+    "var_std": lambda x: ops.var(x, axis=[1, 2]) + ops.std(x, axis=[1, 2]),
+    "normalisations": lambda x: (
+        ops.rms_normalization(x, axis=-1)
+        + ops.normalize(x, axis=-1)
+        + ops.layer_normalization(x, axis=-1)
+    ),
+    "tile_repeat": lambda x: ops.tile(x, (1, 2, 1, 1)) + ops.repeat(x, 2, axis=1),
+    "flip_roll_take": lambda x: ops.flip(x, 1) + ops.roll(x, 2, 2) + ops.take(x, [0, 2, 1, 3], 3),
+    "depth_to_space": lambda x: ops.nn.depth_to_space(x, 2),
+    "where_compare": lambda x: ops.where(ops.logical_and(x > 0, x < 1), x, 0.1 * x),
+    "moveaxis_cumsum": lambda x: ops.cumsum(ops.moveaxis(x, -1, 1), axis=2),
+    "batch_normalization_op": lambda x: ops.batch_normalization(
+        x, np.arange(4.0), np.linspace(0.5, 2, 4), axis=-1, offset=np.ones(4), scale=np.ones(4)
+    ),
+    "attention": lambda x: ops.nn.dot_product_attention(*[ops.reshape(x, (-1, 18, 2, 4))] * 3),
+}
+
+
+@pytest.mark.parametrize("name", list(KERAS_OPS))
+def test_keras_operations_export_directly(name, tmp_path):
+    inputs = keras.Input((6, 6, 4))
+    x = layers.BatchNormalization(name="bn")(layers.Conv2D(4, 1)(inputs))
+    model = zoo.randomize_batch_norms(keras.Model(inputs, KERAS_OPS[name](x)), seed=1)
+    report = fold_to_directory(model, tmp_path)
+    assert report.exporter == "direct"
+    assert report.warnings == []
+    assert [entry.bn for entry in report.folded] == ["bn"]
+    assert report.verification.passed, report.summary()
+
+
+def test_clipped_relus_export_as_clip(tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    x = layers.ReLU(max_value=6.0)(layers.Conv2D(4, 3)(inputs))
+    x = layers.Activation("relu6")(layers.Conv2D(4, 3)(x))
+    x = ops.relu6(layers.Conv2D(4, 3)(x))
+    x = layers.ReLU(max_value=2.0, negative_slope=0.1)(x)
+    report = fold_to_directory(keras.Model(inputs, x), tmp_path)
+    counts = report.onnx["folded"].op_counts
+    assert counts["Clip"] == 4
+    assert "Min" not in counts
+    assert report.verification.passed, report.summary()
+
+
+def test_gelu_is_written_in_the_form_onnx_runtime_fuses(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, layers.Dense(8, activation="gelu")(inputs))
+    fold_to_directory(model, tmp_path)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(tmp_path / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    optimized = [node.op_type for node in onnx.load(tmp_path / "optimized.onnx").graph.node]
+    assert "Gelu" in optimized
+    assert "Erf" not in optimized
+
+
+class ConvBlock(layers.Layer):
+    """A custom layer whose call is built from known layers and keras.ops."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = layers.Conv2D(filters, 3, padding="same", use_bias=False, name="conv")
+        self.bn = layers.BatchNormalization(name="bn")
+        self.scale = None
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
+
+    def call(self, x, training=None):
+        y = self.bn(self.conv(x), training=training)
+        return ops.relu6(y) * self.scale + x
+
+
+class Stage(layers.Layer):
+    """A custom layer holding custom layers and a nested model."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.first = ConvBlock(4, name="first")
+        self.second = ConvBlock(4, name="second")
+        inputs = keras.Input((6, 6, 4))
+        x = layers.BatchNormalization(name="bn")(layers.Conv2D(4, 1, name="conv")(inputs))
+        self.head = keras.Model(inputs, x, name="head")
+
+    def call(self, x):
+        return self.head(self.second(self.first(x)))
+
+
+class Backbone(keras.Model):
+    """A Functional subclass, as keras-hub's backbones are."""
+
+    def __init__(self, **kwargs):
+        inputs = keras.Input((6, 6, 4))
+        super().__init__(inputs, Stage(name="stage")(inputs), **kwargs)
+
+
+def test_custom_layers_nested_models_and_functional_subclasses_are_traced_into(tmp_path):
+    model = Backbone(name="backbone")
+    model(np.zeros((1, 6, 6, 4), np.float32))
+    model = zoo.randomize_batch_norms(model, seed=4)
+    for layer in zoo.all_layers(model):
+        if getattr(layer, "scale", None) is not None and isinstance(layer, ConvBlock):
+            layer.scale.assign(np.linspace(0.5, 1.5, 4))
+    report = fold_to_directory(model, tmp_path)
+    assert report.exporter == "direct"
+    assert report.warnings == []
+    assert sorted(entry.bn for entry in report.folded) == [
+        "stage_first_bn",
+        "stage_head_bn",
+        "stage_second_bn",
+    ]
+    assert report.not_folded == []
+    assert report.verification.passed, report.summary()
+
+
+class Untraceable(layers.Layer):
+    """Calls TensorFlow directly, so its call cannot run on symbolic tensors."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = layers.Conv2D(4, 1, name="conv")
+        self.bn = layers.BatchNormalization(name="bn")
+
+    def call(self, x):
+        import tensorflow as tf
+
+        return tf.nn.relu(self.bn(self.conv(x)))
+
+
+def test_a_layer_that_cannot_be_traced_is_exported_alone_and_its_batch_norms_reported(tmp_path):
+    inputs = keras.Input((6, 6, 3))
+    x = layers.BatchNormalization(name="outer_bn")(layers.Conv2D(4, 3, name="stem")(inputs))
+    x = Untraceable(name="opaque")(x)
+    model = zoo.randomize_batch_norms(keras.Model(inputs, layers.Conv2D(2, 1)(x)), seed=5)
+    report = fold_to_directory(model, tmp_path)
+    assert report.exporter == "direct"
+    assert [entry.bn for entry in report.folded] == ["outer_bn"]
+    (kept,) = report.not_folded
+    assert kept.bn == "opaque/bn"
+    assert "inside layer 'opaque' (Untraceable)" in kept.reason
+    assert "could not be traced" in kept.reason
+    assert any("layer 'opaque' (Untraceable) was exported alone" in w for w in report.warnings)
     assert report.verification.passed, report.summary()

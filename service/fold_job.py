@@ -228,8 +228,9 @@ def _fold_keras_source(
             try:
                 data = load_calibration(model, Path(options.recalibrate))
             except ProbeError as error:
-                message = str(error).replace(options.recalibrate, "the 'recalibrate' upload")
-                raise ProbeError(message) from None
+                message = str(error).replace(options.recalibrate, "the upload")
+                message = message.removeprefix("calibration data: ")
+                raise ProbeError(f"form field 'recalibrate': {message}") from None
         report = fold_to_directory(
             model,
             Path(out_dir),

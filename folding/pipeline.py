@@ -16,6 +16,7 @@ from folding.errors import ExportError, VerificationError
 from folding.export import DEFAULT_OPSET, OnnxModel, export_direct, export_onnx, summarize
 from folding.fold import FoldResult
 from folding.graph import Graph, InputSpec
+from folding.loading import loader_of
 from folding.probes import DEFAULT_SAMPLES, load_user_probes, make_probes, sample_count
 from folding.publish import publish_directory  # noqa: F401 - part of this module's API
 from folding.report import FoldReport, OnnxSummary, TensorInfo, Verification
@@ -170,6 +171,7 @@ def fold_to_directory(
             "verify_s": round(verified_at - exported_at, 4),
         },
         exporter=exported.exporter,
+        loader=loader_of(model),
         warnings=_export_warnings(exported, unfolded_graph),
         recalibration=result.recalibration,
     )

@@ -119,6 +119,14 @@ _MISSING_OBJECT = (
         "'{label}' uses the custom {0} '{1}', which is not registered: ",
     ),
     (
+        re.compile(r"Could not deserialize '([^']+)' because it is not a KerasSaveable subclass"),
+        "'{label}' uses the class '{0}', which this Keras does not have; if it is a custom class, ",
+    ),
+    (
+        re.compile(r"Could not interpret (\w+ )?(?:function )?identifier: '?([^'\s]+)'?"),
+        "'{label}' uses the {0}function '{1}', which is not registered: ",
+    ),
+    (
         re.compile(
             r"Unknown (layer|object|function|activation|initializer|regularizer"
             r"|constraint|loss|metric): '?([^'.\s]+)'?"
@@ -135,7 +143,8 @@ def load_error(error: BaseException, label: str) -> ModelLoadError:
     for pattern, template in _MISSING_OBJECT:
         found = pattern.search(text)
         if found:
-            message = template.format(*found.groups(), label=label)
+            names = (group.rstrip(".") for group in found.groups(default=""))
+            message = template.format(*names, label=label)
             return ModelLoadError(message + CUSTOM_OBJECTS_HINT)
     reason = error_reason(text) or type(error).__name__
     if "safe_mode" in text or "Lambda" in text:

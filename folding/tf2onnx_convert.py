@@ -116,6 +116,11 @@ def fold_constants(graph_def: Any, output_names: list[str]) -> Any:
     from tensorflow.core.framework import node_def_pb2
 
     fetch_ops = {name.split(":")[0] for name in output_names}
+    for node in graph_def.node:  # ordering edges: meaningless once frozen, and ONNX has none
+        if any(name.startswith("^") for name in node.input):
+            kept = [name for name in node.input if not name.startswith("^")]
+            del node.input[:]
+            node.input.extend(kept)
     with tf.Graph().as_default() as graph:
         tf.import_graph_def(graph_def, name="")
     constant: set[str] = set()

@@ -121,41 +121,34 @@ def fold_constants(graph_def: Any, output_names: list[str]) -> Any:
             kept = [name for name in node.input if not name.startswith("^")]
             del node.input[:]
             node.input.extend(kept)
-    with tf.Graph().as_default() as graph:
-        tf.import_graph_def(graph_def, name="")
-    constant: set[str] = set()
-    for op in graph.get_operations():
-        if _computable(op, constant):
-            constant.add(op.name)
-    frontier = [
-        op
-        for op in graph.get_operations()
-        if op.name in constant
-        and op.type not in ("Const", "ConstV2")
-        and len(op.outputs) == 1
-        and op.outputs[0].dtype.is_numpy_compatible
-        and (
-            op.name in fetch_ops
-            or any(consumer.name not in constant for consumer in op.outputs[0].consumers())
-        )
-    ]
     nodes = {node.name: node for node in graph_def.node}
+    constant = _constant_nodes(nodes)
+    needed_by_others = set(fetch_ops)
+    for node in graph_def.node:
+        if node.name not in constant:
+            needed_by_others.update(name.split(":")[0] for name in node.input)
+    frontier = [
+        name
+        for name in needed_by_others & constant
+        if nodes[name].op not in ("Const", "ConstV2") and _single_output(nodes[name].op)
+    ]
     replaced = {}
     computed = []
-    for op in frontier:
-        source = op.inputs[0].op if op.type == "Identity" else None
-        if source is not None and source.type in ("Const", "ConstV2"):  # a read variable
-            node = node_def_pb2.NodeDef()
-            node.CopyFrom(nodes[source.name])
-            node.name = op.name
-            replaced[op.name] = node
+    for name in frontier:
+        node = nodes[name]
+        source = nodes.get(node.input[0].split(":")[0]) if node.op == "Identity" else None
+        if source is not None and source.op in ("Const", "ConstV2"):  # a read variable
+            alias = node_def_pb2.NodeDef()
+            alias.CopyFrom(source)
+            alias.name = name
+            replaced[name] = alias
         else:
-            computed.append(op)
-    for op, value in zip(computed, _evaluate(graph_def, computed), strict=True):
-        node = node_def_pb2.NodeDef(name=op.name, op="Const", device=nodes[op.name].device)
-        node.attr["dtype"].type = op.outputs[0].dtype.as_datatype_enum
-        node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value, op.outputs[0].dtype))
-        replaced[op.name] = node
+            computed.append(name)
+    for name, (dtype, value) in zip(computed, _evaluate(graph_def, computed), strict=True):
+        node = node_def_pb2.NodeDef(name=name, op="Const", device=nodes[name].device)
+        node.attr["dtype"].type = dtype.as_datatype_enum
+        node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value, dtype))
+        replaced[name] = node
     if not replaced:
         return graph_def
     for index, node in enumerate(graph_def.node):
@@ -164,18 +157,60 @@ def fold_constants(graph_def: Any, output_names: list[str]) -> Any:
     return _with_nodes(graph_def, fetch_ops)
 
 
-def _evaluate(graph_def: Any, ops: list[Any]) -> list[Any]:
-    """The values of ``ops`` (all constant), from a graph of just what they need."""
+def _evaluate(graph_def: Any, names: list[str]) -> list[tuple[Any, Any]]:
+    """(dtype, value) of each op of ``names`` (all constant), from a graph of just what
+    they need."""
     import tensorflow as tf
 
-    if not ops:
+    if not names:
         return []
-    needed = _with_nodes(graph_def, {op.name for op in ops}, keep_placeholders=False)
+    needed = _with_nodes(graph_def, set(names), keep_placeholders=False)
     with tf.Graph().as_default() as graph:
         tf.import_graph_def(needed, name="")
-    fetches = [graph.get_tensor_by_name(op.outputs[0].name) for op in ops]
+    fetches = [graph.get_operation_by_name(name).outputs[0] for name in names]
     with tf.compat.v1.Session(graph=graph, config=_plain_session()) as session:
-        return session.run(fetches)
+        values = session.run(fetches)
+    return [(tensor.dtype, value) for tensor, value in zip(fetches, values, strict=True)]
+
+
+def _constant_nodes(nodes: dict[str, Any]) -> set[str]:
+    """Names of the nodes whose value is fixed: constants, and stateless ops of them."""
+    from tensorflow.python.framework import op_def_registry
+
+    constant = {name for name, node in nodes.items() if node.op in ("Const", "ConstV2")}
+    candidates = []
+    for name, node in nodes.items():
+        op_def = op_def_registry.get(node.op)
+        if (
+            name not in constant
+            and node.input
+            and op_def is not None  # a function call is not an op of the registry
+            and not op_def.is_stateful
+            and node.op not in ("Placeholder", "PlaceholderWithDefault")
+        ):
+            candidates.append((name, [i.split(":")[0] for i in node.input]))
+    changed = True
+    while changed:  # as many rounds as the longest chain of constant ops
+        changed = False
+        remaining = []
+        for name, inputs in candidates:
+            if all(i in constant for i in inputs):
+                constant.add(name)
+                changed = True
+            else:
+                remaining.append((name, inputs))
+        candidates = remaining
+    return constant
+
+
+def _single_output(op: str) -> bool:
+    from tensorflow.python.framework import op_def_registry
+
+    op_def = op_def_registry.get(op)
+    if op_def is None or len(op_def.output_arg) != 1:
+        return False
+    output = op_def.output_arg[0]
+    return not output.number_attr and not output.type_list_attr
 
 
 def _plain_session() -> Any:
@@ -189,20 +224,6 @@ def _plain_session() -> Any:
     config.graph_options.optimizer_options.opt_level = config_pb2.OptimizerOptions.L0
     config.graph_options.optimizer_options.do_constant_folding = False
     return config
-
-
-def _computable(op: Any, constant: set[str]) -> bool:
-    """A constant, or a stateless op of constants (ops come in topological order)."""
-    if op.control_inputs:
-        return False
-    if op.type in ("Const", "ConstV2"):
-        return True
-    return (
-        bool(op.inputs)
-        and not op.op_def.is_stateful
-        and op.type not in ("Placeholder", "PlaceholderWithDefault")
-        and all(tensor.op.name in constant for tensor in op.inputs)
-    )
 
 
 def _with_nodes(graph_def: Any, roots: set[str], keep_placeholders: bool = True) -> Any:

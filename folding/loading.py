@@ -156,6 +156,7 @@ def error_reason(text: str, limit: int = 400) -> str:
     """The innermost reason of a (nested, multi-line) Keras message, on one line:
     what follows the last "Exception encountered:", prefixed with the class being
     deserialised, without the config dumps."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # Keras's bold / colour codes
     segments = text.split("Exception encountered:")
     reason = re.split(r"\s*Full object config:", segments[-1])[0]
     reason = re.sub(r"\s*(using )?config=\{.*", "", reason, flags=re.DOTALL)

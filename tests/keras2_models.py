@@ -78,6 +78,30 @@ def channels_first_bn(renorm: bool = False):
     return keras2.Model(inputs, layers.Dense(2)(layers.Flatten()(x)))
 
 
+def assorted_layers():
+    """Layers whose Keras 2 configs Keras 3 refuses as written: SeparableConv2D (an unused
+    kernel_initializer), Conv2DTranspose (groups=1), SpatialDropout2D (noise_shape,
+    trainable), and a nested Sequential with an input shape (and a '/' in its name)."""
+    keras2 = _keras2()
+    layers = keras2.layers
+    head = keras2.Sequential(
+        [layers.Dense(6, input_shape=(8,)), layers.BatchNormalization()], name="head/mlp"
+    )
+    inputs = keras2.Input((8, 8, 3))
+    x = layers.SeparableConv2D(4, 3, padding="same", use_bias=False)(inputs)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.Conv2DTranspose(4, 3, strides=2, padding="same")(x)
+    x = layers.SpatialDropout2D(0.2)(layers.BatchNormalization()(x))
+    x = layers.Dense(8)(layers.GlobalAveragePooling2D()(x))
+    return keras2.Model(inputs, head(x))
+
+
+def hard_sigmoid_model():
+    keras2 = _keras2()
+    inputs = keras2.Input((4,))
+    return keras2.Model(inputs, keras2.layers.Dense(2, activation="hard_sigmoid")(inputs))
+
+
 def mobilenet_v2():
     """tf_keras's own MobileNetV2, random weights (``weights=None``: nothing downloaded)."""
     return _keras2().applications.MobileNetV2(weights=None, input_shape=(64, 64, 3))
@@ -92,7 +116,7 @@ def lambda_model():
 
 def randomise_batch_norms(model, seed: int = 1):
     rng = np.random.default_rng(seed)
-    for layer in model.layers:
+    for layer in _all_layers(model):
         if type(layer).__name__ != "BatchNormalization":
             continue
         values = []
@@ -106,6 +130,13 @@ def randomise_batch_norms(model, seed: int = 1):
                 values.append(rng.uniform(0.5, 1.5, shape))
         layer.set_weights([value.astype("float32") for value in values])
     return model
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
 
 
 def save(model, path: Path) -> Path:

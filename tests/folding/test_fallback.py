@@ -58,9 +58,7 @@ def exact_gelu_mlp_serialisable():
     ("build", "shape", "batch_norms"),
     [(grouped_convnet, (12, 12, 4), 3), (exact_gelu_mlp_serialisable, (10,), 2)],
 )
-def test_the_general_exporter_keeps_every_bn_in_unfolded_onnx(
-    tmp_path, build, shape, batch_norms
-):
+def test_the_general_exporter_keeps_every_bn_in_unfolded_onnx(tmp_path, build, shape, batch_norms):
     model = zoo.randomize_batch_norms(build(), seed=4)
     path = tmp_path / "model.keras"
     model.save(path)

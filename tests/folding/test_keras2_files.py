@@ -17,6 +17,8 @@ MODELS = [
     ("channels_first_bn", "h5", 1),
     ("mobilenet_like", "keras", 3),
     ("resnet_like", "keras", 3),
+    ("assorted_layers", "h5", 3),
+    ("assorted_layers", "keras", 3),
 ]
 
 
@@ -64,6 +66,14 @@ def test_keras2_renorm_is_refused_naming_the_layer(tmp_path):
     out = tmp_path / "out"
     result = fold(path, "-o", out)
     assert_failed_cleanly(result, out, "uses the Keras 2 option renorm=True")
+
+
+def test_keras2_hard_sigmoid_is_refused_naming_the_difference(tmp_path):
+    path = build.save(build.hard_sigmoid_model(), tmp_path / "hard.h5")
+    out = tmp_path / "out"
+    result = fold(path, "-o", out)
+    assert_failed_cleanly(result, out, "uses the activation 'hard_sigmoid'")
+    assert "clip(0.2 x + 0.5, 0, 1)" in result.stderr
 
 
 @pytest.mark.parametrize("suffix", ["h5", "keras"])

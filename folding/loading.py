@@ -76,7 +76,8 @@ def load_keras_model(
     version = _keras_version(path, suffix, label)
     loader = f"keras {keras.__version__}"
     try:
-        if is_keras2(version, config):
+        # an .h5 file that records no version predates Keras 3, which always does
+        if is_keras2(version, config) or (suffix != ".keras" and version is None):
             translated, translation = translate_config(config, label)
             _refuse_code(translated, label)
             loader += (

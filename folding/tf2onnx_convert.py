@@ -130,7 +130,7 @@ def fold_constants(graph_def: Any, output_names: list[str]) -> Any:
     frontier = [
         name
         for name in needed_by_others & constant
-        if nodes[name].op not in ("Const", "ConstV2") and _single_output(nodes[name].op)
+        if nodes[name].op not in ("Const", "ConstV2") and _numeric_single_output(nodes[name])
     ]
     replaced = {}
     computed = []
@@ -144,7 +144,11 @@ def fold_constants(graph_def: Any, output_names: list[str]) -> Any:
             replaced[name] = alias
         else:
             computed.append(name)
-    for name, (dtype, value) in zip(computed, _evaluate(graph_def, computed), strict=True):
+    try:
+        values = _evaluate(graph_def, computed)
+    except tf.errors.OpError:  # an op TensorFlow cannot run alone: tf2onnx's way then
+        return graph_def
+    for name, (dtype, value) in zip(computed, values, strict=True):
         node = node_def_pb2.NodeDef(name=name, op="Const", device=nodes[name].device)
         node.attr["dtype"].type = dtype.as_datatype_enum
         node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value, dtype))
@@ -203,14 +207,24 @@ def _constant_nodes(nodes: dict[str, Any]) -> set[str]:
     return constant
 
 
-def _single_output(op: str) -> bool:
+def _numeric_single_output(node: Any) -> bool:
+    """The op has one output, of a numeric dtype (not a resource, variant or string)."""
+    from tensorflow.core.framework import types_pb2
     from tensorflow.python.framework import op_def_registry
 
-    op_def = op_def_registry.get(op)
+    op_def = op_def_registry.get(node.op)
     if op_def is None or len(op_def.output_arg) != 1:
         return False
     output = op_def.output_arg[0]
-    return not output.number_attr and not output.type_list_attr
+    if output.number_attr or output.type_list_attr:
+        return False
+    dtype = node.attr[output.type_attr].type if output.type_attr else output.type
+    return dtype not in (
+        types_pb2.DT_INVALID,
+        types_pb2.DT_RESOURCE,
+        types_pb2.DT_VARIANT,
+        types_pb2.DT_STRING,
+    )
 
 
 def _plain_session() -> Any:

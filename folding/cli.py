@@ -69,6 +69,13 @@ def add_fold_command(subparsers: argparse._SubParsersAction) -> None:
         help="a SavedModel's signature to fold (default serving_default)",
     )
     parser.add_argument(
+        "--exporter",
+        choices=["auto", "tf2onnx"],
+        default="auto",
+        help="a Keras model's ONNX exporter: auto (the direct one, tf2onnx for a model it "
+        "cannot write; default) or tf2onnx",
+    )
+    parser.add_argument(
         "--custom-objects",
         action="append",
         default=[],
@@ -157,6 +164,7 @@ def run_fold(args: argparse.Namespace) -> int:
             name=args.model_path.stem,
             calibration=calibration,
             recalibrate_on=recalibrate_on,
+            exporter=args.exporter,
         ),
     )
 

@@ -153,28 +153,17 @@ def _quiet_loggers(prefix: str) -> Iterator[None]:
 
 
 def _convert(concrete: Any, input_count: int, opset: int) -> onnx.ModelProto:
-    """``tf2onnx.convert.from_function``, except that only the signature's own
-    inputs become graph inputs: tensors the function captures (a Normalization
-    layer's mean and variance, say) are frozen into constants like variables."""
-    import tensorflow as tf
-    from tf2onnx import tf_loader
-    from tf2onnx.convert import _convert_common, tensor_names_from_structed
+    """``concrete`` through ``folding.tf2onnx_convert`` (every BN kept as its own ops);
+    only the signature's own inputs become graph inputs: tensors the function captures
+    (a Normalization layer's mean and variance, say) are frozen into constants."""
+    from tf2onnx.convert import tensor_names_from_structed
+
+    from folding.tf2onnx_convert import convert_function
 
     input_names = [tensor.name for tensor in concrete.inputs[:input_count]]
     output_names = [tensor.name for tensor in concrete.outputs]
     renames = tensor_names_from_structed(concrete, input_names, output_names)
-    with tf.device("/cpu:0"):
-        frozen = tf_loader.from_function(concrete, input_names, output_names)
-        proto, _ = _convert_common(
-            frozen,
-            name=concrete.name,
-            continue_on_error=True,
-            opset=opset,
-            input_names=input_names,
-            output_names=output_names,
-            tensors_to_rename=renames,
-        )
-    return proto
+    return convert_function(concrete, input_names, output_names, renames, opset)
 
 
 def _rename_outputs(graph: onnx.GraphProto, names: list[str]) -> None:

@@ -23,6 +23,7 @@ from folding.export import (
 )
 from folding.fold import FoldResult
 from folding.graph import Graph, InputSpec
+from folding.loading import loader_of
 from folding.probes import DEFAULT_SAMPLES, load_user_probes, make_probes, sample_count
 from folding.publish import publish_directory  # noqa: F401 - part of this module's API
 from folding.report import FoldReport, OnnxSummary, TensorInfo, Verification
@@ -75,6 +76,7 @@ def fold_to_directory(
     calibration: list[np.ndarray] | None = None,
     recalibrate_on: list[np.ndarray] | None = None,
     on_stage: StageCallback = no_stages,
+    exporter: str = "auto",
 ) -> FoldReport:
     """Fold ``model`` and write model.onnx, unfolded.onnx and report.json into ``directory``.
 
@@ -86,6 +88,9 @@ def fold_to_directory(
     answers (``failure == "fold"``) or when the unfolded export already differs
     from the Keras model (``failure == "export"``), each judged against its own
     tolerance and the model's float32 noise (see ``folding.verify``).
+
+    ``exporter``: "auto" (the direct exporter, tf2onnx where it has no form for a
+    layer) or "tf2onnx" (the general exporter for the whole model).
     """
     from folding.fold import fold_model
     from folding.graph import trace
@@ -99,7 +104,7 @@ def fold_to_directory(
     folded_at = time.perf_counter()
 
     on_stage("exporting", None)
-    exported = export_pair(result, unfolded_graph, opset)
+    exported = export_pair(result, unfolded_graph, opset, exporter)
     on_stage("verifying", 0.0)
     exported_at = time.perf_counter()
     with ThreadPoolExecutor(max_workers=3) as pool:
@@ -171,6 +176,7 @@ def fold_to_directory(
             "verify_s": round(verified_at - exported_at, 4),
         },
         exporter=exported.exporter,
+        loader=loader_of(model),
         warnings=_export_warnings(exported, unfolded_graph),
         recalibration=result.recalibration,
     )
@@ -192,10 +198,20 @@ class ExportedPair:
     spliced: list[Unsupported] = field(default_factory=list)  # layers it wrote alone
 
 
-def export_pair(result: FoldResult, unfolded_graph: Graph, opset: int) -> ExportedPair:
-    """Both models as ONNX: directly from the traced graphs, a layer with no direct
-    form exported alone by the general exporter and spliced in; when even that
-    fails, both models whole through the general exporter."""
+EXPORTERS = ("auto", "tf2onnx")
+
+
+def export_pair(
+    result: FoldResult, unfolded_graph: Graph, opset: int, exporter: str = "auto"
+) -> ExportedPair:
+    """Both models as ONNX: directly from the traced graphs (``exporter`` "auto"), a
+    layer with no direct form exported alone by the general exporter and spliced in;
+    when even that fails, or ``exporter`` is "tf2onnx", both models whole through the
+    general exporter."""
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    if exporter == "tf2onnx":
+        return _export_general(result, opset, None)
     try:
         spliced: list[Unsupported] = []
         fallback = layer_exporter()
@@ -206,11 +222,19 @@ def export_pair(result: FoldResult, unfolded_graph: Graph, opset: int) -> Export
         reason = unsupported
     except ValueError as error:  # an opset the direct exporter does not write
         reason = error
+    return _export_general(result, opset, reason)
+
+
+def _export_general(result: FoldResult, opset: int, reason: object | None) -> ExportedPair:
+    """Both models through tf2onnx; ``reason`` says why the direct exporter could not
+    (None: the general one was asked for)."""
     inputs: list[InputSpec] = result.inputs
     try:
         unfolded = export_onnx(flat_caller(result.source), inputs, result.output_names, opset)
         folded = export_onnx(flat_caller(result.model), inputs, result.output_names, opset)
     except ExportError as error:
+        if reason is None:
+            raise ExportError(f"the general exporter (tf2onnx) failed: {error}") from None
         raise ExportError(
             f"cannot export {reason}; the general exporter failed too: {error}"
         ) from None
@@ -218,7 +242,9 @@ def export_pair(result: FoldResult, unfolded_graph: Graph, opset: int) -> Export
         OnnxModel(folded, folded.SerializeToString()),
         OnnxModel(unfolded, unfolded.SerializeToString()),
         "tf2onnx",
-        f"the direct exporter cannot write {reason}",
+        "asked for (--exporter tf2onnx)"
+        if reason is None
+        else f"the direct exporter cannot write {reason}",
     )
 
 

@@ -230,6 +230,7 @@ class FoldReport:
     onnx: dict[str, OnnxSummary] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     exporter: str = "direct"
+    loader: str | None = None  # how the Keras file was loaded (folding.loading.loader_of)
     warnings: list[str] = field(default_factory=list)
     recalibration: Recalibration | None = None
 
@@ -259,6 +260,8 @@ class FoldReport:
     def summary(self) -> str:
         """A readable table of what was folded, kept and removed."""
         lines = [f"model {self.model}"]
+        if self.loader:
+            lines.append(f"loaded by {self.loader}")
         rows = [("batchnorm", "action", "layer / reason", "scale range")]
         for entry in self.folded:
             scale = f"[{entry.stats.scale.min:.4g}, {entry.stats.scale.max:.4g}]"

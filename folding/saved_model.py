@@ -4,10 +4,8 @@ on the ONNX graph like any ONNX model, and verified against the signature itself
 A SavedModel has no Keras layers, only a TensorFlow graph. Its serving
 signature (``serving_default`` unless another is named) is frozen and converted
 by tf2onnx **without the rewrites that would fold BatchNormalization away
-before this project sees it**: TensorFlow's constant folding (which multiplies a
-constant ``Mul`` into the ``Conv2D`` before it) and tf2onnx's transpose and
-back-to-back optimisers (which merge ``Mul`` / ``BatchNormalization`` into
-``Conv``). So ``unfolded.onnx`` still holds every BN as its own ops; the folding
+before this project sees it** (``folding.tf2onnx_convert``, shared with the
+general Keras exporter). So ``unfolded.onnx`` still holds every BN as its own ops; the folding
 (``folding.onnx_fold``) then says where each one went.
 
 Before anything in the SavedModel runs, ``folding.saved_model_scan`` reads its
@@ -19,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +28,6 @@ from folding.errors import ExportError, ModelLoadError, VerificationError
 from folding.saved_model_scan import SAVED_MODEL_FILE, SignatureSpec, check_saved_model
 
 DEFAULT_SIGNATURE = "serving_default"
-FUSING_OPTIMIZERS = ("optimize_transpose", "remove_back_to_back")
-"""tf2onnx optimisers that merge a BN's Mul / BatchNormalization into a Conv."""
 
 
 @dataclass
@@ -134,6 +129,7 @@ def export_signature(serving: ServingFunction, opset: int = 17) -> onnx.ModelPro
     import tensorflow as tf
 
     from folding.export import _quiet_loggers, _rename_outputs
+    from folding.tf2onnx_convert import convert_function
 
     concrete = serving.function
     # the signature's own inputs come first; after them, what the function captures
@@ -149,7 +145,7 @@ def export_signature(serving: ServingFunction, opset: int = 17) -> onnx.ModelPro
     renames = dict(zip(input_names, serving.spec.inputs, strict=True))
     try:
         with contextlib.redirect_stdout(io.StringIO()), _quiet_loggers("tf2onnx"):
-            proto = _convert(concrete, input_names, output_names, renames, opset)
+            proto = convert_function(concrete, input_names, output_names, renames, opset)
     except Exception as error:  # tf2onnx raises bare exceptions of many kinds
         first = (str(error).strip().splitlines() or [""])[0][:300]
         raise ExportError(f"ONNX conversion failed: {type(error).__name__}: {first}") from None
@@ -160,66 +156,6 @@ def export_signature(serving: ServingFunction, opset: int = 17) -> onnx.ModelPro
         first = str(error).strip().splitlines()[0]
         raise ExportError(f"ONNX conversion produced an invalid graph: {first}") from None
     return proto
-
-
-def _convert(
-    concrete: Any,
-    input_names: list[str],
-    output_names: list[str],
-    renames: dict[str, str],
-    opset: int,
-) -> onnx.ModelProto:
-    """tf2onnx's ``from_function`` with the BN-merging rewrites left out (see the module
-    docstring). The private tf2onnx and TensorFlow calls are all here."""
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-    from tf2onnx import optimizer, tf_loader
-    from tf2onnx.convert import _convert_common
-
-    with tf.device("/cpu:0"):
-        frozen = convert_variables_to_constants_v2(
-            concrete, lower_control_flow=False, aggressive_inlining=True
-        )
-        graph_def = frozen.graph.as_graph_def(add_shapes=True)
-        graph_def = tf_loader.fix_freezing_errors_part2(graph_def)
-        graph_def = _inline(graph_def, input_names, output_names)
-        optimizers = OrderedDict(
-            (key, value)
-            for key, value in optimizer._get_optimizers().items()
-            if key not in FUSING_OPTIMIZERS
-        )
-        proto, _ = _convert_common(
-            graph_def,
-            name=concrete.name,
-            continue_on_error=True,
-            opset=opset,
-            input_names=input_names,
-            output_names=output_names,
-            tensors_to_rename=renames,
-            optimizers=optimizers,
-        )
-    return proto
-
-
-def _inline(graph_def: Any, input_names: list[str], output_names: list[str]) -> Any:
-    """Grappler with function inlining only: its constant folding would multiply each
-    BN's scale into the Conv2D weights (what tf2onnx's loader runs, minus 'constfold')."""
-    import tensorflow as tf
-    from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
-    from tensorflow.python.grappler import tf_optimizer
-
-    config = config_pb2.ConfigProto()
-    config.graph_options.infer_shapes = True
-    config.graph_options.rewrite_options.optimizers[:] = ["function", "dependency"]
-    with tf.Graph().as_default():
-        tf.import_graph_def(graph_def, name="")
-        meta_graph = tf.compat.v1.train.export_meta_graph(graph_def=graph_def)
-        fetch = meta_graph_pb2.CollectionDef()
-        fetch.node_list.value.extend(input_names + output_names)
-        meta_graph.collection_def["train_op"].CopyFrom(fetch)
-        return tf_optimizer.OptimizeGraph(config, meta_graph)
 
 
 def fold_saved_model_to_directory(

@@ -84,6 +84,8 @@ def convertible_ops() -> frozenset[str]:
     import tf2onnx.onnx_opset  # noqa: F401 - registers the handlers
     from tf2onnx.handler import tf_op
 
+    import folding.tf2onnx_convert  # noqa: F401 - registers this project's (Erfc)
+
     names: set[str] = set()
     for versions in tf_op.get_opsets().values():
         for handlers in versions:

@@ -89,6 +89,7 @@ function summary(report) {
       ["Unfolded ONNX", ops("unfolded")],
       ["Probes", v ? `${v.samples} × ${v.probes} (${v.compared_dtype})` : null],
       ["Exporter", report.exporter],
+      ["Loader", report.loader],
       ["Timings", Object.entries(report.timings || {}).map(([k, s]) => `${k.replace(/_s$/, "")} ${s.toFixed(3)} s`).join(" · ")],
     ]),
     (report.warnings || []).length

@@ -1,0 +1,280 @@
+"""Keras 2 (``tf.keras`` / ``tf_keras``) model configs, translated for Keras 3.
+
+Keras 3 reads most of a Keras 2 file itself; this module fixes the places
+where it refuses one: options Keras 2 writes with their default value but
+Keras 3 does not accept (``groups=1`` on a DepthwiseConv2D, the BatchNorm
+renorm options), layer and model names containing ``/`` (renamed, every
+reference with them), and the ``tf_keras`` module paths of a ``.keras``
+archive's Functional / Sequential model. An option that Keras 3 has no form
+for, at a value that changes what the layer computes (``renorm=True``), is
+refused with its layer named, never dropped.
+
+The translation works on the JSON config only; nothing in it is executed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from folding.errors import ModelLoadError
+
+ANY = object()
+"""A Keras 2 option dropped whatever its value (it does not change inference)."""
+
+_SEPARABLE = {
+    "groups": 1,
+    "kernel_initializer": ANY,
+    "kernel_regularizer": ANY,
+    "kernel_constraint": ANY,
+}  # unused by Keras 2's separable convolutions
+_RECURRENT = {"time_major": False}
+KERAS2_ONLY_OPTIONS: dict[str, dict[str, Any]] = {
+    "DepthwiseConv1D": {"groups": 1},
+    "DepthwiseConv2D": {"groups": 1},
+    "Conv1DTranspose": {"groups": 1},
+    "Conv2DTranspose": {"groups": 1},
+    "Conv3DTranspose": {"groups": 1},
+    "SeparableConv1D": _SEPARABLE,
+    "SeparableConv2D": _SEPARABLE,
+    "SpatialDropout1D": {"trainable": ANY, "noise_shape": ANY},  # identity at inference
+    "SpatialDropout2D": {"trainable": ANY, "noise_shape": ANY},
+    "SpatialDropout3D": {"trainable": ANY, "noise_shape": ANY},
+    "LSTM": _RECURRENT,
+    "GRU": _RECURRENT,
+    "SimpleRNN": _RECURRENT,
+    "MultiHeadAttention": {
+        "query_shape": ANY,  # build shapes: the layer is built where the model calls it
+        "key_shape": ANY,
+        "value_shape": ANY,
+        "softmax_robust_masking": False,
+    },
+    "BatchNormalization": {
+        "renorm": False,
+        "renorm_clipping": None,
+        "renorm_momentum": ANY,
+        "fused": ANY,
+        "virtual_batch_size": None,
+        "adjustment": None,
+    },
+}
+"""Per layer class: the options Keras 2 writes that Keras 3 refuses, and the value
+at which leaving them out computes the same thing."""
+
+MODEL_MODULES = {
+    "Functional": "keras.src.models.functional",
+    "Model": "keras.src.models.model",
+    "Sequential": "keras.src.models.sequential",
+}
+MODEL_CLASSES = set(MODEL_MODULES)
+
+
+@dataclass
+class Translation:
+    """What changed between the Keras 2 config and the one Keras 3 loads."""
+
+    renamed: dict[str, str] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)  # "... left out" -> layer count
+    modules: int = 0
+    built_sequentials: set[str] = field(default_factory=set)  # nested, with an input shape
+
+    def describe(self) -> str:
+        parts = []
+        if self.renamed:
+            parts.append(f"{_count(len(self.renamed), 'name')} containing '/' renamed with '_'")
+        parts.extend(f"{key}: {_count(count, 'layer')}" for key, count in self.dropped.items())
+        if self.modules:
+            parts.append(f"{_count(self.modules, 'tf_keras module path')} mapped to Keras 3")
+        return "; ".join(parts) or "no changes needed"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def is_keras2(keras_version: str | None, config: Any) -> bool:
+    """A file written by Keras 2: its recorded version, else its model's module path."""
+    if keras_version:
+        return str(keras_version).startswith(("1.", "2."))
+    module = config.get("module", "") if isinstance(config, dict) else ""
+    return str(module).startswith("tf_keras")
+
+
+def translate_config(config: Any, label: str) -> tuple[Any, Translation]:
+    """``config`` (a Keras 2 model config, JSON-decoded) as Keras 3 loads it.
+
+    Raises ModelLoadError naming the layer when one uses a Keras 2 option at a
+    value Keras 3 cannot express."""
+    translation = Translation()
+    _collect_renames(config, translation.renamed)
+    translation.built_sequentials = _built_sequentials(config)
+    translated = _translate(config, translation, label)
+    return translated, translation
+
+
+def _collect_renames(config: Any, renames: dict[str, str]) -> None:
+    names: set[str] = set()
+    stack = [config]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            inner = item.get("config")
+            if (
+                "class_name" in item
+                and isinstance(inner, dict)
+                and isinstance(inner.get("name"), str)
+            ):
+                names.add(inner["name"])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    for name in sorted(names):
+        if "/" not in name:
+            continue
+        new = base = name.replace("/", "_")
+        suffix = 1
+        while new in names or new in renames.values():
+            new = f"{base}_{suffix}"
+            suffix += 1
+        renames[name] = new
+
+
+def _built_sequentials(config: Any) -> set[str]:
+    """Names of the Sequential models with a known input shape. Keras 2 gives such a
+    model a node of its own, so a Functional model that calls it refers to node 1
+    for its first call; Keras 3 does that for Functional models only."""
+    names: set[str] = set()
+    stack = [config]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            inner = item.get("config")
+            if item.get("class_name") == "Sequential" and isinstance(inner, dict):
+                layers = inner.get("layers") or [{}]
+                first = layers[0] if isinstance(layers[0], dict) else {}
+                first_config = first.get("config") if isinstance(first.get("config"), dict) else {}
+                if first.get("class_name") == "InputLayer" or "batch_input_shape" in first_config:
+                    names.add(str(inner.get("name")))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return names
+
+
+def _translate(item: Any, translation: Translation, label: str) -> Any:
+    if isinstance(item, list):
+        return [_translate(value, translation, label) for value in item]
+    if not isinstance(item, dict):
+        return item
+    result = {key: _translate(value, translation, label) for key, value in item.items()}
+    class_name = result.get("class_name")
+    inner = result.get("config")
+    if isinstance(class_name, str) and isinstance(inner, dict):
+        dropped = _drop_options(class_name, inner, translation, label)
+        _refuse_changed_activations(class_name, inner, label)
+        if class_name == "MultiHeadAttention" and "query_shape" in dropped:
+            result["build_config"] = {
+                "shapes_dict": {
+                    f"{key}_shape": dropped.get(f"{key}_shape") for key in ("query", "value", "key")
+                }
+            }
+        if class_name == "Sequential":
+            _input_layer_first(inner)
+        elif class_name != "InputLayer" and "batch_input_shape" in inner:
+            inner.pop("batch_input_shape")  # an input shape only an InputLayer may carry
+        if "name" in inner:
+            inner["name"] = translation.renamed.get(inner["name"], inner["name"])
+        if class_name in MODEL_CLASSES:
+            for key in ("input_layers", "output_layers"):
+                if key in inner:
+                    inner[key] = _rename_references(inner[key], translation)
+        module = result.get("module")
+        if isinstance(module, str) and module.startswith("tf_keras"):
+            result["module"] = MODEL_MODULES.get(class_name, "keras" + module[len("tf_keras") :])
+            result["module"] = result["module"].replace("keras.src.engine.", "keras.src.models.")
+            translation.modules += 1
+    if "name" in result and isinstance(result["name"], str):
+        result["name"] = translation.renamed.get(result["name"], result["name"])
+    if "inbound_nodes" in result:
+        result["inbound_nodes"] = _rename_references(result["inbound_nodes"], translation)
+    return result
+
+
+def _input_layer_first(config: dict) -> None:
+    """A Sequential model whose first layer carries its input shape starts with an
+    InputLayer of that shape instead (Keras 3 takes the shape from there only)."""
+    layers = config.get("layers")
+    if not isinstance(layers, list) or not layers or not isinstance(layers[0], dict):
+        return
+    first = layers[0].get("config")
+    if layers[0].get("class_name") == "InputLayer" or not isinstance(first, dict):
+        return
+    shape = first.pop("batch_input_shape", None)
+    if shape is None:
+        return
+    entry = {
+        "class_name": "InputLayer",
+        "config": {"batch_shape": shape, "dtype": first.get("dtype", "float32")},
+    }
+    if "module" in layers[0]:
+        entry.update(module="keras.layers", registered_name=None)
+    layers.insert(0, entry)
+
+
+CHANGED_ACTIVATIONS = {
+    "hard_sigmoid": "Keras 2's is clip(0.2 x + 0.5, 0, 1), Keras 3's relu6(x + 3) / 6",
+}
+
+
+def _refuse_changed_activations(class_name: str, config: dict, label: str) -> None:
+    for key in ("activation", "recurrent_activation"):
+        value = config.get(key)
+        if isinstance(value, str) and value in CHANGED_ACTIVATIONS:
+            raise ModelLoadError(
+                f"'{label}': layer '{config.get('name', '?')}' ({class_name}) uses the "
+                f"activation '{value}', which Keras 3 computes differently "
+                f"({CHANGED_ACTIVATIONS[value]})"
+            )
+
+
+def _drop_options(class_name: str, config: dict, translation: Translation, label: str) -> dict:
+    axis = config.get("axis")
+    if class_name == "BatchNormalization" and isinstance(axis, list):
+        if len(axis) != 1:
+            raise ModelLoadError(
+                f"'{label}': layer '{config.get('name', '?')}' (BatchNormalization) normalises "
+                f"over the axes {axis}; Keras 3 takes one axis"
+            )
+        config["axis"] = axis[0]
+        key = "BatchNormalization axis list written as one int"
+        translation.dropped[key] = translation.dropped.get(key, 0) + 1
+    dropped: dict[str, Any] = {}
+    for option, harmless in KERAS2_ONLY_OPTIONS.get(class_name, {}).items():
+        if option not in config:
+            continue
+        value = dropped[option] = config.pop(option)
+        if harmless is not ANY and value != harmless:
+            raise ModelLoadError(
+                f"'{label}': layer '{config.get('name', '?')}' ({class_name}) uses the Keras 2 "
+                f"option {option}={value!r}, which Keras 3 has no form for"
+            )
+        value_text = "" if harmless is ANY else f"={harmless!r}"
+        key = f"{class_name} {option}{value_text} left out"
+        translation.dropped[key] = translation.dropped.get(key, 0) + 1
+    return dropped
+
+
+def _rename_references(item: Any, translation: Translation) -> Any:
+    """Layer references in inbound nodes and a model's input/output lists:
+    ``[name, node, tensor(, kwargs)]`` lists and ``keras_history`` entries."""
+    if isinstance(item, list):
+        if len(item) >= 3 and isinstance(item[0], str) and isinstance(item[1], int):
+            name, node = item[0], item[1]
+            if name in translation.built_sequentials and node >= 1:
+                node -= 1
+            rest = [_rename_references(value, translation) for value in item[2:]]
+            return [translation.renamed.get(name, name), node, *rest]
+        return [_rename_references(value, translation) for value in item]
+    if isinstance(item, dict):
+        return {key: _rename_references(value, translation) for key, value in item.items()}
+    return item

@@ -228,7 +228,8 @@ def test_verification_failure_is_refused_with_its_report(guarded_server, trained
     assert report["verification"]["passed"] is False
     assert report["verification"]["failure"] == "fold"
     (check,) = report["verification"]["outputs"]
-    assert check["fold_error"] > 1e-15 and check["export_error"] >= 0
+    # folding is what missed the tolerance; the export itself was within its own
+    assert check["fold_error"] > 1e-15 and check["export_error"] <= check["export_limit"]
     assert len(report["folded"]) == 2
     assert store_snapshot(guarded_server)[1] == before[1]  # nothing stored
     listing = httpx.get(f"{guarded_server.url}/v1/models", headers=READER).json()

@@ -4,6 +4,7 @@ cancelling, jobs seen from another server on the same repository, artifacts."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 
@@ -80,7 +81,7 @@ def test_upload_answers_202_then_the_job_runs_to_done(jobs_server, trained_model
     assert reply.status_code == 202, reply.text
     job = reply.json()
     assert reply.headers["location"] == f"/v1/jobs/{job['id']}"
-    assert len(job["id"]) == 32 and int(job["id"], 16) >= 0
+    assert re.fullmatch("[0-9a-f]{32}", job["id"]), job["id"]
     assert (job["name"], job["version"], job["filename"]) == ("polled", 1, trained_model_file.name)
     assert job["state"] in STAGES
     assert job["links"] == {

@@ -87,6 +87,12 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
 def _probes(specs: list[InputSpec], samples: int, probe_path: Path | None) -> tuple[list, str]:
     if probe_path is not None:
         return load_user_probes(specs, Path(probe_path)), "user-supplied"
+    return random_probes(specs, samples), "random"
+
+
+def random_probes(specs: list[InputSpec], samples: int) -> list[np.ndarray]:
+    """Seeded rows for each input: normal floats, 0/1 integers; ``samples`` rows where the
+    batch dimension is open, a fixed size where there is room for large images."""
     rng = np.random.default_rng(0)
     arrays = []
     for spec in specs:
@@ -97,7 +103,7 @@ def _probes(specs: list[InputSpec], samples: int, probe_path: Path | None) -> tu
             arrays.append(rng.integers(0, 2, size=shape).astype(dtype))
         else:
             arrays.append(rng.standard_normal(shape).astype(dtype))
-    return arrays, "random"
+    return arrays
 
 
 def fold_onnx_to_directory(

@@ -432,41 +432,18 @@ def _first_line(error: BaseException) -> str:
     return text[-1][:300] if text else type(error).__name__
 
 
-def input_specs(model: onnx.ModelProto) -> list:
-    """The model's graph inputs as ``InputSpec``s (open dimensions as None)."""
-    from folding.graph import InputSpec
-
-    specs = []
-    for index, value in enumerate(_graph_inputs(model)):
-        tensor_type = value.type.tensor_type
-        dims = tuple(
-            dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
-            for dim in tensor_type.shape.dim
-        )
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-        specs.append(InputSpec(index, value.name, dims, str(np.dtype(dtype))))
-    return specs
-
-
 def variant_rows(
     model: onnx.ModelProto, calibration: Path | None, samples: int = 64
 ) -> tuple[list[np.ndarray], str]:
-    """The rows that calibrate and judge the variants, and where they came from."""
-    from folding.probes import DYNAMIC_DIM_PROBE, load_user_probes
+    """The rows that calibrate and judge the variants, and where they came from: the
+    user's ``calibration`` file, else the random probes ONNX folding verifies on."""
+    from folding.onnx_pipeline import input_specs, random_probes
+    from folding.probes import load_user_probes
 
     specs = input_specs(model)
     if calibration is not None:
         return load_user_probes(specs, Path(calibration)), "calibration"
-    rng = np.random.default_rng(0)
-    arrays = []
-    for spec in specs:
-        shape = [samples] + [DYNAMIC_DIM_PROBE if d is None else d for d in spec.shape[1:]]
-        dtype = np.dtype(spec.dtype)
-        if dtype.kind in "iub":
-            arrays.append(rng.integers(0, 2, size=shape).astype(dtype))
-        else:
-            arrays.append(rng.standard_normal(shape).astype(dtype))
-    return arrays, "probes"
+    return random_probes(specs, samples), "probes"
 
 
 def add_variants(

@@ -15,19 +15,8 @@ export async function renderVersion(main, [name, version], signal) {
     ["report.json", "report", "report.json"],
     ["model.onnx (folded)", "model.onnx", "model.onnx"],
     ["unfolded.onnx", "unfolded.onnx", "unfolded.onnx"],
-  ].map(([label, path, file]) => {
-    const link = h("a.button", { href: `${base}/${path}`, text: label,
-      download: `${name}-${version}-${file}`, dataset: { download: path } });
-    link.addEventListener("click", async (event) => {
-      event.preventDefault();
-      try {
-        await download(link.getAttribute("href"), link.download);
-      } catch (error) {
-        link.after(errorBox(error));
-      }
-    });
-    return h("li", {}, link);
-  }));
+  ].map(([label, path, file]) => h("li", {}, downloadLink(`${base}/${path}`, label,
+    `${name}-${version}-${file}`, path))));
   main.append(h("nav.actions", { "aria-label": "This version" }, [
     downloads,
     h("a.button.primary", { href: `${page}/compare`, text: "Compare playground" }),
@@ -47,21 +36,26 @@ export async function renderVersion(main, [name, version], signal) {
   }
   for (const entry of report.variants || []) {
     if (!entry.file) continue;
-    const link = h("a.button", { href: `${base}/${entry.file}`, text: `${entry.file} (${entry.precision})`,
-      download: `${name}-${version}-${entry.file}`, dataset: { download: entry.file } });
-    link.addEventListener("click", async (event) => {
-      event.preventDefault();
-      try {
-        await download(link.getAttribute("href"), link.download);
-      } catch (error) {
-        link.after(errorBox(error));
-      }
-    });
-    downloads.append(h("li", {}, link));
+    downloads.append(h("li", {}, downloadLink(`${base}/${entry.file}`,
+      `${entry.file} (${entry.precision})`, `${name}-${version}-${entry.file}`, entry.file)));
   }
   main.append(summary(report), verification(report), diagnosticsSummary(report), batchNorms(report));
   if (report.recalibration) main.append(recalibration(report.recalibration));
   if (report.variants?.length) main.append(variants(report.variants, name, base));
+}
+
+function downloadLink(href, label, fileName, key) {
+  // Fetched with the token (a plain link would not send it), saved under ``fileName``.
+  const link = h("a.button", { href, text: label, download: fileName, dataset: { download: key } });
+  link.addEventListener("click", async (event) => {
+    event.preventDefault();
+    try {
+      await download(link.getAttribute("href"), link.download);
+    } catch (error) {
+      link.after(errorBox(error));
+    }
+  });
+  return link;
 }
 
 function definitions(pairs) {

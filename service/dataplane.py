@@ -238,8 +238,10 @@ class DataPlane:
         reference: str | None,
         repeats: int = DEFAULT_COMPARE_REPEATS,
         return_outputs: bool = True,
+        variants: bool = False,
     ) -> dict[str, Any]:
-        """Folded vs unfolded ONNX (and optionally the Keras original) on the same inputs.
+        """Folded vs unfolded ONNX (and optionally the Keras original, and with
+        ``variants`` each precision variant of the version) on the same inputs.
 
         Latencies are medians over ``repeats`` rounds in which the folded and the
         unfolded model run one after the other (which one first alternates), so
@@ -251,6 +253,16 @@ class DataPlane:
             variant: (await self.registry.executor_of(model, variant)).session
             for variant in ("folded", "unfolded")
         }
+        precisions = []
+        if variants:
+            for directory in self.repository.variants_of(model.directory):
+                precision = directory.folded_file.split(".")[1]
+                try:
+                    served = self.registry.get(directory.name, directory.version)
+                except NotFound:
+                    continue  # not loaded (yet, or it could not be): nothing to time
+                sessions[precision] = served.executor.session
+                precisions.append(precision)
         label = f"model '{model.name}' version {model.version}"
         options = Session.run_options()  # every round's runs stop at the one time budget
         budget = self.settings.run_timeout_s
@@ -294,9 +306,21 @@ class DataPlane:
             baseline = results["unfolded"][meta.name]
             entry: dict[str, Any] = {}
             if return_outputs:
-                entry.update({variant: values[meta.name] for variant, values in results.items()})
+                entry.update(
+                    {
+                        variant: values[meta.name]
+                        for variant, values in results.items()
+                        if variant not in precisions
+                    }
+                )
             entry.update(differences(baseline, results["folded"][meta.name]))
             entry["passed"] = entry["max_rel_diff"] <= rtol
+            for precision in precisions:  # judged against float32 folded, as when made
+                entry[precision] = differences(
+                    results["folded"][meta.name], results[precision][meta.name]
+                )
+                if return_outputs:
+                    entry[precision]["outputs"] = results[precision][meta.name]
             if reference in REFERENCES:
                 source_diff = differences(
                     results[reference][meta.name], results["folded"][meta.name]
@@ -314,14 +338,18 @@ class DataPlane:
             "latency_ms": timings,
             "latency": {
                 "repeats": timing.rounds,
-                "statistic": "median of interleaved rounds: both ONNX sessions called directly "
-                "in one worker thread, no batching queue in front of either, alternating which "
-                "runs first (keras/source: one run in the fold worker)",
+                "statistic": "median of interleaved rounds: the ONNX sessions called directly "
+                "in one worker thread, no batching queue in front of any, rotating which runs "
+                "first (keras/source: one run in the fold worker)",
                 "iqr_ms": {
                     variant: spread.as_dict() for variant, spread in timing.milliseconds.items()
                 },
                 "unfolded_over_folded": timing.ratio.median,
                 "unfolded_over_folded_iqr": [timing.ratio.q1, timing.ratio.q3],
+                **{
+                    f"{precision}_speedup": _speedup(timing.ratios[precision])
+                    for precision in precisions
+                },
             },
         }
 
@@ -443,3 +471,8 @@ def differences(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
     if want.ndim == 2 and want.shape[1] > 1:
         result["argmax_agreement"] = float(np.mean(want.argmax(axis=1) == got.argmax(axis=1)))
     return result
+
+
+def _speedup(ratio: Any) -> dict[str, float]:
+    """A variant's time over float32 folded's, per round, as a speedup with its quartiles."""
+    return {"median": 1 / ratio.median, "iqr": [1 / ratio.q3, 1 / ratio.q1]}

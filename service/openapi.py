@@ -106,6 +106,11 @@ COMPARE_REQUEST = {
     "type": "object",
     "properties": {
         **TF_PREDICT_REQUEST["properties"],
+        "variants": {
+            "type": "boolean",
+            "default": False,
+            "description": "also run each precision variant (fp16, int8) of the version",
+        },
         "reference": {
             "type": "string",
             "enum": ["source", "keras"],

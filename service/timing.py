@@ -44,6 +44,7 @@ class Timing:
     milliseconds: dict[str, Spread]
     ratio: Spread  # second / first, per round
     outputs: dict[str, list[Any]]  # each run's first answer
+    ratios: dict[str, Spread] | None = None  # every run but the first: it / the first
 
 
 def interleaved(
@@ -52,31 +53,33 @@ def interleaved(
     min_time_s: float = MIN_ROUNDS_TIME_S,
     max_rounds: int = MAX_ROUNDS,
 ) -> Timing:
-    """Time the two callables of ``runs`` (first, second) alternately; one warm-up each."""
-    (first, run_first), (second, run_second) = runs.items()
-    outputs = {first: run_first(), second: run_second()}  # warm-up, and the answers compared
-    samples: dict[str, list[float]] = {first: [], second: []}
-    ratios = []
+    """Time the callables of ``runs`` (the first is the baseline of the ratios) in
+    rounds that rotate which goes first; one warm-up each."""
+    names = list(runs)
+    outputs = {name: runs[name]() for name in names}  # warm-up, and the answers compared
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    ratios: dict[str, list[float]] = {name: [] for name in names[1:]}
     started = time.perf_counter()
     rounds = 0
     while rounds < min_rounds or (
         rounds < max_rounds and time.perf_counter() - started < min_time_s
     ):
-        order = ((first, run_first), (second, run_second))
-        if rounds % 2:
-            order = order[::-1]
+        shift = rounds % len(names)
         this_round = {}
-        for name, run in order:
+        for name in names[shift:] + names[:shift]:
             began = time.perf_counter()
-            run()
+            runs[name]()
             this_round[name] = (time.perf_counter() - began) * 1e3
             samples[name].append(this_round[name])
-        if this_round[first] > 0:
-            ratios.append(this_round[second] / this_round[first])
+        if this_round[names[0]] > 0:
+            for name in names[1:]:
+                ratios[name].append(this_round[name] / this_round[names[0]])
         rounds += 1
+    spreads = {name: Spread.of(values or [float("nan")]) for name, values in ratios.items()}
     return Timing(
         rounds,
         {name: Spread.of(values) for name, values in samples.items()},
-        Spread.of(ratios or [float("nan")]),
+        spreads[names[1]],
         outputs,
+        spreads,
     )

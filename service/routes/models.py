@@ -157,13 +157,17 @@ async def compare(
 ) -> JSONResponse:
     """Body as for ``:predict``, plus optional ``"reference": "source"`` (the stored Keras
     model or SavedModel, run in the fold worker; ``"keras"`` is accepted too), ``"repeats"``
-    (timed rounds, default 10) and ``"return_outputs"`` (default true)."""
+    (timed rounds, default 10), ``"return_outputs"`` (default true) and ``"variants"``
+    (true: also each precision variant of the version, judged against float32 folded and
+    timed in the same rounds)."""
     model = dataplane.get(name, version)
     body = await json_body(request)
     options = {}
     if isinstance(body, dict):
         options = {
-            key: body.pop(key) for key in ("reference", "repeats", "return_outputs") if key in body
+            key: body.pop(key)
+            for key in ("reference", "repeats", "return_outputs", "variants")
+            if key in body
         }
     repeats = options.get("repeats", DEFAULT_COMPARE_REPEATS)
     if type(repeats) is not int or not 1 <= repeats <= MAX_COMPARE_REPEATS:
@@ -173,8 +177,16 @@ async def compare(
     return_outputs = options.get("return_outputs", True)
     if not isinstance(return_outputs, bool):
         raise InvalidInput(f"'return_outputs' must be true or false, got {return_outputs!r}")
+    variants = options.get("variants", False)
+    if not isinstance(variants, bool):
+        raise InvalidInput(f"'variants' must be true or false, got {variants!r}")
     inputs, _ = tfserving.parse_request(body, model.inputs)
     result = await dataplane.compare(
-        model, inputs, options.get("reference"), repeats=repeats, return_outputs=return_outputs
+        model,
+        inputs,
+        options.get("reference"),
+        repeats=repeats,
+        return_outputs=return_outputs,
+        variants=variants,
     )
     return JSONResponse({"model_name": model.name, "model_version": str(model.version), **result})

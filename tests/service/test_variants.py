@@ -195,3 +195,32 @@ def test_upload_refusals_name_the_field(upload_server, data, files, message):
     )
     assert reply.status_code == 400, reply.text
     assert message in reply.json()["error"]
+
+
+def test_compare_runs_the_variants_in_the_same_rounds(variant_server):
+    server, digits, _ = variant_server
+    reply = httpx.post(
+        f"{server.url}/v1/models/conv:compare",
+        json={"instances": digits.held_out[:16].tolist(), "variants": True, "repeats": 20},
+        timeout=120,
+    )
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()
+    assert set(answer["latency_ms"]) == {"folded", "unfolded", "fp16", "int8"}
+    assert answer["latency"]["repeats"] >= 20
+    for precision in ("fp16", "int8"):
+        speedup = answer["latency"][f"{precision}_speedup"]
+        assert speedup["iqr"][0] <= speedup["median"] <= speedup["iqr"][1]
+    [output] = answer["outputs"].values()
+    assert output["int8"]["argmax_agreement"] >= 0.9
+    assert output["fp16"]["max_rel_diff"] < 1e-2
+    assert len(output["int8"]["outputs"]) == 16
+    plain = httpx.post(
+        f"{server.url}/v1/models/conv:compare", json={"instances": digits.held_out[:2].tolist()}
+    ).json()
+    assert set(plain["latency_ms"]) == {"folded", "unfolded"}
+    wrong = httpx.post(
+        f"{server.url}/v1/models/conv:compare",
+        json={"instances": digits.held_out[:2].tolist(), "variants": "yes"},
+    )
+    assert wrong.status_code == 400 and "'variants'" in wrong.json()["error"]

@@ -4,9 +4,13 @@ builds the hostile input itself and proves the bad outcome does not happen."""
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 
 import grpc
+import httpx
 import pytest
+from onnx import TensorProto, helper
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
@@ -74,3 +78,75 @@ def test_a_42_byte_tfserving_request_does_not_become_a_gigabyte(grpc_server):
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "FOLDSERVE_MAX_REQUEST_BYTES" in caught.value.details()
     assert resident_mb(grpc_server.process.pid) - before < 200
+
+
+def squaring_chain(links: int) -> bytes:
+    """y = x + 3^(2^links): a chain of int64 ``Mul`` nodes squaring a constant. ONNX
+    Runtime wraps at int64; the serving process's memory estimate followed the values as
+    Python integers, whose size doubled with every link (links=24: 6 s per estimate with
+    the interpreter held, so health checks waited 8 s; each further link doubles it)."""
+    nodes = [
+        helper.make_node(
+            "Constant", [], ["c0"], value=helper.make_tensor("v", TensorProto.INT64, [1], [3])
+        )
+    ]
+    for index in range(links):
+        nodes.append(helper.make_node("Mul", [f"c{index}", f"c{index}"], [f"c{index + 1}"]))
+    nodes.append(helper.make_node("Cast", [f"c{links}"], ["offset"], to=TensorProto.FLOAT))
+    nodes.append(helper.make_node("Add", ["x", "offset"], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "squaring",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+class HealthProbe:
+    """Reads /v2/health/ready over and over in a thread; ``worst`` is the longest wait."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.worst, self.answered = url, 0.0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            httpx.get(f"{self.url}/v2/health/ready", timeout=600)
+            self.worst = max(self.worst, time.monotonic() - started)
+            self.answered += 1
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_an_onnx_squaring_its_constants_does_not_hold_the_server(server):
+    """40 links: 3^(2^40) as a Python integer would never finish (nor fit in memory)."""
+    model = squaring_chain(40)
+    assert len(model) < 4096
+    with HealthProbe(server.url) as probe:
+        answer = httpx.post(
+            f"{server.url}/v1/models?wait=true",
+            files={"file": ("squaring.onnx", model)},
+            data={"name": "squaring"},
+            timeout=300,
+        )
+    assert answer.status_code == 201, answer.text
+    assert probe.answered > 0
+    assert probe.worst < 2.0, f"health checks waited {probe.worst:.1f} s"
+    prediction = httpx.post(
+        f"{server.url}/v2/models/squaring/infer",
+        json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0] * 4}]},
+        timeout=60,
+    )
+    assert prediction.status_code == 200, prediction.text

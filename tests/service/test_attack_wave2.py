@@ -3,12 +3,16 @@ builds the hostile input itself and proves the bad outcome does not happen."""
 
 from __future__ import annotations
 
+import io
 import shutil
+import struct
 import threading
 import time
+import zipfile
 
 import grpc
 import httpx
+import numpy as np
 import pytest
 from onnx import TensorProto, helper
 from tensorflow.core.framework import types_pb2
@@ -150,3 +154,66 @@ def test_an_onnx_squaring_its_constants_does_not_hold_the_server(server):
         timeout=60,
     )
     assert prediction.status_code == 200, prediction.text
+
+
+def npy_header(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
+    """A version 1.0 .npy header declaring ``shape`` (the data is whatever follows)."""
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"
+    header += " " * (63 - (len(header) + 10) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode()
+
+
+def npz(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=array.dtype.hasobject)
+    return buffer.getvalue()
+
+
+def corrupted_crc() -> bytes:
+    data = bytearray(npz({"pixels.npy": npy(np.zeros((4, 64), np.float32))}))
+    data[data.find(b"\x93NUMPY") + 200] ^= 0xFF
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "file_name, content, fragment",
+    [
+        # 144 bytes declaring 3.5 EiB: was 422 "MemoryError: Unable to allocate 3.47 EiB"
+        ("bomb.npy", npy_header((10**9, 10**9)) + b"\0" * 16, "is not a readable"),
+        # 1 MB of zeros inflating to 1 GB: was the fold worker's 8 GB memory cap
+        (
+            "bomb.npz",
+            npz({"pixels.npy": npy(np.zeros((4_000_000, 64), np.float32))}, zipfile.ZIP_DEFLATED),
+            "would inflate to",
+        ),
+        # a member declaring a shape its bytes do not hold: numpy allocates it first
+        ("liar.npz", npz({"pixels.npy": npy_header((10**9, 64)) + b"\0" * 64}), "declares shape"),
+        # these were 422s naming no file: "BadZipFile: ...", "ValueError: ..."
+        ("crc.npz", corrupted_crc(), "Bad CRC-32"),
+        ("pickle.npz", npz({"pixels.npy": npy(np.array([1, "x"], dtype=object))}), "allow_pickle"),
+        ("cut.npz", npz({"pixels.npy": npy(np.zeros((4, 64), np.float32))[:100]}), "EOF"),
+    ],
+)
+def test_hostile_probe_files_are_a_400_naming_the_probe(
+    server, trained_model_file, file_name, content, fragment
+):
+    with open(trained_model_file, "rb") as model:
+        answer = httpx.post(
+            f"{server.url}/v1/models?wait=true",
+            files={"file": ("model.keras", model), "probe": (file_name, content)},
+            data={"name": "probed"},
+            timeout=300,
+        )
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error.startswith("probe file '"), error
+    assert fragment in error
+    assert "MemoryError" not in error and "memory limit" not in error

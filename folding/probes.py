@@ -16,13 +16,14 @@ Otherwise rows are standard normal. A user's ``.npy``/``.npz`` replaces all this
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from folding.errors import ProbeError
+from folding.errors import ModelLoadError, ProbeError
 from folding.specs import InputSpec
 
 if TYPE_CHECKING:  # the Keras graph; this module is also used without Keras (ONNX files)
@@ -166,12 +167,54 @@ def _array(value: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(value), np.float64)
 
 
+def _read_arrays(path: Path) -> Any:
+    """``np.load`` of an untrusted file without pickles, and without allocating what its
+    header merely declares: a ``.npy`` is memory-mapped (a shape larger than the file is
+    refused, not allocated), and the members of an ``.npz`` may inflate to at most what a
+    ``.keras`` archive may (``folding.loading.check_inflation``)."""
+    from folding.loading import DEFAULT_LIMITS, check_inflation
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                entries = archive.infolist()
+                total = sum(entry.file_size for entry in entries)
+                try:
+                    check_inflation(total, path.stat().st_size, path.name, DEFAULT_LIMITS)
+                except ModelLoadError as error:
+                    raise ProbeError(f"probe file {error}") from None
+                for entry in entries:
+                    _check_declared_size(archive, entry, path.name)
+            return np.load(path, allow_pickle=False)
+        return np.array(np.load(path, allow_pickle=False, mmap_mode="r"))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ProbeError(f"probe file '{path.name}' is not a readable .npy/.npz: {error}") from None
+
+
+def _check_declared_size(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, label: str) -> None:
+    """Refuse an ``.npz`` member whose header declares more bytes than it holds (numpy
+    would allocate the declared array before reading it)."""
+    with archive.open(entry) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    if dtype.hasobject:
+        return  # np.load refuses it (allow_pickle=False), naming why
+    declared = dtype.itemsize
+    for size in shape:
+        declared *= size
+    if declared > entry.file_size:
+        raise ProbeError(
+            f"probe file '{label}': array '{entry.filename}' declares shape {list(shape)} "
+            f"({declared} bytes) but holds {entry.file_size} bytes"
+        )
+
+
 def load_user_probes(inputs: Sequence[InputSpec], path: Path) -> list[np.ndarray]:
     """The user's ``.npy`` (single-input models) or ``.npz`` (one array per input name)."""
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise ProbeError(f"probe file '{path.name}' is not a readable .npy/.npz: {error}") from None
+    loaded = _read_arrays(path)
     if isinstance(loaded, np.ndarray):
         if len(inputs) != 1:
             names = ", ".join(spec.name for spec in inputs)
@@ -181,7 +224,14 @@ def load_user_probes(inputs: Sequence[InputSpec], path: Path) -> list[np.ndarray
         missing = [spec.name for spec in inputs if spec.name not in loaded.files]
         if missing:
             raise ProbeError(f"probe file '{path.name}' lacks inputs: {', '.join(missing)}")
-        arrays = [loaded[spec.name] for spec in inputs]
+        arrays = []
+        for spec in inputs:
+            try:
+                arrays.append(loaded[spec.name])
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+                raise ProbeError(
+                    f"probe file '{path.name}': array '{spec.name}' is not readable: {error}"
+                ) from None
     result = []
     for spec, array in zip(inputs, arrays, strict=True):
         expected = list(spec.shape[1:])

@@ -37,6 +37,11 @@ NONDETERMINISTIC = frozenset(
 _SMALL = 64
 """Most elements of an integer tensor whose values the walk follows (shapes, repeats)."""
 
+_LARGEST_VALUE = 2**63
+"""Values the walk follows stay within int64, as they do in ONNX Runtime: a chain of
+``Mul`` squaring a constant would otherwise grow Python integers to gigabits, holding
+the interpreter (and the event loop) for hours on a model of a few hundred bytes."""
+
 Shapes = dict[str, tuple[int, tuple[int, ...] | None]]
 
 _STRIP_BYTES = 1 << 20
@@ -184,7 +189,7 @@ def _follow(node: onnx.NodeProto, values: dict[str, np.ndarray], shapes: Shapes)
                 result = np.concatenate([value.reshape(-1) for value in known])
             elif op in ("Mul", "Add") and len(known) == 2 and None not in known:
                 result = known[0] * known[1] if op == "Mul" else known[0] + known[1]
-        if result is not None and result.size <= _SMALL:
+        if result is not None and result.size <= _SMALL and _in_range(result):
             values[out] = result
         sized = _sized_shape(op, known, shapes.get(node.input[0]) if node.input else None)
         if sized is not None and out:
@@ -194,6 +199,10 @@ def _follow(node: onnx.NodeProto, values: dict[str, np.ndarray], shapes: Shapes)
             shapes[out] = (elem_type, sized)
     except (ValueError, TypeError, IndexError):  # values that make no sense: no estimate
         return
+
+
+def _in_range(values: np.ndarray) -> bool:
+    return all(-_LARGEST_VALUE <= int(value) < _LARGEST_VALUE for value in values.reshape(-1))
 
 
 def _sized_shape(

@@ -65,7 +65,7 @@ class TFServingService(Servicer):
             if not self.dataplane.ready:
                 raise NotReady("server is starting")
             model = self._model(request.model_spec)
-            inputs = parse_inputs(request.inputs, model.inputs)
+            inputs = parse_inputs(request.inputs, model.inputs, self.settings.max_request_bytes)
             wanted = list(request.output_filter) or None
             outputs = await self.dataplane.infer(model, inputs, wanted)
             response = protos.PredictResponse()

@@ -18,13 +18,12 @@ default, in the typed field (so ``response.outputs[name].float_val`` reads them)
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from service.codecs import array_from_bytes, tf_datatype
-from service.errors import InvalidInput
+from service.codecs import array_from_bytes, check_shape, tf_datatype
+from service.errors import InvalidInput, TooLarge
 from service.runtime import TensorMeta
 from service.tfserving_protos import DATA_TYPES, TensorProto
 
@@ -71,15 +70,17 @@ def shape_proto(shape: Any, message: Any) -> None:
         message.dim.add(size=int(size))
 
 
-def parse_inputs(tensors: Any, expected: list[TensorMeta]) -> dict[str, np.ndarray]:
-    """The named arrays of ``PredictRequest.inputs`` (a map of TensorProto)."""
+def parse_inputs(tensors: Any, expected: list[TensorMeta], max_bytes: int) -> dict[str, np.ndarray]:
+    """The named arrays of ``PredictRequest.inputs`` (a map of TensorProto). A tensor
+    filled from one value may be at most ``max_bytes`` (the largest message accepted):
+    a few bytes must not become gigabytes."""
     if not tensors:
         raise InvalidInput("'inputs' must hold at least one tensor")
     dtypes = {meta.name: meta.dtype for meta in expected}
-    return {name: to_array(tensors[name], dtypes.get(name), name) for name in tensors}
+    return {name: to_array(tensors[name], dtypes.get(name), name, max_bytes) for name in tensors}
 
 
-def to_array(tensor: Any, expected: np.dtype | None, name: str) -> np.ndarray:
+def to_array(tensor: Any, expected: np.dtype | None, name: str, max_bytes: int) -> np.ndarray:
     what = f"input '{name}'"
     type_name = _type_name(tensor.dtype)
     dtype = NUMPY_TYPES.get(type_name)
@@ -93,13 +94,11 @@ def to_array(tensor: Any, expected: np.dtype | None, name: str) -> np.ndarray:
     if tensor.tensor_shape.unknown_rank:
         raise InvalidInput(f"{what} has tensor_shape.unknown_rank set; give its dimensions")
     shape = [dim.size for dim in tensor.tensor_shape.dim]
-    if any(size < 0 for size in shape):
-        raise InvalidInput(f"{what} has shape {shape}; dimensions must be non-negative")
+    count = check_shape(shape, what)
     if tensor.tensor_content:
         return array_from_bytes(tensor.tensor_content, dtype, shape, what)
     field = VALUE_FIELDS[type_name]
     values = getattr(tensor, field)
-    count = math.prod(shape)
     if len(values) not in (count, 1) or (len(values) == 1 and count == 0):
         raise InvalidInput(
             f"{what} has {len(values)} values in {field}; shape {shape} needs {count} "
@@ -110,6 +109,12 @@ def to_array(tensor: Any, expected: np.dtype | None, name: str) -> np.ndarray:
     else:
         array = _typed(values, dtype, what)
     if len(values) == 1:
+        if count * dtype.itemsize > max_bytes:
+            raise TooLarge(
+                f"{what} of shape {shape} filled from one value would take "
+                f"{count * dtype.itemsize} bytes; at most {max_bytes} are accepted "
+                "(FOLDSERVE_MAX_REQUEST_BYTES)"
+            )
         return np.full(shape, array[0], dtype=dtype)
     return array.reshape(shape)
 

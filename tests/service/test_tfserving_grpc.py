@@ -179,11 +179,11 @@ def test_predict_is_counted_and_batched_like_the_other_paths(prediction, tf_serv
         return stats["model_stats"][0]["inference_count"]
 
     before_count = inferences()
-    before = httpx.get(f"{tf_server.url}/metrics").text
+    before = httpx.get(f"{tf_server.url}/metrics", headers=headers).text
     rows = digits.data[:3].astype(np.float32)
     for _ in range(2):
         prediction.Predict(predict_request(rows), metadata=AUTH, timeout=30)
-    after = httpx.get(f"{tf_server.url}/metrics").text
+    after = httpx.get(f"{tf_server.url}/metrics", headers=headers).text
     assert inferences() - before_count == 6
     call = ("digits", "Predict", "OK", "tensorflow.serving.PredictionService")
     assert grpc_calls(after, *call) - grpc_calls(before, *call) == 2

@@ -20,13 +20,14 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serving import (  # noqa: E402 - bench/ on the path first
+from serving import (
     BENCH,
     PYTHON,
     Process,
@@ -154,10 +155,41 @@ def main() -> None:
     finally:
         for process in reversed(processes):
             process.stop()
-    report = render(rows, [s for s in servers if s != "echo"], args)
+    ceiling = batch_ceiling(models / "conv" / "1" / "model.onnx")
+    report = render(rows, [s for s in servers if s != "echo"], args) + ceiling
     print(report)
     if args.out:
         args.out.write_text(report)
+
+
+def batch_ceiling(onnx_path: Path) -> str:
+    """ONNX Runtime's own time per row of the conv model at batch 1 and 64 (the server's
+    session settings): how much merging requests can save on compute at most."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 2
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(
+        str(onnx_path), options, providers=["CPUExecutionProvider"]
+    )
+    per_row = {}
+    for batch in (1, 64):
+        feed = {"image": np.random.default_rng(0).uniform(0, 1, (batch, 32, 32, 3))}
+        feed["image"] = feed["image"].astype(np.float32)
+        for _ in range(3):
+            session.run(None, feed)
+        samples = []
+        for _ in range(15 if batch > 1 else 100):
+            started = time.perf_counter()
+            session.run(None, feed)
+            samples.append(time.perf_counter() - started)
+        per_row[batch] = statistics.median(samples) / batch * 1e6
+    return (
+        f"conv model in-process, ONNX Runtime alone: {per_row[1]:.0f} us per row at batch 1, "
+        f"{per_row[64]:.0f} us per row at batch 64 ({per_row[1] / per_row[64]:.2f}x): the most "
+        "batching can save on compute here.\n"
+    )
 
 
 def render(rows: dict[str, list], servers: list[str], args: argparse.Namespace) -> str:
@@ -181,9 +213,11 @@ def render(rows: dict[str, list], servers: list[str], args: argparse.Namespace) 
             f"| {name} | {median(name, 'rps'):.0f} | {median(name, 'p50_ms'):.2f} | "
             f"{median(name, 'p99_ms'):.2f} | {sum(r.errors for r in results)} |"
         )
-    lines += ["", "| figure | " + " | ".join(servers) + " | target |", "|---|" + "---:|" * (
-        len(servers) + 1
-    )]
+    lines += [
+        "",
+        "| figure | " + " | ".join(servers) + " | target |",
+        "|---|" + "---:|" * (len(servers) + 1),
+    ]
     figures = [
         ("mlp TF JSON p99 / echo p99", "{s} TF JSON", "bare FastAPI echo", "p99_ms", "<= 3"),
         ("mlp TF JSON req/s / echo req/s", "{s} TF JSON", "bare FastAPI echo", "rps", ">= 0.7"),
@@ -203,9 +237,7 @@ def render(rows: dict[str, list], servers: list[str], args: argparse.Namespace) 
         ),
     ]
     for label, top, bottom, field, goal in figures:
-        cells = [
-            f"{ratio(top.format(s=s), bottom.format(s=s), field):.2f}x" for s in servers
-        ]
+        cells = [f"{ratio(top.format(s=s), bottom.format(s=s), field):.2f}x" for s in servers]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {goal} |")
     lines.append("")
     return "\n".join(lines)

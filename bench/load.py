@@ -156,7 +156,7 @@ def main() -> None:
         for process in reversed(processes):
             process.stop()
     ceiling = batch_ceiling(models / "conv" / "1" / "model.onnx")
-    report = render(rows, [s for s in servers if s != "echo"], args) + ceiling
+    report = render(rows, [s for s in servers if s != "echo"], args) + "\n" + ceiling
     print(report)
     if args.out:
         args.out.write_text(report)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from serving import REPO, Process, Target, ensure_wrk, free_port, run_wrk
 
-RAY_PYTHON = Path(os.environ.get("RAY_PYTHON", REPO / ".venv-ray" / "bin" / "python"))
+RAY_PYTHON = Path(os.environ.get("FOLDSERVE_RAY_PYTHON", REPO / ".venv-ray" / "bin" / "python"))
 CONCURRENCY = (1, 16)
 
 

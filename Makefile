@@ -16,7 +16,7 @@ GRPC_PORT ?=
 RAY_VENV ?= .venv-ray
 RAY_STAMP := $(RAY_VENV)/.installed-stamp
 
-.PHONY: serve serve-ray ray-venv test lint fold-demo bench bench-ray container-smoke clean ui-screenshots
+.PHONY: serve serve-ray ray-venv test lint fold-demo bench bench-full bench-ray container-smoke clean ui-screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,8 +57,13 @@ fold-demo: $(STAMP)
 clean:
 	rm -rf $(VENV) $(RAY_VENV) .pytest_cache .ruff_cache
 
+# `make bench`: a few minutes; the load figures at 64 clients (bench/load.py) and the fold
+# timings. `make bench-full`: every target at every concurrency, written to docs/benchmarks.md.
 bench: $(TEST_STAMP)
-	$(BIN)/python bench/fold_latency.py
+	$(BIN)/python bench/fold_latency.py --runs 5000 --repeats 2
+	$(BIN)/python bench/load.py --duration 3 --rounds 3
+
+bench-full: $(TEST_STAMP)
 	$(BIN)/python bench/serving.py
 
 bench-ray: $(TEST_STAMP) $(RAY_STAMP)

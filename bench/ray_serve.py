@@ -23,7 +23,7 @@ from pathlib import Path
 
 from serving import REPO, Process, Target, ensure_wrk, free_port, run_wrk
 
-RAY_PYTHON = REPO / ".venv-ray" / "bin" / "python"
+RAY_PYTHON = Path(os.environ.get("FOLDSERVE_RAY_PYTHON", REPO / ".venv-ray" / "bin" / "python"))
 CONCURRENCY = (1, 16)
 
 
@@ -64,7 +64,9 @@ def write_bodies(directory: Path) -> dict[str, Path]:
     return paths
 
 
-def start(name: str, port: int, models: Path, log_dir: Path, *flags: str) -> Process:
+def start(
+    name: str, port: int, models: Path, log_dir: Path, *flags: str, extra: dict | None = None
+) -> Process:
     python = RAY_PYTHON if "ray" in flags else Path(sys.executable)
     command = [str(python), "-m", "service.cli", "serve", "--port", str(port)]
     command += ["--models-dir", str(models), *flags]
@@ -74,6 +76,7 @@ def start(name: str, port: int, models: Path, log_dir: Path, *flags: str) -> Pro
         "FOLDSERVE_PREWARM_FOLDER": "false",
         "FOLDSERVE_GRPC_PORT": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
+        **(extra or {}),
     }
     return Process(name, command, env, f"http://127.0.0.1:{port}/v2/health/ready", log_dir)
 
@@ -82,13 +85,25 @@ SERVERS = {
     "uvicorn, 1 worker": (),
     "uvicorn, 2 workers": ("--workers", "2"),
     "Ray Serve, 1 replica": ("--engine", "ray", "--replicas", "1"),
+    "Ray Serve, 1 replica, Serve's defaults": ("--engine", "ray", "--replicas", "1"),
     "Ray Serve, 2 replicas": ("--engine", "ray", "--replicas", "2"),
 }
+SERVE_DEFAULTS = {
+    "FOLDSERVE_LOG_LEVEL": "debug",  # Serve's access log on, as by default
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+}
+"""What ``service.ray_app`` changes (``SERVE_REQUEST_PATH``, ``serve_logging``), set back
+to Ray Serve's values."""
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    parser.add_argument(
+        "--only", help="serve only the servers whose name contains this (e.g. '1 ')"
+    )
     args = parser.parse_args()
     if not RAY_PYTHON.exists():
         print(f"no Ray venv at {RAY_PYTHON}: run 'make ray-venv' first", file=sys.stderr)
@@ -100,10 +115,13 @@ def main() -> int:
         fold_demo(root / "models")
         bodies = write_bodies(root)
         for server, flags in SERVERS.items():
+            if args.only and args.only not in server:
+                continue
             port = free_port()
             print(f"{server}...", flush=True)
-            slug = "-".join(server.replace(",", "").split()).lower()
-            process = start(slug, port, root / "models", root, *flags)
+            slug = "-".join(server.replace(",", "").replace("'", "").split()).lower()
+            extra = SERVE_DEFAULTS if "Serve's defaults" in server else None
+            process = start(slug, port, root / "models", root, *flags, extra=extra)
             try:
                 urls = {
                     "predict": f"http://127.0.0.1:{port}/v1/models/digits:predict",
@@ -134,6 +152,17 @@ def render(rows: list, duration: float) -> str:
             f"| {server} | {endpoint} | {result.concurrency} | {result.rps:,.0f} | "
             f"{result.p50_ms:.2f} | {result.p99_ms:.2f} | {result.errors} |"
         )
+    plain = {
+        endpoint: result.p50_ms
+        for server, endpoint, result in rows
+        if server == "uvicorn, 1 worker" and result.concurrency == 1
+    }
+    if plain:
+        lines += ["", "Per-request cost over the plain server (p50 at c=1, same run):", ""]
+        for server, endpoint, result in rows:
+            if server.startswith("Ray") and result.concurrency == 1 and endpoint in plain:
+                extra = result.p50_ms - plain[endpoint]
+                lines.append(f"- {server}, {endpoint}: +{extra:.2f} ms")
     return "\n".join(lines)
 
 

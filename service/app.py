@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.dataplane = dataplane
         app.state.bodies.start()
         _mark_not_ready_on_sigterm(dataplane)
+        _freeze_startup_objects()
         await dataplane.start()
         grpc_server = None
         try:
@@ -155,6 +157,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tfserving.router)
     app.include_router(v2.router)
     return app
+
+
+def _freeze_startup_objects() -> None:
+    """Move what start-up left alive (modules, the app) out of the collector's sight:
+    a full collection over them held the event loop for about 80 ms on this machine,
+    every request waiting that long at the tail. Called before any model is loaded: an
+    executor lives in reference cycles, and a frozen one would never be collected once
+    its version is unloaded. What requests and later loads allocate is collected as
+    before."""
+    gc.collect()
+    gc.freeze()
 
 
 def _ray_replica_folding(settings: Settings) -> dict[str, Any]:

@@ -20,6 +20,7 @@ Nothing here builds an app at import time; Ray itself is imported only when aske
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,18 @@ APP_NAME = "foldserve"
 DEPLOYMENT_NAME = "FoldServe"
 REPLICA_HEADER = "foldserve-replica"
 """Response header naming the replica that answered (Ray's replica id)."""
+
+SERVE_REQUEST_PATH = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+}
+"""Ray Serve settings (read from the environment when Ray starts) that shorten each
+request's path, a subset of Ray's ``RAY_SERVE_THROUGHPUT_OPTIMIZED``: the replica runs
+the app on its own event loop rather than handing every request to a second loop in
+another thread (the app never runs a model on its loop: ``service.batching``), the
+proxy's router likewise, and request-path log lines are written in batches. Each is
+only a default: a value already in the environment wins (docs/performance.md)."""
 
 
 class ReplicaHeader:
@@ -78,6 +91,7 @@ def deployment_options(settings: Settings) -> dict[str, Any]:
         "name": DEPLOYMENT_NAME,
         "max_ongoing_requests": settings.max_ongoing_requests,
         "ray_actor_options": {"num_cpus": settings.replica_cpus},
+        "logging_config": serve_logging(settings),
     }
     if settings.max_replicas is None:
         options["num_replicas"] = settings.replicas
@@ -94,6 +108,16 @@ def deployment_options(settings: Settings) -> dict[str, Any]:
         "target_ongoing_requests": settings.target_ongoing_requests,
     }
     return options
+
+
+def serve_logging(settings: Settings) -> dict[str, Any]:
+    """Ray Serve's logging for the proxy and the replicas: its per-request access log
+    (a line written and flushed by the proxy and again by the replica for every request)
+    only at ``log_level`` debug; the app logs as everywhere else."""
+    return {
+        "log_level": settings.log_level.upper(),
+        "enable_access_log": settings.log_level.lower() == "debug",
+    }
 
 
 def application(settings: Settings) -> Application:
@@ -134,6 +158,8 @@ def build(args: dict[str, Any]) -> Application:
 
 def run(settings: Settings) -> int:
     """``foldserve serve --engine ray``: deploy, then wait for SIGINT/SIGTERM and tear down."""
+    for name, value in SERVE_REQUEST_PATH.items():  # before Ray starts its processes
+        os.environ.setdefault(name, value)
     import ray
     from ray import serve
 
@@ -145,7 +171,10 @@ def run(settings: Settings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        serve.start(http_options={"host": settings.host, "port": settings.port})
+        serve.start(
+            http_options={"host": settings.host, "port": settings.port},
+            logging_config=serve_logging(settings),
+        )
         serve.run(application(settings), name=APP_NAME, route_prefix="/", blocking=False)
         scaling = (
             f"{settings.replicas} replica(s)"

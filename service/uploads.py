@@ -349,18 +349,22 @@ class Uploads:
                 if rows is not None:
                     rows.unlink(missing_ok=True)
             served = [FOLDED_FILE, UNFOLDED_FILE, *map(variant_file, PRECISIONS)]
-            for file_name in served:  # over the memory limit: 422
-                if (staging / file_name).is_file():
-                    await anyio.to_thread.run_sync(
-                        self.registry.runtime.check_memory, staging / file_name
-                    )
+            checked = [staging / name for name in served if (staging / name).is_file()]
+            sessions = sum(path.name != UNFOLDED_FILE for path in checked)  # built on load
+            steps = len(checked) + 1 + sessions  # committing's progress counts these
+            for done, path in enumerate(checked):  # over the memory limit: 422
+                self._committing(job, done / steps)
+                await anyio.to_thread.run_sync(self.registry.runtime.check_memory, path)
+            self._committing(job, len(checked) / steps)
             await anyio.to_thread.run_sync(
                 self.repository.commit, staging, job["name"], job["version"]
             )
             async with self.registry.lock:
                 committed = self.repository.version_dir(job["name"], job["version"])
+                self._committing(job, (len(checked) + 1) / steps)
                 await self.registry.load(committed)
-                for variant in self.repository.variants_of(committed):
+                for done, variant in enumerate(self.repository.variants_of(committed)):
+                    self._committing(job, (len(checked) + 2 + done) / steps)
                     await self.registry.load(variant)
                 self.registry.count_loaded()
             self.metrics.fold_jobs.labels("ok").inc()
@@ -414,6 +418,12 @@ class Uploads:
             job["state"] = stage
             job["stage_started_at"] = now
         job["progress"] = None
+        self.store.write(job)
+
+    def _committing(self, job: dict[str, Any], progress: float) -> None:
+        """Committing's progress, so that a big model's checks and session loads (seconds
+        each) show as movement rather than a frozen bar."""
+        job["progress"] = round(min(progress, 1.0), 3)
         self.store.write(job)
 
     def _close_stage(self, job: dict[str, Any], now: float | None = None) -> None:

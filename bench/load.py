@@ -1,0 +1,247 @@
+"""The load figures, interleaved: foldserve's tail at 64 clients against a bare FastAPI
+echo, and the conv model's batching gain, for TF Serving JSON and V2 binary.
+
+    .venv/bin/python bench/load.py [--duration 3] [--rounds 3] [--baseline DIR] [--out FILE]
+
+One foldserve (this tree) and one bare FastAPI echo (bench/apps/echo_app.py, the HTTP
+ceiling) serve on 127.0.0.1; with ``--baseline DIR`` a second foldserve runs the code
+of another checkout (e.g. the main branch) on the same models, so before and after
+are measured side by side. Every target is loaded by ``wrk -t1 -c64`` for
+``--duration`` seconds, all targets in turn, ``--rounds`` times; each figure is the
+median over the rounds. The machine may be shared, so the figures that matter are the
+ratios within one round (foldserve's p99 over the echo's p99 measured seconds apart),
+whose medians are printed. Bounded: about rounds x targets x duration seconds, plus
+building the two models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from serving import (
+    BENCH,
+    PYTHON,
+    Process,
+    Target,
+    build_repository,
+    ensure_wrk,
+    free_port,
+    run_wrk,
+    start_foldserve,
+    write_bodies,
+)
+
+CLIENTS = 64
+
+
+def start_baseline(tree: Path, port: int, models: Path, log_dir: Path) -> Process:
+    return Process(
+        "baseline",
+        [PYTHON, "-m", "service.cli", "serve", "--port", str(port), "--models-dir", str(models)],
+        {
+            "FOLDSERVE_LOG_LEVEL": "warning",
+            "FOLDSERVE_PREWARM_FOLDER": "false",
+            "FOLDSERVE_GRPC_PORT": "0",
+            "PYTHONPATH": str(tree),
+        },
+        f"http://127.0.0.1:{port}/v2/health/ready",
+        log_dir,
+        cwd=tree,
+    )
+
+
+def start_echo(port: int, log_dir: Path) -> Process:
+    command = [PYTHON, "-m", "uvicorn", "apps.echo_app:app", "--port", str(port)]
+    command += ["--log-level", "warning", "--no-access-log"]
+    return Process("echo", command, {}, f"http://127.0.0.1:{port}/docs", log_dir, cwd=BENCH)
+
+
+def targets(servers: dict[str, int], bodies: dict[str, dict]) -> list[Target]:
+    found = [
+        Target("mlp", "bare FastAPI echo", f"http://127.0.0.1:{servers['echo']}/echo", *_tf(bodies))
+    ]
+    for server, port in servers.items():
+        if server == "echo":
+            continue
+        base = f"http://127.0.0.1:{port}"
+        found.append(
+            Target("mlp", f"{server} TF JSON", f"{base}/v1/models/mlp:predict", *_tf(bodies))
+        )
+        for suffix, label in (("", "on"), ("-nobatch", "off")):
+            conv = bodies["conv"]
+            found += [
+                Target(
+                    "conv",
+                    f"{server} TF JSON, batching {label}",
+                    f"{base}/v1/models/conv{suffix}:predict",
+                    conv["tf"],
+                    1,
+                ),
+                Target(
+                    "conv",
+                    f"{server} V2 binary, batching {label}",
+                    f"{base}/v2/models/conv{suffix}/infer",
+                    conv["bin"],
+                    1,
+                    conv["header"],
+                    "application/octet-stream",
+                ),
+            ]
+    return found
+
+
+def _tf(bodies: dict[str, dict]) -> tuple[Path, int]:
+    return bodies["mlp"]["tf"], 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="times every target is loaded")
+    parser.add_argument("--baseline", type=Path, help="another checkout to serve side by side")
+    parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
+    args = parser.parse_args()
+
+    wrk = ensure_wrk()
+    work = Path(tempfile.mkdtemp(prefix="foldserve-load-"))
+    models = work / "models"
+    print(f"building models in {work}...", flush=True)
+    build_repository(models)
+    from sklearn.datasets import load_digits
+
+    rng = np.random.default_rng(0)
+    bodies = {
+        "mlp": write_bodies(work, "mlp", "pixels", load_digits().data[:1].astype(np.float32)),
+        "conv": write_bodies(
+            work, "conv", "image", rng.uniform(0, 1, (1, 32, 32, 3)).astype(np.float32)
+        ),
+    }
+    servers = {"echo": free_port(), "foldserve": free_port()}
+    if args.baseline:
+        servers["baseline"] = free_port()
+    processes = []
+    rows: dict[str, list] = {}
+    try:
+        processes.append(start_echo(servers["echo"], work))
+        processes.append(
+            start_foldserve(servers["foldserve"], models, work, {"FOLDSERVE_GRPC_PORT": "0"})
+        )
+        if args.baseline:
+            processes.append(
+                start_baseline(args.baseline.resolve(), servers["baseline"], models, work)
+            )
+        plan = targets(servers, bodies)
+        for target in plan:  # warm every path once (sessions, first batches)
+            run_wrk(wrk, target, 8, 1)
+        for round_number in range(args.rounds):
+            print(f"round {round_number + 1}/{args.rounds}", flush=True)
+            for target in plan:
+                result = run_wrk(wrk, target, CLIENTS, args.duration)
+                rows.setdefault(target.name, []).append(result)
+                print(
+                    f"  {target.name:36s} {result.rps:8.1f} req/s  p50 {result.p50_ms:7.2f} ms"
+                    f"  p99 {result.p99_ms:7.2f} ms  errors {result.errors}",
+                    flush=True,
+                )
+    finally:
+        for process in reversed(processes):
+            process.stop()
+    ceiling = batch_ceiling(models / "conv" / "1" / "model.onnx")
+    report = render(rows, [s for s in servers if s != "echo"], args) + "\n" + ceiling
+    print(report)
+    if args.out:
+        args.out.write_text(report)
+
+
+def batch_ceiling(onnx_path: Path) -> str:
+    """ONNX Runtime's own time per row of the conv model at batch 1 and 64 (the server's
+    session settings): how much merging requests can save on compute at most."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 2
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(
+        str(onnx_path), options, providers=["CPUExecutionProvider"]
+    )
+    per_row = {}
+    for batch in (1, 64):
+        feed = {"image": np.random.default_rng(0).uniform(0, 1, (batch, 32, 32, 3))}
+        feed["image"] = feed["image"].astype(np.float32)
+        for _ in range(3):
+            session.run(None, feed)
+        samples = []
+        for _ in range(15 if batch > 1 else 100):
+            started = time.perf_counter()
+            session.run(None, feed)
+            samples.append(time.perf_counter() - started)
+        per_row[batch] = statistics.median(samples) / batch * 1e6
+    return (
+        f"conv model in-process, ONNX Runtime alone: {per_row[1]:.0f} us per row at batch 1, "
+        f"{per_row[64]:.0f} us per row at batch 64 ({per_row[1] / per_row[64]:.2f}x): the most "
+        "batching can save on compute here.\n"
+    )
+
+
+def render(rows: dict[str, list], servers: list[str], args: argparse.Namespace) -> str:
+    def median(name: str, field: str) -> float:
+        return statistics.median(getattr(r, field) for r in rows[name])
+
+    def ratio(top: str, bottom: str, field: str) -> float:
+        """The median over rounds of the within-round ratio."""
+        pairs = zip(rows[top], rows[bottom], strict=True)
+        return statistics.median(getattr(a, field) / getattr(b, field) for a, b in pairs)
+
+    lines = [
+        f"Load at {CLIENTS} clients (`wrk -t1 -c{CLIENTS}`, {args.duration} s per run, "
+        f"{args.rounds} interleaved rounds, medians):",
+        "",
+        "| target | req/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, results in rows.items():
+        lines.append(
+            f"| {name} | {median(name, 'rps'):.0f} | {median(name, 'p50_ms'):.2f} | "
+            f"{median(name, 'p99_ms'):.2f} | {sum(r.errors for r in results)} |"
+        )
+    lines += [
+        "",
+        "| figure | " + " | ".join(servers) + " | target |",
+        "|---|" + "---:|" * (len(servers) + 1),
+    ]
+    figures = [
+        ("mlp TF JSON p99 / echo p99", "{s} TF JSON", "bare FastAPI echo", "p99_ms", "<= 3"),
+        ("mlp TF JSON req/s / echo req/s", "{s} TF JSON", "bare FastAPI echo", "rps", ">= 0.7"),
+        (
+            "conv batching gain, TF JSON (req/s on / off)",
+            "{s} TF JSON, batching on",
+            "{s} TF JSON, batching off",
+            "rps",
+            ">= 1.5",
+        ),
+        (
+            "conv batching gain, V2 binary (req/s on / off)",
+            "{s} V2 binary, batching on",
+            "{s} V2 binary, batching off",
+            "rps",
+            ">= 1.5",
+        ),
+    ]
+    for label, top, bottom, field, goal in figures:
+        cells = [f"{ratio(top.format(s=s), bottom.format(s=s), field):.2f}x" for s in servers]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {goal} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

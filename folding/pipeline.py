@@ -242,9 +242,7 @@ def _export_general(result: FoldResult, opset: int, reason: object | None) -> Ex
         OnnxModel(folded, folded.SerializeToString()),
         OnnxModel(unfolded, unfolded.SerializeToString()),
         "tf2onnx",
-        "asked for (--exporter tf2onnx)"
-        if reason is None
-        else f"the direct exporter cannot write {reason}",
+        None if reason is None else f"the direct exporter cannot write {reason}",
     )
 
 
@@ -281,7 +279,9 @@ def _export_warnings(exported: ExportedPair, unfolded_graph: Graph) -> list[str]
             f"exporter (tf2onnx): {layer.reason}"
             for layer in exported.spliced
         ]
-    warnings = [f"exported by {exported.exporter}: {exported.fallback_reason}"]
+    warnings = []  # asked for by name (--exporter tf2onnx), the general exporter needs no word
+    if exported.fallback_reason is not None:
+        warnings.append(f"exported by {exported.exporter}: {exported.fallback_reason}")
     keras_count = sum(
         type(call.layer) is layers.BatchNormalization for call in unfolded_graph.calls
     )

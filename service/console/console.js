@@ -7,6 +7,7 @@ import { renderMonitor } from "/ui/monitor.js";
 import { renderVersion } from "/ui/report.js";
 
 const STAGES = ["queued", "loading", "folding", "exporting", "verifying", "quantizing", "committing", "done"];
+const OPTIONAL_STAGES = new Set(["quantizing"]);
 const TERMINAL = new Set(["done", "failed", "cancelled"]);
 // what the upload takes (the server's UPLOAD_SUFFIXES): a SavedModel directory goes as an archive
 const ACCEPTED = ".keras,.h5,.hdf5,.onnx,.zip,.tar.gz,.tgz";
@@ -261,7 +262,12 @@ function updateJob(card, job) {
     step.textContent = failed ? `${step.dataset.stage} ✗` : step.dataset.stage;
     if (failed) step.setAttribute("aria-label", `${step.dataset.stage}: failed`);
     else step.removeAttribute("aria-label");
-    step.classList.toggle("done", !failed && (job.state === "done" || (reached >= 0 && index < reached) || step.dataset.stage in (job.timings || {})));
+    // an optional stage the job went past without entering (quantizing, when no precision
+    // variants were asked for) was skipped, not done
+    const passed = job.state === "done" || (reached >= 0 && index < reached);
+    const skipped = OPTIONAL_STAGES.has(step.dataset.stage) && passed && !(step.dataset.stage in (job.timings || {}));
+    step.classList.toggle("skipped", skipped);
+    step.classList.toggle("done", !failed && !skipped && (passed || step.dataset.stage in (job.timings || {})));
     step.classList.toggle("current", step.dataset.stage === job.state && job.state !== "done");
     if (step.dataset.stage === job.state) step.setAttribute("aria-current", "step");
     else step.removeAttribute("aria-current");

@@ -246,7 +246,7 @@ export function bars({ title, items, unit = "", log = false }) {
   let scaleY;
   if (log) {
     const logs = items.map((i) => Math.log10(Math.max(i.value, 1e-9)));
-    const low = Math.floor(Math.min(...logs)) - (Number.isInteger(Math.min(...logs)) ? 1 : 0);
+    const low = Math.floor(Math.min(...logs)) - 1;  // a decade below the smallest: every bar shows
     const high = Math.max(...logs) + 0.15 * (Math.max(...logs) - low || 1);
     const toY = (t) => MARGIN.top + plotH - ((t - low) / (high - low)) * plotH;
     yAxis(svg, toY, logTicks(low, high), `${unit} (log scale)`, true);

@@ -56,7 +56,7 @@ def test_metrics_do_not_grow_with_unknown_model_names(server):
                     ]
                 }
             },
-            "needs",
+            "each dimension must be between 0 and",
         ),
         (
             "post",

@@ -85,7 +85,10 @@ def test_dropped_model_is_folded_with_live_stages(browser, console_server, tmp_p
     assert seen[-1] == "done"
     assert {"loading", "folding", "verifying"} & set(seen), seen
     stages = card.find_elements(By.CSS_SELECTOR, ".stages li")
-    assert all("done" in stage.get_attribute("class") for stage in stages)
+    # every stage done, but quantizing: no precision variants were asked for
+    classes = {stage.get_attribute("data-stage"): stage.get_attribute("class") for stage in stages}
+    assert "skipped" in classes.pop("quantizing")
+    assert all("done" in value for value in classes.values()), classes
     timings = card.find_element(By.CSS_SELECTOR, ".job-timings").text
     assert "folding" in timings and "verifying" in timings
     row = css(browser, 'tr[data-model="dropped"][data-version="1"]', 10)
@@ -260,7 +263,9 @@ def _swagger_execute(browser, block) -> tuple[str, str]:
 
 def test_docs_try_it_out_sends_a_prediction(browser, console_server):
     block = _swagger_operation(browser, console_server.url, "TensorFlow Serving REST", "predict")
-    block.find_element(By.CSS_SELECTOR, 'input[placeholder="name"]').send_keys("digits")
+    name = block.find_element(By.CSS_SELECTOR, 'input[placeholder="name"]')
+    name.clear()  # the documented example is prefilled
+    name.send_keys("digits")
     body = block.find_element(By.CSS_SELECTOR, "textarea.body-param__text")
     body.send_keys(Keys.CONTROL, "a")
     body.send_keys(Keys.DELETE)

@@ -1,0 +1,133 @@
+"""Models nobody here wrote: keras-hub backbones and tf_keras (Keras 2) .h5 files; one table.
+
+    .venv/bin/python bench/third_party.py [--write]
+
+keras-hub backbones are built with random weights from their constructors (never a
+preset download) at 32x32; the tf_keras applications are built with ``weights=None``,
+saved by tf_keras as .h5 (Keras 2's format) and loaded back through foldserve's loader.
+Each is folded, exported and verified; the table gives the BNs the model really has
+(counted through nested models and custom layers), how many were folded or kept (with a
+reason), the exporter, and the seconds. With ``--write`` it replaces the
+"Models from elsewhere" section of docs/applications.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SECTION = "## Models from elsewhere"
+HUB = ["resnet", "resnet_v2", "mobilenet", "cspdarknet", "efficientnet", "densenet", "vit"]
+TF_KERAS = ["MobileNetV2", "ResNet50", "DenseNet121", "MobileNet", "EfficientNetB0"]
+
+
+def hub_models():
+    from tests.folding.test_zoo import _hub_backbones
+
+    build = _hub_backbones()
+    for name in HUB:
+        yield f"keras-hub {name}", lambda name=name: build(name)
+
+
+def tf_keras_models(workdir: Path):
+    import tf_keras
+
+    for family in TF_KERAS:
+
+        def load(family=family):
+            from folding.loading import load_keras_model
+
+            model = getattr(tf_keras.applications, family)(weights=None, input_shape=(64, 64, 3))
+            path = workdir / f"{family}.h5"
+            model.save(path)
+            return load_keras_model(path)
+
+        yield f"tf_keras {family} (.h5)", load
+
+
+def run(label: str, build, workdir: Path) -> dict:
+    from folding.errors import FoldingError
+    from folding.pipeline import fold_to_directory
+    from tests import zoo
+    from tests.folding.test_zoo import batch_norm_count
+
+    row = {"model": label}
+    started = time.perf_counter()
+    try:
+        model = zoo.randomize_batch_norms(build(), seed=7)
+    except Exception as error:  # a constructor or loader that fails is a row too
+        row["error"] = f"load: {str(error).splitlines()[0][:100]}"
+        return row
+    row["load_s"] = time.perf_counter() - started
+    row["bns"] = batch_norm_count(model)
+    out = workdir / label.replace(" ", "_").replace("(", "").replace(")", "")
+    out.mkdir()
+    started = time.perf_counter()
+    try:
+        report = fold_to_directory(model, out)
+    except FoldingError as error:
+        row["error"] = str(error).splitlines()[0][:100]
+        report = getattr(error, "report", None)
+    row["fold_s"] = time.perf_counter() - started
+    if report is not None:
+        row.update(
+            folded=len(report.folded),
+            kept=len(report.not_folded),
+            exporter=report.exporter,
+            verdict=report.verification.verdict,
+        )
+    return row
+
+
+HEADER = "| model | BNs | folded | kept | exporter | load s | fold+export+verify s | verdict |"
+
+
+def line(row: dict) -> str:
+    if "folded" not in row:
+        return f"| {row['model']} | {row.get('bns', '-')} | - | - | - | - | - | {row['error']} |"
+    return (
+        f"| {row['model']} | {row['bns']} | {row['folded']} | {row['kept']} | {row['exporter']} "
+        f"| {row['load_s']:.1f} | {row['fold_s']:.1f} | {row.get('error', row['verdict'])} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    from folding.quiet import import_keras
+
+    import_keras()
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(scratch)
+        for label, build in [*hub_models(), *tf_keras_models(workdir)]:
+            rows.append(run(label, build, workdir))
+            print(line(rows[-1]), flush=True)
+    table = "\n".join([HEADER, "|" + "---|" * 8, *map(line, rows)])
+    print(table)
+    if args.write:
+        path = ROOT / "docs" / "applications.md"
+        text = path.read_text()
+        section = (
+            f"{SECTION}\n\n`.venv/bin/python bench/third_party.py --write` (random weights, "
+            "BN statistics randomised; the machine was shared, so read the seconds as rough)."
+            f"\n\n{table}\n"
+        )
+        if SECTION in text:
+            head, _, rest = text.partition(SECTION)
+            tail = rest.split("\n## ", 1)
+            text = head + section + ("\n## " + tail[1] if len(tail) > 1 else "")
+        else:
+            text = text.rstrip("\n") + "\n\n" + section
+        path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -130,7 +130,17 @@ class DataPlane:
     # -- reading -----------------------------------------------------------------
 
     def get(self, name: str, version: str | int | None = None) -> LoadedVersion:
-        return self.registry.get(name, version)
+        try:
+            return self.registry.get(name, version)
+        except NotFound:
+            failure = self.uploads.failures.get(name)
+            if failure is None or self.registry.is_loaded(name):
+                raise
+            number, reason = failure
+            raise NotFound(
+                f"model '{name}' has no version being served: version {number} failed "
+                f"to fold ({reason}); see GET /v1/models/{name}/versions/{number}/report"
+            ) from None
 
     def versions(self, name: str) -> list[LoadedVersion]:
         return self.registry.versions(name)
@@ -381,6 +391,8 @@ class DataPlane:
         async with self.registry.lock:
             for gone in removed:
                 self.registry.forget(name, gone)
+                if self.uploads.failures.get(name, (None,))[0] == gone:
+                    del self.uploads.failures[name]
             self.registry.count_loaded()
         return removed
 

@@ -123,6 +123,9 @@ class Uploads:
         """Uploads admitted and still being received: their declared sizes."""
         self._monitor: asyncio.Task | None = None
         self._stopping = False
+        self.failures: dict[str, tuple[int, str]] = {}
+        """Per model, the version this process's last upload of it failed on and why: what
+        a lookup of a model with no loaded version answers instead of "no model named"."""
 
     # -- life cycle ------------------------------------------------------------
 
@@ -366,6 +369,7 @@ class Uploads:
             self.metrics.fold_jobs.labels("ok").inc()
             self._close_stage(job)
             self.store.finish(job, "done", report=report)
+            self.failures.pop(job["name"], None)
             return None
         except asyncio.CancelledError:
             if self._stopping:
@@ -386,6 +390,7 @@ class Uploads:
                 report=error.extra.get("report"),
                 failed_stage=stage,
             )
+            self._note_failure(job)
             return error
         except Exception as error:  # the repository or a session load went wrong
             logger.exception("upload job %s failed", job["id"])
@@ -398,6 +403,7 @@ class Uploads:
                 status_code=failure.status_code,
                 failed_stage=job["state"],
             )
+            self._note_failure(job)
             return failure
         finally:
             self.repository.discard(staging)
@@ -485,6 +491,10 @@ class Uploads:
         if job["state"] in ("done", "failed"):
             raise Conflict(f"job {job_id} finished ({job['state']}) before it could be cancelled")
         return job
+
+    def _note_failure(self, job: dict[str, Any]) -> None:
+        if failed_version(job):
+            self.failures[job["name"]] = (job["version"], job["error"] or "failed")
 
     # -- reading -------------------------------------------------------------------
 

@@ -1,0 +1,88 @@
+"""What a TF Serving / Triton / KServe user tries first, through their own clients."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+import tritonclient.http as httpclient
+from kserve import InferenceRESTClient, RESTConfig
+from tritonclient.utils import InferenceServerException
+
+from tests.service.conftest import DEMO_SOURCE
+
+ADMIN = {"Authorization": "Bearer admin-secret"}
+READER = {"Authorization": "Bearer reader-secret"}
+ROW = [0.0] * 64
+
+
+def test_kserve_v1_explain_is_a_400_naming_predict(server):
+    async def explain() -> httpx.Response:
+        client = InferenceRESTClient(RESTConfig(protocol="v1"))
+        try:
+            await client.explain(server.url, "digits", {"instances": [ROW]})
+        except httpx.HTTPStatusError as error:
+            return error.response
+        finally:
+            await client.close()
+        raise AssertionError(":explain answered 2xx")
+
+    response = asyncio.run(explain())
+    assert response.status_code == 400
+    assert "explainer" in response.json()["error"]
+    assert "':predict'" in response.json()["error"]
+    unknown = httpx.post(f"{server.url}/v1/models/nope:explain", json={"instances": [ROW]})
+    assert unknown.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/models/digits/labels/stable"),
+        ("GET", "/v1/models/digits/labels/stable/metadata"),
+        ("POST", "/v1/models/digits/labels/stable:predict"),
+    ],
+)
+def test_tf_serving_version_label_is_a_400_saying_there_are_none(server, method, path):
+    response = httpx.request(method, server.url + path, json={"instances": [ROW]})
+    assert response.status_code == 400
+    message = response.json()["error"]
+    assert "'stable'" in message
+    assert "/versions/<n>" in message
+
+
+def test_a_model_whose_only_version_failed_says_so_to_every_client(guarded_server):
+    url = guarded_server.url
+    with DEMO_SOURCE.open("rb") as file:
+        upload = httpx.post(
+            f"{url}/v1/models?wait=true",
+            files={"file": ("model.keras", file)},
+            data={"name": "never-folds"},
+            headers=ADMIN,
+            timeout=120,
+        )
+    assert upload.status_code == 422, upload.text
+    try:
+        triton = httpclient.InferenceServerClient(url.removeprefix("http://"))
+        with pytest.raises(InferenceServerException) as raised:
+            triton.get_model_metadata("never-folds", headers=READER)
+        triton.close()
+        assert raised.value.status() == "404"
+        assert "version 1 failed to fold" in raised.value.message()
+        assert "/v1/models/never-folds/versions/1/report" in raised.value.message()
+        predict = httpx.post(
+            f"{url}/v1/models/never-folds:predict", json={"instances": [ROW]}, headers=READER
+        )
+        assert predict.status_code == 404
+        assert "failed to fold" in predict.json()["error"]
+        report = httpx.get(f"{url}/v1/models/never-folds/versions/1/report", headers=READER)
+        assert report.status_code == 200
+        assert report.json()["failure"]["stage"] == "verifying"
+    finally:
+        httpx.delete(f"{url}/v1/models/never-folds", headers=ADMIN)
+    gone = httpx.post(
+        f"{url}/v1/models/never-folds:predict", json={"instances": [ROW]}, headers=READER
+    )
+    assert gone.status_code == 404
+    assert gone.json()["error"] == "no model named 'never-folds'"

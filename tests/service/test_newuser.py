@@ -86,3 +86,16 @@ def test_a_model_whose_only_version_failed_says_so_to_every_client(guarded_serve
     )
     assert gone.status_code == 404
     assert gone.json()["error"] == "no model named 'never-folds'"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"instances": [{"b64": "AAAA"}]}, {"inputs": {"b64": "AAAA"}}],
+    ids=["instances", "inputs"],
+)
+def test_tf_serving_b64_values_say_the_inputs_are_numeric(server, body):
+    response = httpx.post(f"{server.url}/v1/models/digits:predict", json=body)
+    assert response.status_code == 400
+    message = response.json()["error"]
+    assert "binary string values" in message
+    assert "'pixels' float32" in message

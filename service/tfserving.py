@@ -106,7 +106,7 @@ def _refuse_binary(keys: set[str], inputs: list[TensorMeta]) -> None:
     if keys == {"b64"} and all(meta.name != "b64" for meta in inputs):
         described = ", ".join(f"'{meta.name}' {meta.dtype}" for meta in inputs)
         raise InvalidInput(
-            "{\"b64\": ...} is TF Serving's encoding of binary string values, and this "
+            '{"b64": ...} is TF Serving\'s encoding of binary string values, and this '
             f"model's inputs are numeric ({described}): send the numbers themselves"
         )
 

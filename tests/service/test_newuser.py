@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
+import numpy as np
 import pytest
 import tritonclient.http as httpclient
 from kserve import InferenceRESTClient, RESTConfig
 from tritonclient.utils import InferenceServerException
 
 from tests.service.conftest import DEMO_SOURCE
+from tests.service.test_client import foldserve
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
 READER = {"Authorization": "Bearer reader-secret"}
@@ -99,3 +102,47 @@ def test_tf_serving_b64_values_say_the_inputs_are_numeric(server, body):
     message = response.json()["error"]
     assert "binary string values" in message
     assert "'pixels' float32" in message
+
+
+@pytest.fixture(scope="module")
+def int8_variant(server, digits, tmp_path_factory):
+    """The demo model uploaded with an int8 variant, as the client CLI does it."""
+    rows = tmp_path_factory.mktemp("calibration") / "rows.npy"
+    np.save(rows, digits.data[:64].astype("float32"))
+    code, out, err = foldserve(
+        "upload",
+        str(DEMO_SOURCE),
+        "--name",
+        "newuser-digits",
+        "--precision",
+        "int8",
+        "--calibration",
+        str(rows),
+        url=server.url,
+    )
+    assert code == 0, out + err
+    assert "int8: passed" in out
+    return "newuser-digits-int8"
+
+
+def test_compare_of_an_int8_variant_judges_it_as_its_upload_did(server, digits, int8_variant):
+    body = {"instances": digits.data[:8].tolist(), "return_outputs": False}
+    answer = httpx.post(f"{server.url}/v1/models/{int8_variant}:compare", json=body).json()
+    assert answer["verdict"]["rtol"] == 0.1
+    assert answer["verdict"]["passed"] is True
+    assert answer["verdict"]["compared"].startswith("folded int8 vs unfolded float32 ONNX")
+    assert answer["outputs"]["probabilities"]["max_rel_diff"] > 1e-4  # it is int8
+    base = httpx.post(f"{server.url}/v1/models/newuser-digits:compare", json=body).json()
+    assert base["verdict"]["rtol"] == 1e-4
+
+
+def test_compare_of_nan_rows_passes_when_both_models_give_nan(server, digits, tmp_path):
+    rows = digits.data[:3].astype("float32")
+    rows[0, 0] = np.nan
+    path = tmp_path / "nan.npy"
+    np.save(path, rows)
+    code, out, err = foldserve("compare", "digits", "--file", str(path), "--json", url=server.url)
+    assert code == 0, out + err
+    answer = json.loads(out)
+    assert answer["verdict"]["passed"] is True
+    assert answer["outputs"]["probabilities"]["max_rel_diff"] < 1e-4

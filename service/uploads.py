@@ -132,6 +132,9 @@ class Uploads:
     async def start(self) -> None:
         """Mark the jobs a previous run left unfinished as interrupted; prune old ones."""
         await anyio.to_thread.run_sync(self.store.prune)
+        for (name, version), state in sorted((await self.version_states()).items()):
+            if state.state == "FAILED":  # the highest failed version of each model
+                self.failures[name] = (version, state.reason)
         self._monitor = asyncio.create_task(self._watch())
 
     async def stop(self) -> None:

@@ -12,7 +12,7 @@ import tritonclient.http as httpclient
 from kserve import InferenceRESTClient, RESTConfig
 from tritonclient.utils import InferenceServerException
 
-from tests.service.conftest import DEMO_SOURCE
+from tests.service.conftest import DEMO_SOURCE, serving
 from tests.service.test_client import foldserve
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
@@ -146,3 +146,20 @@ def test_compare_of_nan_rows_passes_when_both_models_give_nan(server, digits, tm
     answer = json.loads(out)
     assert answer["verdict"]["passed"] is True
     assert answer["outputs"]["probabilities"]["max_rel_diff"] < 1e-4
+
+
+def test_a_failed_only_model_still_names_its_failure_after_a_restart(tmp_path):
+    models = tmp_path / "models"
+    strict = {"FOLDSERVE_FOLD_RTOL": "1e-15", "FOLDSERVE_FOLD_NOISE_FACTOR": "0"}
+    with serving(models, strict) as running, DEMO_SOURCE.open("rb") as file:
+        upload = httpx.post(
+            f"{running.url}/v1/models?wait=true",
+            files={"file": ("model.keras", file)},
+            data={"name": "never-folds"},
+            timeout=120,
+        )
+        assert upload.status_code == 422, upload.text
+    with serving(models, strict) as running:
+        answer = httpx.get(f"{running.url}/v2/models/never-folds")
+    assert answer.status_code == 404
+    assert "version 1 failed to fold" in answer.json()["error"]

@@ -106,12 +106,17 @@ class InferenceService(Servicer, pb_grpc.GRPCInferenceServiceServicer):
                 if request.repository_name and request.repository_name != "models":
                     raise NotFound(f"no repository named '{request.repository_name}'")
                 for version in model["versions"]:
-                    state = "READY" if version["state"] == "AVAILABLE" else "UNAVAILABLE"
+                    state = {"AVAILABLE": "READY", "LOADING": "LOADING"}.get(
+                        version["state"], "UNAVAILABLE"
+                    )
                     if request.ready and state != "READY":
                         continue
-                    models.append(
+                    models.append(  # as POST /v2/repository/index: the reason included
                         pb.RepositoryIndexResponse.ModelIndex(
-                            name=model["name"], version=str(version["version"]), state=state
+                            name=model["name"],
+                            version=str(version["version"]),
+                            state=state,
+                            reason=version.get("reason", ""),
                         )
                     )
             return pb.RepositoryIndexResponse(models=models)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import subprocess
+import sys
 
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as tritongrpc
 import tritonclient.http as httpclient
-from kserve import InferenceRESTClient, RESTConfig
 from tritonclient.utils import InferenceServerException
 
-from tests.service.conftest import DEMO_SOURCE, serving
+from tests.service.conftest import DEMO_SOURCE, free_port, serving
 from tests.service.test_client import foldserve
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
@@ -20,21 +21,39 @@ READER = {"Authorization": "Bearer reader-secret"}
 ROW = [0.0] * 64
 
 
-def test_kserve_v1_explain_is_a_400_naming_predict(server):
-    async def explain() -> httpx.Response:
-        client = InferenceRESTClient(RESTConfig(protocol="v1"))
-        try:
-            await client.explain(server.url, "digits", {"instances": [ROW]})
-        except httpx.HTTPStatusError as error:
-            return error.response
-        finally:
-            await client.close()
-        raise AssertionError(":explain answered 2xx")
+KSERVE_EXPLAIN = """
+import asyncio, json, sys
+import httpx
+from kserve import InferenceRESTClient, RESTConfig
 
-    response = asyncio.run(explain())
-    assert response.status_code == 400
-    assert "explainer" in response.json()["error"]
-    assert "':predict'" in response.json()["error"]
+async def explain():
+    client = InferenceRESTClient(RESTConfig(protocol="v1"))
+    try:
+        await client.explain(sys.argv[1], "digits", {"instances": [[0.0] * 64]})
+    except httpx.HTTPStatusError as error:
+        print(json.dumps([error.response.status_code, error.response.json()]))
+    finally:
+        await client.close()
+
+asyncio.run(explain())
+"""
+
+
+def test_kserve_v1_explain_is_a_400_naming_predict(server):
+    # a process of its own: kserve's generated V2 protos and tritonclient's define the same
+    # symbols and cannot be imported into one process
+    done = subprocess.run(
+        [sys.executable, "-c", KSERVE_EXPLAIN, server.url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    status, body = json.loads(done.stdout)
+    assert status == 400
+    assert "explainer" in body["error"]
+    assert "':predict'" in body["error"]
     unknown = httpx.post(f"{server.url}/v1/models/nope:explain", json={"instances": [ROW]})
     assert unknown.status_code == 404
 
@@ -159,7 +178,39 @@ def test_a_failed_only_model_still_names_its_failure_after_a_restart(tmp_path):
             timeout=120,
         )
         assert upload.status_code == 422, upload.text
-    with serving(models, strict) as running:
+    grpc_port = free_port()
+    with serving(models, {**strict, "FOLDSERVE_GRPC_PORT": str(grpc_port)}) as running:
         answer = httpx.get(f"{running.url}/v2/models/never-folds")
+        triton = tritongrpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        try:
+            index = triton.get_model_repository_index().models
+            with pytest.raises(InferenceServerException) as raised:
+                triton.get_model_metadata("never-folds")
+        finally:
+            triton.close()
     assert answer.status_code == 404
     assert "version 1 failed to fold" in answer.json()["error"]
+    assert "version 1 failed to fold" in raised.value.message()
+    (entry,) = [model for model in index if model.name == "never-folds"]
+    assert entry.state == "UNAVAILABLE"
+    assert entry.reason.startswith("folding changed output 'probabilities'")
+
+
+def test_triton_http_load_unload_and_extensions_say_why_not(server):
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
+    try:
+        for call, expected in [
+            (lambda: client.load_model("digits"), "explicit model load / unload is not allowed"),
+            (lambda: client.unload_model("digits"), "explicit model load / unload"),
+            (client.get_log_settings, "log settings"),
+            (client.get_trace_settings, "trace settings"),
+            (client.get_system_shared_memory_status, "shared-memory"),
+            (client.get_cuda_shared_memory_status, "shared-memory"),
+        ]:
+            with pytest.raises(InferenceServerException) as raised:
+                call()
+            assert raised.value.status() == "400"
+            assert expected in raised.value.message()
+        assert client.is_model_ready("digits")  # unload refused: still served
+    finally:
+        client.close()

@@ -45,7 +45,7 @@ from service.middleware import UNKNOWN_MODEL
 from service.routes.v2 import EXTENSIONS
 from service.settings import Settings
 from service.tfserving_grpc import TFServingService, generic_handlers
-from service.v2 import model_config, tensor_metadata
+from service.v2 import model_config, refuse_classification, tensor_metadata
 
 logger = logging.getLogger("foldserve.grpc")
 
@@ -154,6 +154,10 @@ class InferenceService(Servicer, pb_grpc.GRPCInferenceServiceServicer):
             raise NotReady("server is starting")
         model = self.dataplane.get(request.model_name, request.model_version or None)
         inputs = parse_inputs(request, model.inputs)
+        for output in request.outputs:
+            classification = output.parameters.get("classification")
+            if classification is not None:
+                refuse_classification(output.name, classification.int64_param)
         wanted = [output.name for output in request.outputs] or None
         outputs = await self.dataplane.infer(model, inputs, wanted)
         response = pb.ModelInferResponse(

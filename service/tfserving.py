@@ -43,7 +43,7 @@ def parse_request(body: Any, inputs: list[TensorMeta]) -> tuple[dict[str, np.nda
     if not isinstance(body, dict):
         raise InvalidInput("request body must be a JSON object with 'instances' or 'inputs'")
     signature = body.get("signature_name", SIGNATURE)
-    if signature != SIGNATURE:
+    if signature not in (SIGNATURE, ""):  # empty means the default, as in TF Serving
         raise InvalidInput(f"unknown signature_name {signature!r}; the only one is '{SIGNATURE}'")
     has_rows, has_columns = "instances" in body, "inputs" in body
     if has_rows == has_columns:

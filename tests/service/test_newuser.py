@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -214,3 +215,42 @@ def test_triton_http_load_unload_and_extensions_say_why_not(server):
         assert client.is_model_ready("digits")  # unload refused: still served
     finally:
         client.close()
+
+
+def test_tf_serving_empty_signature_name_is_the_default(server):
+    body = {"signature_name": "", "instances": [ROW]}
+    response = httpx.post(f"{server.url}/v1/models/digits:predict", json=body)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"][0]) == 10
+
+
+def test_triton_class_count_is_refused_not_ignored(server, tmp_path):
+    rows = np.zeros((1, 64), np.float32)
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
+    try:
+        pixels = httpclient.InferInput("pixels", [1, 64], "FP32")
+        pixels.set_data_from_numpy(rows)
+        wanted = httpclient.InferRequestedOutput("probabilities", class_count=3)
+        with pytest.raises(InferenceServerException) as raised:
+            client.infer("digits", [pixels], outputs=[wanted])
+    finally:
+        client.close()
+    assert raised.value.status() == "400"
+    assert "classification extension (class_count 3)" in raised.value.message()
+    grpc_port = free_port()
+    models = tmp_path / "models"
+    shutil.copytree(server.models_dir / "digits", models / "digits")
+    with serving(models, {"FOLDSERVE_GRPC_PORT": str(grpc_port)}):
+        triton = tritongrpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        try:
+            pixels = tritongrpc.InferInput("pixels", [1, 64], "FP32")
+            pixels.set_data_from_numpy(rows)
+            wanted = tritongrpc.InferRequestedOutput("probabilities", class_count=3)
+            with pytest.raises(InferenceServerException) as grpc_raised:
+                triton.infer("digits", [pixels], outputs=[wanted])
+            plain = triton.infer("digits", [pixels]).as_numpy("probabilities")
+        finally:
+            triton.close()
+    assert grpc_raised.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "class_count 3" in grpc_raised.value.message()
+    assert plain.shape == (1, 10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import tritonclient.grpc as tritongrpc
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.service.conftest import DEMO_SOURCE, free_port, serving
+from tests.service.conftest import DEMO_SOURCE, REPO, free_port, serving
 from tests.service.test_client import foldserve
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
@@ -254,3 +255,25 @@ def test_triton_class_count_is_refused_not_ignored(server, tmp_path):
     assert grpc_raised.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert "class_count 3" in grpc_raised.value.message()
     assert plain.shape == (1, 10)
+
+
+def test_client_output_into_a_closed_pipe_ends_quietly(server, digits, tmp_path):
+    rows = tmp_path / "rows.npy"
+    np.save(rows, digits.data[:200].astype("float32"))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `foldserve predict ... | head -c 100` once head has left
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "service.cli", "predict", "digits", "--file", str(rows)],
+            cwd=REPO,
+            env={**os.environ, "FOLDSERVE_URL": server.url},
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert done.stderr == ""

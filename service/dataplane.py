@@ -133,8 +133,16 @@ class DataPlane:
         try:
             return self.registry.get(name, version)
         except NotFound:
+            if self.registry.is_loaded(name):
+                raise
+            job = self.uploads.folding(name)
+            if job is not None:
+                raise NotFound(
+                    f"model '{name}' has no version being served yet: version {job['version']} "
+                    f"is being folded ({job['state']}, upload job {job['id']})"
+                ) from None
             failure = self.uploads.failures.get(name)
-            if failure is None or self.registry.is_loaded(name):
+            if failure is None:
                 raise
             number, reason = failure
             raise NotFound(

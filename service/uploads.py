@@ -495,6 +495,10 @@ class Uploads:
             raise Conflict(f"job {job_id} finished ({job['state']}) before it could be cancelled")
         return job
 
+    def folding(self, name: str) -> dict[str, Any] | None:
+        """The job this process is folding a version of ``name`` in, if any."""
+        return next((run.job for run in self._running.values() if run.job["name"] == name), None)
+
     def _note_failure(self, job: dict[str, Any]) -> None:
         if failed_version(job):
             self.failures[job["name"]] = (job["version"], job["error"] or "failed")

@@ -277,3 +277,23 @@ def test_client_output_into_a_closed_pipe_ends_quietly(server, digits, tmp_path)
         os.close(write_end)
     assert done.returncode == 1
     assert done.stderr == ""
+
+
+def test_a_model_still_folding_says_so_instead_of_no_model_named(server):
+    with DEMO_SOURCE.open("rb") as file:
+        upload = httpx.post(
+            f"{server.url}/v1/models",
+            files={"file": ("model.keras", file)},
+            data={"name": "newuser-folding"},
+            timeout=60,
+        )
+    assert upload.status_code == 202, upload.text
+    job = upload.json()["id"]
+    # a fold takes seconds (the worker loads Keras); this lookup comes right after the 202
+    answer = httpx.get(f"{server.url}/v2/models/newuser-folding")
+    assert answer.status_code == 404
+    assert "version 1 is being folded" in answer.json()["error"]
+    assert job in answer.json()["error"]
+    code, out, err = foldserve("jobs", job, "--watch", url=server.url)
+    assert code == 0, out + err
+    assert httpx.get(f"{server.url}/v2/models/newuser-folding").status_code == 200

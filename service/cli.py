@@ -163,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("foldserve: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # ``foldserve list | head``: the reader has gone; say nothing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as error:
         print(f"foldserve: error: {one_line(error)}", file=sys.stderr)
         return 1

@@ -130,7 +130,25 @@ class DataPlane:
     # -- reading -----------------------------------------------------------------
 
     def get(self, name: str, version: str | int | None = None) -> LoadedVersion:
-        return self.registry.get(name, version)
+        try:
+            return self.registry.get(name, version)
+        except NotFound:
+            if self.registry.is_loaded(name):
+                raise
+            job = self.uploads.folding(name)
+            if job is not None:
+                raise NotFound(
+                    f"model '{name}' has no version being served yet: version {job['version']} "
+                    f"is being folded ({job['state']}, upload job {job['id']})"
+                ) from None
+            failure = self.uploads.failures.get(name)
+            if failure is None:
+                raise
+            number, reason = failure
+            raise NotFound(
+                f"model '{name}' has no version being served: version {number} failed "
+                f"to fold ({reason}); see GET /v1/models/{name}/versions/{number}/report"
+            ) from None
 
     def versions(self, name: str) -> list[LoadedVersion]:
         return self.registry.versions(name)
@@ -301,7 +319,7 @@ class DataPlane:
         elif reference is not None:
             raise InvalidInput(f"unknown reference {reference!r}; expected 'source' or 'keras'")
         comparison = {}
-        rtol = self.settings.fold_rtol
+        rtol, compared = self._compare_judgement(model)
         for meta in model.outputs:
             baseline = results["unfolded"][meta.name]
             entry: dict[str, Any] = {}
@@ -330,7 +348,7 @@ class DataPlane:
         verdict = {
             "passed": all(entry["passed"] for entry in comparison.values()),
             "rtol": rtol,
-            "compared": "folded vs unfolded ONNX: max |difference| / the unfolded output's scale",
+            "compared": compared,
         }
         return {
             "outputs": comparison,
@@ -352,6 +370,27 @@ class DataPlane:
                 },
             },
         }
+
+    def _compare_judgement(self, model: LoadedVersion) -> tuple[float, str]:
+        """The rtol ``:compare`` judges by and what it compares: the server's fold rtol,
+        or for a ``<name>-<precision>`` variant the rtol its upload judged it by."""
+        scale = "max |difference| / the unfolded output's scale"
+        if model.directory.variant_of is None:
+            return self.settings.fold_rtol, f"folded vs unfolded ONNX: {scale}"
+        precision = model.name.rsplit("-", 1)[1]
+        judged = next(
+            (
+                entry
+                for entry in model.report.get("variants") or []
+                if entry.get("precision") == precision and entry.get("rtol") is not None
+            ),
+            {"rtol": self.settings.fold_rtol},
+        )
+        return (
+            float(judged["rtol"]),
+            f"folded {precision} vs unfolded float32 ONNX: {scale}, judged at the rtol "
+            f"the {precision} variant was accepted with",
+        )
 
     # -- writing -----------------------------------------------------------------
 
@@ -409,6 +448,8 @@ class DataPlane:
         async with self.registry.lock:
             for gone in removed:
                 self.registry.forget(name, gone)
+                if self.uploads.failures.get(name, (None,))[0] == gone:
+                    del self.uploads.failures[name]
             self.registry.count_loaded()
         return removed
 
@@ -462,11 +503,19 @@ def validate_inputs(
 
 
 def differences(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
-    """Max absolute and relative difference; argmax agreement for 2-D class scores."""
+    """Max absolute and relative difference; argmax agreement for 2-D class scores.
+
+    A NaN or infinity both sides give at the same place (a NaN input row) is no
+    difference; one side's alone is an infinite one. The scale is the largest finite
+    reference value."""
     want = np.asarray(reference, np.float64)
     got = np.asarray(candidate, np.float64)
-    scale = float(np.max(np.abs(want))) or 1.0
-    max_abs = float(np.max(np.abs(want - got)))
+    finite = np.abs(want[np.isfinite(want)])
+    scale = (float(finite.max()) if finite.size else 0.0) or 1.0
+    same = (want == got) | (np.isnan(want) & np.isnan(got))
+    with np.errstate(invalid="ignore"):
+        gap = np.where(same, 0.0, np.abs(want - got))
+    max_abs = float(np.max(np.nan_to_num(gap, nan=np.inf)))
     result: dict[str, Any] = {"max_abs_diff": max_abs, "max_rel_diff": max_abs / scale}
     if want.ndim == 2 and want.shape[1] > 1:
         result["argmax_agreement"] = float(np.mean(want.argmax(axis=1) == got.argmax(axis=1)))

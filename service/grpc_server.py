@@ -45,7 +45,7 @@ from service.middleware import UNKNOWN_MODEL
 from service.routes.v2 import EXTENSIONS
 from service.settings import Settings
 from service.tfserving_grpc import TFServingService, generic_handlers
-from service.v2 import model_config, tensor_metadata
+from service.v2 import model_config, refuse_classification, tensor_metadata
 
 logger = logging.getLogger("foldserve.grpc")
 
@@ -106,12 +106,17 @@ class InferenceService(Servicer, pb_grpc.GRPCInferenceServiceServicer):
                 if request.repository_name and request.repository_name != "models":
                     raise NotFound(f"no repository named '{request.repository_name}'")
                 for version in model["versions"]:
-                    state = "READY" if version["state"] == "AVAILABLE" else "UNAVAILABLE"
+                    state = {"AVAILABLE": "READY", "LOADING": "LOADING"}.get(
+                        version["state"], "UNAVAILABLE"
+                    )
                     if request.ready and state != "READY":
                         continue
-                    models.append(
+                    models.append(  # as POST /v2/repository/index: the reason included
                         pb.RepositoryIndexResponse.ModelIndex(
-                            name=model["name"], version=str(version["version"]), state=state
+                            name=model["name"],
+                            version=str(version["version"]),
+                            state=state,
+                            reason=version.get("reason", ""),
                         )
                     )
             return pb.RepositoryIndexResponse(models=models)
@@ -149,6 +154,10 @@ class InferenceService(Servicer, pb_grpc.GRPCInferenceServiceServicer):
             raise NotReady("server is starting")
         model = self.dataplane.get(request.model_name, request.model_version or None)
         inputs = parse_inputs(request, model.inputs)
+        for output in request.outputs:
+            classification = output.parameters.get("classification")
+            if classification is not None:
+                refuse_classification(output.name, classification.int64_param)
         wanted = [output.name for output in request.outputs] or None
         outputs = await self.dataplane.infer(model, inputs, wanted)
         response = pb.ModelInferResponse(

@@ -43,7 +43,7 @@ def parse_request(body: Any, inputs: list[TensorMeta]) -> tuple[dict[str, np.nda
     if not isinstance(body, dict):
         raise InvalidInput("request body must be a JSON object with 'instances' or 'inputs'")
     signature = body.get("signature_name", SIGNATURE)
-    if signature != SIGNATURE:
+    if signature not in (SIGNATURE, ""):  # empty means the default, as in TF Serving
         raise InvalidInput(f"unknown signature_name {signature!r}; the only one is '{SIGNATURE}'")
     has_rows, has_columns = "instances" in body, "inputs" in body
     if has_rows == has_columns:
@@ -63,6 +63,7 @@ def _rows(
         raise InvalidInput("'instances' is empty: send at least one row")
     if all(isinstance(row, dict) for row in instances):
         keys = set(instances[0])
+        _refuse_binary(keys, inputs)
         for index, row in enumerate(instances):
             if set(row) != keys:
                 raise InvalidInput(
@@ -87,6 +88,7 @@ def _columns(
     columns: Any, inputs: list[TensorMeta], dtypes: dict[str, np.dtype]
 ) -> dict[str, np.ndarray]:
     if isinstance(columns, dict):
+        _refuse_binary(set(columns), inputs)
         return {
             name: array_from_json(value, _dtype(name, dtypes), _what(name))
             for name, value in columns.items()
@@ -96,6 +98,17 @@ def _columns(
         raise InvalidInput(f"model has {len(inputs)} inputs ({names}); give 'inputs' as an object")
     name = inputs[0].name
     return {name: array_from_json(columns, dtypes[name], f"input '{name}'")}
+
+
+def _refuse_binary(keys: set[str], inputs: list[TensorMeta]) -> None:
+    """``{"b64": "..."}`` is TF Serving's JSON for binary (DT_STRING) values; foldserve's
+    inputs are numeric, so say that rather than "unknown input 'b64'"."""
+    if keys == {"b64"} and all(meta.name != "b64" for meta in inputs):
+        described = ", ".join(f"'{meta.name}' {meta.dtype}" for meta in inputs)
+        raise InvalidInput(
+            '{"b64": ...} is TF Serving\'s encoding of binary string values, and this '
+            f"model's inputs are numeric ({described}): send the numbers themselves"
+        )
 
 
 def _dtype(name: str, dtypes: dict[str, np.dtype]) -> np.dtype:

@@ -123,12 +123,18 @@ class Uploads:
         """Uploads admitted and still being received: their declared sizes."""
         self._monitor: asyncio.Task | None = None
         self._stopping = False
+        self.failures: dict[str, tuple[int, str]] = {}
+        """Per model, the version this process's last upload of it failed on and why: what
+        a lookup of a model with no loaded version answers instead of "no model named"."""
 
     # -- life cycle ------------------------------------------------------------
 
     async def start(self) -> None:
         """Mark the jobs a previous run left unfinished as interrupted; prune old ones."""
         await anyio.to_thread.run_sync(self.store.prune)
+        for (name, version), state in sorted((await self.version_states()).items()):
+            if state.state == "FAILED":  # the highest failed version of each model
+                self.failures[name] = (version, state.reason)
         self._monitor = asyncio.create_task(self._watch())
 
     async def stop(self) -> None:
@@ -370,6 +376,7 @@ class Uploads:
             self.metrics.fold_jobs.labels("ok").inc()
             self._close_stage(job)
             self.store.finish(job, "done", report=report)
+            self.failures.pop(job["name"], None)
             return None
         except asyncio.CancelledError:
             if self._stopping:
@@ -390,6 +397,7 @@ class Uploads:
                 report=error.extra.get("report"),
                 failed_stage=stage,
             )
+            self._note_failure(job)
             return error
         except Exception as error:  # the repository or a session load went wrong
             logger.exception("upload job %s failed", job["id"])
@@ -402,6 +410,7 @@ class Uploads:
                 status_code=failure.status_code,
                 failed_stage=job["state"],
             )
+            self._note_failure(job)
             return failure
         finally:
             self.repository.discard(staging)
@@ -495,6 +504,14 @@ class Uploads:
         if job["state"] in ("done", "failed"):
             raise Conflict(f"job {job_id} finished ({job['state']}) before it could be cancelled")
         return job
+
+    def folding(self, name: str) -> dict[str, Any] | None:
+        """The job this process is folding a version of ``name`` in, if any."""
+        return next((run.job for run in self._running.values() if run.job["name"] == name), None)
+
+    def _note_failure(self, job: dict[str, Any]) -> None:
+        if failed_version(job):
+            self.failures[job["name"]] = (job["version"], job["error"] or "failed")
 
     # -- reading -------------------------------------------------------------------
 

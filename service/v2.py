@@ -123,9 +123,22 @@ def _requested_outputs(body: dict[str, Any]) -> tuple[list[str] | None, set[str]
         parameters = item.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise InvalidInput(f"'parameters' of output '{item['name']}' must be an object")
+        refuse_classification(item["name"], parameters.get("classification"))
         if all_binary or parameters.get("binary_data", False):
             binary.add(item["name"])
     return names, binary
+
+
+def refuse_classification(output: str, class_count: Any) -> None:
+    """Triton's classification extension (``InferRequestedOutput(class_count=k)`` sends
+    ``"parameters": {"classification": k}``) is not served: refused rather than ignored,
+    so that a client expecting top-k label strings does not get raw scores."""
+    if class_count:
+        raise InvalidInput(
+            f"output '{output}' asks for Triton's classification extension (class_count "
+            f"{class_count!r}), which foldserve does not serve: ask for the raw output and take "
+            "the top classes from it"
+        )
 
 
 def render_response(

@@ -46,6 +46,29 @@ async def regress(name: str, dataplane: DataPlaneDep, version: str | None = None
     raise InvalidInput(tfserving.NOT_CLASSIFIABLE.format(kind="regression", verb="regress"))
 
 
+@router.post("/v1/models/{name}:explain")
+@router.post("/v1/models/{name}/versions/{version}:explain")
+async def explain(name: str, dataplane: DataPlaneDep, version: str | None = None) -> None:
+    """KServe v1's ``:explain``: foldserve runs no explainer beside its models."""
+    dataplane.get(name, version)
+    raise InvalidInput(
+        "':explain' needs an explainer, and foldserve serves none: send the rows to ':predict'"
+    )
+
+
+@router.get("/v1/models/{name}/labels/{label}")
+@router.get("/v1/models/{name}/labels/{label}/metadata")
+@router.post("/v1/models/{name}/labels/{label}:predict")
+async def labelled(name: str, label: str, dataplane: DataPlaneDep) -> None:
+    """TF Serving's version labels: foldserve has none (TF Serving answers an unknown
+    label with INVALID_ARGUMENT, 400, too)."""
+    dataplane.get(name)
+    raise InvalidInput(
+        f"unrecognized version label '{label[:64]}': foldserve has no version labels; "
+        f"name the version (/v1/models/{name}/versions/<n>) or leave it out for the latest"
+    )
+
+
 @router.get("/v1/models/{name}/metadata")
 @router.get("/v1/models/{name}/versions/{version}/metadata")
 async def metadata(name: str, dataplane: DataPlaneDep, version: str | None = None) -> JSONResponse:

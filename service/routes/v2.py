@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from service import __version__, bodies, v2
 from service.bodies import BodyCodec, specs
 from service.deps import ApiAuth, DataPlaneDep, JSONResponse
-from service.errors import NotReady
+from service.errors import InvalidInput, NotReady
 
 router = APIRouter(tags=["Open Inference Protocol (V2)"])
 # The repository index (POST /v2/repository/index) is served, but not the rest of the
@@ -111,6 +111,42 @@ async def repository_index(dataplane: DataPlaneDep) -> JSONResponse:
                 entry["reason"] = version["reason"]
             entries.append(entry)
     return JSONResponse(entries)
+
+
+@router.post("/v2/repository/models/{name}/load", dependencies=[ApiAuth])
+@router.post("/v2/repository/models/{name}/unload", dependencies=[ApiAuth])
+async def load_or_unload(name: str) -> None:
+    """Triton's model_repository extension: refused, as Triton refuses it (400) when it
+    polls its repository."""
+    raise InvalidInput(
+        "explicit model load / unload is not allowed: foldserve loads every version in its "
+        "models directory itself; upload (POST /v1/models) or delete "
+        "(DELETE /v1/models/{name}[/versions/{v}]) instead"
+    )
+
+
+LOGS = "log settings: the server logs to its standard error (FOLDSERVE_LOG_LEVEL)"
+TRACES = "trace settings: request timings are in /metrics and /v2/models/{name}/stats"
+SHARED_MEMORY = "shared-memory extensions: send the tensors in the request body"
+NOT_SERVED = {
+    "/v2/logging": LOGS,
+    "/v2/trace/setting": TRACES,
+    "/v2/models/{name}/trace/setting": TRACES,
+    "/v2/systemsharedmemory/{rest:path}": SHARED_MEMORY,
+    "/v2/cudasharedmemory/{rest:path}": SHARED_MEMORY,
+}
+"""Triton extensions foldserve does not serve (over gRPC they answer UNIMPLEMENTED)."""
+
+
+def _refuse(reason: str):
+    async def refuse() -> None:
+        raise InvalidInput(f"foldserve does not serve Triton's {reason}")
+
+    return refuse
+
+
+for _path, _reason in NOT_SERVED.items():
+    router.add_api_route(_path, _refuse(_reason), methods=["GET", "POST"], include_in_schema=False)
 
 
 async def infer(

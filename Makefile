@@ -16,7 +16,7 @@ GRPC_PORT ?=
 RAY_VENV ?= .venv-ray
 RAY_STAMP := $(RAY_VENV)/.installed-stamp
 
-.PHONY: serve serve-ray ray-venv test lint fold-demo bench bench-full bench-ray container-smoke clean ui-screenshots
+.PHONY: serve serve-ray ray-venv test test-slow lint fold-demo bench bench-full bench-ray container-smoke clean ui-screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ test: $(TEST_STAMP) $(RAY_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# the slow tier: tests marked slow (broad sweeps, more models through the same paths)
+test-slow: $(TEST_STAMP) $(RAY_STAMP)
+	sh scripts/ensure-chromium.sh
+	$(BIN)/python -m pytest -m slow
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .

@@ -56,7 +56,11 @@ def exact_gelu_mlp_serialisable():
 
 @pytest.mark.parametrize(
     ("build", "shape", "batch_norms"),
-    [(grouped_convnet, (12, 12, 4), 3), (exact_gelu_mlp_serialisable, (10,), 2)],
+    [
+        (grouped_convnet, (12, 12, 4), 3),
+        # exact gelu's Erf also folds on the SavedModel path below, in the default run
+        pytest.param(exact_gelu_mlp_serialisable, (10,), 2, marks=pytest.mark.slow),
+    ],
 )
 def test_the_general_exporter_keeps_every_bn_in_unfolded_onnx(tmp_path, build, shape, batch_norms):
     model = zoo.randomize_batch_norms(build(), seed=4)

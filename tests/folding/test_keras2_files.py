@@ -10,15 +10,16 @@ import pytest
 from tests import keras2_models as build
 from tests.folding.test_cli import assert_failed_cleanly, fold
 
+SLOW = pytest.mark.slow  # the same translations again: the slow tier (make test-slow)
 MODELS = [
     ("mobilenet_like", "h5", 3),
     ("resnet_like", "h5", 3),
     ("article_mlp", "h5", 2),
-    ("channels_first_bn", "h5", 1),
-    ("mobilenet_like", "keras", 3),
+    pytest.param("channels_first_bn", "h5", 1, marks=SLOW),
+    pytest.param("mobilenet_like", "keras", 3, marks=SLOW),
     ("resnet_like", "keras", 3),
     ("assorted_layers", "h5", 3),
-    ("assorted_layers", "keras", 3),
+    pytest.param("assorted_layers", "keras", 3, marks=SLOW),
 ]
 
 

@@ -32,7 +32,7 @@ def resident_mb(pid: int) -> float:
 @pytest.fixture(scope="module")
 def grpc_server(tmp_path_factory, server):
     """The demo model (already folded by ``server``) with gRPC on."""
-    models = tmp_path_factory.mktemp("wave2") / "models"
+    models = tmp_path_factory.mktemp("hostile-inputs") / "models"
     shutil.copytree(server.models_dir / "digits", models / "digits")
     port = free_port()
     with serving(models, {"FOLDSERVE_GRPC_PORT": str(port)}) as running:

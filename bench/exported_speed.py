@@ -175,8 +175,9 @@ HEADER = [
 
 
 def write_doc(lines: list[str], arguments: str) -> None:
+    from bench.docs import replace_section
+
     path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
     section = "\n".join(
         [
             SECTION,
@@ -199,13 +200,7 @@ def write_doc(lines: list[str], arguments: str) -> None:
             "",
         ]
     )
-    if SECTION in text:
-        start = text.index(SECTION)
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("" if end < 0 else text[end + 1 :])
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    replace_section(path, SECTION, section)
 
 
 def main() -> None:

@@ -158,8 +158,9 @@ def _rule() -> str:
 
 
 def write(table: str, args: argparse.Namespace) -> None:
+    from bench.docs import replace_section
+
     path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
     command = "bench/precision.py " + " ".join(
         ["--families", *args.families, "--size", str(args.size)]
     )
@@ -172,13 +173,7 @@ def write(table: str, args: argparse.Namespace) -> None:
         "calibration rows (random images for the applications: read it as a sanity check "
         "only; accuracy is judged on the trained digits net).\n\n" + table + "\n"
     )
-    if SECTION in text:
-        head, _, rest = text.partition(SECTION)
-        tail = rest.split("\n## ", 1)
-        text = head + section + ("\n## " + tail[1] if len(tail) > 1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    replace_section(path, SECTION, section)
 
 
 if __name__ == "__main__":

@@ -113,20 +113,14 @@ def main() -> None:
     table = "\n".join([HEADER, "|" + "---|" * 8, *map(line, rows)])
     print(table)
     if args.write:
-        path = ROOT / "docs" / "applications.md"
-        text = path.read_text()
+        from bench.docs import replace_section
+
         section = (
             f"{SECTION}\n\n`.venv/bin/python bench/third_party.py --write` (random weights, "
             "BN statistics randomised; the machine was shared, so read the seconds as rough)."
             f"\n\n{table}\n"
         )
-        if SECTION in text:
-            head, _, rest = text.partition(SECTION)
-            tail = rest.split("\n## ", 1)
-            text = head + section + ("\n## " + tail[1] if len(tail) > 1 else "")
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-        path.write_text(text)
+        replace_section(ROOT / "docs" / "applications.md", SECTION, section)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,8 @@ DOMAINS = {"": 2, "ai.onnx": 2, "ai.onnx.ml": 3, "ai.onnx.training": 4}
 ``(release, ir_version, ai.onnx, ai.onnx.ml, ai.onnx.training)``."""
 
 
-@functools.cache
-def runtime_ir_version() -> int:
-    """The newest IR version the installed ONNX Runtime loads (asked of it: a
-    one-node model at each version, newest first)."""
-    import onnxruntime
-
+def probe_model(ir_version: int = 8) -> onnx.ModelProto:
+    """The smallest model a runtime can be asked to load: one Identity, opset 13."""
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])],
         "probe",
@@ -35,6 +31,17 @@ def runtime_ir_version() -> int:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = ir_version
+    return model
+
+
+@functools.cache
+def runtime_ir_version() -> int:
+    """The newest IR version the installed ONNX Runtime loads (asked of it: a
+    one-node model at each version, newest first)."""
+    import onnxruntime
+
+    model = probe_model()
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 4
     for version in range(onnx.IR_VERSION, 7, -1):

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from folding.diagnostics import fp16_overflow
 from folding.errors import FoldingError
 from folding.verify import relative_error
 
@@ -41,7 +42,6 @@ CALIBRATION_ROWS = 256  # at most this many rows calibrate the int8 ranges
 PERCENTILE = 99.999
 LATENCY_BATCHES = (1, 8)
 LATENCY_BUDGET_S = 0.6  # per model and batch size
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 def variant_file(precision: str) -> str:
@@ -151,7 +151,7 @@ def to_float16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
         tensor.name
         for tensor in model.graph.initializer
         if tensor.data_type == onnx.TensorProto.FLOAT
-        and _overflows(onnx.numpy_helper.to_array(tensor))
+        and fp16_overflow([onnx.numpy_helper.to_array(tensor)])
     }
     kept = [node.name for node in model.graph.node if large & set(node.input)]
     notes = []
@@ -184,12 +184,6 @@ def _constants_as_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(kept)
     return model
-
-
-def _overflows(array: np.ndarray) -> bool:
-    return bool(array.size) and bool(
-        (~np.isfinite(array)).any() or np.abs(array).max() > FLOAT16_MAX
-    )
 
 
 def _int8(

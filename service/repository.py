@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Reduced-precision variants written beside model.onnx (``foldserve fold --precision``): each
+# is served as a model of its own, ``<name>-<precision>``, with the base model's versions.
+from folding.precision import PRECISIONS, variant_file
 from service.errors import Conflict, InvalidInput, NotFound
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -34,13 +37,6 @@ FOLDED_FILE = "model.onnx"
 UNFOLDED_FILE = "unfolded.onnx"
 REPORT_FILE = "report.json"
 CONFIG_FILE = "config.json"
-# Reduced-precision variants written beside model.onnx (``foldserve fold --precision``); each
-# is served as a model of its own, ``<name>-<precision>``, with the base model's versions.
-PRECISIONS = ("fp16", "int8")
-
-
-def variant_file(precision: str) -> str:
-    return f"model.{precision}.onnx"
 
 
 def validate_name(name: str) -> str:

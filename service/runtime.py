@@ -242,16 +242,9 @@ def cuda_usable() -> tuple[bool, str]:
     """Whether ONNX Runtime can really create a CUDA session here, and if not why."""
     if CUDA not in onnxruntime.get_available_providers():
         return False, "this ONNX Runtime build has no CUDA provider"
-    from onnx import TensorProto, helper
+    from folding.onnx_ir import probe_model
 
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "probe",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
+    model = probe_model(ir_version=8)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 4
     onnxruntime.set_default_logger_severity(4)  # the failed CUDA load logs at error level

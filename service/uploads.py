@@ -651,15 +651,10 @@ def name_from_file(file_name: str) -> str:
 
 def parse_precision(text: str | None) -> tuple[str, ...]:
     """The upload's ``precision`` field, ``"fp16,int8"``: the variants to make."""
-    chosen: list[str] = []
-    for name in (part.strip().lower() for part in (text or "").split(",")):
-        if not name or name == "fp32":
-            continue
-        if name not in PRECISIONS:
-            raise InvalidInput(
-                f"form field 'precision': unknown precision {name!r}; expected "
-                f"{' or '.join(PRECISIONS)} (comma-separated)"
-            )
-        if name not in chosen:
-            chosen.append(name)
-    return tuple(chosen)
+    from folding.errors import FoldingError
+    from folding.precision import parse_precisions
+
+    try:
+        return parse_precisions(text)
+    except FoldingError as error:
+        raise InvalidInput(f"form field 'precision': {error} (comma-separated)") from None

@@ -387,6 +387,7 @@ class Uploads:
         except ServingError as error:
             outcome = "refused" if isinstance(error, InvalidInput) else "failed"
             self.metrics.fold_jobs.labels(outcome).inc()
+            self._catch_up(job)
             stage = job["state"]
             self._close_stage(job)
             self.store.finish(
@@ -403,6 +404,7 @@ class Uploads:
             logger.exception("upload job %s failed", job["id"])
             self.metrics.fold_jobs.labels("failed").inc()
             failure = _job_failure(error, job)
+            self._catch_up(job)
             self.store.finish(
                 job,
                 "failed",
@@ -438,6 +440,13 @@ class Uploads:
     def _close_stage(self, job: dict[str, Any], now: float | None = None) -> None:
         begun = job.pop("stage_started_at", None) or job["created_at"]
         job["timings"][job["state"]] = round((now or time.time()) - begun, 4)
+
+    def _catch_up(self, job: dict[str, Any]) -> None:
+        """A failed job takes in the stages its worker reported last, so that the stage it
+        is recorded as having failed in is the one the worker was in."""
+        running = self._running.get(job["id"])
+        if running is not None:
+            self._take_progress(running)
 
     def _take_progress(self, running: _Running) -> None:
         """Bring the fold worker's stage and progress into the job when they changed."""

@@ -11,7 +11,7 @@
 2. The BN network without Dropout, with Dropout(0.5) before each BN, and with it
    after each ReLU (--dropout-epochs, batch 32): held-out accuracy, the variance
    shift each BN sees on the training data at inference, and held-out accuracy
-   after recalibrating the BN statistics (``folding.recalibrate``).
+   after recalibrating the BN statistics (``folding.keras_graph.recalibrate``).
 
 Writes ``<out>/bn.md`` (tables, verdicts; ``bench/bn_report.py``) and, with
 matplotlib, ``<out>/bn_*.png``. About 3 minutes on 2 cores; bounded by --epochs,
@@ -129,8 +129,8 @@ def learning_rate_sweep(keras, data, seeds: int, epochs: int, batch_size: int) -
 
 def dropout_placements(keras, data, seeds: int, epochs: int, batch_size: int) -> list[DropoutRun]:
     from folding.diagnostics import variance_shift
-    from folding.fold import batch_norm_params
-    from folding.recalibrate import input_statistics, recalibrate
+    from folding.keras_graph.fold import batch_norm_params
+    from folding.keras_graph.recalibrate import input_statistics, recalibrate
 
     x_train, x_test, _, y_test = data
     runs = []

@@ -354,7 +354,8 @@ def write_markdown(out: Path, runs, dropout_runs, images: list[str], args, elaps
         "ratio, either way round (`folding.diagnostics.variance_shift`; the fold report "
         f"flags above {VARIANCE_SHIFT_LIMIT:g}). *After recalibration*: the moving mean and "
         "variance re-estimated on the training data in inference mode "
-        "(`folding.recalibrate.recalibrate`, what `foldserve fold --recalibrate` does), then "
+        "(`folding.keras_graph.recalibrate.recalibrate`, what `foldserve fold --recalibrate` "
+        "does), then "
         "evaluated on the held-out quarter.",
         "",
         *dropout_table(dropout_runs),

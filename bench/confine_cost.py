@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from folding.confine import capability  # noqa: E402
-from service import fold_job  # noqa: E402
-from service.fold_worker import WorkerProcess  # noqa: E402
-from service.folder import Folder  # noqa: E402
+from service.jobs import in_worker as fold_job  # noqa: E402
+from service.jobs.folder import Folder  # noqa: E402
+from service.jobs.workers import WorkerProcess  # noqa: E402
 
 DEMO = ROOT / "models" / "digits" / "1" / "model.keras"
 CONFINE_SNIPPET = (

@@ -8,7 +8,7 @@ downloaded) three files, timed side by side in one run on ONNX Runtime's CPU
 provider with ORT_ENABLE_ALL and one intra-op thread:
 
 * **foldserve**: ``model.onnx`` from ``fold_to_directory``, in a session made as
-  the service makes it (``Pad_Fusion`` off, see ``folding.fusions``);
+  the service makes it (``Pad_Fusion`` off, see ``folding.verify.fusions``);
 * **keras export**: Keras's own ``model.export(path, format="onnx")`` (tf2onnx),
   after one call of the model; where it fails or writes a file that cannot be
   served on the model's inputs alone, the table says so;
@@ -117,8 +117,8 @@ def run_family(family: str, batches: list[int], repeats: int, workdir: Path) -> 
     import_keras()
     import keras
 
-    from folding.fusions import ALWAYS_DISABLED_OPTIMIZERS
     from folding.pipeline import FOLDED_FILE, UNFOLDED_FILE, fold_to_directory
+    from folding.verify.fusions import ALWAYS_DISABLED_OPTIMIZERS
 
     model = getattr(keras.applications, family)(weights=None, input_shape=(SIZE, SIZE, 3))
     directory = workdir / family

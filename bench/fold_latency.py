@@ -51,7 +51,7 @@ def median_ms(sessions: dict, feed: dict, runs: int, rounds: int = 20) -> dict[s
 def sessions_for(directory: Path) -> dict:
     import onnxruntime
 
-    from folding.fusions import ALWAYS_DISABLED_OPTIMIZERS, UNFOLDED_DISABLED_OPTIMIZERS
+    from folding.verify.fusions import ALWAYS_DISABLED_OPTIMIZERS, UNFOLDED_DISABLED_OPTIMIZERS
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
@@ -93,8 +93,8 @@ def main() -> None:
     imported = time.perf_counter()
     import keras
 
-    from folding.loading import load_keras_model
     from folding.pipeline import fold_to_directory
+    from folding.sources.keras import load_keras_model
     from tests import zoo
 
     model = load_keras_model(DEMO)

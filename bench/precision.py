@@ -4,7 +4,7 @@
 
 Each keras.applications family is built with ``weights=None`` (nothing is
 downloaded), its BN statistics randomised the way bench/applications.py does,
-folded, and its variants made by ``folding.precision`` (int8 calibrated on 32
+folded, and its variants made by ``folding.precision.variants`` (int8 calibrated on 32
 random images: agreement on a random-weight network proves little, so accuracy
 is judged on the digits conv net, trained here on scikit-learn's bundled digits
 and judged on held-out rows). Latencies are medians of interleaved runs in one
@@ -49,8 +49,8 @@ def fold_family(family: str, size: int, workdir: Path) -> tuple[Path, list[np.nd
 
 
 def fold_digits(workdir: Path) -> tuple[Path, list[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    from folding.loading import load_keras_model
     from folding.pipeline import fold_to_directory
+    from folding.sources.keras import load_keras_model
     from tests.trained import train_digits_conv
 
     digits = train_digits_conv(workdir / "digits")
@@ -69,7 +69,7 @@ def accuracy(path: Path, images: np.ndarray, labels: np.ndarray) -> float:
 
 
 def measure(name: str, directory: Path, rows: list[np.ndarray], held_out=None) -> list[dict]:
-    from folding.precision import make_variants
+    from folding.precision.variants import make_variants
 
     started = time.perf_counter()
     variants = make_variants(directory, ["fp16", "int8"], rows, rows_source="calibration")

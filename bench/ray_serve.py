@@ -94,7 +94,7 @@ SERVE_DEFAULTS = {
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
 }
-"""What ``service.ray_app`` changes (``SERVE_REQUEST_PATH``, ``serve_logging``), set back
+"""What ``service.engines.ray`` changes (``SERVE_REQUEST_PATH``, ``serve_logging``), set back
 to Ray Serve's values."""
 
 

@@ -138,8 +138,8 @@ def build_repository(root: Path) -> dict[str, Path]:
     from folding.quiet import import_keras
 
     import_keras()
-    from folding.loading import load_keras_model
     from folding.pipeline import fold_to_directory
+    from folding.sources.keras import load_keras_model
 
     sources = {
         "mlp": load_keras_model(REPO / "models" / "digits" / "1" / "model.keras"),

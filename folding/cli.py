@@ -124,7 +124,7 @@ def run_fold(args: argparse.Namespace) -> int:
         raise FoldingError(f"--export-rtol must be positive, got {args.export_rtol}")
     if args.noise_factor < 0:
         raise FoldingError(f"--noise-factor must be 0 or more, got {args.noise_factor}")
-    from folding.precision import parse_precisions
+    from folding.precision.variants import parse_precisions
 
     args.precisions = parse_precisions(args.precision)
     if args.calibration is not None and not args.precisions:
@@ -133,7 +133,7 @@ def run_fold(args: argparse.Namespace) -> int:
         raise FoldingError(f"--min-agreement must be within 0..1, got {args.min_agreement}")
     if args.equalize and "int8" not in args.precisions:
         raise FoldingError("--equalize applies to the int8 variant; give --precision int8")
-    from folding.custom_objects import import_modules
+    from folding.sources.custom_objects import import_modules
 
     import_modules(",".join(args.custom_objects))
     if args.model_path.is_dir():
@@ -142,15 +142,15 @@ def run_fold(args: argparse.Namespace) -> int:
         raise FoldingError("--signature applies to a SavedModel directory only")
     if args.model_path.suffix.lower() == ".onnx":
         return _fold_onnx(args)
-    from folding.loading import check_model_file, load_keras_model
     from folding.quiet import import_keras
+    from folding.sources.keras import check_model_file, load_keras_model
 
     check_model_file(args.model_path)
     import_keras()
     from folding.pipeline import fold_to_directory
 
     model = load_keras_model(args.model_path)
-    from folding.recalibrate import load_calibration
+    from folding.keras_graph.recalibrate import load_calibration
 
     recalibrate_on = None if args.recalibrate is None else load_calibration(model, args.recalibrate)
     calibration = None if args.probe is None else load_calibration(model, args.probe)
@@ -191,12 +191,12 @@ def _fold_onnx(args: argparse.Namespace) -> int:
 def _fold_saved_model(args: argparse.Namespace) -> int:
     """A SavedModel: its signature converted to ONNX, folded there, verified against it."""
     from folding.quiet import import_keras
-    from folding.saved_model import DEFAULT_SIGNATURE, fold_saved_model_to_directory
+    from folding.sources.saved_model import DEFAULT_SIGNATURE, fold_saved_model_to_directory
 
     if args.recalibrate is not None:
         raise FoldingError("--recalibrate needs a Keras model; a SavedModel has no BN layers")
     import_keras()
-    from folding.saved_model import load_saved_model
+    from folding.sources.saved_model import load_saved_model
 
     serving = load_saved_model(args.model_path, args.signature or DEFAULT_SIGNATURE)
     return _publish(
@@ -229,7 +229,7 @@ def _publish(args: argparse.Namespace, fold, unfolded: str = "unfolded.onnx") ->
     def build(staging: Path):
         report = fold(staging)
         if getattr(args, "precisions", ()):
-            from folding.precision import add_variants
+            from folding.precision.variants import add_variants
 
             add_variants(
                 staging,
@@ -243,7 +243,7 @@ def _publish(args: argparse.Namespace, fold, unfolded: str = "unfolded.onnx") ->
     report = publish_directory(build, args.output)
     print(report.summary())
     if getattr(args, "precisions", ()):
-        from folding.precision import variants_summary
+        from folding.precision.variants import variants_summary
 
         print(variants_summary(args.output))
     print(f"wrote {args.output}/model.onnx, {unfolded}, report.json")

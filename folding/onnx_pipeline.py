@@ -17,14 +17,14 @@ import numpy as np
 import onnx
 
 from folding.errors import ExportError, ModelLoadError
-from folding.onnx_external import inline_external_data, refuse_external_data
 from folding.onnx_graph import fold_onnx
-from folding.onnx_ir import readable_by_runtime
-from folding.onnx_model import OnnxModel, summarize
-from folding.probes import DEFAULT_SAMPLES, DYNAMIC_DIM_PROBE, load_user_probes
 from folding.report import FoldReport, OnnxSummary, TensorInfo
+from folding.sources.onnx_external import inline_external_data, refuse_external_data
+from folding.sources.onnx_ir import readable_by_runtime
+from folding.sources.onnx_model import OnnxModel, summarize
 from folding.specs import InputSpec, StageCallback, no_stages
-from folding.verify import (
+from folding.verify.probes import DEFAULT_SAMPLES, DYNAMIC_DIM_PROBE, load_user_probes
+from folding.verify.verdict import (
     DEFAULT_EXPORT_RTOL,
     DEFAULT_RTOL,
     NOISE_FACTOR,
@@ -48,7 +48,7 @@ def load_onnx(path: Path, label: str | None = None, external_data: bool = False)
     ``model.onnx.data``) are read only with ``external_data`` (the command line,
     where the operator names a file on their own disk), and only from regular files
     inside the model's folder; an upload is one file, so any tensor with external
-    data is refused (``folding.onnx_external``)."""
+    data is refused (``folding.sources.onnx_external``)."""
     label = label or path.name
     if not path.is_file():
         raise ModelLoadError(f"no such file: {path}")

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from folding.emit import Unsupported
 from folding.errors import ExportError
-from folding.export import (
+from folding.export.direct import Unsupported
+from folding.export.exporters import (
     DEFAULT_OPSET,
     OnnxModel,
     export_direct,
@@ -21,14 +21,14 @@ from folding.export import (
     layer_exporter,
     summarize,
 )
-from folding.fold import FoldResult
-from folding.graph import Graph, InputSpec
-from folding.loading import loader_of
-from folding.probes import DEFAULT_SAMPLES, load_user_probes, make_probes, sample_count
+from folding.keras_graph.fold import FoldResult
+from folding.keras_graph.graph import Graph, InputSpec
 from folding.publish import publish_directory  # noqa: F401 - part of this module's API
 from folding.report import FoldReport, OnnxSummary, TensorInfo, Verification
+from folding.sources.keras import loader_of
 from folding.specs import StageCallback, no_stages
-from folding.verify import (
+from folding.verify.probes import DEFAULT_SAMPLES, load_user_probes, make_probes, sample_count
+from folding.verify.verdict import (
     DEFAULT_EXPORT_RTOL,
     DEFAULT_RTOL,
     HALF_PRECISION_EXPORT_RTOL,
@@ -87,13 +87,13 @@ def fold_to_directory(
     Raises VerificationError (carrying the report) when folding changed the
     answers (``failure == "fold"``) or when the unfolded export already differs
     from the Keras model (``failure == "export"``), each judged against its own
-    tolerance and the model's float32 noise (see ``folding.verify``).
+    tolerance and the model's float32 noise (see ``folding.verify.verdict``).
 
     ``exporter``: "auto" (the direct exporter, tf2onnx where it has no form for a
     layer) or "tf2onnx" (the general exporter for the whole model).
     """
-    from folding.fold import fold_model
-    from folding.graph import trace
+    from folding.keras_graph.fold import fold_model
+    from folding.keras_graph.graph import trace
 
     on_stage("folding", None)
     started = time.perf_counter()
@@ -255,7 +255,7 @@ def verify_exports(
     sessions: tuple[Any, Any],
     **settings: Any,
 ) -> Verification:
-    """Run both exports on the probes and judge them (see ``folding.verify``). The
+    """Run both exports on the probes and judge them (see ``folding.verify.verdict``). The
     noise floor (a third run, on a perturbed copy) is measured only when an error
     is over its plain tolerance, since only then can it change the verdict."""
     feed = dict(zip(input_names, arrays, strict=True))

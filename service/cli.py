@@ -86,7 +86,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if taken is not None:
         print(f"foldserve: error: {taken}", file=sys.stderr)
         return 2
-    from service.connections import ConnectionLimits, GuardedHttpProtocol
+    from service.http_api.connections import ConnectionLimits, GuardedHttpProtocol
 
     limits = ConnectionLimits(
         max_header_bytes=settings.max_header_bytes,
@@ -96,7 +96,7 @@ def run_serve(args: argparse.Namespace) -> int:
         body_min_rate=settings.body_min_rate,
     )
     uvicorn.run(
-        "service.app:create_app_from_environment",
+        "service.http_api.app:create_app_from_environment",
         factory=True,
         http=functools.partial(GuardedHttpProtocol, limits=limits),
         host=settings.host,
@@ -146,7 +146,7 @@ def run_on_ray(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    from service import ray_app
+    from service.engines import ray as ray_app
 
     try:
         return ray_app.run(settings)

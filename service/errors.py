@@ -24,7 +24,7 @@ class ServingError(Exception):
 
 def render(error: ServingError) -> Response:
     """The one way an error becomes a response: ``{"error": "..."}`` with its status."""
-    from service.codecs import to_json
+    from service.protocols.codecs import to_json
 
     return Response(
         to_json(error.body()),

@@ -6,7 +6,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from service.batching import Observer
+from service.runtime.batching import Observer
 
 LATENCY_BUCKETS = (
     0.0005,

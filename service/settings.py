@@ -190,7 +190,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     """Log level of the server."""
 
-    # -- Ray Serve (``foldserve serve --engine ray``; see service/ray_app.py) ------------
+    # -- Ray Serve (``foldserve serve --engine ray``; see service/engines/ray.py) ------------
 
     engine: Literal["uvicorn", "ray"] = "uvicorn"
     """``uvicorn``: this machine's server processes (``workers``); ``ray``: replicas of a

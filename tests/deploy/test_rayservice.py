@@ -13,7 +13,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from service import ray_app
+from service.engines import ray as ray_app
 from service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def test_is_a_rayservice(rayservice):
 def test_serve_config_names_the_application_builder_with_valid_settings(serve_config):
     [application] = serve_config["applications"]
     module, _, attribute = application["import_path"].partition(":")
-    assert (module, attribute) == ("service.ray_app", "build")
+    assert (module, attribute) == ("service.engines.ray", "build")
     assert callable(getattr(ray_app, attribute))
     args = application["args"]
     assert set(args) <= set(Settings.model_fields), set(args) - set(Settings.model_fields)
@@ -88,4 +88,4 @@ def test_ray_accepts_the_serve_config(serve_config):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "service.ray_app:build"
+    assert result.stdout.strip() == "service.engines.ray:build"

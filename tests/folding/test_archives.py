@@ -4,9 +4,9 @@ import zipfile
 
 import pytest
 
-from folding.archives import extract_saved_model
 from folding.errors import ModelLoadError
-from folding.loading import ArchiveLimits
+from folding.sources.archives import extract_saved_model
+from folding.sources.keras import ArchiveLimits
 
 
 def write_zip(path, entries):

@@ -13,7 +13,7 @@ import pytest
 from keras import layers
 
 from folding.diagnostics import FLOAT16_MAX, SCALE_SPREAD_LIMIT, VARIANCE_SHIFT_LIMIT
-from folding.fold import fold_model
+from folding.keras_graph.fold import fold_model
 from tests import zoo
 from tests.service.conftest import make_repository, serving
 

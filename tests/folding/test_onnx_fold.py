@@ -351,8 +351,8 @@ def test_folding_an_onnx_file_imports_no_tensorflow(tmp_path):
 
 
 def test_a_newer_ir_version_than_the_runtime_reads_is_lowered(tmp_path):
-    from folding.onnx_ir import runtime_ir_version
     from folding.onnx_pipeline import load_onnx
+    from folding.sources.onnx_ir import runtime_ir_version
 
     newest = conv_then_bn()
     newest.ir_version = onnx.IR_VERSION  # what onnx's make_model writes
@@ -368,8 +368,8 @@ def test_a_newer_ir_version_than_the_runtime_reads_is_lowered(tmp_path):
 
 def test_opsets_newer_than_the_runtime_reads_are_refused_saying_what_to_do(tmp_path):
     from folding.errors import ModelLoadError
-    from folding.onnx_ir import needed_ir_version, runtime_ir_version
     from folding.onnx_pipeline import load_onnx
+    from folding.sources.onnx_ir import needed_ir_version, runtime_ir_version
 
     newest = conv_then_bn()
     newest.ir_version = onnx.IR_VERSION

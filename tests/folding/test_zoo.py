@@ -7,10 +7,10 @@ import numpy as np
 import onnx
 import pytest
 
-from folding.fold import fold_model
+from folding.keras_graph.fold import fold_model
 from folding.pipeline import flat_caller, fold_to_directory
-from folding.probes import probe_inputs
-from folding.verify import run_onnx
+from folding.verify.probes import probe_inputs
+from folding.verify.verdict import run_onnx
 from tests import zoo
 
 
@@ -77,7 +77,7 @@ def test_unfolded_export_matches_keras_too(case, tmp_path):
 
 
 def _specs(model):
-    from folding.graph import trace
+    from folding.keras_graph.graph import trace
 
     return trace(model).inputs
 
@@ -104,7 +104,7 @@ def _loaded_graph(path, tmp_path, unfolded):
     """The graph ONNX Runtime really runs: the session's optimised model."""
     import onnxruntime
 
-    from folding.fusions import ALWAYS_DISABLED_OPTIMIZERS, UNFOLDED_DISABLED_OPTIMIZERS
+    from folding.verify.fusions import ALWAYS_DISABLED_OPTIMIZERS, UNFOLDED_DISABLED_OPTIMIZERS
 
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED

@@ -8,10 +8,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from service.batching import BatchPolicy, Executor
 from service.errors import ServingError
-from service.runtime import Runtime
-from service.stats import ModelStats
+from service.runtime.batching import BatchPolicy, Executor
+from service.runtime.sessions import Runtime
+from service.runtime.stats import ModelStats
 
 TABLE = np.arange(40, dtype=np.float32).reshape(10, 4)
 

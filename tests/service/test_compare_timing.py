@@ -3,8 +3,8 @@
 import httpx
 import numpy as np
 
-from service.runtime import Runtime
-from service.timing import interleaved
+from service.core.timing import interleaved
+from service.runtime.sessions import Runtime
 
 
 def test_server_ratio_matches_an_in_process_timing_of_the_same_files(server, digits, tmp_path):

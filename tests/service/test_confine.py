@@ -1,4 +1,4 @@
-"""The confinement of model code (folding.confine, service.fold_worker): what a model that
+"""The confinement of model code (folding.confine, service.jobs.workers): what a model that
 slips past every scan can still not do. The hostile SavedModels are built here and uploaded
 to a server whose op scan is switched off (FOLDSERVE_UNSAFE_SKIP_SCAN, for tests only)."""
 

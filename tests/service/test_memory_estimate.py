@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from service.errors import Unprocessable
-from service.runtime import Runtime
+from service.runtime.sessions import Runtime
 from tests.service.test_runtime_health import constant_of_half_a_gigabyte
 
 

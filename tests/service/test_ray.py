@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.ray_app import REPLICA_HEADER, build, deployment_options
+from service.engines.ray import REPLICA_HEADER, build, deployment_options
 from service.settings import Settings
 from tests.service.conftest import REPO, free_port
 

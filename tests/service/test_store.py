@@ -357,7 +357,7 @@ def test_unfolded_sessions_keep_their_batch_norms(server, tmp_path):
     import onnx
     import onnxruntime
 
-    from folding.fusions import UNFOLDED_DISABLED_OPTIMIZERS
+    from folding.verify.fusions import UNFOLDED_DISABLED_OPTIMIZERS
 
     version = server.models_dir / "digits" / "1"
     counts = {}

@@ -13,8 +13,8 @@ from tensorflow_serving.apis import (  # noqa: F401  (fill the default pool)
     regression_pb2,
 )
 
-from service import tfserving_protos
-from service.tfserving_protos import compile as protos_compile
+from service.protocols import tfserving_protos
+from service.protocols.tfserving_protos import compile as protos_compile
 
 OURS = [
     file.name

@@ -1,0 +1,189 @@
+"""Keras -> ONNX with a dynamic batch axis and Keras names.
+
+Two exporters: the direct one (``folding.export.direct``) writes each known layer as
+ONNX operators from the traced graph, in milliseconds, and keeps every
+BatchNormalization it is given as its own node; the general one (tf2onnx over
+the model's TensorFlow graph) takes any model TensorFlow can trace, and is the
+fallback when a layer has no direct form.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import onnx
+
+from folding.errors import ExportError
+from folding.export.direct import Weights, emit_graph, keras_weights
+from folding.keras_graph.graph import Graph, InputSpec
+from folding.sources.onnx_model import OnnxModel, summarize  # noqa: F401 - part of this module's API
+
+DEFAULT_OPSET = 17
+
+
+def export_direct(
+    graph: Graph,
+    opset: int = DEFAULT_OPSET,
+    weights: Weights = keras_weights,
+    *,
+    layer_fallback: Callable[..., onnx.ModelProto] | None = None,
+    spliced: list[Any] | None = None,
+) -> OnnxModel:
+    """``graph`` through the direct exporter (the caller writes the bytes). With a
+    ``layer_fallback`` (``layer_exporter()``) a layer it has no form for is
+    exported alone by the general exporter (``spliced`` lists those); else raises
+    ``Unsupported`` naming the first such layer."""
+    proto = emit_graph(
+        graph,
+        opset=opset,
+        output_dtypes=graph.output_dtypes or ["float32"] * len(graph.outputs),
+        weights=weights,
+        name=graph.name,
+        fallback=layer_fallback,
+        spliced=spliced,
+    )
+    data = proto.SerializeToString()
+    try:
+        onnx.checker.check_model(data)
+    except onnx.checker.ValidationError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ExportError(f"direct ONNX export produced an invalid graph: {first_line}") from None
+    return OnnxModel(proto, data)
+
+
+def layer_exporter() -> Callable[[Any, Graph, int], onnx.ModelProto]:
+    """``export_layer``, remembering each layer's export: the folded and the
+    unfolded graph share the layers neither exporter can trace into."""
+    done: dict[tuple, onnx.ModelProto] = {}
+
+    def export(call: Any, graph: Graph, opset: int) -> onnx.ModelProto:
+        key = (id(call.layer), tuple(graph.shapes[t] for t in call.input_ids), opset)
+        if key not in done:
+            done[key] = export_layer(call, graph, opset)
+        return done[key]
+
+    return export
+
+
+def export_layer(call: Any, graph: Graph, opset: int) -> onnx.ModelProto:
+    """One traced call's layer alone through tf2onnx: inputs are its tensor
+    arguments (in order, each once), outputs its outputs."""
+    from keras import tree
+
+    from folding.keras_graph.graph import Ref
+
+    tensors = list(dict.fromkeys(call.input_ids))
+    specs = [
+        InputSpec(t, f"input_{i}", graph.shapes[t], graph.dtypes.get(t, "float32"))
+        for i, t in enumerate(tensors)
+    ]
+
+    def run(values: list[Any]) -> list[Any]:
+        by_id = dict(zip(tensors, values, strict=True))
+
+        def resolve(leaf: Any) -> Any:
+            return by_id[leaf.id] if isinstance(leaf, Ref) else leaf
+
+        args, kwargs = tree.map_structure(resolve, (tuple(call.args), dict(call.kwargs)))
+        return tree.flatten(call.layer(*args, **kwargs))
+
+    names = [f"output_{i}" for i in range(len(call.outputs))]
+    return export_onnx(run, specs, names, opset)
+
+
+def export_onnx(
+    call: Callable[[list[Any]], list[Any]],
+    inputs: Sequence[InputSpec],
+    output_names: Sequence[str],
+    opset: int = DEFAULT_OPSET,
+) -> onnx.ModelProto:
+    """Trace ``call`` (flat list of tensors in, flat list out) with tf2onnx.
+
+    Every input gets a dynamic batch axis; graph inputs and outputs carry the
+    given names, in order.
+    """
+    import tensorflow as tf
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+    signature = [
+        tf.TensorSpec((None, *spec.shape[1:]), tf.as_dtype(spec.dtype), name=spec.name)
+        for spec in inputs
+    ]
+
+    @tf.function(input_signature=signature, autograph=False)
+    def forward(*tensors: Any) -> list[Any]:
+        return list(call(list(tensors)))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        patch_tf2onnx()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_loggers("tf2onnx"):
+            proto = _convert(forward.get_concrete_function(), len(signature), opset)
+    except Exception as error:  # tf2onnx raises bare exceptions of many kinds
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        raise ExportError(f"ONNX conversion failed: {type(error).__name__}: {first_line}") from None
+    _rename_outputs(proto.graph, list(output_names))
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ExportError(f"ONNX conversion produced an invalid graph: {first_line}") from None
+    return proto
+
+
+@contextlib.contextmanager
+def _quiet_loggers(prefix: str) -> Iterator[None]:
+    """Silence a library's loggers (it logs each unsupported op before raising)."""
+    names = [prefix, *(n for n in logging.root.manager.loggerDict if n.startswith(f"{prefix}."))]
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _convert(concrete: Any, input_count: int, opset: int) -> onnx.ModelProto:
+    """``concrete`` through ``folding.export.tf2onnx_convert`` (every BN kept as its own ops);
+    only the signature's own inputs become graph inputs: tensors the function captures
+    (a Normalization layer's mean and variance, say) are frozen into constants."""
+    from tf2onnx.convert import tensor_names_from_structed
+
+    from folding.export.tf2onnx_convert import convert_function
+
+    input_names = [tensor.name for tensor in concrete.inputs[:input_count]]
+    output_names = [tensor.name for tensor in concrete.outputs]
+    renames = tensor_names_from_structed(concrete, input_names, output_names)
+    return convert_function(concrete, input_names, output_names, renames, opset)
+
+
+def _rename_outputs(graph: onnx.GraphProto, names: list[str]) -> None:
+    if len(graph.output) != len(names):
+        raise ExportError(f"ONNX graph has {len(graph.output)} outputs, expected {len(names)}")
+    taken = {out for node in graph.node for out in node.output} | {i.name for i in graph.input}
+    for output, new in zip(graph.output, names, strict=True):
+        old = output.name
+        if old == new:
+            continue
+        if new in taken:
+            _rename_tensor(graph, new, f"{new}__internal")
+        _rename_tensor(graph, old, new)
+        taken.add(new)
+
+
+def _rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for node in graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
+    for value in [*graph.output, *graph.value_info]:
+        if value.name == old:
+            value.name = new

@@ -1,0 +1,3 @@
+"""Folding on a Keras model: the model traced to a flat list of layer calls (``graph``),
+each BatchNormalization folded into the layer before or after it (``fold``), and the moving
+statistics re-measured when asked (``recalibrate``)."""

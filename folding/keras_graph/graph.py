@@ -1,0 +1,316 @@
+"""A Keras Sequential or Functional model as a flat list of calls, and back.
+
+``trace`` walks the model into a :class:`Graph` whose tensors are plain
+integer ids, inlining any Sequential or Functional model nested inside it (also
+Functional subclasses such as keras-hub's backbones) and tracing *into* every
+layer the direct exporter has no writer for (a custom layer whose ``call`` is
+built from layers and ``keras.ops``): its ``call`` is run once on symbolic
+inputs, and the layers and operations it records take its place, so the
+BatchNormalizations inside it are seen and folded. A layer whose ``call`` cannot
+be run symbolically stays one call, with the reason in ``Call.opaque``.
+``rebuild`` calls the layers again on fresh ``keras.Input`` tensors, letting a
+caller swap some layers for replacements and short-circuit others, and
+returns a new Functional model whose inputs and outputs are flat lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+from keras import tree
+
+from folding.errors import FoldingError
+from folding.specs import InputSpec
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A tensor of the traced graph, by id."""
+
+    id: int
+
+
+@dataclass(eq=False)
+class Call:
+    """One call of a layer (or a Keras operation) in the traced graph."""
+
+    layer: Any
+    args: Any
+    kwargs: dict[str, Any]
+    outputs: list[int]
+    scope: str = ""
+    opaque: str | None = None  # why tracing into this (custom) layer failed, if it did
+
+    @property
+    def name(self) -> str:
+        return f"{self.scope}{self.layer.name}"
+
+    @property
+    def input_ids(self) -> list[int]:
+        return [leaf.id for leaf in tree.flatten((self.args, self.kwargs)) if isinstance(leaf, Ref)]
+
+    @property
+    def first_input(self) -> int:
+        return self.input_ids[0]
+
+
+@dataclass
+class Graph:
+    name: str
+    inputs: list[InputSpec]
+    calls: list[Call]
+    outputs: list[int]
+    output_names: list[str]
+    shapes: dict[int, tuple[int | None, ...]] = field(default_factory=dict)
+    output_dtypes: list[str] = field(default_factory=list)
+    dtypes: dict[int, str] = field(default_factory=dict)
+
+    _uses: tuple[dict[int, Call], dict[int, list[Call]]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def _use_lists(self) -> tuple[dict[int, Call], dict[int, list[Call]]]:
+        """Producer and consumer maps, built once and dropped when the graph changes."""
+        if self._uses is None:
+            producers = {out: call for call in self.calls for out in call.outputs}
+            users: dict[int, list[Call]] = {}
+            for call in self.calls:
+                for tensor in dict.fromkeys(call.input_ids):
+                    users.setdefault(tensor, []).append(call)
+            self._uses = (producers, users)
+        return self._uses
+
+    def producers(self) -> dict[int, Call]:
+        return self._use_lists()[0]
+
+    def consumers(self) -> dict[int, list[Call]]:
+        return self._use_lists()[1]
+
+    def calls_per_layer(self) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for call in self.calls:
+            counts[id(call.layer)] = counts.get(id(call.layer), 0) + 1
+        return counts
+
+    def bypass(self, call: Call) -> None:
+        """Drop ``call``; whoever read its output reads its first input instead."""
+        self.replace_tensor(call.outputs[0], call.first_input)
+        self.calls.remove(call)
+        self._uses = None
+
+    def replace_tensor(self, old: int, new: int) -> None:
+        """Make every reader of tensor ``old`` read ``new`` instead."""
+
+        def swap(leaf: Any) -> Any:
+            return Ref(new) if isinstance(leaf, Ref) and leaf.id == old else leaf
+
+        for call in self.consumers().get(old, []):
+            call.args = tree.map_structure(swap, call.args)
+            call.kwargs = tree.map_structure(swap, call.kwargs)
+        self.outputs = [new if out == old else out for out in self.outputs]
+        self._uses = None
+
+
+def is_graph_model(layer: Any) -> bool:
+    """Sequential and Functional models (and subclasses of Functional, such as
+    keras-hub's ``Backbone``) can be traced; other subclassed models cannot."""
+    from keras.src.models.functional import Functional
+
+    return isinstance(layer, (keras.Sequential, Functional))
+
+
+def output_names(model: keras.Model) -> list[str]:
+    if isinstance(model, keras.Sequential):
+        names = [model.layers[-1].name]
+    else:
+        names = list(model.output_names)
+    unique: list[str] = []
+    for name in names:
+        candidate, suffix = name, 1
+        while candidate in unique:
+            candidate, suffix = f"{name}_{suffix}", suffix + 1
+        unique.append(candidate)
+    return unique
+
+
+def trace(model: keras.Model) -> Graph:
+    if not is_graph_model(model):
+        raise FoldingError(
+            f"model '{model.name}' is a subclassed {type(model).__name__}; only Sequential "
+            "and Functional models can be folded"
+        )
+    tracer = _Tracer()
+    functional = _functional_of(model)
+    inputs = []
+    for tensor in tree.flatten(functional.inputs):
+        tensor_id = tracer.new_tensor(tensor)
+        inputs.append(InputSpec(tensor_id, tensor.name, tuple(tensor.shape), str(tensor.dtype)))
+    outputs = tracer.inline(model, [spec.id for spec in inputs], scope="")
+    return Graph(
+        name=model.name,
+        inputs=inputs,
+        calls=tracer.calls,
+        outputs=outputs,
+        output_names=output_names(model),
+        shapes=tracer.shapes,
+        dtypes=tracer.dtypes,
+        output_dtypes=[str(tensor.dtype) for tensor in tree.flatten(functional.outputs)],
+    )
+
+
+def _functional_of(model: keras.Model) -> keras.Model:
+    if isinstance(model, keras.Sequential):
+        functional = getattr(model, "_functional", None)
+        if functional is None:
+            raise FoldingError(
+                f"Sequential model '{model.name}' is not built: give it an Input or call it once"
+            )
+        return functional
+    return model
+
+
+class _Tracer:
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.shapes: dict[int, tuple[int | None, ...]] = {}
+        self.dtypes: dict[int, str] = {}
+        self._next = 0
+
+    def new_tensor(self, tensor: Any) -> int:
+        self._next += 1
+        self.shapes[self._next] = tuple(tensor.shape)
+        self.dtypes[self._next] = str(tensor.dtype)
+        return self._next
+
+    def inline(self, model: keras.Model, input_ids: list[int], scope: str) -> list[int]:
+        functional = _functional_of(model)
+        local: dict[int, int] = {}
+        for tensor, tensor_id in zip(tree.flatten(functional.inputs), input_ids, strict=True):
+            local[id(tensor)] = tensor_id
+        for depth in sorted(functional._nodes_by_depth, reverse=True):
+            for node in functional._nodes_by_depth[depth]:
+                operation = node.operation
+                if isinstance(operation, keras.layers.InputLayer):
+                    continue
+                if not all(id(t) in local for t in node.input_tensors):
+                    continue  # a node of another model sharing this layer
+                self._visit(node, operation, local, scope)
+        return [local[id(tensor)] for tensor in tree.flatten(functional.outputs)]
+
+    def _visit(self, node: Any, operation: Any, local: dict[int, int], scope: str) -> None:
+        def to_ref(leaf: Any) -> Any:
+            if isinstance(leaf, keras.KerasTensor):
+                return Ref(local[id(leaf)])
+            return leaf
+
+        args = tree.map_structure(to_ref, tuple(node.arguments.args))
+        kwargs = tree.map_structure(to_ref, dict(node.arguments.kwargs))
+        node_outputs = tree.flatten(node.outputs)
+        if is_graph_model(operation):
+            flat_in = [leaf.id for leaf in tree.flatten(args) if isinstance(leaf, Ref)]
+            inner_out = self.inline(operation, flat_in, scope=f"{scope}{operation.name}_")
+            for tensor, tensor_id in zip(node_outputs, inner_out, strict=True):
+                local[id(tensor)] = tensor_id
+            return
+        opaque = None
+        if _traced_into(operation):
+            try:
+                inner = _call_graph(operation, node)
+            except Exception as error:  # any failure of a user's call on symbolic tensors
+                opaque = _first_line(error)
+            else:
+                flat_in = [
+                    leaf.id for leaf in tree.flatten((args, kwargs)) if isinstance(leaf, Ref)
+                ]
+                inner_out = self.inline(inner, flat_in, scope=f"{scope}{operation.name}_")
+                for tensor, tensor_id in zip(node_outputs, inner_out, strict=True):
+                    local[id(tensor)] = tensor_id
+                return
+        out_ids = [self.new_tensor(tensor) for tensor in node_outputs]
+        for tensor, tensor_id in zip(node_outputs, out_ids, strict=True):
+            local[id(tensor)] = tensor_id
+        self.calls.append(Call(operation, args, kwargs, out_ids, scope, opaque))
+
+
+def _traced_into(operation: Any) -> bool:
+    """A layer with sublayers or its own ``call`` that the direct exporter has no
+    writer for (keras.ops operations and known layers are written as they are)."""
+    from folding.export.layers.base import has_writer
+
+    return isinstance(operation, keras.layers.Layer) and not has_writer(operation)
+
+
+def _call_graph(layer: keras.layers.Layer, node: Any) -> keras.Model:
+    """``layer.call`` run on fresh symbolic inputs shaped like ``node``'s, as a
+    Functional model whose layers and operations are the ones ``call`` used."""
+    fresh: list[Any] = []
+
+    def symbolic(leaf: Any) -> Any:
+        if isinstance(leaf, keras.KerasTensor):
+            tensor = keras.Input(batch_shape=leaf.shape, dtype=leaf.dtype)
+            fresh.append(tensor)
+            return tensor
+        return leaf
+
+    args, kwargs = tree.map_structure(
+        symbolic, (tuple(node.arguments.args), dict(node.arguments.kwargs))
+    )
+    if "training" in kwargs and kwargs["training"] is None:
+        kwargs["training"] = False
+    outputs = layer.call(*args, **kwargs)
+    flat = tree.flatten(outputs)
+    if len(flat) != len(tree.flatten(node.outputs)) or not all(
+        isinstance(t, keras.KerasTensor) for t in flat
+    ):
+        raise FoldingError("its call does not return symbolic tensors like the layer's outputs")
+    return keras.Model(fresh, flat, name=f"{layer.name}_call")
+
+
+def _first_line(error: Exception) -> str:
+    text = (str(error).strip().splitlines() or [""])[0][:200]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def layers_inside(layer: Any) -> list[Any]:
+    """Every layer nested in ``layer`` (not ``layer`` itself), depth first."""
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is None:
+        return []
+    return list(flatten(include_self=False, recursive=True))
+
+
+LayerFactory = Callable[[Call], Any]
+
+
+def rebuild(graph: Graph, replace: LayerFactory) -> keras.Model:
+    """Call the graph's layers again on new inputs.
+
+    ``replace(call)`` returns the layer object to call (the original, or a
+    replacement); it is asked once per distinct layer, so shared layers stay
+    shared.
+    """
+    tensors: dict[int, Any] = {}
+    inputs = []
+    for spec in graph.inputs:
+        tensor = keras.Input(batch_shape=(None, *spec.shape[1:]), dtype=spec.dtype, name=spec.name)
+        tensors[spec.id] = tensor
+        inputs.append(tensor)
+    chosen: dict[int, Any] = {}
+
+    def resolve(leaf: Any) -> Any:
+        return tensors[leaf.id] if isinstance(leaf, Ref) else leaf
+
+    for call in graph.calls:
+        if id(call.layer) not in chosen:
+            chosen[id(call.layer)] = replace(call)
+        layer = chosen[id(call.layer)]
+        result = layer(
+            *tree.map_structure(resolve, call.args), **tree.map_structure(resolve, call.kwargs)
+        )
+        for tensor_id, tensor in zip(call.outputs, tree.flatten(result), strict=True):
+            tensors[tensor_id] = tensor
+    outputs = [tensors[tensor_id] for tensor_id in graph.outputs]
+    return keras.Model(inputs, outputs, name=f"{graph.name}_folded")

@@ -1,0 +1,178 @@
+"""A TensorFlow SavedModel in: its serving signature converted to ONNX, then folded
+on the ONNX graph like any ONNX model, and verified against the signature itself.
+
+A SavedModel has no Keras layers, only a TensorFlow graph. Its serving
+signature (``serving_default`` unless another is named) is frozen and converted
+by tf2onnx **without the rewrites that would fold BatchNormalization away
+before this project sees it** (``folding.export.tf2onnx_convert``, shared with the
+general Keras exporter). So ``unfolded.onnx`` still holds every BN as its own ops; the folding
+(``folding.onnx_fold``) then says where each one went.
+
+Before anything in the SavedModel runs, ``folding.sources.saved_model_scan`` reads its
+protobuf and refuses graphs that reach outside the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from folding.errors import ExportError, ModelLoadError, VerificationError
+from folding.sources.saved_model_scan import SAVED_MODEL_FILE, SignatureSpec, check_saved_model
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+@dataclass
+class ServingFunction:
+    """A SavedModel's signature: flat lists of arrays in and out, in key order."""
+
+    spec: SignatureSpec
+    function: Any
+    keepalive: Any  # the loaded object: the function's variables live as long as it does
+
+    def __call__(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        import tensorflow as tf
+
+        feed = {
+            key: tf.constant(array) for key, array in zip(self.spec.inputs, arrays, strict=True)
+        }
+        try:
+            result = self.function(**feed)
+        except tf.errors.OpError as error:
+            raise VerificationError(
+                f"signature '{self.spec.name}' failed when run on the probe inputs: "
+                f"{type(error).__name__}: {_reason(error)}"
+            ) from None
+        return [np.asarray(result[key]) for key in self.spec.outputs]
+
+
+_TF_ERROR_NOISE = ("Graph execution error", "Detected at node", "<stack traces", "[[{{node")
+
+
+def _reason(error: Exception) -> str:
+    """The line of a TensorFlow error that says what failed, without its traceback; an
+    assertion's message (which may carry the tensors it checked) is left out."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    useful = [line for line in lines if line and not line.startswith(_TF_ERROR_NOISE)]
+    reason = useful[0] if useful else "no message"
+    if "assertion failed" in reason.lower():
+        return "an assertion in the model failed"
+    return reason[:300]
+
+
+def is_saved_model(path: Path) -> bool:
+    return Path(path).is_dir()
+
+
+def load_saved_model(
+    directory: Path,
+    signature: str = DEFAULT_SIGNATURE,
+    label: str | None = None,
+    *,
+    scan: bool = True,
+) -> ServingFunction:
+    """Check ``directory`` (see ``folding.sources.saved_model_scan``), then load its signature.
+
+    ``scan=False`` skips the check (tests of the confinement behind it only: whatever
+    the SavedModel does then runs)."""
+    directory = Path(directory)
+    label = label or directory.name
+    if not directory.is_dir():
+        raise ModelLoadError(f"no such directory: {directory}")
+    if not (directory / SAVED_MODEL_FILE).is_file():
+        raise ModelLoadError(
+            f"'{label}' is a directory but not a SavedModel: it has no {SAVED_MODEL_FILE}"
+        )
+    spec = check_saved_model(directory, signature, label) if scan else None
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(directory), tags=["serve"])
+    except Exception as error:  # TensorFlow raises many kinds for a broken SavedModel
+        reason = _load_failure(error, tf)[:300]
+        raise ModelLoadError(f"'{label}' could not be loaded as a SavedModel: {reason}") from None
+    function = loaded.signatures[signature]
+    if spec is None:  # unscanned: the keys of the loaded signature itself
+        outputs = sorted(function.structured_outputs)
+        spec = SignatureSpec(signature, sorted(function.structured_input_signature[1]), outputs)
+    return ServingFunction(spec, function, loaded)
+
+
+def _load_failure(error: Exception, tf: Any) -> str:
+    """What went wrong, in one line: an op that failed while loading (a file it may not
+    read, under the fold worker's confinement) is named by its own message, not by
+    "Graph execution error:" and the Python stack TensorFlow puts before it."""
+    if not isinstance(error, tf.errors.OpError):
+        return (str(error).strip().splitlines() or [type(error).__name__])[0]
+    lines = [
+        line
+        for line in error.message.splitlines()
+        if line.strip()
+        and not line[0].isspace()
+        and not line.startswith(("Graph execution error", "Detected at node", "[["))
+    ]
+    last = lines[-1] if lines else type(error).__name__
+    return re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", last)
+
+
+def export_signature(serving: ServingFunction, opset: int = 17) -> onnx.ModelProto:
+    """The signature as ONNX, every BatchNormalization still its own ops; graph inputs
+    and outputs carry the signature's keys."""
+    import tensorflow as tf
+
+    from folding.export.exporters import _quiet_loggers, _rename_outputs
+    from folding.export.tf2onnx_convert import convert_function
+
+    concrete = serving.function
+    # the signature's own inputs come first; after them, what the function captures
+    # (variables, and constant tensors such as a Normalization layer's mean), frozen below
+    own_inputs = concrete.inputs[: len(concrete.inputs) - len(concrete.captured_inputs)]
+    input_names = [t.name for t in own_inputs if t.dtype != tf.resource]
+    output_names = [t.name for t in concrete.outputs if t.dtype != tf.resource]
+    if len(input_names) != len(serving.spec.inputs):
+        raise ExportError(
+            f"signature '{serving.spec.name}' has {len(serving.spec.inputs)} inputs but its "
+            f"function takes {len(input_names)}"
+        )
+    renames = dict(zip(input_names, serving.spec.inputs, strict=True))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_loggers("tf2onnx"):
+            proto = convert_function(concrete, input_names, output_names, renames, opset)
+    except Exception as error:  # tf2onnx raises bare exceptions of many kinds
+        first = (str(error).strip().splitlines() or [""])[0][:300]
+        raise ExportError(f"ONNX conversion failed: {type(error).__name__}: {first}") from None
+    _rename_outputs(proto.graph, serving.spec.outputs)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as error:
+        first = str(error).strip().splitlines()[0]
+        raise ExportError(f"ONNX conversion produced an invalid graph: {first}") from None
+    return proto
+
+
+def fold_saved_model_to_directory(
+    serving: ServingFunction,
+    directory: Path,
+    *,
+    opset: int = 17,
+    name: str = "model",
+    **verification: Any,
+) -> Any:
+    """Convert, fold and verify: model.onnx, unfolded.onnx and report.json in ``directory``.
+
+    ``verification``: rtol, export_rtol, noise_factor, samples, probe_path, as for
+    ``folding.onnx_pipeline.fold_onnx_to_directory``; the reference is the signature."""
+    from folding.onnx_pipeline import fold_onnx_to_directory
+
+    exported = export_signature(serving, opset)
+    return fold_onnx_to_directory(
+        exported, directory, name=name, reference=serving, exporter="tf2onnx", **verification
+    )

@@ -1,0 +1,1 @@
+"""Serving engines other than the plain uvicorn server: Ray Serve (``ray``)."""

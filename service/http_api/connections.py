@@ -1,0 +1,195 @@
+"""The HTTP connection guard: bounds on what one connection may send, and how slowly.
+
+uvicorn's httptools protocol puts no bound on a request's head: an endless header
+line is accumulated (by repeated ``bytes`` concatenation, in quadratic time) for as
+long as the client keeps sending, and a connection that sends nothing, or its body
+one byte at a time, is held forever. ``GuardedHttpProtocol`` is that protocol with
+
+- a head limit: the request line and headers together at most ``max_header_bytes``
+  and ``max_headers`` header fields, else ``431`` and the connection is closed;
+- a head deadline: the whole head within ``header_timeout`` seconds of the
+  connection opening (first request) or of its first byte (later ones), else ``408``;
+- a body deadline (Apache ``mod_reqtimeout``'s ``body=...,MinRate=...``): the body
+  within ``body_timeout`` seconds of the head, extended by one second for every
+  ``body_min_rate`` bytes received, else ``408``. Time the server itself does not
+  read (the application has not asked for more of the body) does not count.
+
+Every refusal is ``{"error": "..."}`` with ``Connection: close``. The protocol is
+given to uvicorn as ``http=functools.partial(GuardedHttpProtocol, limits=...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from service.protocols.codecs import to_json
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    body_timeout: float = 20.0
+    body_min_rate: int = 1024
+
+
+class _TooManyHeaders(Exception):
+    """Raised inside the parser's header callback; it ends that ``feed_data``."""
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+        self._in_head = True
+        self._head_bytes = 0
+        self._header_count = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_deadline = 0.0
+
+    # -- connection --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        if self._in_head:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as error:
+            if isinstance(error.__context__, _TooManyHeaders):
+                self._refuse(431, f"request has more than {self.limits.max_headers} header fields")
+                return
+            self._bad_request()
+            return
+        except httptools.HttpParserError:
+            self._bad_request()
+            return
+        except httptools.HttpParserUpgrade:
+            self._cancel_timers()  # the connection is another protocol's from here on
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        if self._in_head and self._head_bytes > self.limits.max_header_bytes:
+            self._refuse(
+                431,
+                f"request line and headers exceed {self.limits.max_header_bytes} bytes",
+            )
+
+    def _bad_request(self) -> None:
+        message = "Invalid HTTP request received."
+        self.logger.warning(message)
+        self.send_400_response(message)
+
+    # -- parser callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_count = 0
+        if self._head_timer is None:
+            self._arm_head_timer()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            raise _TooManyHeaders
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        self._body_deadline = self.loop.time() + self.limits.body_timeout
+        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._check_body)
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_deadline += len(body) / self.limits.body_min_rate
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        self._in_head = True
+        self._head_bytes = 0
+        super().on_message_complete()
+
+    # -- deadlines -----------------------------------------------------------------
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self._refuse(
+                408, f"request headers not received within {self.limits.header_timeout:g} s"
+            )
+
+    def _check_body(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing() or self._in_head:
+            return
+        now = self.loop.time()
+        if self.flow.read_paused:  # the application is not reading: not the client's doing
+            self._body_deadline = max(self._body_deadline, now + self.limits.body_timeout)
+        if now < self._body_deadline:
+            self._body_timer = self.loop.call_later(self._body_deadline - now, self._check_body)
+            return
+        if self.cycle is not None and self.cycle.response_complete:
+            self.transport.close()  # answered already; the rest of the body is not wanted
+            return
+        self._refuse(
+            408,
+            f"request body not received in time (at least {self.limits.body_min_rate} bytes/s "
+            f"after the first {self.limits.body_timeout:g} s)",
+        )
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` with ``{"error": message}`` and close the connection; an
+        application still running on this request sees the client gone."""
+        self._cancel_timers()
+        cycle = self.cycle
+        answered = cycle is not None and cycle.response_started and not cycle.response_complete
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        if not answered:
+            body = to_json({"error": message})
+            head = [STATUS_LINE[status]]
+            for name, value in self.server_state.default_headers:
+                head.extend([name, b": ", value, b"\r\n"])
+            head.extend(
+                [
+                    b"content-type: application/json\r\n",
+                    b"content-length: " + str(len(body)).encode() + b"\r\n",
+                    b"connection: close\r\n\r\n",
+                    body,
+                ]
+            )
+            self.transport.write(b"".join(head))
+        self.transport.close()

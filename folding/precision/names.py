@@ -1,5 +1,5 @@
 """The precisions a folded model can be given and the file each passing variant is
-written to. Light on purpose: the serving process reads these without ONNX Runtime."""
+written to (the serving process reads these to find a model's variants)."""
 
 from __future__ import annotations
 

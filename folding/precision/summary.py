@@ -11,7 +11,6 @@ from folding.precision.latency import LATENCY_BATCHES
 
 def variants_summary(directory: Path, report_file: str = "report.json") -> str:
     """A few lines for people: each variant, its verdict, agreement, error and speed."""
-
     variants = json.loads((Path(directory) / report_file).read_text()).get("variants", [])
     return "\n".join(describe(variant) for variant in variants)
 

@@ -129,7 +129,7 @@ def learning_rate_sweep(keras, data, seeds: int, epochs: int, batch_size: int) -
 
 def dropout_placements(keras, data, seeds: int, epochs: int, batch_size: int) -> list[DropoutRun]:
     from folding.diagnostics import variance_shift
-    from folding.keras_graph.fold import batch_norm_params
+    from folding.keras_graph.batch_norm import batch_norm_params
     from folding.keras_graph.recalibrate import input_statistics, recalibrate
 
     x_train, x_test, _, y_test = data

@@ -4,7 +4,7 @@
 
 Each keras.applications family is built with ``weights=None`` (nothing is
 downloaded), its BN statistics randomised the way bench/applications.py does,
-folded, and its variants made by ``folding.precision.variants`` (int8 calibrated on 32
+folded, and its variants made by ``folding.precision`` (int8 calibrated on 32
 random images: agreement on a random-weight network proves little, so accuracy
 is judged on the digits conv net, trained here on scikit-learn's bundled digits
 and judged on held-out rows). Latencies are medians of interleaved runs in one
@@ -69,7 +69,7 @@ def accuracy(path: Path, images: np.ndarray, labels: np.ndarray) -> float:
 
 
 def measure(name: str, directory: Path, rows: list[np.ndarray], held_out=None) -> list[dict]:
-    from folding.precision.variants import make_variants
+    from folding.precision import make_variants
 
     started = time.perf_counter()
     variants = make_variants(directory, ["fp16", "int8"], rows, rows_source="calibration")

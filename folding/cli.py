@@ -124,7 +124,7 @@ def run_fold(args: argparse.Namespace) -> int:
         raise FoldingError(f"--export-rtol must be positive, got {args.export_rtol}")
     if args.noise_factor < 0:
         raise FoldingError(f"--noise-factor must be 0 or more, got {args.noise_factor}")
-    from folding.precision.variants import parse_precisions
+    from folding.precision import parse_precisions
 
     args.precisions = parse_precisions(args.precision)
     if args.calibration is not None and not args.precisions:
@@ -229,7 +229,7 @@ def _publish(args: argparse.Namespace, fold, unfolded: str = "unfolded.onnx") ->
     def build(staging: Path):
         report = fold(staging)
         if getattr(args, "precisions", ()):
-            from folding.precision.variants import add_variants
+            from folding.precision import add_variants
 
             add_variants(
                 staging,
@@ -243,7 +243,7 @@ def _publish(args: argparse.Namespace, fold, unfolded: str = "unfolded.onnx") ->
     report = publish_directory(build, args.output)
     print(report.summary())
     if getattr(args, "precisions", ()):
-        from folding.precision.variants import variants_summary
+        from folding.precision import variants_summary
 
         print(variants_summary(args.output))
     print(f"wrote {args.output}/model.onnx, {unfolded}, report.json")

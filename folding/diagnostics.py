@@ -24,6 +24,7 @@ Every function takes numpy arrays and returns plain values.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -113,42 +114,46 @@ def diagnose(
 ) -> BatchNormDiagnostics:
     """All checks on one BN. ``folded`` holds the arrays the BN ends up in (the
     absorbing layer's new kernel and bias, or a kept BN's own scale and shift)."""
-    dead = dead_channels(bn)
-    tiny = tiny_variance_channels(bn)
-    spread = scale_spread(bn)
-    overflow = fp16_overflow(folded)
-    shift = None if observed_variance is None else variance_shift(bn, observed_variance)
-    flags = []
+    measured = BatchNormDiagnostics(
+        dead_channels=dead_channels(bn),
+        tiny_variance_channels=tiny_variance_channels(bn),
+        scale_spread=scale_spread(bn),
+        fp16_overflow=fp16_overflow(folded),
+        variance_shift=None if observed_variance is None else variance_shift(bn, observed_variance),
+    )
+    return dataclasses.replace(measured, flags=flags(measured))
+
+
+def flags(diagnostics: BatchNormDiagnostics) -> list[str]:
+    """What ``diagnostics`` warn of, in words for the report."""
+    dead = diagnostics.dead_channels
+    tiny = diagnostics.tiny_variance_channels
+    spread = diagnostics.scale_spread
+    shift = diagnostics.variance_shift
+    found = []
     if dead:
-        flags.append(
+        found.append(
             f"{len(dead)} dead channel(s) {_head(dead)}: |gamma| or |scale| below "
             f"{DEAD_FRACTION:g} x the median, the channel outputs a constant"
         )
     if tiny:
-        flags.append(
+        found.append(
             f"{len(tiny)} channel(s) {_head(tiny)} with moving_variance < "
             f"{TINY_VARIANCE_EPSILONS:g} x epsilon: the fold multiplies by ~1/sqrt(epsilon)"
         )
     if spread is not None and spread > SCALE_SPREAD_LIMIT:
-        flags.append(
+        found.append(
             f"scale spread {spread:.3g} > {SCALE_SPREAD_LIMIT:g}: per-tensor int8 quantisation "
             "of the folded weights loses the small channels; quantise per channel"
         )
-    if overflow:
-        flags.append(f"folded weights exceed the float16 range ({FLOAT16_MAX:g})")
+    if diagnostics.fp16_overflow:
+        found.append(f"folded weights exceed the float16 range ({FLOAT16_MAX:g})")
     if shift is not None and shift > VARIANCE_SHIFT_LIMIT:
-        flags.append(
+        found.append(
             f"variance shift {shift:.3g} > {VARIANCE_SHIFT_LIMIT:g}: the input's variance at "
             "inference differs from moving_variance; recalibrate on representative data"
         )
-    return BatchNormDiagnostics(
-        dead_channels=dead,
-        tiny_variance_channels=tiny,
-        scale_spread=spread,
-        fp16_overflow=overflow,
-        variance_shift=shift,
-        flags=flags,
-    )
+    return found
 
 
 def _head(indices: list[int], shown: int = 8) -> str:

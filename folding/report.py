@@ -165,6 +165,19 @@ class OutputCheck:
     argmax_agreement: float | None = None
 
 
+class _LargestOverOutputs:
+    """A read-only attribute of a ``Verification``: the largest of its outputs' own
+    attribute of the same name."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, verification: Verification | None, owner: type | None = None) -> Any:
+        if verification is None:
+            return self
+        return max((getattr(o, self.name) for o in verification.outputs), default=0.0)
+
+
 @dataclass(frozen=True)
 class Verification:
     """``failure`` is None, "fold" (folding changed the answers) or "export" (the
@@ -187,21 +200,11 @@ class Verification:
             return f"failed ({self.failure})"
         return "inconclusive" if self.inconclusive else "passed"
 
-    @property
-    def fold_error(self) -> float:
-        return max((o.fold_error for o in self.outputs), default=0.0)
-
-    @property
-    def export_error(self) -> float:
-        return max((o.export_error for o in self.outputs), default=0.0)
-
-    @property
-    def max_rel_error(self) -> float:
-        return max((o.max_rel_error for o in self.outputs), default=0.0)
-
-    @property
-    def max_abs_error(self) -> float:
-        return max((o.max_abs_error for o in self.outputs), default=0.0)
+    # the largest over the outputs (0.0 without outputs)
+    fold_error = _LargestOverOutputs()
+    export_error = _LargestOverOutputs()
+    max_rel_error = _LargestOverOutputs()
+    max_abs_error = _LargestOverOutputs()
 
 
 @dataclass(frozen=True)

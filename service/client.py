@@ -303,7 +303,7 @@ def _print_report_summary(report: dict[str, Any]) -> None:
     elif diagnostics:
         print(f"diagnostics: none of {diagnostics.get('checked', 0)} BatchNormalizations flagged")
     if report.get("variants"):
-        from folding.precision.variants import describe
+        from folding.precision import describe
 
         for variant in report["variants"]:
             print(describe(variant))

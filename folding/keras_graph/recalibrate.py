@@ -21,7 +21,7 @@ from keras import layers
 
 from folding.diagnostics import variance_shift
 from folding.errors import FoldingError, ProbeError
-from folding.keras_graph.fold import batch_norm_params, batch_norm_stats
+from folding.keras_graph.batch_norm import batch_norm_params, batch_norm_stats
 from folding.keras_graph.graph import Call, Graph, rebuild, trace
 from folding.report import RecalibratedLayer, Recalibration
 

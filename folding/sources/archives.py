@@ -15,7 +15,8 @@ import shutil
 import stat
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -134,6 +135,28 @@ def _place(target: Path, relative: PurePosixPath) -> Path:
     return path
 
 
+def _write_entries(
+    target: Path,
+    label: str,
+    limits: ArchiveLimits,
+    entries: Iterable[tuple[str, bool, Callable[[], BinaryIO]]],
+) -> None:
+    """Write each checked entry (its name, whether it is a directory, how to open it)
+    under ``target``, skipping metadata folders, within ``limits``' byte budget."""
+    budget = _Budget(label, limits)
+    for name, is_directory, open_entry in entries:
+        relative = _safe_name(name, label)
+        if relative is None or _skipped(relative):
+            continue
+        path = _place(target, relative)
+        if is_directory:
+            _make_parent(path / "entry", relative, label)
+            continue
+        _make_parent(path, relative, label)
+        with open_entry() as source:
+            budget.copy(source, path)
+
+
 def _extract_zip(archive: Path, target: Path, label: str, limits: ArchiveLimits) -> None:
     try:
         with zipfile.ZipFile(archive) as handle:
@@ -155,18 +178,12 @@ def _extract_zip(archive: Path, target: Path, label: str, limits: ArchiveLimits)
                         f"'{label}' is encrypted ({entry.filename!r}); upload it unencrypted"
                     )
             _check_unique([entry.filename for entry in entries], label)
-            budget = _Budget(label, limits)
-            for entry in entries:
-                relative = _safe_name(entry.filename, label)
-                if relative is None or _skipped(relative):
-                    continue
-                path = _place(target, relative)
-                if entry.is_dir():
-                    _make_parent(path / "entry", relative, label)
-                    continue
-                _make_parent(path, relative, label)
-                with handle.open(entry) as source:
-                    budget.copy(source, path)
+            _write_entries(
+                target,
+                label,
+                limits,
+                ((e.filename, e.is_dir(), partial(handle.open, e)) for e in entries),
+            )
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError) as error:
         raise ModelLoadError(f"'{label}' is not a readable .zip archive: {error}") from None
 
@@ -219,23 +236,21 @@ def _extract_tar(archive: Path, target: Path, label: str, limits: ArchiveLimits)
             for member in members:
                 _safe_name(member.name, label)
             _check_unique([m.name + ("/" if m.isdir() else "") for m in members], label)
-            budget = _Budget(label, limits)
-            for member in members:
-                relative = _safe_name(member.name, label)
-                if relative is None or _skipped(relative):
-                    continue
-                path = _place(target, relative)
-                if member.isdir():
-                    _make_parent(path / "entry", relative, label)
-                    continue
-                _make_parent(path, relative, label)
-                source = handle.extractfile(member)
-                if source is None:
-                    raise ModelLoadError(f"'{label}': entry {member.name!r} cannot be read")
-                with source:
-                    budget.copy(source, path)
+            _write_entries(
+                target,
+                label,
+                limits,
+                ((m.name, m.isdir(), partial(_open_member, handle, m, label)) for m in members),
+            )
     except (tarfile.TarError, EOFError, OSError) as error:
         raise ModelLoadError(f"'{label}' is not a readable .tar.gz archive: {error}") from None
+
+
+def _open_member(handle: tarfile.TarFile, member: tarfile.TarInfo, label: str) -> BinaryIO:
+    source = handle.extractfile(member)
+    if source is None:
+        raise ModelLoadError(f"'{label}': entry {member.name!r} cannot be read")
+    return source
 
 
 def _saved_model_root(target: Path, label: str) -> Path:

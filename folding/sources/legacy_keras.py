@@ -14,6 +14,7 @@ The translation works on the JSON config only; nothing in it is executed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,22 +113,24 @@ def translate_config(config: Any, label: str) -> tuple[Any, Translation]:
     return translated, translation
 
 
-def _collect_renames(config: Any, renames: dict[str, str]) -> None:
-    names: set[str] = set()
+def _dicts_in(config: Any) -> Iterator[dict]:
+    """Every dict nested anywhere in ``config`` (lists and dicts), ``config`` too."""
     stack = [config]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            inner = item.get("config")
-            if (
-                "class_name" in item
-                and isinstance(inner, dict)
-                and isinstance(inner.get("name"), str)
-            ):
-                names.add(inner["name"])
+            yield item
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+
+
+def _collect_renames(config: Any, renames: dict[str, str]) -> None:
+    names: set[str] = set()
+    for item in _dicts_in(config):
+        inner = item.get("config")
+        if "class_name" in item and isinstance(inner, dict) and isinstance(inner.get("name"), str):
+            names.add(inner["name"])
     for name in sorted(names):
         if "/" not in name:
             continue
@@ -144,20 +147,14 @@ def _built_sequentials(config: Any) -> set[str]:
     model a node of its own, so a Functional model that calls it refers to node 1
     for its first call; Keras 3 does that for Functional models only."""
     names: set[str] = set()
-    stack = [config]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            inner = item.get("config")
-            if item.get("class_name") == "Sequential" and isinstance(inner, dict):
-                layers = inner.get("layers") or [{}]
-                first = layers[0] if isinstance(layers[0], dict) else {}
-                first_config = first.get("config") if isinstance(first.get("config"), dict) else {}
-                if first.get("class_name") == "InputLayer" or "batch_input_shape" in first_config:
-                    names.add(str(inner.get("name")))
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+    for item in _dicts_in(config):
+        inner = item.get("config")
+        if item.get("class_name") == "Sequential" and isinstance(inner, dict):
+            layers = inner.get("layers") or [{}]
+            first = layers[0] if isinstance(layers[0], dict) else {}
+            first_config = first.get("config") if isinstance(first.get("config"), dict) else {}
+            if first.get("class_name") == "InputLayer" or "batch_input_shape" in first_config:
+                names.add(str(inner.get("name")))
     return names
 
 

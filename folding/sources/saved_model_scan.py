@@ -34,28 +34,28 @@ loader will really run, found the way the loader finds it - through the
   and returns, a ``DatasetFromGraph`` whose graph is computed while it runs.
 
 A refusal names the op (or the name) and the function it is in.
+
+Which functions loading calls is read in ``saved_model_objects``, what they reach
+in ``saved_model_graph``; the op lists are in ``saved_model_ops``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from folding.errors import ModelLoadError, UnsafeModelError
+from folding.sources.saved_model_graph import REFUSED, Body, own_ops, reach, reach_from
+from folding.sources.saved_model_objects import (
+    functions_run_on_load,
+    object_graph_functions,
+    signature_functions,
+)
 from folding.sources.saved_model_ops import CHECKPOINT_OPS, DENIED_OPS, PLUMBING_OPS, STATE_OPS
 
 SAVED_MODEL_FILE = "saved_model.pb"
 MAX_SAVED_MODEL_PB_BYTES = 512 * 1024**2
-MAX_EMBEDDED_DEPTH = 4
-"""How deeply ``DatasetFromGraph`` graphs may nest inside each other."""
-
-EMBEDDING_OPS = frozenset({"DatasetFromGraph"})
-"""Ops whose ``graph_def`` input is a serialized GraphDef that runs when they do."""
-
-_RESOURCE_FUNCTIONS = ("_create_resource", "_initialize", "_destroy_resource")
-_REFUSED = "it is refused and nothing in it was run"
 
 
 @dataclass(frozen=True)
@@ -65,18 +65,6 @@ class SignatureSpec:
     name: str
     inputs: list[str]
     outputs: list[str]
-
-
-@dataclass(frozen=True)
-class _Body:
-    """NodeDefs that run together - a library function, or a graph embedded in a node -
-    and the library their calls resolve in."""
-
-    where: str
-    nodes: Sequence[Any]
-    library: Mapping[str, Any]
-    depth: int = 0
-    scope: str = ""  # the embedded graph this body belongs to, if any
 
 
 def convertible_ops() -> frozenset[str]:
@@ -131,16 +119,16 @@ def check_saved_model(directory: Path, signature: str, label: str) -> SignatureS
     objects = meta.object_graph_def
     library = {function.signature.name: function for function in meta.graph_def.library.function}
 
-    served = _signature_functions(objects, signature, library)
-    serving = _reach(served, library, strict=True)
-    on_load = _reach(_functions_run_on_load(objects, library), library, strict=True)
-    loadable = _reach(_object_graph_functions(objects, library), library, strict=True)
+    served = signature_functions(objects, signature, library)
+    serving = reach(served, library, strict=True)
+    on_load = reach(functions_run_on_load(objects, library), library, strict=True)
+    loadable = reach(object_graph_functions(objects, library), library, strict=True)
     reached = {body.where for body in (*serving, *on_load, *loadable)}
     rest = [
-        body for body in _reach(sorted(library), library, strict=False) if body.where not in reached
+        body for body in reach(sorted(library), library, strict=False) if body.where not in reached
     ]
-    graph = _Body("the SavedModel's graph", meta.graph_def.node, library)
-    rest += _reach_from([graph], strict=False)
+    graph = Body("the SavedModel's graph", meta.graph_def.node, library)
+    rest += reach_from([graph], strict=False)
 
     for body in serving:
         _refuse_denied(body, "serving path")
@@ -154,19 +142,19 @@ def check_saved_model(directory: Path, signature: str, label: str) -> SignatureS
         _refuse_denied(body, "graph", ignored=CHECKPOINT_OPS)
     allowed = convertible_ops()
     for body in serving:
-        for op in _own_ops(body):
+        for op in own_ops(body):
             if op not in allowed:
                 raise UnsafeModelError(
                     f"the SavedModel's serving path uses op '{op}' ({body.where}), which has "
                     "no ONNX form here; it is refused before anything runs"
                 )
     for body in on_load:
-        for op in _own_ops(body):
+        for op in own_ops(body):
             if op not in allowed and op not in STATE_OPS:
                 raise UnsafeModelError(
                     f"loading the SavedModel would run op '{op}' (in {body.where}, a "
                     "resource's initialiser or a restore), which is neither a variable or "
-                    f"table op nor one with an ONNX form; {_REFUSED}"
+                    f"table op nor one with an ONNX form; {REFUSED}"
                 )
 
     declared = signatures[signature]
@@ -176,195 +164,14 @@ def check_saved_model(directory: Path, signature: str, label: str) -> SignatureS
     return SignatureSpec(signature, sorted(declared.inputs), sorted(declared.outputs))
 
 
-def _signature_functions(objects: Any, signature: str, library: Mapping[str, Any]) -> list[str]:
-    """The concrete functions ``loaded.signatures[signature]`` runs: the root's
-    ``signatures`` child (a signature map) and, in it, the child named ``signature``."""
-    nodes = objects.nodes
-    signature_map = _child(objects, 0, "signatures")
-    if signature_map is None or nodes[signature_map].user_object.identifier != "signature_map":
-        raise UnsafeModelError(
-            "the SavedModel's object graph has no signature map, so the functions loading "
-            f"would run for signature '{signature}' are unknown; {_REFUSED}"
-        )
-    node_id = _child(objects, signature_map, signature)
-    if node_id is None:
-        raise UnsafeModelError(
-            f"signature '{signature}' is declared but is not in the SavedModel's object graph "
-            f"(what loading would run); {_REFUSED}"
-        )
-    names = _concrete_functions_of(nodes[node_id])
-    if not names:
-        raise UnsafeModelError(
-            f"signature '{signature}' in the SavedModel's object graph is not a function; "
-            f"{_REFUSED}"
-        )
-    _require_in_library(names, library, f"signature '{signature}'")
-    return names
-
-
-def _child(objects: Any, node_id: int, local_name: str) -> int | None:
-    for child in objects.nodes[node_id].children:
-        if child.local_name == local_name and 0 <= child.node_id < len(objects.nodes):
-            return child.node_id
-    return None
-
-
-def _concrete_functions_of(node: Any) -> list[str]:
-    kind = node.WhichOneof("kind")
-    if kind == "function":
-        return list(node.function.concrete_functions)
-    if kind == "bare_concrete_function":
-        return [node.bare_concrete_function.concrete_function_name]
-    return []
-
-
-def _require_in_library(names: Iterable[str], library: Mapping[str, Any], owner: str) -> None:
-    for name in names:
-        if name not in library:
-            raise UnsafeModelError(
-                f"{owner} names function '{name}', which is not in the SavedModel's "
-                f"function library; {_REFUSED}"
-            )
-
-
-def _functions_run_on_load(objects: Any, library: Mapping[str, Any]) -> list[str]:
-    """The concrete functions loading itself calls: each resource's create / initialise /
-    destroy functions and each saveable's save / restore functions."""
-    node_ids: set[int] = set()
-    for node in objects.nodes:
-        if node.WhichOneof("kind") == "resource":
-            node_ids.update(
-                child.node_id for child in node.children if child.local_name in _RESOURCE_FUNCTIONS
-            )
-        for saveable in node.saveable_objects.values():
-            node_ids.update((saveable.save_function, saveable.restore_function))
-    names: set[str] = set()
-    for node_id in node_ids:
-        if 0 <= node_id < len(objects.nodes):
-            names.update(_concrete_functions_of(objects.nodes[node_id]))
-    _require_in_library(names, library, "the SavedModel's object graph")
-    return sorted(names)
-
-
-def _object_graph_functions(objects: Any, library: Mapping[str, Any]) -> list[str]:
-    """Every function the object graph names: its nodes' functions, its concrete
-    functions, and those captured tensors are read from."""
-    names = set(objects.concrete_functions)
-    for node in objects.nodes:
-        names.update(_concrete_functions_of(node))
-        if node.WhichOneof("kind") == "captured_tensor":
-            names.add(node.captured_tensor.concrete_function)
-    _require_in_library(names, library, "the SavedModel's object graph")
-    return sorted(names)
-
-
-def _reach(roots: Iterable[str], library: Mapping[str, Any], *, strict: bool) -> list[_Body]:
-    """The library functions ``roots`` and every body they reach."""
-    return _reach_from(
-        [_Body(f"function '{name}'", library[name].node_def, library) for name in roots],
-        strict=strict,
-    )
-
-
-def _reach_from(start: list[_Body], *, strict: bool) -> list[_Body]:
-    """``start`` and every body reachable from it. ``strict``: a call to a function the
-    library does not hold is a refusal (on what loading runs it would be resolved some
-    other way, or fail)."""
-    seen = {body.where for body in start}
-    bodies, stack = [], list(start)
-    while stack:
-        body = stack.pop()
-        bodies.append(body)
-        for node in body.nodes:
-            for reached in _reached_from_node(node, body, strict=strict):
-                if reached.where not in seen:
-                    seen.add(reached.where)
-                    stack.append(reached)
-    return bodies
-
-
-def _reached_from_node(node: Any, body: _Body, *, strict: bool) -> Iterator[_Body]:
-    names = list(_called(node))
-    if node.op in body.library:  # a function called as an op
-        names.append(node.op)
-    for name in names:
-        if name in body.library:
-            where = f"function '{name}'" + (f" of {body.scope}" if body.scope else "")
-            yield _Body(where, body.library[name].node_def, body.library, body.depth, body.scope)
-        elif strict:
-            raise UnsafeModelError(
-                f"node '{node.name}' (in {body.where}) calls function '{name}', which is not "
-                f"in the SavedModel's function library; {_REFUSED}"
-            )
-    if node.op in EMBEDDING_OPS:
-        yield from _embedded(node, body)
-
-
-def _embedded(node: Any, body: _Body) -> Iterator[_Body]:
-    """The GraphDef a ``DatasetFromGraph`` node runs: a string constant of the same
-    body, parsed (parsing runs nothing), with its own library in front of the outer one."""
-    from tensorflow.core.framework import graph_pb2
-
-    culprit = f"node '{node.name}' ({node.op}, in {body.where})"
-    if body.depth >= MAX_EMBEDDED_DEPTH:
-        raise UnsafeModelError(
-            f"{culprit} embeds graphs more than {MAX_EMBEDDED_DEPTH} deep; {_REFUSED}"
-        )
-    source = node.input[0].lstrip("^").split(":")[0] if node.input else ""
-    constant = next((n for n in body.nodes if n.name == source and n.op == "Const"), None)
-    tensor = constant.attr["value"].tensor if constant is not None else None
-    if tensor is None or len(tensor.string_val) != 1:
-        raise UnsafeModelError(
-            f"{culprit} builds a dataset from a graph computed while it runs, which cannot "
-            f"be checked; {_REFUSED}"
-        )
-    graph = graph_pb2.GraphDef()
-    try:
-        graph.ParseFromString(tensor.string_val[0])
-    except Exception:  # protobuf's DecodeError
-        raise UnsafeModelError(
-            f"{culprit} embeds a graph that cannot be read; {_REFUSED}"
-        ) from None
-    library = {**body.library, **{f.signature.name: f for f in graph.library.function}}
-    where = f"the dataset graph of node '{node.name}' in {body.where}"
-    yield _Body(where, graph.node, library, body.depth + 1, where)
-    for function in graph.library.function:  # every function it carries may run
-        name = function.signature.name
-        yield _Body(
-            f"function '{name}' of {where}", function.node_def, library, body.depth + 1, where
-        )
-
-
-def _called(node: Any) -> Iterator[str]:
-    """Names of the functions a NodeDef calls through any function-valued attribute,
-    including those passed on to a called function in its own attributes."""
-    yield from _functions_in(node.attr.values())
-
-
-def _functions_in(values: Iterable[Any]) -> Iterator[str]:
-    for value in values:
-        functions = [value.func] if value.HasField("func") else []
-        for function in [*functions, *value.list.func]:
-            if function.name:
-                yield function.name
-            yield from _functions_in(function.attr.values())
-
-
-def _own_ops(body: _Body) -> Iterator[str]:
-    """The ops of ``body`` that are not calls of library functions (checked on their own)."""
-    for node in body.nodes:
-        if node.op not in body.library:
-            yield node.op
-
-
 def _refuse_denied(
-    body: _Body, path: str, note: str = "", ignored: frozenset[str] = frozenset()
+    body: Body, path: str, note: str = "", ignored: frozenset[str] = frozenset()
 ) -> None:
-    for op in _own_ops(body):
+    for op in own_ops(body):
         if op in DENIED_OPS and op not in ignored:
             raise UnsafeModelError(
                 f"the SavedModel's {path} uses op '{op}' (in {body.where}{note}), which "
-                f"reaches outside the model (files, processes or Python); {_REFUSED}"
+                f"reaches outside the model (files, processes or Python); {REFUSED}"
             )
 
 
@@ -378,7 +185,7 @@ def _check_declared_names(declared: Any, signature: str, graph: Any) -> None:
                 raise UnsafeModelError(
                     f"signature '{signature}' {kind} '{key}' names tensor {tensor!r}, which no "
                     "node of the SavedModel's graph produces: the declared signature does not "
-                    f"describe what loading would run; {_REFUSED}"
+                    f"describe what loading would run; {REFUSED}"
                 )
 
 
@@ -398,5 +205,5 @@ def _check_keys(declared: Any, signature: str, function: Any) -> None:
         if keys != expected[kind]:
             raise UnsafeModelError(
                 f"signature '{signature}' declares {kind} {sorted(expected[kind])} but its "
-                f"function in the object graph has {sorted(keys)}; {_REFUSED}"
+                f"function in the object graph has {sorted(keys)}; {REFUSED}"
             )

@@ -334,22 +334,28 @@ def failure_error(
     fault: folding (``failure == "fold"``) or the unfolded export, which already
     differs from ``reference`` ("the Keras model", ...) (``failure == "export"``).
     None when it passed. Every fold path raises through here."""
-    if verification.failure == "fold":
-        worst = max(verification.outputs, key=lambda check: check.fold_error / check.fold_limit)
-        return VerificationError(
+    failure = verification.failure
+    if failure not in ("fold", "export"):
+        return None
+
+    def over_limit(check: OutputCheck) -> float:
+        if failure == "fold":
+            return check.fold_error / check.fold_limit
+        return check.export_error / check.export_limit
+
+    worst = max(verification.outputs, key=over_limit)
+    if failure == "fold":
+        message = (
             f"folding changed output '{worst.name}': the folded model differs from the "
             f"unfolded one by {worst.fold_error:.3g} of the output's scale, over rtol "
             f"{verification.rtol:g} and over {noise_factor:g}x the model's float32 noise "
-            f"({worst.noise or 0:.2g})",
-            report,
+            f"({worst.noise or 0:.2g})"
         )
-    if verification.failure == "export":
-        worst = max(verification.outputs, key=lambda c: c.export_error / c.export_limit)
-        return VerificationError(
+    else:
+        message = (
             f"export problem, not a folding one: the unfolded ONNX export differs from "
             f"{reference} on output '{worst.name}' by {worst.export_error:.3g} of its scale "
             f"(export rtol {verification.export_rtol:g}; folding itself changed it by "
-            f"{worst.fold_error:.3g})",
-            report,
+            f"{worst.fold_error:.3g})"
         )
-    return None
+    return VerificationError(message, report)

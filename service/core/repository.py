@@ -27,7 +27,7 @@ from typing import Any
 
 # Reduced-precision variants written beside model.onnx (``foldserve fold --precision``): each
 # is served as a model of its own, ``<name>-<precision>``, with the base model's versions.
-from folding.precision.variants import PRECISIONS, variant_file
+from folding.precision import PRECISIONS, variant_file
 from service.errors import Conflict, InvalidInput, NotFound
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")

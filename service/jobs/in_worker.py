@@ -128,7 +128,7 @@ def _with_variants(result: dict, out_dir: Path, options: FoldOptions, on_stage: 
     """Make the precision variants of the folded model (a "quantizing" stage) and list
     them in the report; rows of the wrong shape are the upload's fault."""
     from folding.errors import FoldingError, ProbeError
-    from folding.precision.variants import add_variants
+    from folding.precision import add_variants
 
     on_stage("quantizing", None)
     calibration = None if options.calibration is None else Path(options.calibration)

@@ -661,7 +661,7 @@ def name_from_file(file_name: str) -> str:
 def parse_precision(text: str | None) -> tuple[str, ...]:
     """The upload's ``precision`` field, ``"fp16,int8"``: the variants to make."""
     from folding.errors import FoldingError
-    from folding.precision.variants import parse_precisions
+    from folding.precision import parse_precisions
 
     try:
         return parse_precisions(text)

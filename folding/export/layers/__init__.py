@@ -10,13 +10,19 @@ Importing the package registers every handler.
 
 from folding.export.layers import (  # noqa: F401 - each module registers its handlers
     activations,
+    casting,
+    indexing,
+    joining,
     linear,
     merging,
     normalization,
     operations,
+    pooling,
+    products,
+    rearranging,
     reductions,
     shape,
-    tensors,
+    spatial,
 )
 from folding.export.layers.base import emit
 

@@ -11,6 +11,8 @@ import numpy as np
 from keras import layers
 
 from folding.export.layers.base import (
+    HANDLERS,
+    Handler,
     handles,
     handles_named,
     inputs_of,
@@ -145,20 +147,20 @@ def _relu_layer(em: Emitter, call: Call) -> None:
     em.set(call, y, layout)
 
 
-@handles(layers.LeakyReLU)
-def _leaky_relu_layer(em: Emitter, call: Call) -> None:
-    (tensor,) = inputs_of(call)
-    layout = em.layout_of(tensor)
-    alpha = float(call.layer.negative_slope)
-    em.set(call, em.writer.op("LeakyRelu", [em.get(tensor, layout)], "leaky", alpha=alpha), layout)
+def _alpha_layer(op_type: str, attribute: str, hint: str) -> Handler:
+    """A layer that is one ONNX ``op_type`` whose ``alpha`` is the layer's ``attribute``."""
+
+    def handler(em: Emitter, call: Call) -> None:
+        (tensor,) = inputs_of(call)
+        layout = em.layout_of(tensor)
+        alpha = float(getattr(call.layer, attribute))
+        em.set(call, em.writer.op(op_type, [em.get(tensor, layout)], hint, alpha=alpha), layout)
+
+    return handler
 
 
-@handles(layers.ELU)
-def _elu_layer(em: Emitter, call: Call) -> None:
-    (tensor,) = inputs_of(call)
-    layout = em.layout_of(tensor)
-    alpha = float(call.layer.alpha)
-    em.set(call, em.writer.op("Elu", [em.get(tensor, layout)], "elu", alpha=alpha), layout)
+HANDLERS[layers.LeakyReLU] = _alpha_layer("LeakyRelu", "negative_slope", "leaky")
+HANDLERS[layers.ELU] = _alpha_layer("Elu", "alpha", "elu")
 
 
 @handles(layers.Softmax)

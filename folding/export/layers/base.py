@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     from folding.export.direct import Emitter
     from folding.keras_graph.graph import Call
@@ -14,23 +16,27 @@ HANDLERS: dict[type, Handler] = {}
 NAMED_HANDLERS: dict[str, Handler] = {}  # keras.applications' own layers, by class name
 OP_HANDLERS: dict[str, Handler] = {}  # keras.ops operations in a functional graph, by class name
 
+BIG = np.iinfo(np.int64).max  # an ONNX Slice end meaning "to the end"
+SMALL = np.iinfo(np.int64).min  # and, stepping backwards, "past the start"
 
-def handles(*classes: type) -> Callable[[Handler], Handler]:
+
+def _registers(table: dict, keys: tuple) -> Callable[[Handler], Handler]:
+    """A decorator entering its function in ``table`` under each of ``keys``."""
+
     def register(function: Handler) -> Handler:
-        for cls in classes:
-            HANDLERS[cls] = function
+        for key in keys:
+            table[key] = function
         return function
 
     return register
+
+
+def handles(*classes: type) -> Callable[[Handler], Handler]:
+    return _registers(HANDLERS, classes)
 
 
 def handles_named(*names: str) -> Callable[[Handler], Handler]:
-    def register(function: Handler) -> Handler:
-        for name in names:
-            NAMED_HANDLERS[name] = function
-        return function
-
-    return register
+    return _registers(NAMED_HANDLERS, names)
 
 
 class Refused(Exception):
@@ -78,6 +84,14 @@ def inputs_of(call: Call) -> list[int]:
     from folding.export.direct import refs
 
     return refs((call.args, call.kwargs))
+
+
+def sole_input(call: Call) -> int:
+    """The one tensor ``call`` reads; a call reading several is refused."""
+    tensors = inputs_of(call)
+    if len(tensors) != 1:
+        raise unsupported(call, f"expected one tensor argument, got {len(tensors)}")
+    return tensors[0]
 
 
 def rank_of(em: Emitter, tensor: int) -> int:

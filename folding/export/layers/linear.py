@@ -102,24 +102,50 @@ def _conv(
     return w.op("Conv", inputs, hint or call.name, **attributes)
 
 
-@handles(layers.Conv1D, layers.Conv2D, layers.Conv3D)
+@handles(
+    layers.Conv1D,
+    layers.Conv2D,
+    layers.Conv3D,
+    layers.DepthwiseConv1D,
+    layers.DepthwiseConv2D,
+)
 def _conv_layer(em: Emitter, call: Call) -> None:
     (tensor,) = inputs_of(call)
-    layer = call.layer
-    layout = conv_layout(layer)
     arrays = em.weights(call)
-    y = _conv(
+    kernel = arrays["kernel"]
+    if isinstance(call.layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
+        weight, groups = _depthwise_weight(kernel), int(kernel.shape[-2])
+    else:
+        weight, groups = _conv_kernel_to_onnx(kernel), int(getattr(call.layer, "groups", 1))
+    y = _layer_conv(em, call, tensor, weight, _bias(em, call, arrays), groups)
+    layout = conv_layout(call.layer)
+    em.set(call, activate_argument(em, call, y, layout), layout)
+
+
+def _layer_conv(
+    em: Emitter,
+    call: Call,
+    tensor: int,
+    weight: np.ndarray,
+    bias: str | None,
+    groups: int,
+    hint: str = "",
+) -> str:
+    """``tensor`` (in the layer's conv layout) convolved by the ONNX ``weight`` with
+    the layer's own strides, dilation and padding."""
+    layer = call.layer
+    return _conv(
         em,
         call,
-        em.get(tensor, layout),
+        em.get(tensor, conv_layout(layer)),
         em.value(tensor).shape,
-        _conv_kernel_to_onnx(arrays["kernel"]),
-        _bias(em, call, arrays),
+        weight,
+        bias,
         strides=tuple(layer.strides),
         dilation=tuple(layer.dilation_rate),
-        groups=int(getattr(layer, "groups", 1)),
+        groups=groups,
+        hint=hint,
     )
-    em.set(call, activate_argument(em, call, y, layout), layout)
 
 
 def _depthwise_weight(kernel: np.ndarray) -> np.ndarray:
@@ -131,46 +157,14 @@ def _depthwise_weight(kernel: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(moved[:, None])
 
 
-@handles(layers.DepthwiseConv1D, layers.DepthwiseConv2D)
-def _depthwise_layer(em: Emitter, call: Call) -> None:
-    (tensor,) = inputs_of(call)
-    layer = call.layer
-    layout = conv_layout(layer)
-    arrays = em.weights(call)
-    kernel = arrays["kernel"]
-    y = _conv(
-        em,
-        call,
-        em.get(tensor, layout),
-        em.value(tensor).shape,
-        _depthwise_weight(kernel),
-        _bias(em, call, arrays),
-        strides=tuple(layer.strides),
-        dilation=tuple(layer.dilation_rate),
-        groups=int(kernel.shape[-2]),
-    )
-    em.set(call, activate_argument(em, call, y, layout), layout)
-
-
 @handles(layers.SeparableConv1D, layers.SeparableConv2D)
 def _separable_layer(em: Emitter, call: Call) -> None:
     (tensor,) = inputs_of(call)
-    layer = call.layer
-    layout = conv_layout(layer)
+    layout = conv_layout(call.layer)
     arrays = em.weights(call)
     depthwise = arrays["depthwise_kernel"]
-    mid = _conv(
-        em,
-        call,
-        em.get(tensor, layout),
-        em.value(tensor).shape,
-        _depthwise_weight(depthwise),
-        None,
-        strides=tuple(layer.strides),
-        dilation=tuple(layer.dilation_rate),
-        groups=int(depthwise.shape[-2]),
-        hint="depthwise",
-    )
+    weight = _depthwise_weight(depthwise)
+    mid = _layer_conv(em, call, tensor, weight, None, int(depthwise.shape[-2]), "depthwise")
     y = _conv(
         em,
         call,

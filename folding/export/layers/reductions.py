@@ -1,5 +1,5 @@
-"""Reductions and normalisations written as keras.ops calls (``ops.mean(x, axis=[1, 2])``,
-``ops.softmax``, ``ops.layer_norm`` ...).
+"""Reductions, normalisations and scans written as keras.ops calls (``ops.mean(x, axis=[1, 2])``,
+``ops.softmax``, ``ops.layer_norm``, ``ops.average``, ``ops.cumsum`` ...).
 
 A reduction of a channels-first tensor stays channels-first: its axes are
 mapped, so the squeeze-and-excite pattern ``mean over H, W -> conv`` needs no
@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from onnx import TensorProto
 
-from folding.export.layers.base import OP_HANDLERS, Handler, cf_axis, inputs_of, unsupported
+from folding.export.layers.base import (
+    OP_HANDLERS,
+    Handler,
+    cf_axis,
+    inputs_of,
+    sole_input,
+    unsupported,
+)
 from folding.export.layers.operations import constant_array, is_tensor
 
 if TYPE_CHECKING:
@@ -250,6 +257,29 @@ def _batch_norm_op(em: Emitter, call: Call) -> None:
     em.set(call, y, layout)
 
 
+def _cumsum(em: Emitter, call: Call) -> None:
+    tensor = sole_input(call)
+    w = em.writer
+    x = em.get(tensor, "keras")
+    axis = call.layer.axis
+    if axis is None:
+        x, axis = w.op("Reshape", [x, w.ints([-1], "flat")], "flat"), 0
+    axis_name = w.const(np.asarray(int(axis), np.int64), "axis", np.int64)
+    em.set(call, w.op("CumSum", [x, axis_name], call.name))
+
+
+def _average(em: Emitter, call: Call) -> None:
+    tensor = call.args[0].id
+    weights = call.args[1] if len(call.args) > 1 else call.kwargs.get("weights")
+    if weights is not None:
+        raise unsupported(call, "a weighted average")
+    rank = em.value(tensor).rank
+    axis = call.layer.axis
+    axes = list(range(rank)) if axis is None else [int(a) % rank for a in np.ravel(axis)]
+    y = em.writer.reduce("ReduceMean", em.get(tensor, "keras"), axes, call.name, keepdims=0)
+    em.set(call, y)
+
+
 OP_HANDLERS.update(
     {
         "BatchNorm": _batch_norm_op,
@@ -271,5 +301,7 @@ OP_HANDLERS.update(
         "Normalize": _normalize,
         "LayerNorm": _layer_norm,
         "RMSNorm": _rms_norm,
+        "Cumsum": _cumsum,
+        "Average": _average,
     }
 )

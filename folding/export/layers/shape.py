@@ -1,5 +1,4 @@
-"""Pooling ("same" average pooling does not count the padding), padding, cropping,
-resizing and reshaping."""
+"""Padding, cropping, upsampling, flattening, reshaping, permuting and repeating layers."""
 
 from __future__ import annotations
 
@@ -9,13 +8,11 @@ import numpy as np
 from keras import layers
 
 from folding.export.layers.base import (
-    HANDLERS,
-    Handler,
+    BIG,
     channels_last,
     conv_layout,
     handles,
     inputs_of,
-    padding_attributes,
     rank_of,
     unsupported,
 )
@@ -25,72 +22,18 @@ if TYPE_CHECKING:
     from folding.keras_graph.graph import Call
 
 
-def _pool(op_type: str) -> Handler:
-    def handler(em: Emitter, call: Call) -> None:
-        (tensor,) = inputs_of(call)
-        layer = call.layer
-        layout = conv_layout(layer)
-        pool = tuple(layer.pool_size)
-        strides = tuple(layer.strides)
-        attributes: dict[str, Any] = {"kernel_shape": list(pool), "strides": list(strides)}
-        attributes.update(
-            padding_attributes(call, em.value(tensor).shape, pool, strides, (1,) * len(pool))
-        )
-        if op_type == "AveragePool":
-            attributes["count_include_pad"] = 0
-        y = em.writer.op(op_type, [em.get(tensor, layout)], call.name, **attributes)
-        em.set(call, y, layout)
-
-    return handler
-
-
-for _cls in (layers.MaxPooling1D, layers.MaxPooling2D, layers.MaxPooling3D):
-    HANDLERS[_cls] = _pool("MaxPool")
-for _cls in (layers.AveragePooling1D, layers.AveragePooling2D, layers.AveragePooling3D):
-    HANDLERS[_cls] = _pool("AveragePool")
-
-
-def _global_pool(op_type: str) -> Handler:
-    def handler(em: Emitter, call: Call) -> None:
-        (tensor,) = inputs_of(call)
-        layout = conv_layout(call.layer)
-        w = em.writer
-        pooled = w.op(op_type, [em.get(tensor, layout)], call.name)
-        if call.layer.keepdims:
-            em.set(call, pooled, layout)
-        else:
-            flat = w.op("Flatten", [pooled], f"{call.name}_flat", axis=1)
-            if layout == "cf":
-                em.pooled[flat] = pooled
-            em.set(call, flat)
-
-    return handler
-
-
-for _cls in (
-    layers.GlobalAveragePooling1D,
-    layers.GlobalAveragePooling2D,
-    layers.GlobalAveragePooling3D,
-):
-    HANDLERS[_cls] = _global_pool("GlobalAveragePool")
-for _cls in (layers.GlobalMaxPooling1D, layers.GlobalMaxPooling2D, layers.GlobalMaxPooling3D):
-    HANDLERS[_cls] = _global_pool("GlobalMaxPool")
-
-
-def _pairs(value: Any, spatial: int) -> list[tuple[int, int]]:
-    return [tuple(int(v) for v in pair) for pair in value][:spatial]
+def _spatial_pairs(value: Any, rank: int) -> list[tuple[int, int]]:
+    """A padding or cropping layer's argument as (before, after) per spatial axis."""
+    if isinstance(value[0], int):
+        value = [value]
+    return [tuple(int(v) for v in pair) for pair in value][: rank - 2]
 
 
 @handles(layers.ZeroPadding1D, layers.ZeroPadding2D, layers.ZeroPadding3D)
 def _zero_padding(em: Emitter, call: Call) -> None:
     (tensor,) = inputs_of(call)
-    layer = call.layer
-    rank = rank_of(em, tensor)
-    padding = layer.padding
-    if isinstance(padding[0], int):
-        padding = [padding]
-    pairs = _pairs(padding, rank - 2)
-    layout = conv_layout(layer)
+    pairs = _spatial_pairs(call.layer.padding, rank_of(em, tensor))
+    layout = conv_layout(call.layer)
     begin = [0, 0] + [p[0] for p in pairs]
     end = [0, 0] + [p[1] for p in pairs]
     w = em.writer
@@ -113,16 +56,11 @@ def _is_max_pooling(call: Call) -> bool:
 @handles(layers.Cropping1D, layers.Cropping2D, layers.Cropping3D)
 def _cropping(em: Emitter, call: Call) -> None:
     (tensor,) = inputs_of(call)
-    layer = call.layer
     rank = rank_of(em, tensor)
-    cropping = layer.cropping
-    if isinstance(cropping[0], int):
-        cropping = [cropping]
-    pairs = _pairs(cropping, rank - 2)
-    layout = conv_layout(layer)
-    big = np.iinfo(np.int64).max
+    pairs = _spatial_pairs(call.layer.cropping, rank)
+    layout = conv_layout(call.layer)
     starts = [p[0] for p in pairs]
-    ends = [-p[1] if p[1] else big for p in pairs]
+    ends = [-p[1] if p[1] else BIG for p in pairs]
     w = em.writer
     y = w.op(
         "Slice",

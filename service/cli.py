@@ -11,13 +11,14 @@ import sys
 from typing import TYPE_CHECKING
 
 from folding.cli import add_fold_command, run
+from service._compat import Subparsers
 from service.client import add_client_commands
 
 if TYPE_CHECKING:
     from service.settings import Settings
 
 
-def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
+def add_serve_command(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="serve the model repository over HTTP",

@@ -108,9 +108,13 @@ def patch_tf2onnx_for_keras() -> None:
     """Apply the fixes Keras makes to tf2onnx before its own ONNX export (numpy 2's
     removed aliases, which tf2onnx 1.17 still uses; once per process). Keras 3.15.1:
     ``keras.src.export.tf2onnx_lib.patch_tf2onnx``."""
+    import warnings
+
     from keras.src.export.tf2onnx_lib import patch_tf2onnx
 
-    patch_tf2onnx()
+    with warnings.catch_warnings():  # numpy's FutureWarning on the np.object it sets
+        warnings.simplefilter("ignore")
+        patch_tf2onnx()
 
 
 # -- tf2onnx 1.17.0: its handler registry, converter and optimisers --------------------------

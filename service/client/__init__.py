@@ -27,47 +27,18 @@ from service.client.commands import (
     run_upload,
     watch,
 )
-from service.client.http import (
-    DEFAULT_URL,
-    EXIT_AUTH,
-    EXIT_CANCELLED,
-    EXIT_INTERRUPTED,
-    EXIT_NOT_FOUND,
-    EXIT_OK,
-    EXIT_REFUSED,
-    EXIT_UNAVAILABLE,
-    EXIT_USAGE,
-    STAGES,
-    TERMINAL,
-    Client,
-    ClientError,
-    default_url,
-    exit_code_for,
-)
+from service.client.http import *  # noqa: F403 - the exit codes, Client, ClientError, ...
+from service.client.http import __all__ as _http_names
 from service.client.parser import add_client_commands, client_command
 from service.client.rows import JSON_HEADERS, json_content, load_rows, request_body
 
 __all__ = [
+    *_http_names,
     "ACCEPTED",
     "ARTIFACTS",
-    "DEFAULT_URL",
-    "EXIT_AUTH",
-    "EXIT_CANCELLED",
-    "EXIT_INTERRUPTED",
-    "EXIT_NOT_FOUND",
-    "EXIT_OK",
-    "EXIT_REFUSED",
-    "EXIT_UNAVAILABLE",
-    "EXIT_USAGE",
     "JSON_HEADERS",
-    "STAGES",
-    "TERMINAL",
-    "Client",
-    "ClientError",
     "add_client_commands",
     "client_command",
-    "default_url",
-    "exit_code_for",
     "json_content",
     "load_rows",
     "pack_saved_model",

@@ -8,6 +8,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+__all__ = [
+    "DEFAULT_URL",
+    "EXIT_AUTH",
+    "EXIT_CANCELLED",
+    "EXIT_INTERRUPTED",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "STAGES",
+    "TERMINAL",
+    "Client",
+    "ClientError",
+    "default_url",
+    "exit_code_for",
+]
+
 EXIT_OK = 0
 EXIT_REFUSED = 1
 """The server refused the request (a 4xx other than those below), or the fold job failed."""

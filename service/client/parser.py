@@ -11,17 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from service._compat import Subparsers
-from service.client.commands import (
-    ACCEPTED,
-    ARTIFACTS,
-    run_compare,
-    run_delete,
-    run_download,
-    run_jobs,
-    run_list,
-    run_predict,
-    run_upload,
-)
+from service.client import commands
 from service.client.http import (
     DEFAULT_URL,
     EXIT_INTERRUPTED,
@@ -62,7 +52,7 @@ def _upload_arguments(upload: argparse.ArgumentParser) -> None:
     upload.add_argument(
         "model",
         type=Path,
-        help=f"the model: {ACCEPTED}; a directory is packed as .tar.gz and sent",
+        help=f"the model: {commands.ACCEPTED}; a directory is packed as .tar.gz and sent",
     )
     upload.add_argument("--name", help="model name (default: from the file name)")
     upload.add_argument("--probe", type=Path, help=".npy/.npz verification inputs")
@@ -106,7 +96,7 @@ def _delete_arguments(delete: argparse.ArgumentParser) -> None:
 
 def _download_arguments(download: argparse.ArgumentParser) -> None:
     download.add_argument("name", help="model name")
-    download.add_argument("artifact", choices=ARTIFACTS, help="what to download")
+    download.add_argument("artifact", choices=commands.ARTIFACTS, help="what to download")
     download.add_argument("--version", help="version (default: the latest)")
     download.add_argument("-o", "--output", type=Path, help="file to write")
 
@@ -120,23 +110,23 @@ COMMANDS: tuple[tuple[str, str, Any, Any], ...] = (
     (
         "upload",
         "upload a model to a server, which folds it; shows the fold's progress",
-        run_upload,
+        commands.run_upload,
         _upload_arguments,
     ),
-    ("jobs", "list fold jobs, or show, watch or cancel one", run_jobs, _jobs_arguments),
-    ("list", "the server's models and versions", run_list, None),
-    ("predict", "predict with a served model", run_predict, _rows_arguments),
+    ("jobs", "list fold jobs, or show, watch or cancel one", commands.run_jobs, _jobs_arguments),
+    ("list", "the server's models and versions", commands.run_list, None),
+    ("predict", "predict with a served model", commands.run_predict, _rows_arguments),
     (
         "compare",
         "run the folded and unfolded model on the same rows and compare",
-        run_compare,
+        commands.run_compare,
         _compare_arguments,
     ),
-    ("delete", "delete a model, or one version of it", run_delete, _delete_arguments),
+    ("delete", "delete a model, or one version of it", commands.run_delete, _delete_arguments),
     (
         "download",
         "download a version's folded model, unfolded model or report",
-        run_download,
+        commands.run_download,
         _download_arguments,
     ),
 )

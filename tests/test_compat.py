@@ -67,6 +67,16 @@ def test_the_installed_version_is_the_pinned_one_the_quarantine_was_written_agai
     )
 
 
+def test_the_images_cpu_onnx_runtime_is_the_pinned_version():
+    dockerfile = (PYPROJECT.parent / "Dockerfile").read_text()
+    spec = re.search(r'ARG ONNXRUNTIME_SPEC="([^"]+)"', dockerfile)
+    written = service_compat.WRITTEN_AGAINST["onnxruntime"]
+    assert spec and spec.group(1) == f"onnxruntime=={written}", (
+        f"the Dockerfile installs {spec and spec.group(1)}; service/_compat.py was written "
+        f"against onnxruntime {written}"
+    )
+
+
 # -- Keras -----------------------------------------------------------------------------------
 
 

@@ -25,9 +25,10 @@ RUN if ! command -v python3 >/dev/null 2>&1; then \
 
 # ---- build: a virtual environment with foldserve and its dependencies -----------------
 FROM base AS build
-# cpu: the CPU build of ONNX Runtime (a tenth of the size); gpu: onnxruntime-gpu.
+# cpu: the CPU build of ONNX Runtime (a tenth of the size); gpu: onnxruntime-gpu. Both at the
+# version pyproject.toml pins (service/_compat.py uses its internals).
 ARG ORT_VARIANT=cpu
-ARG ONNXRUNTIME_SPEC="onnxruntime>=1.20,<1.32"
+ARG ONNXRUNTIME_SPEC="onnxruntime==1.31.1"
 # fold: TensorFlow too, so the server folds uploads; serve: ONNX Runtime and the service.
 ARG FOLDSERVE_EXTRAS=fold
 WORKDIR /src

@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from folding._compat import Subparsers
 from folding.errors import FoldingError
 
 
-def add_fold_command(subparsers: argparse._SubParsersAction) -> None:
+def add_fold_command(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "fold",
         help="fold a Keras model's BatchNormalization layers and export it to ONNX",

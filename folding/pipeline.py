@@ -51,9 +51,9 @@ def flat_caller(model: Any) -> Callable[[list[Any]], list[Any]]:
     """``model`` as a function from a flat list of inputs to a flat list of outputs."""
     from keras import tree
 
-    structure = getattr(model, "_inputs_struct", None)
-    if structure is None and hasattr(model, "_functional"):
-        structure = model._functional._inputs_struct
+    from folding._compat import input_structure
+
+    structure = input_structure(model)
 
     def call(inputs: list[Any]) -> list[Any]:
         packed = tree.pack_sequence_as(structure, inputs) if structure is not None else inputs[0]

@@ -11,13 +11,14 @@ import sys
 from typing import TYPE_CHECKING
 
 from folding.cli import add_fold_command, run
+from service._compat import Subparsers
 from service.client import add_client_commands
 
 if TYPE_CHECKING:
     from service.settings import Settings
 
 
-def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
+def add_serve_command(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="serve the model repository over HTTP",
@@ -78,14 +79,12 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings()
     except ValidationError as error:
-        print(f"foldserve: error: invalid setting: {error.errors()[0]['msg']}", file=sys.stderr)
-        return 2
+        return usage_error(f"invalid setting: {error.errors()[0]['msg']}")
     if settings.engine == "ray":
         return run_on_ray(settings)
     taken = taken_port(settings)
     if taken is not None:
-        print(f"foldserve: error: {taken}", file=sys.stderr)
-        return 2
+        return usage_error(taken)
     from service.http_api.connections import ConnectionLimits, GuardedHttpProtocol
 
     limits = ConnectionLimits(
@@ -140,19 +139,22 @@ def run_on_ray(settings: Settings) -> int:
     import importlib.util
 
     if importlib.util.find_spec("ray") is None:
-        print(
-            "foldserve: error: --engine ray needs Ray Serve: pip install 'foldserve[ray]' "
-            "(or 'make ray-venv', then .venv-ray/bin/foldserve)",
-            file=sys.stderr,
+        return usage_error(
+            "--engine ray needs Ray Serve: pip install 'foldserve[ray]' "
+            "(or 'make ray-venv', then .venv-ray/bin/foldserve)"
         )
-        return 2
     from service.engines import ray as ray_app
 
     try:
         return ray_app.run(settings)
     except ValueError as error:
-        print(f"foldserve: error: {error}", file=sys.stderr)
-        return 2
+        return usage_error(str(error))
+
+
+def usage_error(message: str) -> int:
+    """``message`` as ``foldserve: error: ...`` on stderr; exit status 2, as argparse's."""
+    print(f"foldserve: error: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,7 +108,8 @@ def export_onnx(
     given names, in order.
     """
     import tensorflow as tf
-    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+    from folding._compat import patch_tf2onnx_for_keras
 
     signature = [
         tf.TensorSpec((None, *spec.shape[1:]), tf.as_dtype(spec.dtype), name=spec.name)
@@ -121,7 +122,7 @@ def export_onnx(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        patch_tf2onnx()
+        patch_tf2onnx_for_keras()
     try:
         with contextlib.redirect_stdout(io.StringIO()), _quiet_loggers("tf2onnx"):
             proto = _convert(forward.get_concrete_function(), len(signature), opset)
@@ -156,13 +157,12 @@ def _convert(concrete: Any, input_count: int, opset: int) -> onnx.ModelProto:
     """``concrete`` through ``folding.export.tf2onnx_convert`` (every BN kept as its own ops);
     only the signature's own inputs become graph inputs: tensors the function captures
     (a Normalization layer's mean and variance, say) are frozen into constants."""
-    from tf2onnx.convert import tensor_names_from_structed
-
+    from folding._compat import tensor_renames
     from folding.export.tf2onnx_convert import convert_function
 
     input_names = [tensor.name for tensor in concrete.inputs[:input_count]]
     output_names = [tensor.name for tensor in concrete.outputs]
-    renames = tensor_names_from_structed(concrete, input_names, output_names)
+    renames = tensor_renames(concrete, input_names, output_names)
     return convert_function(concrete, input_names, output_names, renames, opset)
 
 

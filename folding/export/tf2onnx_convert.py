@@ -1,6 +1,6 @@
 """A TensorFlow concrete function as ONNX through tf2onnx, every BatchNormalization
-still its own ops. The one place that calls tf2onnx's and TensorFlow's private
-conversion APIs (the general exporter and the SavedModel path both come here).
+still its own ops (the general exporter and the SavedModel path both come here); the
+private tf2onnx and TensorFlow conversion APIs it needs are called through ``folding._compat``.
 
 What is left out of tf2onnx's usual pipeline, and why:
 
@@ -26,8 +26,18 @@ from typing import Any
 
 import numpy as np
 import onnx
-from tf2onnx import utils
-from tf2onnx.handler import tf_op
+
+from folding._compat import (
+    freeze_variables,
+    grappler_optimize,
+    numpy_dtype_of,
+    optimize_to_fixed_point,
+    tf2onnx_handler,
+    tf2onnx_optimizers,
+    tf_graph_to_onnx,
+    tf_op_def,
+    unique_node_name,
+)
 
 FUSING_OPTIMIZERS = ("optimize_transpose", "remove_back_to_back")
 """tf2onnx optimisers that merge a BN's Mul / BatchNormalization into a Conv."""
@@ -47,7 +57,7 @@ XLA_ATTRIBUTES = ("_XlaMustCompile", "_noinline")
 """Marks that keep grappler from inlining a function (XLA compiles it whole)."""
 
 
-@tf_op("Erfc")
+@tf2onnx_handler("Erfc")
 class Erfc:
     """``Erfc(x) = 1 - Erf(x)``: ONNX has Erf (opset 9) but no Erfc."""
 
@@ -55,13 +65,13 @@ class Erfc:
     def version_9(cls, ctx: Any, node: Any, **kwargs: Any) -> None:
         dtype = ctx.get_dtype(node.input[0])
         one = ctx.make_const(
-            utils.make_name(f"{node.name}_one"), np.array(1, utils.map_onnx_to_numpy_type(dtype))
+            unique_node_name(f"{node.name}_one"), np.array(1, numpy_dtype_of(dtype))
         )
         node.type = "Erf"
         complement = ctx.insert_new_node_on_output(
             "Sub",
             node.output[0],
-            name=utils.make_name(f"{node.name}_complement"),
+            name=unique_node_name(f"{node.name}_complement"),
             inputs=[one.output[0], node.output[0]],
         )
         ctx.set_dtype(complement.output[0], dtype)
@@ -92,17 +102,7 @@ def freeze(concrete: Any) -> Any:
     """The function's GraphDef with its variables as constants (what
     ``convert_variables_to_constants_v2`` computes, without building a new
     concrete function from it, which takes longer than the rest)."""
-    from tensorflow.python.framework.convert_to_constants import (
-        _FunctionConverterDataInEager,
-        _replace_variables_by_constants,
-    )
-    from tf2onnx import tf_loader
-
-    data = _FunctionConverterDataInEager(
-        func=concrete, lower_control_flow=False, aggressive_inlining=True
-    )
-    graph_def, _ = _replace_variables_by_constants(converter_data=data)
-    return tf_loader.fix_freezing_errors_part2(graph_def)
+    return freeze_variables(concrete)
 
 
 def fold_constants(graph_def: Any, output_names: list[str]) -> Any:
@@ -179,12 +179,10 @@ def _evaluate(graph_def: Any, names: list[str]) -> list[tuple[Any, Any]]:
 
 def _constant_nodes(nodes: dict[str, Any]) -> set[str]:
     """Names of the nodes whose value is fixed: constants, and stateless ops of them."""
-    from tensorflow.python.framework import op_def_registry
-
     constant = {name for name, node in nodes.items() if node.op in ("Const", "ConstV2")}
     candidates = []
     for name, node in nodes.items():
-        op_def = op_def_registry.get(node.op)
+        op_def = tf_op_def(node.op)
         if (
             name not in constant
             and node.input
@@ -210,9 +208,8 @@ def _constant_nodes(nodes: dict[str, Any]) -> set[str]:
 def _numeric_single_output(node: Any) -> bool:
     """The op has one output, of a numeric dtype (not a resource, variant or string)."""
     from tensorflow.core.framework import types_pb2
-    from tensorflow.python.framework import op_def_registry
 
-    op_def = op_def_registry.get(node.op)
+    op_def = tf_op_def(node.op)
     if op_def is None or len(op_def.output_arg) != 1:
         return False
     output = op_def.output_arg[0]
@@ -275,23 +272,18 @@ def _to_onnx(
     import copy
 
     import tensorflow as tf
-    from tf2onnx import optimizer
-    from tf2onnx.tfonnx import process_tf_graph
 
     optimizers = OrderedDict(
-        (key, value)
-        for key, value in optimizer._get_optimizers().items()
-        if key not in FUSING_OPTIMIZERS
+        (key, value) for key, value in tf2onnx_optimizers().items() if key not in FUSING_OPTIMIZERS
     )
     with tf.Graph().as_default() as tf_graph:
         tf.import_graph_def(graph_def, name="")
-        graph = process_tf_graph(
+        graph = tf_graph_to_onnx(
             tf_graph,
-            continue_on_error=True,
             opset=opset,
             input_names=input_names,
             output_names=output_names,
-            tensors_to_rename=renames,
+            renames=renames,
         )
         try:
             optimized = copy.deepcopy(graph)
@@ -301,7 +293,7 @@ def _to_onnx(
                     optimized = factory().optimize(optimized, 0) or optimized
             optimized.topological_sort(optimized.get_nodes())
         except Exception:  # an optimiser failed: tf2onnx's careful way, skipping it
-            optimized = optimizer.optimize_graph(graph, catch_errors=True, optimizers=optimizers)
+            optimized = optimize_to_fixed_point(graph, optimizers)
         return optimized.make_model(f"converted from {name}")
 
 
@@ -323,7 +315,6 @@ def _inline(graph_def: Any, input_names: list[str], output_names: list[str]) -> 
     'constfold' and the rest)."""
     import tensorflow as tf
     from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
-    from tensorflow.python.grappler import tf_optimizer
 
     config = config_pb2.ConfigProto()
     config.graph_options.infer_shapes = True
@@ -334,4 +325,4 @@ def _inline(graph_def: Any, input_names: list[str], output_names: list[str]) -> 
         fetch = meta_graph_pb2.CollectionDef()
         fetch.node_list.value.extend(input_names + output_names)
         meta_graph.collection_def["train_op"].CopyFrom(fetch)
-        return tf_optimizer.OptimizeGraph(config, meta_graph)
+        return grappler_optimize(config, meta_graph)

@@ -22,6 +22,7 @@ from typing import Any
 import keras
 from keras import tree
 
+from folding._compat import functional_of_sequential, is_functional, nested_layers, nodes_by_depth
 from folding.errors import FoldingError
 from folding.specs import InputSpec
 
@@ -117,9 +118,7 @@ class Graph:
 def is_graph_model(layer: Any) -> bool:
     """Sequential and Functional models (and subclasses of Functional, such as
     keras-hub's ``Backbone``) can be traced; other subclassed models cannot."""
-    from keras.src.models.functional import Functional
-
-    return isinstance(layer, (keras.Sequential, Functional))
+    return isinstance(layer, keras.Sequential) or is_functional(layer)
 
 
 def output_names(model: keras.Model) -> list[str]:
@@ -163,7 +162,7 @@ def trace(model: keras.Model) -> Graph:
 
 def _functional_of(model: keras.Model) -> keras.Model:
     if isinstance(model, keras.Sequential):
-        functional = getattr(model, "_functional", None)
+        functional = functional_of_sequential(model)
         if functional is None:
             raise FoldingError(
                 f"Sequential model '{model.name}' is not built: give it an Input or call it once"
@@ -190,8 +189,9 @@ class _Tracer:
         local: dict[int, int] = {}
         for tensor, tensor_id in zip(tree.flatten(functional.inputs), input_ids, strict=True):
             local[id(tensor)] = tensor_id
-        for depth in sorted(functional._nodes_by_depth, reverse=True):
-            for node in functional._nodes_by_depth[depth]:
+        by_depth = nodes_by_depth(functional)
+        for depth in sorted(by_depth, reverse=True):
+            for node in by_depth[depth]:
                 operation = node.operation
                 if isinstance(operation, keras.layers.InputLayer):
                     continue
@@ -276,10 +276,7 @@ def _first_line(error: Exception) -> str:
 
 def layers_inside(layer: Any) -> list[Any]:
     """Every layer nested in ``layer`` (not ``layer`` itself), depth first."""
-    flatten = getattr(layer, "_flatten_layers", None)
-    if flatten is None:
-        return []
-    return list(flatten(include_self=False, recursive=True))
+    return nested_layers(layer)
 
 
 LayerFactory = Callable[[Call], Any]

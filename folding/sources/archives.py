@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from folding._compat import tar_info_checking_extensions
 from folding.errors import ModelLoadError
 from folding.sources.keras import DEFAULT_LIMITS, ArchiveLimits, check_inflation
 from folding.sources.saved_model_scan import SAVED_MODEL_FILE
@@ -209,24 +210,17 @@ def _tar_members(
         yield member
 
 
-class _BoundedTarInfo(tarfile.TarInfo):
-    """A tar header whose pax / GNU long-name extension is refused when larger than
-    ``MAX_TAR_HEADER_BYTES``, before tarfile reads it (the hooks are tarfile's own)."""
+def _check_extension_header(size: int) -> None:
+    """Refuse a pax / GNU long-name extension larger than ``MAX_TAR_HEADER_BYTES``,
+    before tarfile reads it."""
+    if size > MAX_TAR_HEADER_BYTES:
+        raise ModelLoadError(
+            f"the archive has a {size}-byte extended tar header; at most "
+            f"{MAX_TAR_HEADER_BYTES} are accepted"
+        )
 
-    def _check_extension(self) -> None:
-        if self.size > MAX_TAR_HEADER_BYTES:
-            raise ModelLoadError(
-                f"the archive has a {self.size}-byte extended tar header; at most "
-                f"{MAX_TAR_HEADER_BYTES} are accepted"
-            )
 
-    def _proc_pax(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
-        self._check_extension()
-        return super()._proc_pax(tarfile)
-
-    def _proc_gnulong(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
-        self._check_extension()
-        return super()._proc_gnulong(tarfile)
+_BoundedTarInfo = tar_info_checking_extensions(_check_extension_header)
 
 
 def _extract_tar(archive: Path, target: Path, label: str, limits: ArchiveLimits) -> None:

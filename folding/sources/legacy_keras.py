@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from folding._compat import KERAS3_MODEL_MODULES, keras3_module
 from folding.errors import ModelLoadError
 
 ANY = object()
@@ -62,12 +63,7 @@ KERAS2_ONLY_OPTIONS: dict[str, dict[str, Any]] = {
 """Per layer class: the options Keras 2 writes that Keras 3 refuses, and the value
 at which leaving them out computes the same thing."""
 
-MODEL_MODULES = {
-    "Functional": "keras.src.models.functional",
-    "Model": "keras.src.models.model",
-    "Sequential": "keras.src.models.sequential",
-}
-MODEL_CLASSES = set(MODEL_MODULES)
+MODEL_CLASSES = set(KERAS3_MODEL_MODULES)
 
 
 @dataclass
@@ -187,8 +183,7 @@ def _translate(item: Any, translation: Translation, label: str) -> Any:
                     inner[key] = _rename_references(inner[key], translation)
         module = result.get("module")
         if isinstance(module, str) and module.startswith("tf_keras"):
-            result["module"] = MODEL_MODULES.get(class_name, "keras" + module[len("tf_keras") :])
-            result["module"] = result["module"].replace("keras.src.engine.", "keras.src.models.")
+            result["module"] = keras3_module(module, class_name)
             translation.modules += 1
     if "name" in result and isinstance(result["name"], str):
         result["name"] = translation.renamed.get(result["name"], result["name"])

@@ -69,16 +69,10 @@ class SignatureSpec:
 
 def convertible_ops() -> frozenset[str]:
     """Every TensorFlow op tf2onnx has a converter for, plus graph plumbing."""
-    import tf2onnx.onnx_opset  # noqa: F401 - registers the handlers
-    from tf2onnx.handler import tf_op
-
     import folding.export.tf2onnx_convert  # noqa: F401 - registers this project's (Erfc)
+    from folding._compat import tf2onnx_converted_ops
 
-    names: set[str] = set()
-    for versions in tf_op.get_opsets().values():
-        for handlers in versions:
-            names.update(handlers)
-    return frozenset(names) | PLUMBING_OPS
+    return frozenset(tf2onnx_converted_ops()) | PLUMBING_OPS
 
 
 def read_saved_model(directory: Path, label: str) -> Any:

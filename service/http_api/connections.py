@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from service._compat import httptools_protocol_base
 from service.protocols.codecs import to_json
 
 
@@ -43,7 +43,7 @@ class _TooManyHeaders(Exception):
     """Raised inside the parser's header callback; it ends that ``feed_data``."""
 
 
-class GuardedHttpProtocol(HttpToolsProtocol):
+class GuardedHttpProtocol(httptools_protocol_base()):
     def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
@@ -65,37 +65,29 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        self._unset_keepalive_if_required()
+        self.stop_keepalive_timer()
         if self._in_head:
             self._head_bytes += len(data)
         try:
-            self.parser.feed_data(data)
+            self.feed_parser(data)
         except httptools.HttpParserCallbackError as error:
             if isinstance(error.__context__, _TooManyHeaders):
                 self._refuse(431, f"request has more than {self.limits.max_headers} header fields")
                 return
-            self._bad_request()
+            self.refuse_bad_request()
             return
         except httptools.HttpParserError:
-            self._bad_request()
+            self.refuse_bad_request()
             return
         except httptools.HttpParserUpgrade:
             self._cancel_timers()  # the connection is another protocol's from here on
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
+            self.take_upgrade()
             return
         if self._in_head and self._head_bytes > self.limits.max_header_bytes:
             self._refuse(
                 431,
                 f"request line and headers exceed {self.limits.max_header_bytes} bytes",
             )
-
-    def _bad_request(self) -> None:
-        message = "Invalid HTTP request received."
-        self.logger.warning(message)
-        self.send_400_response(message)
 
     # -- parser callbacks ------------------------------------------------------------
 
@@ -149,12 +141,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or self._in_head:
             return
         now = self.loop.time()
-        if self.flow.read_paused:  # the application is not reading: not the client's doing
+        if self.reading_paused():  # the application is not reading: not the client's doing
             self._body_deadline = max(self._body_deadline, now + self.limits.body_timeout)
         if now < self._body_deadline:
             self._body_timer = self.loop.call_later(self._body_deadline - now, self._check_body)
             return
-        if self.cycle is not None and self.cycle.response_complete:
+        if self.response_complete():
             self.transport.close()  # answered already; the rest of the body is not wanted
             return
         self._refuse(
@@ -173,16 +165,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         """Answer ``status`` with ``{"error": message}`` and close the connection; an
         application still running on this request sees the client gone."""
         self._cancel_timers()
-        cycle = self.cycle
-        answered = cycle is not None and cycle.response_started and not cycle.response_complete
-        if cycle is not None and not cycle.response_complete:
-            cycle.disconnected = True
-            cycle.message_event.set()
+        answered = self.response_started() and not self.response_complete()
+        self.tell_application_disconnected()
         if not answered:
             body = to_json({"error": message})
-            head = [STATUS_LINE[status]]
-            for name, value in self.server_state.default_headers:
-                head.extend([name, b": ", value, b"\r\n"])
+            head = self.response_head(status)
             head.extend(
                 [
                     b"content-type: application/json\r\n",

@@ -11,14 +11,15 @@ from typing import Any
 
 import numpy as np
 import onnxruntime
-from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from folding.sources.onnx_external import refuse_external_file
 from folding.verify.fusions import ALWAYS_DISABLED_OPTIMIZERS, UNFOLDED_DISABLED_OPTIMIZERS
+from service._compat import ort_invalid_argument
 from service.errors import InvalidInput, Unprocessable
 from service.runtime import cost
 
 logger = logging.getLogger("foldserve.runtime")
+InvalidArgument = ort_invalid_argument()
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"

@@ -46,12 +46,12 @@ class Refused(Exception):
 def writer_of(layer: Any) -> Handler | None:
     """The handler that writes ``layer`` (a layer or a keras.ops operation), if any."""
     import folding.export.layers  # noqa: F401 - registers every handler
+    from folding._compat import is_applications_class, is_ops_class
 
     handler = HANDLERS.get(type(layer))
-    module = type(layer).__module__
-    if handler is None and module.startswith("keras.src.applications"):
+    if handler is None and is_applications_class(type(layer)):
         handler = NAMED_HANDLERS.get(type(layer).__name__)
-    if handler is None and module.startswith("keras.src.ops"):
+    if handler is None and is_ops_class(type(layer)):
         handler = OP_HANDLERS.get(type(layer).__name__)
     return handler
 

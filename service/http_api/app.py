@@ -24,7 +24,7 @@ from service.http_api.bodies import BodyCodec
 from service.http_api.deps import require_api
 from service.http_api.fastpath import FastPath
 from service.http_api.middleware import LimitsAndMetrics
-from service.http_api.openapi import install_docs
+from service.http_api.openapi import ERROR_RESPONSES, install_docs
 from service.http_api.routes import artifacts, console, jobs, models, tfserving, v2
 from service.jobs.folder import NO_FOLDING_ON_RAY, Folder
 from service.metrics import Metrics
@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="BatchNormalization-folded Keras models on ONNX Runtime, over the "
         "TensorFlow Serving REST and Open Inference (V2) protocols.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
         docs_url=None,
         redoc_url=None,
     )

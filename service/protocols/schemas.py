@@ -32,9 +32,10 @@ def _finish(schema: dict[str, Any], model: type[Schema]) -> None:
 
 
 class Schema(BaseModel):
-    """Base of every protocol schema: extra keys allowed, as the protocols allow them."""
+    """Base of every protocol schema. Keys a schema does not name are allowed (JSON
+    Schema's default): the protocols allow them, and no body is validated here."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra=_finish)
+    model_config = ConfigDict(json_schema_extra=_finish)
     example: ClassVar[Any] = None
 
 

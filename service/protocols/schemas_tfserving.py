@@ -106,3 +106,14 @@ class MetadataResponse(Schema):
 
     model_spec: ModelSpec
     metadata: Metadata
+
+
+class ExamplesRequest(Schema):
+    """``:classify`` and ``:regress``: ``{"signature_name": <string>, "context":
+    {<feature>: <value>|<list>}, "examples": [{<feature>: <value>|<list>}, ...]}``.
+    foldserve's models have no classification or regression signature: every such
+    request is answered 400, naming ``:predict``."""
+
+    signature_name: str = SIGNATURE
+    context: dict[str, Any] | SkipJsonSchema[None] = None
+    examples: list[dict[str, Any]]

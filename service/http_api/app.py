@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from starlette.responses import PlainTextResponse
 
 from service import __version__
 from service.core.dataplane import DataPlane
@@ -144,7 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return render(InternalError(f"internal error: {type(error).__name__}"))
 
-    @app.get("/metrics", tags=["Monitoring"])
+    @app.get("/metrics", tags=["Monitoring"], response_class=PlainTextResponse)
     async def prometheus(request: Request) -> Response:
         """Needs the API token when one is set, unless FOLDSERVE_METRICS_PUBLIC is true."""
         if not settings.metrics_public:

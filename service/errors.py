@@ -68,9 +68,17 @@ def error_code(status: int | None, default: str = "UNKNOWN") -> str:
 
 
 class ServingError(Exception):
+    """An error with the HTTP status it is answered with: ``class NotFound(ServingError,
+    status_code=404)``."""
+
     status_code = 500
     headers: dict[str, str] | None = None
     """Extra response headers (``Retry-After``)."""
+
+    def __init_subclass__(cls, status_code: int | None = None, **options: Any) -> None:
+        super().__init_subclass__(**options)
+        if status_code is not None:
+            cls.status_code = status_code
 
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
@@ -97,77 +105,55 @@ class InternalError(ServingError):
     """Never raised on purpose: what an unexpected exception is rendered as."""
 
 
-class InvalidInput(ServingError):
+class InvalidInput(ServingError, status_code=400):
     """The request is wrong whatever the server's state: a field, value or file."""
 
-    status_code = 400
 
-
-class Unauthorized(ServingError):
+class Unauthorized(ServingError, status_code=401):
     """A token is set on the server and the request lacks it."""
 
-    status_code = 401
 
-
-class NotFound(ServingError):
+class NotFound(ServingError, status_code=404):
     """No such model, version, job or file."""
 
-    status_code = 404
 
-
-class Conflict(ServingError):
+class Conflict(ServingError, status_code=409):
     """The request conflicts with the state of what it names (a finished job)."""
 
-    status_code = 409
 
-
-class TooLarge(ServingError):
+class TooLarge(ServingError, status_code=413):
     """A body, tensor or archive over its limit."""
 
-    status_code = 413
 
-
-class Unprocessable(ServingError):
+class Unprocessable(ServingError, status_code=422):
     """A well-formed request the model cannot take: an upload that cannot be folded,
     exported or verified, or a run that fails on the inputs given."""
 
-    status_code = 422
 
-
-class NotReady(ServingError):
+class NotReady(ServingError, status_code=503):
     """Starting, shutting down, or the version is not loaded."""
 
-    status_code = 503
 
-
-class Unimplemented(ServingError):
+class Unimplemented(ServingError, status_code=501):
     """A method of a protocol that foldserve does not serve, saying what to call instead."""
 
-    status_code = 501
 
-
-class DeadlineExceeded(ServingError):
+class DeadlineExceeded(ServingError, status_code=504):
     """A model run that took longer than its time budget and was stopped. 504, as a
     gateway answers for an upstream that did not answer in time (gRPC's
     DEADLINE_EXCEEDED is its counterpart)."""
 
-    status_code = 504
 
-
-class TooManyRequests(ServingError):
+class TooManyRequests(ServingError, status_code=429):
     """Too much work queued; try again after ``retry_after`` seconds."""
-
-    status_code = 429
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.headers = {"Retry-After": str(retry_after)}
 
 
-class InsufficientStorage(ServingError):
+class InsufficientStorage(ServingError, status_code=507):
     """Something could not be written: no space (or over a storage budget)."""
-
-    status_code = 507
 
     def __init__(self, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)

@@ -11,7 +11,7 @@ from starlette.requests import ClientDisconnect
 from service.core.dataplane import DEFAULT_COMPARE_REPEATS, MAX_COMPARE_REPEATS
 from service.errors import InsufficientStorage, InvalidInput, ServingError
 from service.http_api.deps import AdminAuth, ApiAuth, DataPlaneDep, JSONResponse, json_body
-from service.http_api.routing import each_version
+from service.http_api.routing import per_version
 from service.jobs.store import public
 from service.jobs.uploads import no_space
 from service.protocols import tfserving
@@ -29,6 +29,7 @@ from service.protocols.schemas_models import (
 )
 
 router = APIRouter(tags=["Model store"])
+versioned = per_version(router)
 
 PREFER_WAIT = {
     "name": "Prefer",
@@ -174,16 +175,13 @@ async def list_models(dataplane: DataPlaneDep) -> JSONResponse:
     return JSONResponse({"models": await dataplane.catalogue()})
 
 
-@each_version(
-    router, "DELETE", "/v1/models/{name}", dependencies=[AdminAuth], response_model=Deleted
-)
+@versioned("DELETE", "/v1/models/{name}", dependencies=[AdminAuth], response_model=Deleted)
 async def delete(name: str, dataplane: DataPlaneDep, version: str | None = None) -> JSONResponse:
     removed = await dataplane.delete(name, version)
     return JSONResponse({"name": name, "deleted_versions": removed})
 
 
-@each_version(
-    router,
+@versioned(
     "POST",
     "/v1/models/{name}:compare",
     dependencies=[ApiAuth],

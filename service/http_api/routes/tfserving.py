@@ -10,7 +10,7 @@ from service.errors import InvalidInput
 from service.http_api import bodies
 from service.http_api.bodies import BodyCodec
 from service.http_api.deps import ApiAuth, DataPlaneDep, JSONResponse
-from service.http_api.routing import each_version
+from service.http_api.routing import per_version
 from service.protocols import tfserving
 from service.protocols.schemas import request_body
 from service.protocols.schemas_tfserving import (
@@ -20,6 +20,7 @@ from service.protocols.schemas_tfserving import (
 )
 
 router = APIRouter(tags=["TensorFlow Serving REST"], dependencies=[ApiAuth])
+versioned = per_version(router)
 
 
 @router.get("/v1/models/{name}", response_model=ModelStatusResponse)
@@ -46,19 +47,19 @@ REFUSED = {
 }
 
 
-@each_version(router, "POST", "/v1/models/{name}:classify", **REFUSED)
+@versioned("POST", "/v1/models/{name}:classify", **REFUSED)
 async def classify(name: str, dataplane: DataPlaneDep, version: str | None = None) -> None:
     dataplane.get(name, version)  # an unknown model is a 404, as for :predict
     raise InvalidInput(tfserving.NOT_CLASSIFIABLE.format(kind="classification", verb="classify"))
 
 
-@each_version(router, "POST", "/v1/models/{name}:regress", **REFUSED)
+@versioned("POST", "/v1/models/{name}:regress", **REFUSED)
 async def regress(name: str, dataplane: DataPlaneDep, version: str | None = None) -> None:
     dataplane.get(name, version)
     raise InvalidInput(tfserving.NOT_CLASSIFIABLE.format(kind="regression", verb="regress"))
 
 
-@each_version(router, "POST", "/v1/models/{name}:explain")
+@versioned("POST", "/v1/models/{name}:explain")
 async def explain(name: str, dataplane: DataPlaneDep, version: str | None = None) -> None:
     """KServe v1's ``:explain``: foldserve runs no explainer beside its models."""
     dataplane.get(name, version)
@@ -80,7 +81,7 @@ async def labelled(name: str, label: str, dataplane: DataPlaneDep) -> None:
     )
 
 
-@each_version(router, "GET", "/v1/models/{name}/metadata", response_model=MetadataResponse)
+@versioned("GET", "/v1/models/{name}/metadata", response_model=MetadataResponse)
 async def metadata(name: str, dataplane: DataPlaneDep, version: str | None = None) -> JSONResponse:
     model = dataplane.get(name, version)
     return JSONResponse(

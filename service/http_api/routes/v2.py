@@ -11,7 +11,7 @@ from service.errors import InvalidInput, NotReady
 from service.http_api import bodies
 from service.http_api.bodies import BodyCodec, specs
 from service.http_api.deps import ApiAuth, DataPlaneDep, JSONResponse
-from service.http_api.routing import each_version
+from service.http_api.routing import per_version
 from service.protocols import v2
 from service.protocols.schemas_v2 import (
     KServeV1LiveResponse,
@@ -29,6 +29,7 @@ router = APIRouter(tags=["Open Inference Protocol (V2)"])
 # The repository index (POST /v2/repository/index) is served, but not the rest of the
 # model_repository extension (load/unload): every model in the store is loaded.
 EXTENSIONS = ["binary_tensor_data", "statistics"]
+versioned = per_version(router, dependencies=[ApiAuth])
 REFUSED = "never sent: the 400 says how models are loaded and unloaded"
 
 
@@ -66,13 +67,7 @@ async def ready(dataplane: DataPlaneDep) -> JSONResponse:
 
 
 @router.get("/v2/models/stats", dependencies=[ApiAuth], response_model=StatisticsResponse)
-@each_version(
-    router,
-    "GET",
-    "/v2/models/{name}/stats",
-    dependencies=[ApiAuth],
-    response_model=StatisticsResponse,
-)
+@versioned("GET", "/v2/models/{name}/stats", response_model=StatisticsResponse)
 async def statistics(
     dataplane: DataPlaneDep, name: str | None = None, version: str | None = None
 ) -> JSONResponse:
@@ -80,9 +75,7 @@ async def statistics(
     return JSONResponse({"model_stats": dataplane.statistics(name, version)})
 
 
-@each_version(
-    router, "GET", "/v2/models/{name}", dependencies=[ApiAuth], response_model=ModelMetadataResponse
-)
+@versioned("GET", "/v2/models/{name}", response_model=ModelMetadataResponse)
 async def model_metadata(
     name: str, dataplane: DataPlaneDep, version: str | None = None
 ) -> JSONResponse:
@@ -102,26 +95,14 @@ async def model_metadata(
     )
 
 
-@each_version(
-    router,
-    "GET",
-    "/v2/models/{name}/config",
-    dependencies=[ApiAuth],
-    response_model=ModelConfigResponse,
-)
+@versioned("GET", "/v2/models/{name}/config", response_model=ModelConfigResponse)
 async def model_config(
     name: str, dataplane: DataPlaneDep, version: str | None = None
 ) -> JSONResponse:
     return JSONResponse(v2.model_config(dataplane.get(name, version)))
 
 
-@each_version(
-    router,
-    "GET",
-    "/v2/models/{name}/ready",
-    dependencies=[ApiAuth],
-    response_model=ModelReadyResponse,
-)
+@versioned("GET", "/v2/models/{name}/ready", response_model=ModelReadyResponse)
 async def model_ready(
     name: str, dataplane: DataPlaneDep, version: str | None = None
 ) -> JSONResponse:

@@ -33,14 +33,10 @@ async def get_job(job_id: str, dataplane: DataPlaneDep) -> JSONResponse:
     return JSONResponse(public(await dataplane.uploads.read(job_id)))
 
 
-@router.delete(
-    "/v1/jobs/{job_id}",
-    dependencies=[AdminAuth],
-    response_model=Job,
-    response_description="the job, now cancelled",
-)
+@router.delete("/v1/jobs/{job_id}", dependencies=[AdminAuth], response_model=Job)
 async def cancel_job(job_id: str, dataplane: DataPlaneDep) -> JSONResponse:
-    """Cancel a queued or running job (nothing is stored); 409 once it has finished."""
+    """Cancel a queued or running job (nothing is stored): the job, now cancelled; 409
+    once it has finished."""
     return JSONResponse(public(await dataplane.uploads.cancel(job_id)))
 
 

@@ -1,5 +1,6 @@
 """What every gRPC servicer of foldserve shares: the API token check and the one way a
-``ServingError`` becomes a gRPC status (its HTTP status mapped to the gRPC code)."""
+``ServingError`` becomes a gRPC status (its HTTP status mapped to the gRPC code by
+``service.errors.STATUSES``)."""
 
 from __future__ import annotations
 
@@ -10,24 +11,10 @@ from typing import TypeVar
 
 import grpc
 
-from service.errors import ServingError, Unauthorized
+from service.errors import ServingError, Unauthorized, error_code
 from service.settings import Settings
 
 logger = logging.getLogger("foldserve.grpc")
-
-STATUS_CODES = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    404: grpc.StatusCode.NOT_FOUND,
-    409: grpc.StatusCode.FAILED_PRECONDITION,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    422: grpc.StatusCode.INVALID_ARGUMENT,
-    501: grpc.StatusCode.UNIMPLEMENTED,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-    507: grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
 
 Reply = TypeVar("Reply")
 
@@ -49,7 +36,7 @@ class Servicer:
                 self.authorize(context)
             return await handler()
         except ServingError as error:
-            code = STATUS_CODES.get(error.status_code, grpc.StatusCode.INTERNAL)
+            code = grpc.StatusCode[error_code(error.status_code, default="INTERNAL")]
             await context.abort(code, error.message)
         except Exception as error:  # never a traceback to the client
             logger.exception("unhandled error in a gRPC call")

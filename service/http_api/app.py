@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from starlette.responses import PlainTextResponse
 
 from service import __version__
 from service.core.dataplane import DataPlane
@@ -24,7 +25,7 @@ from service.http_api.bodies import BodyCodec
 from service.http_api.deps import require_api
 from service.http_api.fastpath import FastPath
 from service.http_api.middleware import LimitsAndMetrics
-from service.http_api.openapi import install_docs
+from service.http_api.openapi import ERROR_RESPONSES, install_docs
 from service.http_api.routes import artifacts, console, jobs, models, tfserving, v2
 from service.jobs.folder import NO_FOLDING_ON_RAY, Folder
 from service.metrics import Metrics
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="BatchNormalization-folded Keras models on ONNX Runtime, over the "
         "TensorFlow Serving REST and Open Inference (V2) protocols.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
         docs_url=None,
         redoc_url=None,
     )
@@ -143,7 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return render(InternalError(f"internal error: {type(error).__name__}"))
 
-    @app.get("/metrics", tags=["Monitoring"])
+    @app.get("/metrics", tags=["Monitoring"], response_class=PlainTextResponse)
     async def prometheus(request: Request) -> Response:
         """Needs the API token when one is set, unless FOLDSERVE_METRICS_PUBLIC is true."""
         if not settings.metrics_public:

@@ -40,6 +40,7 @@ from service.errors import (
     NotReady,
     ServingError,
     TooManyRequests,
+    error_code,
 )
 from service.jobs.folder import Folder, Variants
 from service.jobs.store import INTERRUPTED, STAGES, JobStore, failed_version, is_terminal
@@ -65,15 +66,6 @@ RETRY_AFTER_S = 10
 """``Retry-After`` of an upload refused because too much is queued or staged."""
 NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 """What a write gets when the disk (or the process's file size limit, or a quota) is full."""
-TF_SERVING_CODES = {
-    400: "INVALID_ARGUMENT",
-    404: "NOT_FOUND",
-    409: "FAILED_PRECONDITION",
-    413: "RESOURCE_EXHAUSTED",
-    422: "FAILED_PRECONDITION",
-    503: "UNAVAILABLE",
-}
-"""A failed job's HTTP status as the canonical error code TF Serving's status reports."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +80,7 @@ class VersionState:
     def error_code(self) -> str:
         if self.state == "LOADING":
             return "OK"
-        return TF_SERVING_CODES.get(self.status_code or 0, "UNKNOWN")
+        return error_code(self.status_code)
 
 
 @dataclass

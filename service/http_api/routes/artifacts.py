@@ -18,13 +18,31 @@ from service.http_api.deps import ApiAuth, DataPlaneDep, JSONResponse
 
 router = APIRouter(tags=["Model store"], dependencies=[ApiAuth])
 
-ONNX_RESPONSE = {200: {"content": {"application/octet-stream": {}}}}
+
+def _onnx_file(description: str) -> dict:
+    """The decorator options of a route answering with an ONNX file."""
+    return {
+        "response_class": FileResponse,
+        "responses": {
+            200: {
+                "description": description,
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            }
+        },
+    }
 
 
 @router.get(
     "/v1/models/{name}/versions/{version}/report",
     response_class=FileResponse,
-    responses={200: {"content": {"application/json": {}}}},
+    responses={
+        200: {
+            "description": "report.json, or the failure of the version's upload job",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
 )
 async def report(name: str, version: str, dataplane: DataPlaneDep) -> FileResponse:
     """The version's fold report (report.json); ``version`` may be ``latest``. A version
@@ -41,30 +59,33 @@ async def report(name: str, version: str, dataplane: DataPlaneDep) -> FileRespon
     return FileResponse(path, media_type="application/json")
 
 
-@router.get(
-    "/v1/models/{name}/versions/{version}/model.onnx",
-    response_class=FileResponse,
-    responses=ONNX_RESPONSE,
-)
-async def folded_model(name: str, version: str, dataplane: DataPlaneDep) -> FileResponse:
-    """The folded ONNX model, as served."""
-    return await _download(dataplane, name, version, FOLDED_FILE)
+def _serve_file(file_name: str, route_name: str, summary: str) -> None:
+    """``GET .../versions/{version}/<file_name>``: the file, as an attachment."""
+
+    async def download(name: str, version: str, dataplane: DataPlaneDep) -> FileResponse:
+        return await _download(dataplane, name, version, file_name)
+
+    download.__doc__ = summary
+    router.add_api_route(
+        f"/v1/models/{{name}}/versions/{{version}}/{file_name}",
+        download,
+        methods=["GET"],
+        name=route_name,
+        **_onnx_file(f"{file_name}, as an attachment <name>-<version>-{file_name}"),
+    )
 
 
-@router.get(
-    "/v1/models/{name}/versions/{version}/unfolded.onnx",
-    response_class=FileResponse,
-    responses=ONNX_RESPONSE,
+_serve_file(FOLDED_FILE, "folded_model", "The folded ONNX model, as served.")
+_serve_file(
+    UNFOLDED_FILE,
+    "unfolded_model",
+    "The unfolded ONNX export the folded one was verified against.",
 )
-async def unfolded_model(name: str, version: str, dataplane: DataPlaneDep) -> FileResponse:
-    """The unfolded ONNX export the folded one was verified against."""
-    return await _download(dataplane, name, version, UNFOLDED_FILE)
 
 
 @router.get(
     "/v1/models/{name}/versions/{version}/model.{precision}.onnx",
-    response_class=FileResponse,
-    responses=ONNX_RESPONSE,
+    **_onnx_file("a precision variant's model.onnx, as an attachment"),
 )
 async def variant_model(
     name: str, version: str, precision: str, dataplane: DataPlaneDep

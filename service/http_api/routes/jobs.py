@@ -14,6 +14,7 @@ from service.http_api.deps import AdminAuth, ApiAuth, DataPlaneDep, JSONResponse
 from service.jobs.store import is_terminal, public
 from service.jobs.uploads import Uploads
 from service.protocols.codecs import to_json
+from service.protocols.schemas_models import Job, JobList
 
 router = APIRouter(tags=["Upload jobs"])
 
@@ -21,20 +22,21 @@ EVENT_POLL_S = 0.2
 KEEP_ALIVE_S = 15.0
 
 
-@router.get("/v1/jobs", dependencies=[ApiAuth])
+@router.get("/v1/jobs", dependencies=[ApiAuth], response_model=JobList)
 async def list_jobs(dataplane: DataPlaneDep, limit: int = Query(50, ge=1, le=1000)) -> JSONResponse:
     """The upload jobs of this repository, newest first."""
     return JSONResponse({"jobs": [public(job) for job in await dataplane.uploads.jobs(limit)]})
 
 
-@router.get("/v1/jobs/{job_id}", dependencies=[ApiAuth])
+@router.get("/v1/jobs/{job_id}", dependencies=[ApiAuth], response_model=Job)
 async def get_job(job_id: str, dataplane: DataPlaneDep) -> JSONResponse:
     return JSONResponse(public(await dataplane.uploads.read(job_id)))
 
 
-@router.delete("/v1/jobs/{job_id}", dependencies=[AdminAuth])
+@router.delete("/v1/jobs/{job_id}", dependencies=[AdminAuth], response_model=Job)
 async def cancel_job(job_id: str, dataplane: DataPlaneDep) -> JSONResponse:
-    """Cancel a queued or running job (nothing is stored); 409 once it has finished."""
+    """Cancel a queued or running job (nothing is stored): the job, now cancelled; 409
+    once it has finished."""
     return JSONResponse(public(await dataplane.uploads.cancel(job_id)))
 
 
@@ -42,7 +44,13 @@ async def cancel_job(job_id: str, dataplane: DataPlaneDep) -> JSONResponse:
     "/v1/jobs/{job_id}/events",
     dependencies=[ApiAuth],
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {
+            "description": "server-sent events: 'event: job' with the job JSON at once and on "
+            "every change, ': keep-alive' every 15 s; ends after done, failed or cancelled",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
 )
 async def job_events(job_id: str, dataplane: DataPlaneDep) -> StreamingResponse:
     """``text/event-stream``: ``event: job`` with the job at once and on every change,

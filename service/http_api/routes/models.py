@@ -11,14 +11,50 @@ from starlette.requests import ClientDisconnect
 from service.core.dataplane import DEFAULT_COMPARE_REPEATS, MAX_COMPARE_REPEATS
 from service.errors import InsufficientStorage, InvalidInput, ServingError
 from service.http_api.deps import AdminAuth, ApiAuth, DataPlaneDep, JSONResponse, json_body
+from service.http_api.routing import per_version
 from service.jobs.store import public
 from service.jobs.uploads import no_space
 from service.protocols import tfserving
+from service.protocols.schemas import request_body
+from service.protocols.schemas_models import (
+    FALSE_WORDS,
+    TRUE_WORDS,
+    CompareRequest,
+    CompareResponse,
+    Deleted,
+    Job,
+    ModelList,
+    Uploaded,
+    UploadForm,
+)
 
 router = APIRouter(tags=["Model store"])
+versioned = per_version(router)
+
+PREFER_WAIT = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^wait=[0-9]+$"},
+    "description": "wait=N (RFC 7240): wait up to N seconds for the job before answering",
+}
 
 
-@router.post("/v1/models", status_code=202, dependencies=[AdminAuth])
+@router.post(
+    "/v1/models",
+    status_code=202,
+    dependencies=[AdminAuth],
+    response_model=Job,
+    response_description="the upload job, queued (or still running after Prefer: wait=N)",
+    responses={
+        202: {"headers": {"Location": {"schema": {"type": "string"}, "description": "the job"}}},
+        201: {
+            "model": Uploaded,
+            "description": "with ?wait=true or Prefer: wait=N: the job finished in time",
+        },
+    },
+    openapi_extra={**request_body(UploadForm, "multipart/form-data"), "parameters": [PREFER_WAIT]},
+)
 async def upload(request: Request, dataplane: DataPlaneDep, wait: bool = False) -> JSONResponse:
     """multipart/form-data: ``file`` (a .keras, .h5 or .onnx model, or a TensorFlow
     SavedModel as .zip or .tar.gz), optional ``name``, optional ``signature`` (a
@@ -64,24 +100,12 @@ async def _receive_and_submit(request: Request, dataplane: Any) -> dict[str, Any
         file = form.get("file")
         if not isinstance(file, UploadFile):
             raise InvalidInput("upload needs a 'file' field holding the model file")
-        name = form.get("name")
-        if name is not None and not isinstance(name, str):
-            raise InvalidInput("form field 'name' must be text")
-        probe = _present(form.get("probe"))
-        if probe is not None and not isinstance(probe, UploadFile):
-            raise InvalidInput("form field 'probe' must be a .npy or .npz file")
-        signature = form.get("signature")
-        if signature is not None and not isinstance(signature, str):
-            raise InvalidInput("form field 'signature' must be text")
-        calibration = _present(form.get("calibration"))
-        if calibration is not None and not isinstance(calibration, UploadFile):
-            raise InvalidInput("form field 'calibration' must be a .npy or .npz file")
-        recalibrate = _present(form.get("recalibrate"))
-        if recalibrate is not None and not isinstance(recalibrate, UploadFile):
-            raise InvalidInput("form field 'recalibrate' must be a .npy or .npz file")
-        precision = _present(form.get("precision"))
-        if precision is not None and not isinstance(precision, str):
-            raise InvalidInput("form field 'precision' must be text, e.g. fp16,int8")
+        name = _field(form, "name", str, "text")
+        probe = _field(form, "probe", UploadFile, "a .npy or .npz file")
+        signature = _field(form, "signature", str, "text")
+        calibration = _field(form, "calibration", UploadFile, "a .npy or .npz file")
+        recalibrate = _field(form, "recalibrate", UploadFile, "a .npy or .npz file")
+        precision = _field(form, "precision", str, "text, e.g. fp16,int8")
         equalize = _flag(form.get("equalize"), "equalize")
         job = await dataplane.uploads.submit(
             file.file,
@@ -104,13 +128,21 @@ def _declared_length(request: Request) -> int | None:
     return int(value) if value.isascii() and value.isdigit() else None
 
 
+def _field(form: Any, name: str, kind: type, what: str) -> Any:
+    """An optional form field of ``kind`` (None when absent or left empty)."""
+    field = _present(form.get(name))
+    if field is not None and not isinstance(field, kind):
+        raise InvalidInput(f"form field '{name}' must be {what}")
+    return field
+
+
 def _flag(field: Any, name: str) -> bool:
     """A true/false form field (absent or empty: false)."""
     if field is None or field == "":
         return False
-    if isinstance(field, str) and field.strip().lower() in ("true", "1", "yes", "on"):
+    if isinstance(field, str) and field.strip().lower() in TRUE_WORDS:
         return True
-    if isinstance(field, str) and field.strip().lower() in ("false", "0", "no", "off"):
+    if isinstance(field, str) and field.strip().lower() in FALSE_WORDS:
         return False
     raise InvalidInput(f"form field '{name}' must be true or false")
 
@@ -138,20 +170,24 @@ def _wait_seconds(request: Request, wait: bool) -> float | None:
     return 0.0
 
 
-@router.get("/v1/models", dependencies=[ApiAuth])
+@router.get("/v1/models", dependencies=[ApiAuth], response_model=ModelList)
 async def list_models(dataplane: DataPlaneDep) -> JSONResponse:
     return JSONResponse({"models": await dataplane.catalogue()})
 
 
-@router.delete("/v1/models/{name}", dependencies=[AdminAuth])
-@router.delete("/v1/models/{name}/versions/{version}", dependencies=[AdminAuth])
+@versioned("DELETE", "/v1/models/{name}", dependencies=[AdminAuth], response_model=Deleted)
 async def delete(name: str, dataplane: DataPlaneDep, version: str | None = None) -> JSONResponse:
     removed = await dataplane.delete(name, version)
     return JSONResponse({"name": name, "deleted_versions": removed})
 
 
-@router.post("/v1/models/{name}:compare", dependencies=[ApiAuth])
-@router.post("/v1/models/{name}/versions/{version}:compare", dependencies=[ApiAuth])
+@versioned(
+    "POST",
+    "/v1/models/{name}:compare",
+    dependencies=[ApiAuth],
+    response_model=CompareResponse,
+    openapi_extra=request_body(CompareRequest),
+)
 async def compare(
     name: str, request: Request, dataplane: DataPlaneDep, version: str | None = None
 ) -> JSONResponse:

@@ -10,17 +10,25 @@ from service.errors import InvalidInput
 from service.http_api import bodies
 from service.http_api.bodies import BodyCodec
 from service.http_api.deps import ApiAuth, DataPlaneDep, JSONResponse
+from service.http_api.routing import per_version
 from service.protocols import tfserving
+from service.protocols.schemas import request_body
+from service.protocols.schemas_tfserving import (
+    ExamplesRequest,
+    MetadataResponse,
+    ModelStatusResponse,
+)
 
 router = APIRouter(tags=["TensorFlow Serving REST"], dependencies=[ApiAuth])
+versioned = per_version(router)
 
 
-@router.get("/v1/models/{name}")
+@router.get("/v1/models/{name}", response_model=ModelStatusResponse)
 async def model_status(name: str, dataplane: DataPlaneDep) -> JSONResponse:
     return _status(await dataplane.version_status(name))
 
 
-@router.get("/v1/models/{name}/versions/{version}")
+@router.get("/v1/models/{name}/versions/{version}", response_model=ModelStatusResponse)
 async def version_status(name: str, version: str, dataplane: DataPlaneDep) -> JSONResponse:
     return _status(await dataplane.version_status(name, version))
 
@@ -33,22 +41,25 @@ def _status(statuses: list[dict[str, Any]]) -> JSONResponse:
     return JSONResponse({"model_version_status": statuses, "ready": ready})
 
 
-@router.post("/v1/models/{name}:classify")
-@router.post("/v1/models/{name}/versions/{version}:classify")
+REFUSED = {
+    "openapi_extra": request_body(ExamplesRequest),
+    "response_description": "never sent: the 400 names ':predict' instead",
+}
+
+
+@versioned("POST", "/v1/models/{name}:classify", **REFUSED)
 async def classify(name: str, dataplane: DataPlaneDep, version: str | None = None) -> None:
     dataplane.get(name, version)  # an unknown model is a 404, as for :predict
     raise InvalidInput(tfserving.NOT_CLASSIFIABLE.format(kind="classification", verb="classify"))
 
 
-@router.post("/v1/models/{name}:regress")
-@router.post("/v1/models/{name}/versions/{version}:regress")
+@versioned("POST", "/v1/models/{name}:regress", **REFUSED)
 async def regress(name: str, dataplane: DataPlaneDep, version: str | None = None) -> None:
     dataplane.get(name, version)
     raise InvalidInput(tfserving.NOT_CLASSIFIABLE.format(kind="regression", verb="regress"))
 
 
-@router.post("/v1/models/{name}:explain")
-@router.post("/v1/models/{name}/versions/{version}:explain")
+@versioned("POST", "/v1/models/{name}:explain")
 async def explain(name: str, dataplane: DataPlaneDep, version: str | None = None) -> None:
     """KServe v1's ``:explain``: foldserve runs no explainer beside its models."""
     dataplane.get(name, version)
@@ -70,8 +81,7 @@ async def labelled(name: str, label: str, dataplane: DataPlaneDep) -> None:
     )
 
 
-@router.get("/v1/models/{name}/metadata")
-@router.get("/v1/models/{name}/versions/{version}/metadata")
+@versioned("GET", "/v1/models/{name}/metadata", response_model=MetadataResponse)
 async def metadata(name: str, dataplane: DataPlaneDep, version: str | None = None) -> JSONResponse:
     model = dataplane.get(name, version)
     return JSONResponse(

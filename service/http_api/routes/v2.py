@@ -11,15 +11,29 @@ from service.errors import InvalidInput, NotReady
 from service.http_api import bodies
 from service.http_api.bodies import BodyCodec, specs
 from service.http_api.deps import ApiAuth, DataPlaneDep, JSONResponse
+from service.http_api.routing import per_version
 from service.protocols import v2
+from service.protocols.schemas_v2 import (
+    KServeV1LiveResponse,
+    ModelConfigResponse,
+    ModelMetadataResponse,
+    ModelReadyResponse,
+    RepositoryIndexEntry,
+    ServerLiveResponse,
+    ServerMetadataResponse,
+    ServerReadyResponse,
+    StatisticsResponse,
+)
 
 router = APIRouter(tags=["Open Inference Protocol (V2)"])
 # The repository index (POST /v2/repository/index) is served, but not the rest of the
 # model_repository extension (load/unload): every model in the store is loaded.
 EXTENSIONS = ["binary_tensor_data", "statistics"]
+versioned = per_version(router, dependencies=[ApiAuth])
+REFUSED = "never sent: the 400 says how models are loaded and unloaded"
 
 
-@router.get("/v2")
+@router.get("/v2", response_model=ServerMetadataResponse)
 async def server_metadata(dataplane: DataPlaneDep) -> JSONResponse:
     return JSONResponse(
         {
@@ -32,18 +46,18 @@ async def server_metadata(dataplane: DataPlaneDep) -> JSONResponse:
     )
 
 
-@router.get("/v2/health/live")
+@router.get("/v2/health/live", response_model=ServerLiveResponse)
 async def live() -> JSONResponse:
     return JSONResponse({"live": True})
 
 
-@router.get("/", tags=["KServe V1"])
+@router.get("/", tags=["KServe V1"], response_model=KServeV1LiveResponse)
 async def v1_live() -> JSONResponse:
     """KServe's v1 protocol liveness (``GET /``, read by the KServe SDK's ``is_server_live``)."""
     return JSONResponse({"status": "alive"})
 
 
-@router.get("/v2/health/ready")
+@router.get("/v2/health/ready", response_model=ServerReadyResponse)
 async def ready(dataplane: DataPlaneDep) -> JSONResponse:
     if dataplane.draining:
         raise NotReady("server is shutting down")
@@ -52,9 +66,8 @@ async def ready(dataplane: DataPlaneDep) -> JSONResponse:
     return JSONResponse({"ready": True})
 
 
-@router.get("/v2/models/stats", dependencies=[ApiAuth])
-@router.get("/v2/models/{name}/stats", dependencies=[ApiAuth])
-@router.get("/v2/models/{name}/versions/{version}/stats", dependencies=[ApiAuth])
+@router.get("/v2/models/stats", dependencies=[ApiAuth], response_model=StatisticsResponse)
+@versioned("GET", "/v2/models/{name}/stats", response_model=StatisticsResponse)
 async def statistics(
     dataplane: DataPlaneDep, name: str | None = None, version: str | None = None
 ) -> JSONResponse:
@@ -62,8 +75,7 @@ async def statistics(
     return JSONResponse({"model_stats": dataplane.statistics(name, version)})
 
 
-@router.get("/v2/models/{name}", dependencies=[ApiAuth])
-@router.get("/v2/models/{name}/versions/{version}", dependencies=[ApiAuth])
+@versioned("GET", "/v2/models/{name}", response_model=ModelMetadataResponse)
 async def model_metadata(
     name: str, dataplane: DataPlaneDep, version: str | None = None
 ) -> JSONResponse:
@@ -83,16 +95,14 @@ async def model_metadata(
     )
 
 
-@router.get("/v2/models/{name}/config", dependencies=[ApiAuth])
-@router.get("/v2/models/{name}/versions/{version}/config", dependencies=[ApiAuth])
+@versioned("GET", "/v2/models/{name}/config", response_model=ModelConfigResponse)
 async def model_config(
     name: str, dataplane: DataPlaneDep, version: str | None = None
 ) -> JSONResponse:
     return JSONResponse(v2.model_config(dataplane.get(name, version)))
 
 
-@router.get("/v2/models/{name}/ready", dependencies=[ApiAuth])
-@router.get("/v2/models/{name}/versions/{version}/ready", dependencies=[ApiAuth])
+@versioned("GET", "/v2/models/{name}/ready", response_model=ModelReadyResponse)
 async def model_ready(
     name: str, dataplane: DataPlaneDep, version: str | None = None
 ) -> JSONResponse:
@@ -100,7 +110,9 @@ async def model_ready(
     return JSONResponse({"name": model.name, "version": str(model.version), "ready": True})
 
 
-@router.post("/v2/repository/index", dependencies=[ApiAuth])
+@router.post(
+    "/v2/repository/index", dependencies=[ApiAuth], response_model=list[RepositoryIndexEntry]
+)
 async def repository_index(dataplane: DataPlaneDep) -> JSONResponse:
     entries = []
     for model in await dataplane.catalogue():
@@ -115,8 +127,12 @@ async def repository_index(dataplane: DataPlaneDep) -> JSONResponse:
     return JSONResponse(entries)
 
 
-@router.post("/v2/repository/models/{name}/load", dependencies=[ApiAuth])
-@router.post("/v2/repository/models/{name}/unload", dependencies=[ApiAuth])
+@router.post(
+    "/v2/repository/models/{name}/load", dependencies=[ApiAuth], response_description=REFUSED
+)
+@router.post(
+    "/v2/repository/models/{name}/unload", dependencies=[ApiAuth], response_description=REFUSED
+)
 async def load_or_unload(name: str) -> None:
     """Triton's model_repository extension: refused, as Triton refuses it (400) when it
     polls its repository."""

@@ -75,7 +75,7 @@ def print_report_summary(report: dict[str, Any]) -> None:
     elif diagnostics:
         print(f"diagnostics: none of {diagnostics.get('checked', 0)} BatchNormalizations flagged")
     if report.get("variants"):
-        from folding.precision.variants import describe
+        from folding.precision import describe
 
         for variant in report["variants"]:
             print(describe(variant))

@@ -20,7 +20,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -163,32 +162,18 @@ def main() -> None:
 
 
 def batch_ceiling(onnx_path: Path) -> str:
-    """ONNX Runtime's own time per row of the conv model at batch 1 and 64 (the server's
-    session settings): how much merging requests can save on compute at most."""
-    import onnxruntime
+    """ONNX Runtime's own time per row of the conv model at batch 1 to 64
+    (``bench/batch_cost.py``, the server's session settings): how much merging
+    requests can save on compute at most."""
+    from batch_cost import per_row, render
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 2
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = onnxruntime.InferenceSession(
-        str(onnx_path), options, providers=["CPUExecutionProvider"]
-    )
-    per_row = {}
-    for batch in (1, 64):
-        feed = {"image": np.random.default_rng(0).uniform(0, 1, (batch, 32, 32, 3))}
-        feed["image"] = feed["image"].astype(np.float32)
-        for _ in range(3):
-            session.run(None, feed)
-        samples = []
-        for _ in range(15 if batch > 1 else 100):
-            started = time.perf_counter()
-            session.run(None, feed)
-            samples.append(time.perf_counter() - started)
-        per_row[batch] = statistics.median(samples) / batch * 1e6
+    costs = per_row(onnx_path, rounds=3)
+    wall, cpu = costs[(2, 1)][0] / costs[(2, 64)][0], costs[(2, 1)][1] / costs[(2, 64)][1]
     return (
-        f"conv model in-process, ONNX Runtime alone: {per_row[1]:.0f} us per row at batch 1, "
-        f"{per_row[64]:.0f} us per row at batch 64 ({per_row[1] / per_row[64]:.2f}x): the most "
-        "batching can save on compute here.\n"
+        "conv model in-process, ONNX Runtime alone (bench/batch_cost.py):\n\n"
+        + render(costs)
+        + f"\nWith the server's 2 intra-op threads, batch 1 / batch 64 per row: {wall:.2f}x wall, "
+        f"{cpu:.2f}x CPU: the most batching can save on compute here.\n"
     )
 
 

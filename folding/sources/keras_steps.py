@@ -11,9 +11,11 @@ weights into them. Here the same two steps are made through Keras's public API:
    archive into memory (as ``load_model`` itself does when memory allows) and handed to
    h5py as a ``BytesIO`` that counts the bytes h5py reads from it.
 
-``progress(fraction)`` hears 0.0 before the build, ``BUILT`` once the model is built, and
-then, while h5py reads the weights, ``BUILT`` plus the rest in proportion to the bytes
-of the weights file read so far (at most ``1 / STEP`` reports); 1.0 at the end.
+``progress(fraction)`` hears 0.0 first; while the model is built, up to ``BUILT`` in
+proportion to the variables created so far (counted by ``tf.variable_creator_scope``)
+of the arrays the weights file holds; then, while h5py reads the weights, the rest in
+proportion to the bytes of the weights file read so far; 1.0 at the end (at most
+``1 / STEP`` reports in all).
 
 Only a plain archive (config, metadata and weights, no assets) whose weights are at most
 ``MAX_WEIGHTS_BYTES`` is loaded this way; ``in_steps(path)`` says whether a file is one.
@@ -22,6 +24,7 @@ Anything else goes to ``load_model``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import zipfile
@@ -58,30 +61,70 @@ def load_in_steps(path: Path, config: dict[str, Any], progress: Progress) -> Any
     import keras
 
     progress(0.0)
-    config = {**copy.deepcopy(config), "compile_config": None}  # Keras pops from it
-    model = keras.saving.deserialize_keras_object(config, safe_mode=True)
-    progress(BUILT)
     with zipfile.ZipFile(path) as archive, archive.open(WEIGHTS) as member:
-        weights = CountingWeights(member.read(), _reporter(progress))
-    with weights:
+        data = member.read()
+    config = {**copy.deepcopy(config), "compile_config": None}  # Keras pops from it
+    with _counting_variables(_stored_arrays(data), _reporter(progress, 0.0, BUILT)):
+        model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    progress(BUILT)
+    with CountingWeights(data, _reporter(progress, BUILT, 1.0)) as weights:
         model.load_weights(weights)
     progress(1.0)
     return model
 
 
-def _reporter(progress: Progress) -> Callable[[float], None]:
-    """``progress`` told of the weights read (a fraction) as a fraction of the whole load,
-    when it has moved by ``STEP`` at least."""
-    reported = BUILT
+def _reporter(progress: Progress, start: float, end: float) -> Callable[[float], None]:
+    """``progress`` told of a step's progress (a fraction) as the load's, from ``start``
+    to ``end``, whenever it has moved by ``STEP`` at least."""
+    reported = start
 
-    def on_read(done: float) -> None:
+    def on_step(done: float) -> None:
         nonlocal reported
-        fraction = BUILT + (1.0 - BUILT) * min(1.0, done)
+        fraction = start + (end - start) * min(1.0, done)
         if fraction - reported >= STEP:
             reported = fraction
             progress(fraction)
 
-    return on_read
+    return on_step
+
+
+def _stored_arrays(data: bytes) -> int:
+    """How many arrays (h5 datasets) a ``.weights.h5`` file holds: about how many
+    variables building the model creates."""
+    import h5py
+
+    found = 0
+
+    def visit(_: str, item: Any) -> None:
+        nonlocal found
+        found += isinstance(item, h5py.Dataset)
+
+    with h5py.File(io.BytesIO(data), "r") as handle:
+        handle.visititems(visit)
+    return found
+
+
+def _counting_variables(
+    expected: int, on_step: Callable[[float], None]
+) -> contextlib.AbstractContextManager:
+    """A scope in which each variable TensorFlow creates calls ``on_step(created /
+    expected)`` (``tf.variable_creator_scope``); on another backend, nothing."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow" or expected == 0:
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
+    created = 0
+
+    def creator(next_creator: Callable[..., Any], **kwargs: Any) -> Any:
+        nonlocal created
+        variable = next_creator(**kwargs)
+        created += 1
+        on_step(created / expected)
+        return variable
+
+    return tf.variable_creator_scope(creator)
 
 
 class CountingWeights(io.BytesIO):

@@ -6,7 +6,9 @@ the config (each variable created and filled by its initializer), half reading t
 weights into them. Here the same two steps are made through Keras's public API:
 
 1. ``keras.saving.deserialize_keras_object(config, safe_mode=True)`` builds the model
-   (``compile_config`` dropped, as ``load_model(..., compile=False)`` does);
+   (``compile_config`` dropped, as ``load_model(..., compile=False)`` does; outside
+   Keras's object-sharing scope, so an object a config marks as shared is made once per
+   use: layers shared in a functional model are shared by name and stay shared);
 2. ``model.load_weights(weights)`` fills it from ``model.weights.h5``, read out of the
    archive into memory (as ``load_model`` itself does when memory allows) and handed to
    h5py as a ``BytesIO`` that counts the bytes h5py reads from it.

@@ -54,9 +54,7 @@ def test_progress_runs_from_zero_through_built_to_one_and_the_model_is_the_same(
     np.testing.assert_array_equal(np.asarray(model(image)), np.asarray(reference(image)))
 
 
-def test_an_archive_with_more_than_config_metadata_and_weights_goes_to_load_model(
-    saved, tmp_path
-):
+def test_an_archive_with_more_than_config_metadata_and_weights_goes_to_load_model(saved, tmp_path):
     extra = tmp_path / "extra.keras"
     with zipfile.ZipFile(saved) as source, zipfile.ZipFile(extra, "w") as target:
         for entry in source.infolist():

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from serving import (
     BENCH,
+    MAX_BATCH,
     PYTHON,
     Process,
     Target,
@@ -168,12 +169,17 @@ def batch_ceiling(onnx_path: Path) -> str:
     from batch_cost import per_row, render
 
     costs = per_row(onnx_path, rounds=3)
-    wall, cpu = costs[(2, 1)][0] / costs[(2, 64)][0], costs[(2, 1)][1] / costs[(2, 64)][1]
+    ratios = ", ".join(
+        f"batch 1 / batch {batch}: {costs[(2, 1)][0] / costs[(2, batch)][0]:.2f}x wall, "
+        f"{costs[(2, 1)][1] / costs[(2, batch)][1]:.2f}x CPU"
+        for batch in (8, 64)
+    )
     return (
         "conv model in-process, ONNX Runtime alone (bench/batch_cost.py):\n\n"
         + render(costs)
-        + f"\nWith the server's 2 intra-op threads, batch 1 / batch 64 per row: {wall:.2f}x wall, "
-        f"{cpu:.2f}x CPU: the most batching can save on compute here.\n"
+        + f"\nPer row with the server's 2 intra-op threads, {ratios}: the most batching "
+        "can save on compute here (the conv model is served with max_batch_size "
+        f"{MAX_BATCH['conv']}).\n"
     )
 
 

@@ -20,7 +20,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from serving import (
     BENCH,
+    MAX_BATCH,
     PYTHON,
     Process,
     Target,
@@ -163,32 +163,23 @@ def main() -> None:
 
 
 def batch_ceiling(onnx_path: Path) -> str:
-    """ONNX Runtime's own time per row of the conv model at batch 1 and 64 (the server's
-    session settings): how much merging requests can save on compute at most."""
-    import onnxruntime
+    """ONNX Runtime's own time per row of the conv model at batch 1 to 64
+    (``bench/batch_cost.py``, the server's session settings): how much merging
+    requests can save on compute at most."""
+    from batch_cost import per_row, render
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 2
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = onnxruntime.InferenceSession(
-        str(onnx_path), options, providers=["CPUExecutionProvider"]
+    costs = per_row(onnx_path, rounds=3)
+    ratios = ", ".join(
+        f"batch 1 / batch {batch}: {costs[(2, 1)][0] / costs[(2, batch)][0]:.2f}x wall, "
+        f"{costs[(2, 1)][1] / costs[(2, batch)][1]:.2f}x CPU"
+        for batch in (8, 64)
     )
-    per_row = {}
-    for batch in (1, 64):
-        feed = {"image": np.random.default_rng(0).uniform(0, 1, (batch, 32, 32, 3))}
-        feed["image"] = feed["image"].astype(np.float32)
-        for _ in range(3):
-            session.run(None, feed)
-        samples = []
-        for _ in range(15 if batch > 1 else 100):
-            started = time.perf_counter()
-            session.run(None, feed)
-            samples.append(time.perf_counter() - started)
-        per_row[batch] = statistics.median(samples) / batch * 1e6
     return (
-        f"conv model in-process, ONNX Runtime alone: {per_row[1]:.0f} us per row at batch 1, "
-        f"{per_row[64]:.0f} us per row at batch 64 ({per_row[1] / per_row[64]:.2f}x): the most "
-        "batching can save on compute here.\n"
+        "conv model in-process, ONNX Runtime alone (bench/batch_cost.py):\n\n"
+        + render(costs)
+        + f"\nPer row with the server's 2 intra-op threads, {ratios}: the most batching "
+        "can save on compute here (the conv model is served with max_batch_size "
+        f"{MAX_BATCH['conv']}).\n"
     )
 
 

@@ -133,6 +133,12 @@ def conv_model():
     return model
 
 
+MAX_BATCH = {"mlp": 64, "conv": 8}
+"""Each model's ``max_batch_size``. The conv model's cost per row is flat from batch 8 on
+and its merged runs slow down beyond it on a shared machine (``bench/batch_cost.py``;
+docs/performance.md, "Conv batching and JSON"); the MLP's falls with the batch."""
+
+
 def build_repository(root: Path) -> dict[str, Path]:
     """models/<name>[-nobatch|-unfolded]/1/ for the MLP and the conv model."""
     from folding.quiet import import_keras
@@ -153,7 +159,7 @@ def build_repository(root: Path) -> dict[str, Path]:
         model.save(version / "model.keras")
         keras_files[name] = version / "model.keras"
         (root / name / "config.json").write_text(
-            json.dumps({"dynamic_batching": {"max_batch_size": 64}})
+            json.dumps({"dynamic_batching": {"max_batch_size": MAX_BATCH[name]}})
         )
         shutil.copytree(root / name, root / f"{name}-nobatch")
         (root / f"{name}-nobatch" / "config.json").write_text(

@@ -6,8 +6,8 @@ Saves a keras.applications model with random weights (weights=None, nothing is
 downloaded) as .keras, starts foldserve on 127.0.0.1 with its fold worker, uploads the
 file (after a small upload that warms the fold worker) and polls ``GET /v1/jobs/{id}``
 every 0.1 s until the job ends. Prints each stage's duration (as the job record
-reports it) and the longest stretch in which neither the stage nor the progress
-changed: what a user watching the progress bar sees frozen.
+reports it) and, per stage and over the job, the longest stretch in which neither the
+stage nor the progress changed: what a user watching the progress bar sees frozen.
 With ``--baseline DIR`` the same upload is made to a foldserve running another
 checkout's code first, so the two are side by side.
 """
@@ -61,17 +61,23 @@ def upload(port: int, source: Path, name: str) -> dict:
     job_id = answer.json()["id"]
     started = time.monotonic()
     last_seen, last_change, frozen, frozen_in = None, started, 0.0, ""
+    frozen_by_stage: dict[str, float] = {}
     while True:
         job = httpx.get(f"{base}/v1/jobs/{job_id}", timeout=30).json()
         now = time.monotonic()
         seen = (job["state"], job.get("progress"))
         if seen != last_seen:
-            if last_seen is not None and now - last_change > frozen:
-                frozen, frozen_in = now - last_change, last_seen[0]
+            if last_seen is not None:
+                stretch = now - last_change
+                stage = last_seen[0]
+                frozen_by_stage[stage] = max(frozen_by_stage.get(stage, 0.0), stretch)
+                if stretch > frozen:
+                    frozen, frozen_in = stretch, stage
             last_seen, last_change = seen, now
         if job["state"] in ("done", "failed", "cancelled"):
             job["wall_s"] = now - started
             job["frozen_s"], job["frozen_in"] = frozen, frozen_in
+            job["frozen_by_stage"] = frozen_by_stage
             return job
         time.sleep(0.1)
 
@@ -108,15 +114,23 @@ def main() -> None:
         print(f"{label}: {job['state']} in {job['wall_s']:.1f} s", flush=True)
     stages = list(jobs[-1][1].get("timings", {}))
     print()
-    print("| stage | " + " | ".join(label for label, _ in jobs) + " |")
-    print("|---|" + "---:|" * len(jobs))
+    print(
+        "| stage | "
+        + " | ".join(f"{label} | {label}: longest with no progress" for label, _ in jobs)
+        + " |"
+    )
+    print("|---|" + "---:|" * (2 * len(jobs)))
     for stage in stages:
-        cells = [f"{job.get('timings', {}).get(stage, 0.0):.1f} s" for _, job in jobs]
+        cells = [
+            f"{job.get('timings', {}).get(stage, 0.0):.1f} s | "
+            f"{job['frozen_by_stage'].get(stage, 0.0):.1f} s"
+            for _, job in jobs
+        ]
         print(f"| {stage} | " + " | ".join(cells) + " |")
-    print("| whole job (wall) | " + " | ".join(f"{j['wall_s']:.1f} s" for _, j in jobs) + " |")
+    print("| whole job (wall) | " + " | ".join(f"{j['wall_s']:.1f} s | " for _, j in jobs) + " |")
     print(
         "| longest with no progress | "
-        + " | ".join(f"{j['frozen_s']:.1f} s ({j['frozen_in']})" for _, j in jobs)
+        + " | ".join(f" | {j['frozen_s']:.1f} s ({j['frozen_in']})" for _, j in jobs)
         + " |"
     )
 

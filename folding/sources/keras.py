@@ -13,11 +13,13 @@ import re
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from folding.errors import ModelLoadError, UnsafeModelError
+from folding.sources.keras_steps import in_steps, load_in_steps
 from folding.sources.legacy_keras import is_keras2, translate_config
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -79,13 +81,18 @@ def check_model_file(
 
 
 def load_keras_model(
-    path: str | Path, label: str | None = None, limits: ArchiveLimits = DEFAULT_LIMITS
+    path: str | Path,
+    label: str | None = None,
+    limits: ArchiveLimits = DEFAULT_LIMITS,
+    progress: Callable[[float], None] | None = None,
 ) -> Any:
     """The Keras model stored at ``path``, loaded with ``safe_mode=True``.
 
     A file written by Keras 2 (``tf.keras`` / ``tf_keras``, ``.h5`` or ``.keras``) has
     its config translated first (``folding.sources.legacy_keras``); ``loader_of(model)``
-    says which way it was loaded."""
+    says which way it was loaded. With ``progress``, a plain ``.keras`` archive is built
+    and then filled with its weights, ``progress(fraction)`` told how far the load got
+    (``folding.sources.keras_steps``)."""
     path = Path(path)
     label = label or path.name
     check_model_file(path, label, limits)
@@ -108,6 +115,8 @@ def load_keras_model(
                 copy = Path(scratch) / f"model{suffix}"
                 _write_with_config(path, copy, suffix, translated)
                 model = keras.models.load_model(copy, compile=False, safe_mode=True)
+        elif progress is not None and suffix == ".keras" and in_steps(path):
+            model = load_in_steps(path, config, progress)
         else:
             model = keras.models.load_model(path, compile=False, safe_mode=True)
     except ModelLoadError:

@@ -222,7 +222,9 @@ def _fold_keras_source(
     from folding.sources.keras import load_keras_model
 
     def job() -> Any:
-        model = load_keras_model(source, label, limits)
+        model = load_keras_model(
+            source, label, limits, progress=lambda done: on_stage("loading", done)
+        )
         data = None
         if options.recalibrate is not None:
             try:

@@ -134,21 +134,21 @@ def _fold(
     return report
 
 
-def _with_variants(result: dict, out_dir: Path, options: Variants, on_stage: Any) -> dict:
+def _with_variants(result: dict, out_dir: Path, wanted: Variants, on_stage: Any) -> dict:
     """Make the precision variants of the folded model (a "quantizing" stage) and list
     them in the report; rows of the wrong shape are the upload's fault."""
     from folding.errors import FoldingError, ProbeError
     from folding.precision.variants import add_variants
 
     on_stage("quantizing", None)
-    calibration = None if options.calibration is None else Path(options.calibration)
+    calibration = None if wanted.calibration is None else Path(wanted.calibration)
     try:
         variants = add_variants(
             out_dir,
-            options.precision,
+            wanted.precision,
             calibration,
-            options.equalize,
-            min_agreement=options.min_agreement,
+            wanted.equalize,
+            min_agreement=wanted.min_agreement,
         )
     except ProbeError as error:
         message = str(error).replace(calibration.name if calibration else "", "the 'calibration'")

@@ -83,6 +83,14 @@ class Folded:
     compute_dtype: str = "float32"
 
 
+def stage_timings(started: float, folded_at: float, exported_at: float) -> dict[str, float]:
+    """The report's ``fold_s`` and ``export_s``, from ``time.perf_counter`` readings."""
+    return {
+        "fold_s": round(folded_at - started, 4),
+        "export_s": round(exported_at - folded_at, 4),
+    }
+
+
 class Source:
     """A model in memory: ``fold`` it (the "folding" and "exporting" stages), then
     ``probes`` and ``reference`` give what both exports are judged on and against."""

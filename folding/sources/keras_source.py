@@ -13,7 +13,8 @@ import numpy as np
 
 from folding.errors import ProbeError
 from folding.options import FoldOptions, VerifyOptions
-from folding.sources import Folded, Source
+from folding.publish import UNFOLDED_FILE
+from folding.sources import Folded, Source, stage_timings
 from folding.specs import StageCallback
 
 
@@ -77,10 +78,7 @@ class KerasSource(Source):
             inputs=result.inputs,
             output_names=result.output_names,
             exporter=exported.exporter,
-            timings={
-                "fold_s": round(folded_at - started, 4),
-                "export_s": round(exported_at - folded_at, 4),
-            },
+            timings=stage_timings(started, folded_at, exported_at),
             folded=result.folded,
             not_folded=result.not_folded,
             removed=result.removed,
@@ -130,7 +128,7 @@ def export_warnings(exported: Any, unfolded_graph: Any) -> list[str]:
         *warnings,
         f"the general exporter ({exported.exporter}) merged some of the model's "
         f"{keras_count} BatchNormalizations into neighbouring layers while writing "
-        "unfolded.onnx: comparisons with it measure less than all of the BN arithmetic",
+        f"{UNFOLDED_FILE}: comparisons with it measure less than all of the BN arithmetic",
     ]
 
 

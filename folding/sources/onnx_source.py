@@ -19,7 +19,7 @@ import onnx
 
 from folding.errors import ModelLoadError
 from folding.options import FoldOptions, VerifyOptions
-from folding.sources import Folded, Source
+from folding.sources import Folded, Source, stage_timings
 from folding.sources.onnx_external import inline_external_data, refuse_external_data
 from folding.sources.onnx_ir import readable_by_runtime
 from folding.sources.onnx_model import OnnxModel
@@ -135,10 +135,7 @@ class OnnxSource(Source):
             inputs=self._specs,
             output_names=[value.name for value in self.model.graph.output],
             exporter=self.exporter,
-            timings={
-                "fold_s": round(folded_at - started, 4),
-                "export_s": round(exported_at - folded_at, 4),
-            },
+            timings=stage_timings(started, folded_at, exported_at),
             folded=result.folded,
             not_folded=result.not_folded,
         )

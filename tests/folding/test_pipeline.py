@@ -92,6 +92,15 @@ class BrokenFold(SkewedReference):
         return self.inner.reference(probes)
 
 
+def failed_fold(source: Source, tmp_path) -> VerificationError:
+    """The error folding ``source`` into ``tmp_path/out`` raises (which it must)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(VerificationError) as raised:
+        fold_to_directory(source, out, OPTIONS)
+    return raised.value
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_source_folds_through_the_one_entry_point(kind, model_files, tmp_path):
     source = opened(kind, model_files, tmp_path)
@@ -112,31 +121,24 @@ def test_every_source_folds_through_the_one_entry_point(kind, model_files, tmp_p
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_reference_that_differs_is_blamed_on_exporting(kind, model_files, tmp_path):
-    source = SkewedReference(opened(kind, model_files, tmp_path))
-    out = tmp_path / "out"
-    out.mkdir()
-    with pytest.raises(VerificationError) as raised:
-        fold_to_directory(source, out, OPTIONS)
-    verification = raised.value.report.verification
+    raised = failed_fold(SkewedReference(opened(kind, model_files, tmp_path)), tmp_path)
+    verification = raised.report.verification
     assert verification.failure == "export"
     assert 0.005 < verification.export_error < 0.02 and verification.fold_error < 1e-5
-    message = str(raised.value)
+    message = str(raised)
     assert message.startswith("export problem, not a folding one")
     assert REFERENCE_NAMES[kind] in message and "folding changed" not in message
-    assert json.loads((out / REPORT_FILE).read_text())["verification"]["failure"] == "export"
+    written = json.loads((tmp_path / "out" / REPORT_FILE).read_text())
+    assert written["verification"]["failure"] == "export"
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_folded_variant_that_differs_is_blamed_on_folding(kind, model_files, tmp_path):
-    source = BrokenFold(opened(kind, model_files, tmp_path))
-    out = tmp_path / "out"
-    out.mkdir()
-    with pytest.raises(VerificationError) as raised:
-        fold_to_directory(source, out, OPTIONS)
-    verification = raised.value.report.verification
+    raised = failed_fold(BrokenFold(opened(kind, model_files, tmp_path)), tmp_path)
+    verification = raised.report.verification
     assert verification.failure == "fold"
     assert verification.fold_error > 0.01 and verification.export_error < 1e-3
-    assert str(raised.value).startswith("folding changed output")
+    assert str(raised).startswith("folding changed output")
 
 
 def test_one_dispatch_and_one_suffix_table(model_files, tmp_path):

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from folding.confine import capability  # noqa: E402
+from folding.options import FoldOptions  # noqa: E402
 from service.jobs import in_worker as fold_job  # noqa: E402
 from service.jobs.folder import Folder  # noqa: E402
 from service.jobs.workers import WorkerProcess  # noqa: E402
@@ -45,9 +46,7 @@ def staging() -> Path:
 def in_process() -> float:
     folder = staging()
     started = time.perf_counter()
-    result = fold_job.fold_source(
-        str(folder / "model.keras"), str(folder), "digits", fold_job.FoldOptions(1e-4, 64)
-    )
+    result = fold_job.fold_source(str(folder / "model.keras"), str(folder), "digits", FoldOptions())
     assert result["ok"], result
     shutil.rmtree(folder)
     return time.perf_counter() - started

@@ -43,6 +43,7 @@ def main() -> None:
     import_keras()
     import keras
 
+    from folding.options import FoldOptions
     from folding.pipeline import fold_to_directory
     from tests import zoo
 
@@ -65,9 +66,8 @@ def main() -> None:
                 out = workdir / f"{name}-{exporter}-{repeat}"
                 out.mkdir()
                 start = time.perf_counter()
-                report = fold_to_directory(
-                    loaded, out, exporter="auto" if exporter == "direct" else exporter
-                )
+                options = FoldOptions(exporter="auto" if exporter == "direct" else exporter)
+                report = fold_to_directory(loaded, out, options)
                 times[exporter].append(time.perf_counter() - start)
                 exports[exporter].append(report.timings["export_s"])
                 assert report.exporter == exporter and report.verification.passed, report.summary()

@@ -35,6 +35,7 @@ def fold_family(family: str, size: int, workdir: Path) -> tuple[Path, list[np.nd
     import keras
 
     from bench.applications import preprocess
+    from folding.options import FoldOptions, VerifyOptions
     from folding.pipeline import fold_to_directory
     from tests import zoo
 
@@ -44,7 +45,7 @@ def fold_family(family: str, size: int, workdir: Path) -> tuple[Path, list[np.nd
     model = zoo.calibrate_batch_norms(model, images[:8], seed=1)
     out = workdir / family
     out.mkdir()
-    fold_to_directory(model, out, samples=8)
+    fold_to_directory(model, out, FoldOptions(VerifyOptions(samples=8)))
     return out, [images.astype(np.float32)]
 
 

@@ -144,6 +144,7 @@ def build_repository(root: Path) -> dict[str, Path]:
     from folding.quiet import import_keras
 
     import_keras()
+    from folding.options import FoldOptions, VerifyOptions
     from folding.pipeline import fold_to_directory
     from folding.sources.keras import load_keras_model
 
@@ -155,7 +156,7 @@ def build_repository(root: Path) -> dict[str, Path]:
     for name, model in sources.items():
         version = root / name / "1"
         version.mkdir(parents=True)
-        fold_to_directory(model, version, samples=8)
+        fold_to_directory(model, version, FoldOptions(VerifyOptions(samples=8)))
         model.save(version / "model.keras")
         keras_files[name] = version / "model.keras"
         (root / name / "config.json").write_text(

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from folding._compat import Subparsers
-from folding.errors import FoldingError
+from folding.errors import FoldingError, InvalidOption
+from folding.options import (
+    DEFAULT_EXPORT_RTOL,
+    DEFAULT_SIGNATURE,
+    HALF_PRECISION_EXPORT_RTOL,
+    FoldOptions,
+    VerifyOptions,
+)
+from folding.publish import FOLDED_FILE, REPORT_FILE, UNFOLDED_FILE
+
+DEFAULTS = FoldOptions()
 
 
 def add_fold_command(subparsers: Subparsers) -> None:
@@ -20,35 +31,40 @@ def add_fold_command(subparsers: Subparsers) -> None:
     parser.add_argument(
         "model_path",
         type=Path,
-        help=".keras, .h5 or .onnx model file, or a TensorFlow SavedModel directory",
+        help=".keras, .h5 or .onnx model file, a TensorFlow SavedModel directory, or a "
+        ".zip/.tar.gz of one",
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help="output directory")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument(
+        "--opset", type=int, default=DEFAULTS.opset, help=f"ONNX opset (default {DEFAULTS.opset})"
+    )
     parser.add_argument(
         "--rtol",
         type=float,
-        default=1e-4,
-        help="allowed max error relative to each output's scale (default 1e-4)",
+        default=DEFAULTS.verify.rtol,
+        help="allowed max error relative to each output's scale (default %(default)g)",
     )
     parser.add_argument(
         "--export-rtol",
         type=float,
         default=None,
         help="allowed difference between the unfolded ONNX export and the Keras model, "
-        "relative to each output's scale (default 1e-3; 3e-2 for float16 compute)",
+        f"relative to each output's scale (default {DEFAULT_EXPORT_RTOL:g}; "
+        f"{HALF_PRECISION_EXPORT_RTOL:g} for float16 compute)",
     )
     parser.add_argument(
         "--noise-factor",
         type=float,
-        default=10.0,
+        default=DEFAULTS.verify.noise_factor,
         help="tolerances are raised to this many times the model's own float32 noise "
-        "(default 10; 0 = strict tolerances)",
+        f"(default {DEFAULTS.verify.noise_factor:g}; 0 = strict tolerances)",
     )
     parser.add_argument(
         "--samples",
         type=int,
-        default=64,
-        help="probe rows for verification, at most (large networks use fewer; default 64)",
+        default=DEFAULTS.verify.samples,
+        help="probe rows for verification, at most (large networks use fewer; "
+        f"default {DEFAULTS.verify.samples})",
     )
     parser.add_argument(
         "--probe",
@@ -67,12 +83,12 @@ def add_fold_command(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--signature",
         default=None,
-        help="a SavedModel's signature to fold (default serving_default)",
+        help=f"a SavedModel's signature to fold (default {DEFAULT_SIGNATURE})",
     )
     parser.add_argument(
         "--exporter",
         choices=["auto", "tf2onnx"],
-        default="auto",
+        default=DEFAULTS.exporter,
         help="a Keras model's ONNX exporter: auto (the direct one, tf2onnx for a model it "
         "cannot write; default) or tf2onnx",
     )
@@ -134,96 +150,40 @@ def run_fold(args: argparse.Namespace) -> int:
         raise FoldingError(f"--min-agreement must be within 0..1, got {args.min_agreement}")
     if args.equalize and "int8" not in args.precisions:
         raise FoldingError("--equalize applies to the int8 variant; give --precision int8")
-    from folding.sources.custom_objects import import_modules
-
-    import_modules(",".join(args.custom_objects))
-    if args.model_path.is_dir():
-        return _fold_saved_model(args)
-    if args.signature is not None:
-        raise FoldingError("--signature applies to a SavedModel directory only")
-    if args.model_path.suffix.lower() == ".onnx":
-        return _fold_onnx(args)
-    from folding.quiet import import_keras
-    from folding.sources.keras import check_model_file, load_keras_model
-
-    check_model_file(args.model_path)
-    import_keras()
     from folding.pipeline import fold_to_directory
+    from folding.sources import ONNX, format_of, open_source
 
-    model = load_keras_model(args.model_path)
-    from folding.keras_graph.recalibrate import load_calibration
-
-    recalibrate_on = None if args.recalibrate is None else load_calibration(model, args.recalibrate)
-    calibration = None if args.probe is None else load_calibration(model, args.probe)
-    return _publish(
-        args,
-        lambda staging: fold_to_directory(
-            model,
-            staging,
-            opset=args.opset,
-            **_verification(args),
-            name=args.model_path.stem,
-            calibration=calibration,
-            recalibrate_on=recalibrate_on,
-            exporter=args.exporter,
+    options = FoldOptions(
+        verify=VerifyOptions(
+            rtol=args.rtol,
+            export_rtol=args.export_rtol,
+            noise_factor=args.noise_factor,
+            samples=args.samples,
+            probes=args.probe,
         ),
+        opset=args.opset,
+        exporter=args.exporter,
+        recalibrate=args.recalibrate,
+        signature=args.signature,
+        custom_objects=",".join(args.custom_objects),
     )
+    with tempfile.TemporaryDirectory(prefix="foldserve-unpacked-") as scratch:
+        try:  # an archive's SavedModel is unpacked into scratch, for as long as the fold runs
+            source = open_source(
+                args.model_path,
+                options,
+                unpack_into=Path(scratch) / "saved_model",
+                external_data=True,  # the operator's own files, beside the model
+            )
+        except InvalidOption as error:
+            raise FoldingError(f"--{error.option} {error.reason}") from None
+        unfolded = UNFOLDED_FILE
+        if format_of(args.model_path) == ONNX:
+            unfolded += " (the original)"
+        return _publish(args, lambda staging: fold_to_directory(source, staging, options), unfolded)
 
 
-def _fold_onnx(args: argparse.Namespace) -> int:
-    """An ONNX model: folded on its graph, verified by ONNX Runtime."""
-    from folding.onnx_pipeline import fold_onnx_to_directory, load_onnx
-
-    if args.recalibrate is not None:
-        raise FoldingError("--recalibrate needs a Keras model; an ONNX model has no BN layers")
-    model = load_onnx(args.model_path, external_data=True)
-    return _publish(
-        args,
-        lambda staging: fold_onnx_to_directory(
-            model,
-            staging,
-            **_verification(args),
-            name=args.model_path.stem,
-        ),
-        "unfolded.onnx (the original)",
-    )
-
-
-def _fold_saved_model(args: argparse.Namespace) -> int:
-    """A SavedModel: its signature converted to ONNX, folded there, verified against it."""
-    from folding.quiet import import_keras
-    from folding.sources.saved_model import DEFAULT_SIGNATURE, fold_saved_model_to_directory
-
-    if args.recalibrate is not None:
-        raise FoldingError("--recalibrate needs a Keras model; a SavedModel has no BN layers")
-    import_keras()
-    from folding.sources.saved_model import load_saved_model
-
-    serving = load_saved_model(args.model_path, args.signature or DEFAULT_SIGNATURE)
-    return _publish(
-        args,
-        lambda staging: fold_saved_model_to_directory(
-            serving,
-            staging,
-            opset=args.opset,
-            **_verification(args),
-            name=args.model_path.resolve().name,
-        ),
-    )
-
-
-def _verification(args: argparse.Namespace) -> dict:
-    """The verification options every kind of model is folded with."""
-    return {
-        "rtol": args.rtol,
-        "export_rtol": args.export_rtol,
-        "noise_factor": args.noise_factor,
-        "samples": args.samples,
-        "probe_path": args.probe,
-    }
-
-
-def _publish(args: argparse.Namespace, fold, unfolded: str = "unfolded.onnx") -> int:
+def _publish(args: argparse.Namespace, fold, unfolded: str = UNFOLDED_FILE) -> int:
     """Fold into a staging directory, move it to ``--output``, print the summary."""
     from folding.publish import publish_directory
 
@@ -247,7 +207,7 @@ def _publish(args: argparse.Namespace, fold, unfolded: str = "unfolded.onnx") ->
         from folding.precision import variants_summary
 
         print(variants_summary(args.output))
-    print(f"wrote {args.output}/model.onnx, {unfolded}, report.json")
+    print(f"wrote {args.output}/{FOLDED_FILE}, {unfolded}, {REPORT_FILE}")
     return 0
 
 

@@ -16,7 +16,23 @@ class UnsafeModelError(ModelLoadError):
 
 
 class ProbeError(FoldingError):
-    """The user's probe data cannot be used (unreadable, wrong names or shapes)."""
+    """The user's probe data cannot be used (unreadable, wrong names or shapes).
+
+    ``option``: the option the rows came with ("recalibrate"), where not the probes."""
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
+
+
+class InvalidOption(FoldingError):
+    """An option given with a model it does not apply to: ``option`` (its name, e.g.
+    "signature") ``reason`` ("needs a Keras model; ...")."""
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"'{option}' {reason}")
+        self.option = option
+        self.reason = reason
 
 
 class ExportError(FoldingError):

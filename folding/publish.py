@@ -1,4 +1,5 @@
-"""Write a directory all at once: build it beside its destination, then move it in."""
+"""The output directory: the files every fold writes, and writing it all at once (build it
+beside its destination, then move it in)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+FOLDED_FILE = "model.onnx"
+UNFOLDED_FILE = "unfolded.onnx"
+REPORT_FILE = "report.json"
 
 
 def publish_directory(build: Callable[[Path], Any], destination: Path) -> Any:

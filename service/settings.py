@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from folding.options import VerifyOptions
+
 
 class Settings(BaseSettings):
     """The server's settings; every field is ``FOLDSERVE_<FIELD>`` in the environment."""
@@ -122,7 +124,7 @@ class Settings(BaseSettings):
     every other request; smaller ones are parsed in place or in a thread (0: never
     in a separate process)."""
 
-    fold_rtol: float = Field(1e-4, gt=0)
+    fold_rtol: float = Field(VerifyOptions.rtol, gt=0)
     """Allowed error of a folded upload, relative to each output's scale."""
 
     max_archive_bytes: int = Field(4 * 1024**3, ge=1024)
@@ -143,11 +145,11 @@ class Settings(BaseSettings):
     """Allowed difference between an upload's unfolded ONNX export and the Keras model,
     relative to each output's scale (default: 1e-3, or 3e-2 for float16 compute)."""
 
-    fold_noise_factor: float = Field(10.0, ge=0)
+    fold_noise_factor: float = Field(VerifyOptions.noise_factor, ge=0)
     """Tolerances are raised to this many times the model's own float32 noise; 0 makes
     them strict (see docs/folding.md)."""
 
-    fold_samples: int = Field(64, ge=1)
+    fold_samples: int = Field(VerifyOptions.samples, ge=1)
     """Probe rows used to verify a folded upload, at most (large networks use fewer)."""
 
     fold_memory_limit_mb: int = Field(8192, ge=0)

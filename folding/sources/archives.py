@@ -22,10 +22,10 @@ from typing import BinaryIO
 
 from folding._compat import tar_info_checking_extensions
 from folding.errors import ModelLoadError
+from folding.sources import ARCHIVE_SUFFIXES
 from folding.sources.keras import DEFAULT_LIMITS, ArchiveLimits, check_inflation
 from folding.sources.saved_model_scan import SAVED_MODEL_FILE
 
-ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
 _CHUNK = 1024 * 1024
 MAX_TAR_HEADER_BYTES = 64 * 1024
 """Largest pax / GNU long-name header accepted: tarfile reads and parses one whole

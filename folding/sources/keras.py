@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from folding.errors import ModelLoadError, UnsafeModelError
+from folding.sources import KERAS_SUFFIXES
 from folding.sources.keras_steps import in_steps, load_in_steps
 from folding.sources.legacy_keras import is_keras2, translate_config
-
-KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 @dataclass(frozen=True)

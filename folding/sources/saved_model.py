@@ -6,7 +6,7 @@ signature (``serving_default`` unless another is named) is frozen and converted
 by tf2onnx **without the rewrites that would fold BatchNormalization away
 before this project sees it** (``folding.export.tf2onnx_convert``, shared with the
 general Keras exporter). So ``unfolded.onnx`` still holds every BN as its own ops; the folding
-(``folding.onnx_fold``) then says where each one went.
+(``folding.onnx_graph``) then says where each one went.
 
 Before anything in the SavedModel runs, ``folding.sources.saved_model_scan`` reads its
 protobuf and refuses graphs that reach outside the model.
@@ -25,9 +25,9 @@ import numpy as np
 import onnx
 
 from folding.errors import ExportError, ModelLoadError, VerificationError
+from folding.options import DEFAULT_SIGNATURE, FoldOptions
+from folding.sources.onnx_source import OnnxSource
 from folding.sources.saved_model_scan import SAVED_MODEL_FILE, SignatureSpec, check_saved_model
-
-DEFAULT_SIGNATURE = "serving_default"
 
 
 @dataclass
@@ -66,10 +66,6 @@ def _reason(error: Exception) -> str:
     if "assertion failed" in reason.lower():
         return "an assertion in the model failed"
     return reason[:300]
-
-
-def is_saved_model(path: Path) -> bool:
-    return Path(path).is_dir()
 
 
 def load_saved_model(
@@ -123,7 +119,7 @@ def _load_failure(error: Exception, tf: Any) -> str:
     return re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", last)
 
 
-def export_signature(serving: ServingFunction, opset: int = 17) -> onnx.ModelProto:
+def export_signature(serving: ServingFunction, opset: int = FoldOptions.opset) -> onnx.ModelProto:
     """The signature as ONNX, every BatchNormalization still its own ops; graph inputs
     and outputs carry the signature's keys."""
     import tensorflow as tf
@@ -158,21 +154,30 @@ def export_signature(serving: ServingFunction, opset: int = 17) -> onnx.ModelPro
     return proto
 
 
-def fold_saved_model_to_directory(
-    serving: ServingFunction,
-    directory: Path,
-    *,
-    opset: int = 17,
-    name: str = "model",
-    **verification: Any,
-) -> Any:
-    """Convert, fold and verify: model.onnx, unfolded.onnx and report.json in ``directory``.
+class SavedModelSource(OnnxSource):
+    """A SavedModel: its signature converted to ONNX when opened (the conversion is part
+    of loading), then folded on the ONNX graph and judged against the signature itself.
+    ``directory``: where the SavedModel is; ``signature``: the signature's name."""
 
-    ``verification``: rtol, export_rtol, noise_factor, samples, probe_path, as for
-    ``folding.onnx_pipeline.fold_onnx_to_directory``; the reference is the signature."""
-    from folding.onnx_pipeline import fold_onnx_to_directory
+    def __init__(self, serving: ServingFunction, directory: Path, name: str, opset: int) -> None:
+        super().__init__(
+            export_signature(serving, opset),
+            name,
+            serving,
+            reference_name="the model it was converted from",
+            exporter="tf2onnx",
+        )
+        self.serving = serving
+        self.directory = directory
+        self.signature = serving.spec.name
 
-    exported = export_signature(serving, opset)
-    return fold_onnx_to_directory(
-        exported, directory, name=name, reference=serving, exporter="tf2onnx", **verification
-    )
+    @classmethod
+    def open(  # type: ignore[override]
+        cls, directory: Path, options: FoldOptions, name: str | None, label: str | None
+    ) -> SavedModelSource:
+        from folding.quiet import import_keras
+
+        import_keras()  # quietly: TensorFlow's start-up chatter
+        signature = options.signature or DEFAULT_SIGNATURE
+        serving = load_saved_model(directory, signature, label, scan=options.scan)
+        return cls(serving, directory, name or Path(directory).resolve().name, options.opset)

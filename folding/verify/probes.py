@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from folding.errors import ModelLoadError, ProbeError
+from folding.options import VerifyOptions
 from folding.specs import InputSpec
 
 if TYPE_CHECKING:  # the Keras graph; this module is also used without Keras (ONNX files)
     from folding.keras_graph.graph import Call, Graph
 
-DEFAULT_SAMPLES = 64
+DEFAULT_SAMPLES = VerifyOptions.samples
 DYNAMIC_DIM_PROBE = 64  # for a dimension the model leaves open: deep image nets need room
 PROBE_BUDGET_MACS = 1e10  # multiply-accumulates per verification run
 MIN_SAMPLES = 2

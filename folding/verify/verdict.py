@@ -41,15 +41,14 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from folding.errors import FoldingError, VerificationError
+from folding.options import DEFAULT_EXPORT_RTOL, VerifyOptions
 from folding.report import OutputCheck, Verification
 from folding.sources.onnx_external import refuse_external_data, refuse_external_file
+from folding.verify.difference import max_difference
 from folding.verify.fusions import ALWAYS_DISABLED_OPTIMIZERS, UNFOLDED_DISABLED_OPTIMIZERS
 
-DEFAULT_RTOL = 1e-4
-DEFAULT_EXPORT_RTOL = 1e-3
-HALF_PRECISION_EXPORT_RTOL = 3e-2
-DEFAULT_SAMPLES = 64
-NOISE_FACTOR = 10.0
+DEFAULT_RTOL = VerifyOptions.rtol
+NOISE_FACTOR = VerifyOptions.noise_factor
 INCONCLUSIVE_SPREAD = 1e-3
 UNSTABLE_NOISE = 1e-2
 
@@ -201,23 +200,12 @@ def exact_answers(
 
 
 def relative_error(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float, float]:
-    """(max abs error, max abs error / scale, scale) with scale = max |reference| (1 if 0)."""
-    want = np.asarray(reference, np.float64)
-    got = np.asarray(candidate, np.float64)
-    if want.shape != got.shape:
-        raise FoldingError(f"output has shape {list(got.shape)}; reference has {list(want.shape)}")
-    both_nan = np.isnan(want) & np.isnan(got)  # the same NaN on both sides is agreement
-    want, got = np.where(both_nan, 0.0, want), np.where(both_nan, 0.0, got)
-    if not want.size:
-        return 0.0, 0.0, 1.0
-    finite = np.abs(want[np.isfinite(want)])
-    scale = float(finite.max()) if finite.size else 1.0
-    scale = scale or 1.0
-    with np.errstate(invalid="ignore"):
-        difference = np.abs(want - got)
-    same_inf = np.isinf(want) & (want == got)
-    difference = np.where(same_inf, 0.0, difference)
-    max_abs = float(np.nanmax(difference)) if not np.isnan(difference).any() else float("inf")
+    """(max abs error, max abs error / scale, scale), as ``folding.verify.difference``
+    measures it; outputs of different shapes are a ``FoldingError``."""
+    want, got = np.shape(reference), np.shape(candidate)
+    if want != got:
+        raise FoldingError(f"output has shape {list(got)}; reference has {list(want)}")
+    max_abs, scale = max_difference(reference, candidate)
     return max_abs, max_abs / scale, scale
 
 

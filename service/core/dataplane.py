@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import numpy as np
 
+from folding.verify.difference import max_difference
 from service.core.registry import LoadedVersion, ModelRegistry
 from service.core.repository import (
     FOLDED_FILE,
@@ -503,20 +504,11 @@ def validate_inputs(
 
 
 def differences(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
-    """Max absolute and relative difference; argmax agreement for 2-D class scores.
-
-    A NaN or infinity both sides give at the same place (a NaN input row) is no
-    difference; one side's alone is an infinite one. The scale is the largest finite
-    reference value."""
-    want = np.asarray(reference, np.float64)
-    got = np.asarray(candidate, np.float64)
-    finite = np.abs(want[np.isfinite(want)])
-    scale = (float(finite.max()) if finite.size else 0.0) or 1.0
-    same = (want == got) | (np.isnan(want) & np.isnan(got))
-    with np.errstate(invalid="ignore"):
-        gap = np.where(same, 0.0, np.abs(want - got))
-    max_abs = float(np.max(np.nan_to_num(gap, nan=np.inf)))
+    """Max absolute and relative difference, measured as the fold's verification measures
+    them (``folding.verify.difference``); argmax agreement for 2-D class scores."""
+    max_abs, scale = max_difference(reference, candidate)
     result: dict[str, Any] = {"max_abs_diff": max_abs, "max_rel_diff": max_abs / scale}
+    want, got = np.asarray(reference), np.asarray(candidate)
     if want.ndim == 2 and want.shape[1] > 1:
         result["argmax_agreement"] = float(np.mean(want.argmax(axis=1) == got.argmax(axis=1)))
     return result

@@ -28,14 +28,12 @@ from typing import Any
 # Reduced-precision variants written beside model.onnx (``foldserve fold --precision``): each
 # is served as a model of its own, ``<name>-<precision>``, with the base model's versions.
 from folding.precision import PRECISIONS, variant_file
+from folding.publish import FOLDED_FILE, REPORT_FILE, UNFOLDED_FILE  # noqa: F401 (served here)
 from service.errors import Conflict, InvalidInput, NotFound
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 SOURCE_FILES = ("model.keras", "model.h5", "original.onnx", "saved_model")
 SAVED_MODEL_DIR = "saved_model"
-FOLDED_FILE = "model.onnx"
-UNFOLDED_FILE = "unfolded.onnx"
-REPORT_FILE = "report.json"
 CONFIG_FILE = "config.json"
 
 

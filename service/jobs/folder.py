@@ -15,13 +15,16 @@ import importlib.util
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from folding.confine import Capability, ConfinementError, capability
+from folding.options import FoldOptions, VerifyOptions
+from folding.sources.keras import ArchiveLimits
 from service.errors import Conflict, InvalidInput, NotFound, Unprocessable
 from service.jobs import in_worker as fold_job
+from service.jobs.in_worker import Variants
 from service.jobs.workers import MEMORY_EXIT_CODE, Request, WorkerGone, WorkerProcess
 
 logger = logging.getLogger("foldserve.folder")
@@ -49,26 +52,6 @@ def tensorflow_installed() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
 
 
-@dataclass(frozen=True)
-class Variants:
-    """An upload's precision variants: which, the rows that calibrate and judge them
-    (the upload's ``calibration`` file, else the probes), and how they are judged."""
-
-    precision: tuple[str, ...]
-    calibration: Path | None = None
-    equalize: bool = False
-    min_agreement: float = 0.98
-
-    def options(self) -> dict[str, Any]:
-        """These as ``FoldOptions`` fields."""
-        return {
-            "precision": self.precision,
-            "calibration": None if self.calibration is None else str(self.calibration),
-            "equalize": self.equalize,
-            "min_agreement": self.min_agreement,
-        }
-
-
 class Folder:
     def __init__(
         self,
@@ -77,7 +60,7 @@ class Folder:
         timeout: float,
         *,
         export_rtol: float | None = None,
-        noise_factor: float = 10.0,
+        noise_factor: float = VerifyOptions.noise_factor,
         archive_limits: tuple[int, int] | None = None,
         memory_limit_mb: int = 0,
         custom_objects: str = "",
@@ -85,12 +68,20 @@ class Folder:
         available: bool | None = None,
         refusal: str = NO_TENSORFLOW,
     ) -> None:
-        self.rtol = rtol
-        self.samples = samples
         self.timeout = timeout
-        self.export_rtol = export_rtol
-        self.noise_factor = noise_factor
-        self.archive_limits = archive_limits
+        limits = None
+        if archive_limits is not None:  # total inflated bytes, entries
+            limits = ArchiveLimits(max_total_bytes=archive_limits[0], max_entries=archive_limits[1])
+        self.options = FoldOptions(
+            verify=VerifyOptions(
+                rtol=rtol, export_rtol=export_rtol, noise_factor=noise_factor, samples=samples
+            ),
+            custom_objects=custom_objects,
+            archive_limits=limits,
+            scan=not skip_scan,
+        )
+        """What every job is folded with; each upload adds its probes, recalibration rows
+        and signature."""
         self.memory_limit_mb = memory_limit_mb
         self.custom_objects = custom_objects
         """Operator-trusted modules the worker imports (custom Keras layers)."""
@@ -202,18 +193,11 @@ class Folder:
         ``progress``: a file the worker keeps its stage and progress in.
         Cancelling the awaiting task stops the worker (a fresh one is started)."""
         out_dir = Path(out_dir)
-        options = fold_job.FoldOptions(
-            rtol=self.rtol,
-            samples=self.samples,
-            export_rtol=self.export_rtol,
-            noise_factor=self.noise_factor,
-            probe=None if probe is None else str(probe),
-            recalibrate=None if recalibrate is None else str(recalibrate),
-            archive_limits=self.archive_limits,
+        options = replace(
+            self.options,
+            verify=replace(self.options.verify, probes=probe),
+            recalibrate=recalibrate,
             signature=signature,
-            custom_objects=self.custom_objects,
-            skip_scan=self.skip_scan,
-            **({} if variants is None else variants.options()),
         )
         tmp = out_dir / PRIVATE_TMP
         tmp.mkdir(parents=True, exist_ok=True)
@@ -222,6 +206,7 @@ class Folder:
         request = Request(
             "fold_source",
             (str(source), str(out_dir), name, options, label),
+            kwargs={"variants": variants},
             read=tuple(str(path) for path in inputs),
             write=(str(out_dir),),
             tmp=str(tmp),

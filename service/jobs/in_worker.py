@@ -12,32 +12,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from folding.options import FoldOptions
+
 Progress = Callable[[str, "float | None"], None]
 
 
 @dataclass(frozen=True)
-class FoldOptions:
-    """How a fold job verifies (see ``folding.pipeline.fold_to_directory``)."""
+class Variants:
+    """An upload's precision variants: which, the rows that calibrate and judge them
+    (the upload's ``calibration`` file, else the probes), and how they are judged."""
 
-    rtol: float
-    samples: int
-    export_rtol: float | None = None
-    noise_factor: float = 10.0
-    probe: str | None = None
-    recalibrate: str | None = None  # rows the BN statistics are re-estimated on first
-    archive_limits: tuple[int, int] | None = None  # total inflated bytes, entries
-    signature: str | None = None  # a SavedModel's signature (default serving_default)
-    custom_objects: str = ""  # operator-trusted modules registering Keras layers
-    skip_scan: bool = False  # tests only: load a SavedModel without its op scan
-    precision: tuple[str, ...] = ()  # reduced-precision variants to make: "fp16", "int8"
-    calibration: str | None = None  # rows that calibrate int8 and judge the variants
-    equalize: bool = False  # cross-layer equalization before int8
+    precision: tuple[str, ...]
+    calibration: Path | None = None
+    equalize: bool = False
     min_agreement: float = 0.98  # top-1 agreement with float32 a classifier's variant keeps
 
 
 SAVED_MODEL_DIR = "saved_model"
 SIGNATURE_FILE = "signature.txt"
-ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
 
 
 def warm() -> bool:
@@ -88,13 +80,18 @@ def fold_source(
     options: FoldOptions,
     label: str | None = None,
     progress: Progress | None = None,
+    variants: Variants | None = None,
 ) -> dict:
-    """Load ``source`` safely, fold it and write the exports and report into ``out_dir``.
+    """Load ``source`` safely, fold it and write the exports and report into ``out_dir``
+    (``folding.sources.open_source``, then ``folding.pipeline.fold_to_directory``).
 
-    ``label`` names the file in error messages (the name it was uploaded under);
-    ``options.recalibrate`` is a .npy/.npz to recalibrate the BNs on before folding;
-    ``options.precision`` names the variants made after it (``folding.precision.variants``);
-    ``progress(stage, fraction)`` is told each stage as it begins, and its progress."""
+    ``source``: a Keras or ONNX file, a SavedModel directory, or an archive of one
+    (unpacked into ``out_dir/saved_model``, then removed; the signature used is kept
+    beside it); ``label`` names the file in error messages (the name it was uploaded
+    under); ``variants``: the precision variants made after the fold
+    (``folding.precision.variants``); ``progress(stage, fraction)`` is told each stage as
+    it begins, and its progress. Unpacking, the op check and a SavedModel's conversion to
+    ONNX are the "loading" stage."""
 
     def on_stage(stage: str, fraction: float | None) -> None:
         if progress is not None:
@@ -102,43 +99,61 @@ def fold_source(
 
     on_stage("loading", None)
     warm()
-    from folding.sources.keras import DEFAULT_LIMITS, ArchiveLimits
-
-    limits = DEFAULT_LIMITS
-    if options.archive_limits is not None:
-        total, entries = options.archive_limits
-        limits = ArchiveLimits(max_total_bytes=total, max_entries=entries)
-    custom = _import_custom_objects(options.custom_objects)
-    if custom is not None:
-        return custom
-    if source.lower().endswith(ARCHIVE_SUFFIXES) or Path(source).is_dir():
-        result = _fold_saved_model_source(source, out_dir, name, options, label, limits, on_stage)
-    elif options.signature is not None:
-        return {"ok": False, "kind": "invalid", "error": "'signature' applies to a SavedModel"}
-    elif source.endswith(".onnx"):
-        result = _fold_onnx_source(source, out_dir, name, options, label, on_stage)
-    else:
-        result = _fold_keras_source(source, out_dir, name, options, label, limits, on_stage)
-    if result["ok"] and options.precision:
-        return _with_variants(result, Path(out_dir), options, on_stage)
+    result = _outcome(lambda: _fold(Path(source), Path(out_dir), name, options, label, on_stage))
+    if result["ok"] and variants is not None:
+        return _with_variants(result, Path(out_dir), variants, on_stage)
     return result
 
 
-def _with_variants(result: dict, out_dir: Path, options: FoldOptions, on_stage: Any) -> dict:
+def _fold(
+    path: Path, out_dir: Path, name: str, options: FoldOptions, label: str | None, on_stage: Any
+) -> Any:
+    from folding.errors import ProbeError
+    from folding.pipeline import fold_to_directory
+    from folding.sources import ARCHIVE_SUFFIXES, open_source
+    from folding.sources.keras_source import KerasSource
+    from folding.sources.saved_model import SavedModelSource
+
+    try:
+        source = open_source(
+            path,
+            options,
+            name=name,
+            label=label,
+            unpack_into=out_dir / SAVED_MODEL_DIR,
+            progress=lambda done: on_stage("loading", done),
+        )
+    except ProbeError as error:
+        if error.option != "recalibrate":
+            raise
+        message = str(error).replace(str(options.recalibrate), "the upload")
+        message = message.removeprefix("calibration data: ")
+        raise ProbeError(f"form field 'recalibrate': {message}") from None
+    if path.name.lower().endswith(ARCHIVE_SUFFIXES):
+        path.unlink()  # unpacked into saved_model/: the archive is not kept
+    report = fold_to_directory(source, out_dir, options, on_stage=on_stage)
+    if isinstance(source, SavedModelSource):
+        (out_dir / SIGNATURE_FILE).write_text(source.signature)
+    if isinstance(source, KerasSource) and source.recalibrate_on is not None:
+        source.model.save(path)  # the stored source is what ``:compare`` runs: recalibrated
+    return report
+
+
+def _with_variants(result: dict, out_dir: Path, wanted: Variants, on_stage: Any) -> dict:
     """Make the precision variants of the folded model (a "quantizing" stage) and list
     them in the report; rows of the wrong shape are the upload's fault."""
     from folding.errors import FoldingError, ProbeError
     from folding.precision import add_variants
 
     on_stage("quantizing", None)
-    calibration = None if options.calibration is None else Path(options.calibration)
+    calibration = None if wanted.calibration is None else Path(wanted.calibration)
     try:
         variants = add_variants(
             out_dir,
-            options.precision,
+            wanted.precision,
             calibration,
-            options.equalize,
-            min_agreement=options.min_agreement,
+            wanted.equalize,
+            min_agreement=wanted.min_agreement,
         )
     except ProbeError as error:
         message = str(error).replace(calibration.name if calibration else "", "the 'calibration'")
@@ -161,126 +176,12 @@ def _import_custom_objects(spec: str) -> dict | None:
     return None
 
 
-def _fold_saved_model_source(
-    source: str,
-    out_dir: str,
-    name: str,
-    options: FoldOptions,
-    label: str | None,
-    limits: Any,
-    on_stage: Any,
-) -> dict:
-    """A SavedModel directory, or an uploaded archive of one (unpacked, within ``limits``,
-    into ``out_dir/saved_model`` and then removed); the signature used is kept beside it.
-    Unpacking, the op check and the conversion to ONNX are the "loading" stage."""
-    import shutil
-
-    from folding.sources.archives import extract_saved_model
-    from folding.sources.saved_model import (
-        DEFAULT_SIGNATURE,
-        fold_saved_model_to_directory,
-        load_saved_model,
-    )
-
-    if options.recalibrate is not None:
-        return {"ok": False, "kind": "invalid", "error": "'recalibrate' needs a Keras model"}
-    signature = options.signature or DEFAULT_SIGNATURE
-
-    def job() -> Any:
-        directory = Path(source)
-        if not directory.is_dir():
-            unpacked = Path(out_dir) / ".unpacked"
-            root = extract_saved_model(directory, unpacked, label or directory.name, limits)
-            directory = Path(out_dir) / SAVED_MODEL_DIR
-            root.rename(directory)
-            shutil.rmtree(unpacked, ignore_errors=True)
-            Path(source).unlink()
-        serving = load_saved_model(
-            directory, signature, label or directory.name, scan=not options.skip_scan
-        )
-        report = fold_saved_model_to_directory(
-            serving, Path(out_dir), name=name, on_stage=on_stage, **_verification(options)
-        )
-        (Path(out_dir) / SIGNATURE_FILE).write_text(signature)
-        return report
-
-    return _outcome(job)
-
-
-def _fold_keras_source(
-    source: str,
-    out_dir: str,
-    name: str,
-    options: FoldOptions,
-    label: str | None,
-    limits: Any,
-    on_stage: Any,
-) -> dict:
-    from folding.errors import ProbeError
-    from folding.keras_graph.recalibrate import load_calibration
-    from folding.pipeline import fold_to_directory
-    from folding.sources.keras import load_keras_model
-
-    def job() -> Any:
-        model = load_keras_model(
-            source, label, limits, progress=lambda done: on_stage("loading", done)
-        )
-        data = None
-        if options.recalibrate is not None:
-            try:
-                data = load_calibration(model, Path(options.recalibrate))
-            except ProbeError as error:
-                message = str(error).replace(options.recalibrate, "the upload")
-                message = message.removeprefix("calibration data: ")
-                raise ProbeError(f"form field 'recalibrate': {message}") from None
-        report = fold_to_directory(
-            model,
-            Path(out_dir),
-            name=name,
-            recalibrate_on=data,
-            on_stage=on_stage,
-            **_verification(options),
-        )
-        if data is not None:  # the stored source is what ``:compare`` runs: keep it recalibrated
-            model.save(source)
-        return report
-
-    return _outcome(job)
-
-
-def _fold_onnx_source(
-    source: str, out_dir: str, name: str, options: FoldOptions, label: str | None, on_stage: Any
-) -> dict:
-    from folding.onnx_pipeline import fold_onnx_to_directory, load_onnx
-
-    if options.recalibrate is not None:
-        return {"ok": False, "kind": "invalid", "error": "'recalibrate' needs a Keras model"}
-    return _outcome(
-        lambda: fold_onnx_to_directory(
-            load_onnx(Path(source), label),
-            Path(out_dir),
-            name=name,
-            on_stage=on_stage,
-            **_verification(options),
-        )
-    )
-
-
-def _verification(options: FoldOptions) -> dict[str, Any]:
-    return {
-        "rtol": options.rtol,
-        "export_rtol": options.export_rtol,
-        "noise_factor": options.noise_factor,
-        "samples": options.samples,
-        "probe_path": None if options.probe is None else Path(options.probe),
-    }
-
-
 def _outcome(job: Any) -> dict:
     """Run a fold job; its report, or what went wrong as a plain, picklable result."""
     from folding.errors import (
         ExportError,
         FoldingError,
+        InvalidOption,
         ModelLoadError,
         ProbeError,
         VerificationError,
@@ -291,7 +192,7 @@ def _outcome(job: Any) -> dict:
     except VerificationError as error:
         report = error.report.to_dict() if error.report is not None else None
         return {"ok": False, "kind": "verification", "error": str(error), "report": report}
-    except (ModelLoadError, ProbeError) as error:
+    except (ModelLoadError, ProbeError, InvalidOption) as error:
         return {"ok": False, "kind": "invalid", "error": str(error)}
     except ExportError as error:
         return {"ok": False, "kind": "export", "error": str(error)}
@@ -337,14 +238,17 @@ def _onnx_caller(path: Path) -> Any:
 
 
 def _source_caller(path: Path, scan: bool = True) -> Any:
-    from folding.pipeline import flat_caller
+    from folding.export.pair import flat_caller
+    from folding.options import DEFAULT_SIGNATURE
+    from folding.sources import KERAS, ONNX, format_of
     from folding.sources.keras import load_keras_model
 
-    if path.suffix == ".onnx":
+    kind = format_of(path)
+    if kind == ONNX:
         return _onnx_caller(path)
-    if not path.is_dir():
+    if kind == KERAS or not path.is_dir():
         return flat_caller(load_keras_model(path))
-    from folding.sources.saved_model import DEFAULT_SIGNATURE, load_saved_model
+    from folding.sources.saved_model import load_saved_model
 
     recorded = path.parent / SIGNATURE_FILE
     signature = recorded.read_text().strip() if recorded.is_file() else DEFAULT_SIGNATURE

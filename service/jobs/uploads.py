@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 import anyio
 
+from folding.sources import FORMATS, ONNX, SAME_AS, model_suffix
 from service.core.registry import ModelRegistry
 from service.core.repository import (
     FOLDED_FILE,
@@ -49,14 +50,9 @@ from service.settings import Settings
 
 logger = logging.getLogger("foldserve.uploads")
 
-UPLOAD_SUFFIXES = {
-    ".keras": "model.keras",
-    ".h5": "model.h5",
-    ".hdf5": "model.h5",
-    ".onnx": "original.onnx",
-    ".zip": "model.zip",  # a SavedModel, unpacked into saved_model/ by the fold worker
-    ".tar.gz": "model.tar.gz",
-    ".tgz": "model.tar.gz",
+UPLOAD_SUFFIXES = {  # suffix: the name the upload is staged under
+    suffix: "original.onnx" if kind == ONNX else f"model{SAME_AS.get(suffix, suffix)}"
+    for suffix, kind in FORMATS.items()  # an archive is unpacked into saved_model/ by the worker
 }
 ARRAY_SUFFIXES = (".npy", ".npz")
 MONITOR_INTERVAL_S = 0.2
@@ -640,8 +636,7 @@ def _copy(upload: BinaryIO, target: Path) -> None:
 
 def upload_suffix(file_name: str | None) -> str | None:
     """The key of ``UPLOAD_SUFFIXES`` that ``file_name`` ends with (``.tar.gz`` too)."""
-    lowered = (file_name or "").lower()
-    return next((suffix for suffix in UPLOAD_SUFFIXES if lowered.endswith(suffix)), None)
+    return model_suffix(file_name)
 
 
 def name_from_file(file_name: str) -> str:

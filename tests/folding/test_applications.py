@@ -7,6 +7,7 @@ use; ``bench/applications.py`` runs every family and writes docs/applications.md
 import keras
 import pytest
 
+from folding.options import FoldOptions, VerifyOptions
 from folding.pipeline import fold_to_directory
 from tests import zoo
 
@@ -53,7 +54,7 @@ def test_densenet_keeps_pre_activation_batch_norms_and_says_why(tmp_path):
     model = zoo.randomize_batch_norms(
         keras.applications.DenseNet121(weights=None, input_shape=(32, 32, 3)), seed=1
     )
-    report = fold_to_directory(model, tmp_path, samples=4)
+    report = fold_to_directory(model, tmp_path, FoldOptions(VerifyOptions(samples=4)))
     assert report.verification.passed
     assert len(report.folded) == 59 and len(report.not_folded) == 62
     assert all("nor forward" in entry.reason for entry in report.not_folded)

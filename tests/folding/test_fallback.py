@@ -102,10 +102,13 @@ def test_an_unknown_exporter_is_refused(tmp_path):
 
 def test_the_general_exporter_in_process_keeps_bns_of_a_python_gelu(tmp_path):
     """A model that cannot be saved (a Python lambda) folded in process."""
+    from folding.options import FoldOptions, VerifyOptions
     from folding.pipeline import fold_to_directory
 
     model = zoo.randomize_batch_norms(exact_gelu_mlp(), seed=4)
-    report = fold_to_directory(model, tmp_path, exporter="tf2onnx", samples=16)
+    report = fold_to_directory(
+        model, tmp_path, FoldOptions(VerifyOptions(samples=16), exporter="tf2onnx")
+    )
     assert report.exporter == "tf2onnx" and report.verification.passed
     unfolded, folded = op_counts(tmp_path / "unfolded.onnx"), op_counts(tmp_path / "model.onnx")
     assert unfolded["Mul"] - folded["Mul"] == 2 and "Erf" in unfolded

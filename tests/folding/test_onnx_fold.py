@@ -7,7 +7,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from folding.onnx_graph import fold_onnx
-from folding.onnx_pipeline import fold_onnx_to_directory
+from folding.pipeline import fold_to_directory
+from folding.sources.onnx_source import OnnxSource
 
 RNG = np.random.default_rng(0)
 
@@ -228,7 +229,7 @@ def test_decomposed_bn_that_stays_is_reported():
 
 
 def test_fold_to_directory_verifies_and_reports(tmp_path):
-    report = fold_onnx_to_directory(conv_then_bn(group=2), tmp_path, name="convnet")
+    report = fold_to_directory(OnnxSource(conv_then_bn(group=2), "convnet"), tmp_path)
     assert report.exporter == "onnx"
     assert report.verification.passed and report.verification.fold_error < 1e-5
     assert report.onnx["unfolded"].op_counts["BatchNormalization"] == 1
@@ -256,7 +257,7 @@ def test_onnx_entries_carry_diagnostics(tmp_path):
             gamma = numpy_helper.to_array(tensor).copy()
             gamma[2] = 0.0
             tensor.CopyFrom(numpy_helper.from_array(gamma, "bn_gamma"))
-    report = fold_onnx_to_directory(original, tmp_path)
+    report = fold_to_directory(OnnxSource(original), tmp_path)
     (entry,) = report.folded
     assert entry.diagnostics.dead_channels == [2]
     assert report.diagnostics_summary["flagged"] == 1
@@ -290,7 +291,7 @@ def test_cli_reads_external_weights_beside_the_model(tmp_path):
 
 def test_external_weights_outside_the_model_folder_are_refused(tmp_path):
     from folding.errors import ModelLoadError
-    from folding.onnx_pipeline import load_onnx
+    from folding.sources.onnx_source import load_onnx
 
     (tmp_path / "secret").write_bytes(b"\0" * 4096)
     folder = tmp_path / "model"
@@ -321,7 +322,10 @@ def test_reference_that_differs_is_an_export_failure_not_a_fold_one(tmp_path):
         return [output * 1.01 for output in run(original, dict(zip(names, probes, strict=True)))]
 
     with pytest.raises(VerificationError) as raised:
-        fold_onnx_to_directory(original, tmp_path, reference=reference)
+        converted = OnnxSource(
+            original, reference=reference, reference_name="the model it was converted from"
+        )
+        fold_to_directory(converted, tmp_path)
     verification = raised.value.report.verification
     assert verification.failure == "export"
     assert 0.005 < verification.export_error < 0.02 and verification.fold_error < 1e-5
@@ -351,8 +355,8 @@ def test_folding_an_onnx_file_imports_no_tensorflow(tmp_path):
 
 
 def test_a_newer_ir_version_than_the_runtime_reads_is_lowered(tmp_path):
-    from folding.onnx_pipeline import load_onnx
     from folding.sources.onnx_ir import runtime_ir_version
+    from folding.sources.onnx_source import load_onnx
 
     newest = conv_then_bn()
     newest.ir_version = onnx.IR_VERSION  # what onnx's make_model writes
@@ -362,14 +366,14 @@ def test_a_newer_ir_version_than_the_runtime_reads_is_lowered(tmp_path):
     source.write_bytes(newest.SerializeToString())
     loaded = load_onnx(source)
     assert loaded.ir_version == runtime_ir_version()
-    report = fold_onnx_to_directory(loaded, tmp_path)
+    report = fold_to_directory(OnnxSource(loaded), tmp_path)
     assert report.verification.passed
 
 
 def test_opsets_newer_than_the_runtime_reads_are_refused_saying_what_to_do(tmp_path):
     from folding.errors import ModelLoadError
-    from folding.onnx_pipeline import load_onnx
     from folding.sources.onnx_ir import needed_ir_version, runtime_ir_version
+    from folding.sources.onnx_source import load_onnx
 
     newest = conv_then_bn()
     newest.ir_version = onnx.IR_VERSION

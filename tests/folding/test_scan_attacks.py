@@ -9,8 +9,8 @@ import onnxruntime
 import pytest
 
 from folding.errors import ModelLoadError, UnsafeModelError
-from folding.onnx_pipeline import load_onnx
 from folding.sources.onnx_external import external
+from folding.sources.onnx_source import load_onnx
 from tests import hostile_onnx
 from tests import saved_models as build
 from tests.folding.test_saved_model import fold

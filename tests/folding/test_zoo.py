@@ -7,8 +7,9 @@ import numpy as np
 import onnx
 import pytest
 
+from folding.export.pair import flat_caller
 from folding.keras_graph.fold import fold_model
-from folding.pipeline import flat_caller, fold_to_directory
+from folding.pipeline import fold_to_directory
 from folding.verify.probes import probe_inputs
 from folding.verify.verdict import run_onnx
 from tests import zoo

@@ -1,0 +1,91 @@
+"""Both variants of a folded Keras model as ONNX: the direct exporter, a layer it cannot
+write spliced in from the general one (tf2onnx), or the general one for the whole model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from folding.errors import ExportError
+from folding.export.direct import Unsupported
+from folding.export.exporters import (
+    OnnxModel,
+    export_direct,
+    export_onnx,
+    layer_exporter,
+)
+from folding.keras_graph.fold import FoldResult
+from folding.keras_graph.graph import Graph, InputSpec
+
+
+def flat_caller(model: Any) -> Callable[[list[Any]], list[Any]]:
+    """``model`` as a function from a flat list of inputs to a flat list of outputs."""
+    from keras import tree
+
+    from folding._compat import input_structure
+
+    structure = input_structure(model)
+
+    def call(inputs: list[Any]) -> list[Any]:
+        packed = tree.pack_sequence_as(structure, inputs) if structure is not None else inputs[0]
+        return tree.flatten(model(packed, training=False))
+
+    return call
+
+
+@dataclass(frozen=True)
+class ExportedPair:
+    folded: OnnxModel
+    unfolded: OnnxModel
+    exporter: str
+    fallback_reason: str | None = None  # why the general exporter wrote the model
+    spliced: list[Unsupported] = field(default_factory=list)  # layers it wrote alone
+
+
+EXPORTERS = ("auto", "tf2onnx")
+
+
+def export_pair(
+    result: FoldResult, unfolded_graph: Graph, opset: int, exporter: str = "auto"
+) -> ExportedPair:
+    """Both models as ONNX: directly from the traced graphs (``exporter`` "auto"), a
+    layer with no direct form exported alone by the general exporter and spliced in;
+    when even that fails, or ``exporter`` is "tf2onnx", both models whole through the
+    general exporter."""
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    if exporter == "tf2onnx":
+        return _export_general(result, opset, None)
+    try:
+        spliced: list[Unsupported] = []
+        fallback = layer_exporter()
+        unfolded = export_direct(unfolded_graph, opset, layer_fallback=fallback, spliced=spliced)
+        folded = export_direct(result.graph, opset, result.weights, layer_fallback=fallback)
+        return ExportedPair(folded, unfolded, "direct", spliced=spliced)
+    except Unsupported as unsupported:
+        reason = unsupported
+    except ValueError as error:  # an opset the direct exporter does not write
+        reason = error
+    return _export_general(result, opset, reason)
+
+
+def _export_general(result: FoldResult, opset: int, reason: object | None) -> ExportedPair:
+    """Both models through tf2onnx; ``reason`` says why the direct exporter could not
+    (None: the general one was asked for)."""
+    inputs: list[InputSpec] = result.inputs
+    try:
+        unfolded = export_onnx(flat_caller(result.source), inputs, result.output_names, opset)
+        folded = export_onnx(flat_caller(result.model), inputs, result.output_names, opset)
+    except ExportError as error:
+        if reason is None:
+            raise ExportError(f"the general exporter (tf2onnx) failed: {error}") from None
+        raise ExportError(
+            f"cannot export {reason}; the general exporter failed too: {error}"
+        ) from None
+    return ExportedPair(
+        OnnxModel(folded, folded.SerializeToString()),
+        OnnxModel(unfolded, unfolded.SerializeToString()),
+        "tf2onnx",
+        None if reason is None else f"the direct exporter cannot write {reason}",
+    )

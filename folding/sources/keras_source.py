@@ -1,0 +1,146 @@
+"""A Keras model as a source: folded on its layer graph (``folding.keras_graph``), both
+variants exported (``folding.export.pair``), judged against the Keras model itself on
+probes that follow what its first layers expect (``folding.verify.probes``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from folding.errors import ProbeError
+from folding.options import FoldOptions, VerifyOptions
+from folding.publish import UNFOLDED_FILE
+from folding.sources import Folded, Source, stage_timings
+from folding.specs import StageCallback
+
+
+class KerasSource(Source):
+    """``model`` (a loaded ``keras.Model``); ``options.recalibrate``'s rows, when given,
+    are read here, so that rows of the wrong shape fail before folding starts."""
+
+    reference_name = "the Keras model"
+
+    def __init__(self, model: Any, options: FoldOptions | None = None, name: str | None = None):
+        self.model = model
+        self.name = name or model.name
+        self.recalibrate_on: list[np.ndarray] | None = None
+        recalibrate = None if options is None else options.recalibrate
+        if recalibrate is not None:
+            from folding.keras_graph.recalibrate import load_calibration
+
+            try:
+                self.recalibrate_on = load_calibration(model, Path(recalibrate))
+            except ProbeError as error:
+                raise ProbeError(str(error), option="recalibrate") from None
+        self._graph: Any = None
+        self._inputs: list[Any] = []
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        options: FoldOptions,
+        name: str | None,
+        label: str | None,
+        progress: Callable[[float], None] | None = None,
+    ) -> KerasSource:
+        """The Keras file at ``path``, checked without Keras first, then loaded safely
+        (``folding.sources.keras``)."""
+        from folding.quiet import import_keras
+        from folding.sources.keras import DEFAULT_LIMITS, check_model_file, load_keras_model
+
+        limits = options.archive_limits or DEFAULT_LIMITS
+        check_model_file(path, label, limits)  # fails fast, before TensorFlow is imported
+        import_keras()
+        return cls(load_keras_model(path, label, limits, progress), options, name)
+
+    def fold(self, options: FoldOptions, on_stage: StageCallback) -> Folded:
+        from folding.export.pair import export_pair
+        from folding.keras_graph.fold import fold_model
+        from folding.keras_graph.graph import trace
+        from folding.sources.keras import loader_of
+        from folding.verify.probes import load_user_probes
+
+        on_stage("folding", None)
+        started = time.perf_counter()
+        calibration = None
+        if options.verify.probes is not None:  # the user's rows: variance shift too
+            calibration = load_user_probes(trace(self.model).inputs, Path(options.verify.probes))
+        result = fold_model(self.model, calibration, self.recalibrate_on)
+        self._graph = trace(self.model)
+        self._inputs = result.inputs
+        folded_at = time.perf_counter()
+        on_stage("exporting", None)
+        exported = export_pair(result, self._graph, options.opset, options.exporter)
+        exported_at = time.perf_counter()
+        return Folded(
+            folded_onnx=exported.folded,
+            unfolded_onnx=exported.unfolded,
+            inputs=result.inputs,
+            output_names=result.output_names,
+            exporter=exported.exporter,
+            timings=stage_timings(started, folded_at, exported_at),
+            folded=result.folded,
+            not_folded=result.not_folded,
+            removed=result.removed,
+            recalibration=result.recalibration,
+            loader=loader_of(self.model),
+            warnings=export_warnings(exported, self._graph),
+            compute_dtype=compute_dtype(self._graph),
+        )
+
+    def probes(self, verify: VerifyOptions) -> tuple[list[np.ndarray], str]:
+        from folding.verify.probes import make_probes, sample_count
+
+        count = verify.samples
+        if verify.probes is None:  # fewer rows for a large network
+            count = sample_count(self._graph, verify.samples)
+        return make_probes(self._inputs, count, verify.probes, graph=self._graph)
+
+    def reference(self, probes: Sequence[np.ndarray]) -> list[np.ndarray]:
+        from folding.export.pair import flat_caller
+
+        return [np.asarray(output) for output in flat_caller(self.model)(list(probes))]
+
+
+def export_warnings(exported: Any, unfolded_graph: Any) -> list[str]:
+    """What the report says about how ``exported`` (an ``ExportedPair``) was written."""
+    from keras import layers
+
+    from folding.export.exporters import summarize
+
+    if exported.exporter == "direct":
+        return [
+            f"layer '{layer.layer}' ({layer.class_name}) was exported alone by the general "
+            f"exporter (tf2onnx): {layer.reason}"
+            for layer in exported.spliced
+        ]
+    warnings = []  # asked for by name (--exporter tf2onnx), the general exporter needs no word
+    if exported.fallback_reason is not None:
+        warnings.append(f"exported by {exported.exporter}: {exported.fallback_reason}")
+    keras_count = sum(
+        type(call.layer) is layers.BatchNormalization for call in unfolded_graph.calls
+    )
+    ops = summarize(exported.unfolded)["op_counts"]
+    onnx_count = ops.get("BatchNormalization", 0) + ops.get("Mul", 0)
+    if onnx_count >= keras_count:
+        return warnings
+    return [
+        *warnings,
+        f"the general exporter ({exported.exporter}) merged some of the model's "
+        f"{keras_count} BatchNormalizations into neighbouring layers while writing "
+        f"{UNFOLDED_FILE}: comparisons with it measure less than all of the BN arithmetic",
+    ]
+
+
+def compute_dtype(graph: Any) -> str:
+    """The dtype the model computes in: float16/bfloat16 under mixed precision."""
+    dtypes = {str(getattr(call.layer, "compute_dtype", "float32")) for call in graph.calls}
+    for half in ("float16", "bfloat16"):
+        if half in dtypes:
+            return half
+    return "float32"

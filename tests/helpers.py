@@ -69,22 +69,54 @@ def post_model(
     )
 
 
-def upload_file(server, path: Path, name: str | None = None, **options) -> httpx.Response:
-    """``post_model`` of the file at ``path``, under its own file name, as octet-stream."""
+def upload_file(
+    server, path: Path, name: str | None = None, filename: str | None = None, **options
+) -> httpx.Response:
+    """``post_model`` of the file at ``path``, under ``filename`` (its own by default)."""
     with open(path, "rb") as handle:
-        return post_model(
-            server.url, handle, path.name, name, content_type="application/octet-stream", **options
-        )
+        return post_model(server.url, handle, filename or path.name, name, **options)
 
 
 def refused_upload(server, path: Path, *, wait: bool) -> str:
     """Upload ``path`` as model "new" to a server that must refuse to fold: assert a 409
     that leaves no "new" in its repository, and return the error."""
-    with open(path, "rb") as handle:
-        reply = post_model(server.url, handle, "new.keras", "new", wait=wait)
+    reply = upload_file(server, path, "new", "new.keras", wait=wait)
     assert reply.status_code == 409, reply.text
     assert not (server.models_dir / "new").exists()
     return reply.json()["error"]
+
+
+KSERVE_V1_CLIENT = """
+import asyncio, json, sys
+import httpx
+from kserve import InferenceRESTClient, RESTConfig
+
+async def main(url):
+    client = InferenceRESTClient(RESTConfig(protocol="v1"))
+    try:
+{body}
+    finally:
+        await client.close()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def kserve_v1(server, body: str) -> subprocess.CompletedProcess:
+    """``body`` (statements using ``client``, kserve's InferenceRESTClient speaking V1, and
+    ``url``, the server's) run in a Python process of its own: kserve's generated V2 protos
+    and tritonclient's define the same symbols and cannot be imported into one process."""
+    indented = "\n".join(f"        {line}" for line in body.strip().splitlines())
+    return run_script(KSERVE_V1_CLIENT.format(body=indented), server.url)
+
+
+def compared_output(server, model: str, body: dict, timeout: float = 300) -> dict:
+    """POST ``body`` to ``model``:compare, which must answer a 200 for one output; that
+    output's entry."""
+    reply = httpx.post(f"{server.url}/v1/models/{model}:compare", json=body, timeout=timeout)
+    assert reply.status_code == 200, reply.text
+    [output] = reply.json()["outputs"].values()
+    return output
 
 
 def run_script(source: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -118,10 +118,15 @@ def make_repository(root: Path) -> Path:
     return models
 
 
+def demo_server(tmp_path_factory, label: str) -> Iterator[Server]:
+    """A fixture's server: over a fresh repository holding the demo model, unfolded."""
+    with serving(make_repository(tmp_path_factory.mktemp(label))) as running:
+        yield running
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Iterator[Server]:
-    with serving(make_repository(tmp_path_factory.mktemp("open"))) as running:
-        yield running
+    yield from demo_server(tmp_path_factory, "open")
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.helpers import compared_output
 from tests.service.conftest import make_repository, serving
 
 
@@ -404,13 +405,7 @@ def test_onnx_upload_is_folded_on_its_graph(server, tmp_path):
     compared = httpx.post(f"{server.url}/v1/models/convnet:compare", json={"inputs": rows})
     assert compared.status_code == 200 and compared.json()["verdict"]["passed"]
     # the source is the uploaded ONNX file itself, run as it came
-    sourced = httpx.post(
-        f"{server.url}/v1/models/convnet:compare",
-        json={"inputs": rows, "reference": "source"},
-        timeout=300,
-    )
-    assert sourced.status_code == 200, sourced.text
-    [entry] = sourced.json()["outputs"].values()
+    entry = compared_output(server, "convnet", {"inputs": rows, "reference": "source"})
     np.testing.assert_allclose(entry["source"], entry["unfolded"], rtol=1e-5, atol=1e-6)
     assert entry["source_max_rel_diff"] < 1e-4
     broken = tmp_path / "broken.onnx"

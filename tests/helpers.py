@@ -14,6 +14,7 @@ from typing import IO, TypeVar
 import httpx
 
 T = TypeVar("T")
+OCTETS = "application/octet-stream"
 
 
 def wait_until(

@@ -7,7 +7,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.helpers import compared_output
+from tests.helpers import compared_output, wait_until
 from tests.service.conftest import make_repository, serving
 
 
@@ -230,10 +230,9 @@ def test_a_crash_mid_upload_leaves_no_half_model(tmp_path, trained_model_file):
 
         uploader = threading.Thread(target=doomed_upload)
         uploader.start()
-        deadline = time.monotonic() + 30
-        while not any((models / ".staging").iterdir()) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert any((models / ".staging").iterdir()), "the upload never reached the store"
+        staging = models / ".staging"
+        wait_until(lambda: any(staging.iterdir()), 30, interval=0.02, message="upload staged")
+        assert any(staging.iterdir()), "the upload never reached the store"
         subprocess.run(["pkill", "-KILL", "-P", str(first.process.pid)], check=False)
         first.process.send_signal(signal.SIGKILL)
         first.process.wait()

@@ -39,7 +39,7 @@ class Server:
         self.models_dir = models_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = models_dir.parent / f"{self.label}-{self.port}.log"
+        self.log = models_dir.parent / f"{self.label.replace(' ', '-')}-{self.port}.log"
         # gRPC only where a test asks for it (FOLDSERVE_GRPC_PORT in env), so that
         # servers started side by side never contend for the default port.
         environment = {

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ready
@@ -24,7 +25,10 @@ FOLD_WAIT_S = 120
 
 
 def wait(browser, seconds: float = 20) -> WebDriverWait:
-    return WebDriverWait(browser, seconds, poll_frequency=0.1)
+    # an element the console re-renders between finding and reading it is asked again
+    return WebDriverWait(
+        browser, seconds, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    )
 
 
 def css(browser, selector: str, seconds: float = 20):

@@ -95,8 +95,12 @@ def test_dropped_model_is_folded_with_live_stages(browser, console_server, tmp_p
     assert all("done" in value for value in classes.values()), classes
     timings = card.find_element(By.CSS_SELECTOR, ".job-timings").text
     assert "folding" in timings and "verifying" in timings
-    row = css(browser, 'tr[data-model="dropped"][data-version="1"]', 10)
-    wait(browser).until(lambda _: row.find_element(By.CSS_SELECTOR, ".state").text == "AVAILABLE")
+    row = 'tr[data-model="dropped"][data-version="1"]'
+    css(browser, row, 10)
+    # the table is redrawn as models change: the row is looked up afresh each time
+    wait(browser).until(
+        lambda b: b.find_element(By.CSS_SELECTOR, f"{row} .state").text == "AVAILABLE"
+    )
     card.find_element(By.LINK_TEXT, "Open the report").click()
     css(browser, "#verdict")
     assert browser.current_url.endswith("#/models/dropped/versions/1")

@@ -24,6 +24,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import timed_fold  # noqa: E402
+
 SIZES = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}
 FAMILIES = [
     "ResNet50",
@@ -86,8 +88,6 @@ PREPROCESSING = [
 def run_family(family: str, workdir: Path) -> dict:
     import keras
 
-    from folding.errors import FoldingError
-    from folding.pipeline import fold_to_directory
     from tests import zoo
 
     size = SIZES.get(family, 32)
@@ -106,13 +106,7 @@ def run_family(family: str, workdir: Path) -> dict:
     out = workdir / family
     out.mkdir()
     row = {"family": family, "input": size, "bns": bns, "load_s": load_s}
-    started = time.perf_counter()
-    try:
-        report = fold_to_directory(loaded, out)
-    except FoldingError as error:
-        row["error"] = str(error).splitlines()[0][:120]
-        report = getattr(error, "report", None)
-    row["total_s"] = time.perf_counter() - started
+    report = timed_fold(loaded, out, row, "total_s", error_width=120)
     if report is not None:
         verification = report.verification
         row.update(

@@ -15,11 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,18 +24,13 @@ from pathlib import Path
 import grpc
 import httpx
 import numpy as np
+from common import ROOT as REPO
+from common import answers_200, serving_grpc, wait_until
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-REPO = Path(__file__).resolve().parents[1]
 HEADER_LENGTH = "Inference-Header-Content-Length"
 CASES = ((1, 1), (1, 64), (4096, 1))  # (rows per request, concurrency)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def requests_for(rows: np.ndarray) -> dict[str, object]:
@@ -141,32 +132,12 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="foldserve-grpc-bench-"))
     models = workdir / "models"
     shutil.copytree(args.models_dir / "digits", models / "digits")
-    http_port, grpc_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "FOLDSERVE_LOG_LEVEL": "warning",
-        "FOLDSERVE_GRPC_PORT": str(grpc_port),
-        "FOLDSERVE_PREWARM_FOLDER": "false",
-    }
-    command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1",
-               "--port", str(http_port), "--models-dir", str(models)]  # fmt: skip
-    server = subprocess.Popen(command, cwd=REPO, env=env)
     try:
-        url = f"http://127.0.0.1:{http_port}"
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/v2/models/digits/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise SystemExit("server not ready in 300 s")
-        results = asyncio.run(measure(url, f"127.0.0.1:{grpc_port}", args.duration))
+        with serving_grpc(models, {"FOLDSERVE_PREWARM_FOLDER": "false"}) as server:
+            ready = f"{server.url}/v2/models/digits/ready"
+            wait_until(lambda: answers_200(ready), 300, interval=0.5, message=ready)
+            results = asyncio.run(measure(server.url, server.grpc_url, args.duration))
     finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=30)
         shutil.rmtree(workdir, ignore_errors=True)
     print("\n| rows | concurrency | protocol | req/s | median ms | p99 ms |")
     print("|---:|---:|---|---:|---:|---:|")

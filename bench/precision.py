@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +25,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import keras_scratch, markdown_table  # noqa: E402
 
 DEFAULT_FAMILIES = ["ResNet50", "MobileNetV2", "EfficientNetB0"]
 SECTION = "## Precision variants"
@@ -134,12 +135,8 @@ def main() -> None:
     parser.add_argument("--no-digits", action="store_true")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
-    from folding.quiet import import_keras
-
-    import_keras()
     rows = []
-    with tempfile.TemporaryDirectory() as scratch:
-        workdir = Path(scratch)
+    with keras_scratch() as workdir:
         if not args.no_digits:
             directory, calibration, held_out = fold_digits(workdir)
             rows += measure("digits conv (trained)", directory, calibration, held_out)
@@ -148,14 +145,10 @@ def main() -> None:
             directory, calibration = fold_family(family, args.size, workdir)
             rows += measure(f"{family} {args.size}px", directory, calibration)
             print(line(rows[-2]), line(rows[-1]), sep="\n", flush=True)
-    table = "\n".join([HEADER, _rule(), *map(line, rows)])
+    table = markdown_table(HEADER, rows, line)
     print(table)
     if args.write:
         write(table, args)
-
-
-def _rule() -> str:
-    return "|" + "---|" * (HEADER.count("|") - 1)
 
 
 def write(table: str, args: argparse.Namespace) -> None:

@@ -22,7 +22,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 BENCH = Path(__file__).resolve().parent
@@ -40,6 +38,8 @@ MLSERVER_VENV = BENCH / ".venv-mlserver"
 CONCURRENCY = (1, 8, 64)
 LARGE_ROWS = 4096
 sys.path.insert(0, str(REPO))
+
+from common import answers_200, free_port, wait_until  # noqa: E402
 
 
 @dataclass
@@ -196,12 +196,6 @@ def mlserver_repository(root: Path, models: Path) -> None:
 # -- processes -------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Process:
     def __init__(
         self,
@@ -222,17 +216,15 @@ class Process:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{name} exited; see {self.log.name}")
-            try:
-                if httpx.get(ready, timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"{name} not ready; see {self.log.name}")
+        try:
+            wait_until(lambda: self.ready(ready), 180, interval=0.3)
+        except TimeoutError:
+            raise RuntimeError(f"{name} not ready; see {self.log.name}") from None
+
+    def ready(self, url: str) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited; see {self.log.name}")
+        return answers_200(url)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -19,9 +19,7 @@ import collections
 import os
 import platform
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,15 +27,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / "models" / "digits" / "1" / "model.keras"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from common import DEMO_SOURCE as DEMO
+from common import ROOT, make_repository, serving
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -70,46 +61,10 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
-    models = workdir / "models"
-    (models / "digits" / "1").mkdir(parents=True)
-    shutil.copy(DEMO, models / "digits" / "1" / "model.keras")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed at the end
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--models-dir",
-            str(models),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "FOLDSERVE_LOG_LEVEL": "warning"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise SystemExit(f"server not ready:\n{(workdir / 'server.log').read_text()}")
-        run(url, server.pid, args, workdir)
+        with serving(make_repository(workdir)) as server:
+            run(server.url, server.process.pid, args, workdir)
     finally:
-        server.terminate()
-        server.wait(timeout=60)
-        log.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

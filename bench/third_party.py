@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import keras_scratch, markdown_table, timed_fold  # noqa: E402
 
 SECTION = "## Models from elsewhere"
 HUB = ["resnet", "resnet_v2", "mobilenet", "cspdarknet", "efficientnet", "densenet", "vit"]
@@ -52,8 +53,6 @@ def tf_keras_models(workdir: Path):
 
 
 def run(label: str, build, workdir: Path) -> dict:
-    from folding.errors import FoldingError
-    from folding.pipeline import fold_to_directory
     from tests import zoo
     from tests.folding.test_zoo import batch_norm_count
 
@@ -68,13 +67,7 @@ def run(label: str, build, workdir: Path) -> dict:
     row["bns"] = batch_norm_count(model)
     out = workdir / label.replace(" ", "_").replace("(", "").replace(")", "")
     out.mkdir()
-    started = time.perf_counter()
-    try:
-        report = fold_to_directory(model, out)
-    except FoldingError as error:
-        row["error"] = str(error).splitlines()[0][:100]
-        report = getattr(error, "report", None)
-    row["fold_s"] = time.perf_counter() - started
+    report = timed_fold(model, out, row, "fold_s", error_width=100)
     if report is not None:
         row.update(
             folded=len(report.folded),
@@ -101,16 +94,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
-    from folding.quiet import import_keras
-
-    import_keras()
     rows = []
-    with tempfile.TemporaryDirectory() as scratch:
-        workdir = Path(scratch)
+    with keras_scratch() as workdir:
         for label, build in [*hub_models(), *tf_keras_models(workdir)]:
             rows.append(run(label, build, workdir))
             print(line(rows[-1]), flush=True)
-    table = "\n".join([HEADER, "|" + "---|" * 8, *map(line, rows)])
+    table = markdown_table(HEADER, rows, line)
     print(table)
     if args.write:
         from bench.docs import replace_section

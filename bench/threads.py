@@ -15,15 +15,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from serving import (
-    Target,
-    build_repository,
-    ensure_wrk,
-    free_port,
-    run_wrk,
-    start_foldserve,
-    write_bodies,
-)
+import serving
 
 SETTINGS = {
     "1 thread": {"FOLDSERVE_INTRA_OP_THREADS": "1"},
@@ -36,25 +28,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=4)
     args = parser.parse_args()
-    wrk = ensure_wrk()
+    wrk = serving.ensure_wrk()
     work = Path(tempfile.mkdtemp(prefix="foldserve-threads-"))
-    build_repository(work / "models")
+    serving.build_repository(work / "models")
     from sklearn.datasets import load_digits
 
-    mlp = write_bodies(work, "mlp", "pixels", load_digits().data[:1].astype(np.float32))
+    mlp = serving.write_bodies(work, "mlp", "pixels", load_digits().data[:1].astype(np.float32))
     image = np.random.default_rng(0).uniform(0, 1, (1, 32, 32, 3)).astype(np.float32)
-    conv = write_bodies(work, "conv", "image", image)
+    conv = serving.write_bodies(work, "conv", "image", image)
     print(
         f"{'setting':24s} {'target':22s} {'conc':>4s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s}"
     )
     for label, env in SETTINGS.items():
-        port = free_port()
+        port = serving.free_port()
         url = f"http://127.0.0.1:{port}"
-        server = start_foldserve(port, work / "models", work, env)
+        server = serving.start_foldserve(port, work / "models", work, env)
         try:
             targets = [
-                Target("mlp", "mlp TF JSON", f"{url}/v1/models/mlp:predict", mlp["tf"], 1),
-                Target(
+                serving.Target("mlp", "mlp TF JSON", f"{url}/v1/models/mlp:predict", mlp["tf"], 1),
+                serving.Target(
                     "conv",
                     "conv V2 binary",
                     f"{url}/v2/models/conv/infer",
@@ -66,7 +58,7 @@ def main() -> None:
             ]
             for target in targets:
                 for concurrency in (1, 64):
-                    r = run_wrk(wrk, target, concurrency, args.duration)
+                    r = serving.run_wrk(wrk, target, concurrency, args.duration)
                     print(
                         f"{label:24s} {target.name:22s} {concurrency:4d} {r.rps:9.1f} "
                         f"{r.p50_ms:8.3f} {r.p99_ms:8.3f}",

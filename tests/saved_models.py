@@ -26,58 +26,57 @@ def _randomise_batchnorms(model, layer_type) -> None:
             )
 
 
+def _keras3_export(path: Path, *layers) -> Path:
+    """Keras 3 ``model.export`` (tf_saved_model) of a Sequential of ``layers``, BNs
+    randomised."""
+    import keras
+
+    model = keras.Sequential(list(layers))
+    _randomise_batchnorms(model, keras.layers.BatchNormalization)
+    model.export(str(path), format="tf_saved_model", verbose=False)
+    return path
+
+
 def keras3_dense(path: Path) -> Path:
     """Keras 3 ``model.export`` (tf_saved_model) of Dense -> BN -> ReLU -> Dense."""
     import keras
 
-    model = keras.Sequential(
-        [
-            keras.Input((6,)),
-            keras.layers.Dense(8),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
-            keras.layers.Dense(3),
-        ]
+    layers = keras.layers
+    return _keras3_export(
+        path,
+        keras.Input((6,)),
+        layers.Dense(8),
+        layers.BatchNormalization(),
+        layers.ReLU(),
+        layers.Dense(3),
     )
-    _randomise_batchnorms(model, keras.layers.BatchNormalization)
-    model.export(str(path), format="tf_saved_model", verbose=False)
-    return path
+
+
+def _conv_layers(framework) -> list:
+    """Conv -> BN -> ReLU -> pool -> Dense on 8x8x3, in ``framework`` (keras or tf_keras)."""
+    layers = framework.layers
+    return [
+        framework.Input((8, 8, 3)),
+        layers.Conv2D(4, 3, padding="same"),
+        layers.BatchNormalization(),
+        layers.ReLU(),
+        layers.GlobalAveragePooling2D(),
+        layers.Dense(2),
+    ]
 
 
 def keras3_conv(path: Path) -> Path:
     import keras
 
-    model = keras.Sequential(
-        [
-            keras.Input((8, 8, 3)),
-            keras.layers.Conv2D(4, 3, padding="same"),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(2),
-        ]
-    )
-    _randomise_batchnorms(model, keras.layers.BatchNormalization)
-    model.export(str(path), format="tf_saved_model", verbose=False)
-    return path
+    return _keras3_export(path, *_conv_layers(keras))
 
 
 def tf_keras_conv(path: Path) -> Path:
     """tf.keras 2 (``tf_keras``) ``model.save(path)``: FusedBatchNormV3 in the graph."""
     import tf_keras
 
-    layers = tf_keras.layers
-    model = tf_keras.Sequential(
-        [
-            tf_keras.Input((8, 8, 3)),
-            layers.Conv2D(4, 3, padding="same"),
-            layers.BatchNormalization(),
-            layers.ReLU(),
-            layers.GlobalAveragePooling2D(),
-            layers.Dense(2),
-        ]
-    )
-    _randomise_batchnorms(model, layers.BatchNormalization)
+    model = tf_keras.Sequential(_conv_layers(tf_keras))
+    _randomise_batchnorms(model, tf_keras.layers.BatchNormalization)
     model.save(str(path))
     return path
 
@@ -204,10 +203,19 @@ def writes_a_file_on_load(path: Path, victim: Path) -> Path:
                 input_dataset=dataset._variant_tensor, filename=str(victim), compression_type=""
             )
 
+    return doubling(path, Resource())
+
+
+def doubling(path: Path, resource=None) -> Path:
+    """A tf.Module serving ``y = 2x`` (x: [None, 3] float32), holding ``resource`` (a
+    TrackableResource, whose initialiser ``tf.saved_model.load`` runs) where one is given."""
+    import tensorflow as tf
+
     class Module(tf.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.resource = Resource()
+            if resource is not None:
+                self.resource = resource
 
         @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
         def serve(self, x):

@@ -23,6 +23,15 @@ def save(model, path):
     return path
 
 
+def folded_with_custom_layers(path, out) -> dict:
+    """The report of a fold of ``path`` with tests.custom_layers, which must pass."""
+    result = fold(path, "-o", out, "--custom-objects", "tests.custom_layers")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["verification"]["passed"]
+    return report
+
+
 def test_custom_layer_between_dense_and_bn_keeps_the_bn(tmp_path):
     inputs = keras.Input((6,))
     hidden = keras.layers.BatchNormalization(name="bn")(Shift()(keras.layers.Dense(5)(inputs)))
@@ -33,11 +42,7 @@ def test_custom_layer_between_dense_and_bn_keeps_the_bn(tmp_path):
     assert "Shift" in refused.stderr
     assert not (tmp_path / "refused").exists()
 
-    out = tmp_path / "out"
-    result = fold(path, "-o", out, "--custom-objects", "tests.custom_layers")
-    assert result.returncode == 0, result.stderr
-    report = json.loads((out / "report.json").read_text())
-    assert report["verification"]["passed"]
+    report = folded_with_custom_layers(path, tmp_path / "out")
     assert [entry["bn"] for entry in report["not_folded"]] == ["bn"]
     assert report["folded"] == []
 
@@ -46,11 +51,7 @@ def test_custom_layer_after_a_dense_bn_pair(tmp_path):
     inputs = keras.Input((6,))
     hidden = keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(5)(inputs))
     path = save(keras.Model(inputs, Shift()(hidden)), tmp_path / "after.keras")
-    out = tmp_path / "out"
-    result = fold(path, "-o", out, "--custom-objects", "tests.custom_layers")
-    assert result.returncode == 0, result.stderr
-    report = json.loads((out / "report.json").read_text())
-    assert report["verification"]["passed"]
+    report = folded_with_custom_layers(path, tmp_path / "out")
     assert [entry["bn"] for entry in report["folded"]] == ["bn"]
     assert report["exporter"] == "direct"  # Shift's call (inputs + offset) is traced into
     assert report["warnings"] == []

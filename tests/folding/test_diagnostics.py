@@ -15,6 +15,7 @@ from keras import layers
 from folding.diagnostics import FLOAT16_MAX, SCALE_SPREAD_LIMIT, VARIANCE_SHIFT_LIMIT
 from folding.keras_graph.fold import fold_model
 from tests import zoo
+from tests.helpers import compared_output
 from tests.service.conftest import make_repository, serving
 
 FOLDSERVE = [sys.executable, "-m", "service.cli"]
@@ -254,13 +255,8 @@ def test_upload_with_recalibrate_recalibrates(
             assert answer.status_code == 200, answer.text
             predictions[name] = np.asarray(answer.json()["predictions"])
         assert not np.allclose(predictions["recalibrated"], predictions["plain"], atol=1e-3)
-        compared = httpx.post(
-            f"{server.url}/v1/models/recalibrated:compare",
-            json={"instances": rows, "reference": "keras"},
-            timeout=120,
-        )
-        assert compared.status_code == 200, compared.text
-        [output] = compared.json()["outputs"].values()
+        body = {"instances": rows, "reference": "keras"}
+        output = compared_output(server, "recalibrated", body, timeout=120)
         assert output["max_abs_diff"] < 1e-5
 
         wrong = upload("wrong", ("digits.npy", _npy_bytes(np.zeros((4, 3), np.float32))))

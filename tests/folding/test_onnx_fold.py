@@ -2,13 +2,13 @@
 
 import numpy as np
 import onnx
-import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from folding.onnx_graph import fold_onnx
 from folding.pipeline import fold_to_directory
 from folding.sources.onnx_source import OnnxSource
+from tests.folding.onnx_graph.helpers import run
 
 RNG = np.random.default_rng(0)
 
@@ -47,15 +47,6 @@ def model(nodes, initializers, inputs, outputs):
     proto.ir_version = 8
     onnx.checker.check_model(proto)
     return proto
-
-
-def run(proto, feed):
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = onnxruntime.InferenceSession(
-        proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    return session.run(None, feed)
 
 
 def conv_then_bn(group=1, channels_in=4, channels_out=6):

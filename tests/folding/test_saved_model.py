@@ -63,15 +63,20 @@ def test_saved_model_folds_and_answers_like_its_signature(saved_models, which, t
         np.testing.assert_allclose(answers[key], value, rtol=1e-4, atol=1e-5)
 
 
-def test_embedding_lookup_with_int_ids_folds(tmp_path):
-    """tf.gather on a variable is a ResourceGather in the SavedModel, a Gather once frozen."""
-    model = build.tf_module_embedding(tmp_path / "embedding")
-    out = tmp_path / "out"
+def folded_into_one_matmul(model, out) -> onnxruntime.InferenceSession:
+    """Fold ``model`` into ``out`` (16 probes), which must succeed with its one BN folded
+    into a MatMul; a session of the folded model."""
     result = fold(model, "-o", out, "--samples", "16")
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
     assert [entry["into_class"] for entry in report["folded"]] == ["MatMul"]
-    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    return onnxruntime.InferenceSession(str(out / "model.onnx"))
+
+
+def test_embedding_lookup_with_int_ids_folds(tmp_path):
+    """tf.gather on a variable is a ResourceGather in the SavedModel, a Gather once frozen."""
+    model = build.tf_module_embedding(tmp_path / "embedding")
+    session = folded_into_one_matmul(model, tmp_path / "out")
     ids = np.random.default_rng(5).integers(0, 50, size=(7, 5)).astype(np.int32)
     (answer,) = session.run(None, {"ids": ids})
     expected = build.signature_answers(model, {"ids": ids})["out"]
@@ -81,12 +86,7 @@ def test_embedding_lookup_with_int_ids_folds(tmp_path):
 def test_signature_that_captures_constant_tensors_folds(tmp_path):
     """Captured constants are not signature inputs (EfficientNet was refused for them)."""
     model = build.keras3_normalization(tmp_path / "normalized")
-    out = tmp_path / "out"
-    result = fold(model, "-o", out, "--samples", "16")
-    assert result.returncode == 0, result.stderr
-    report = json.loads((out / "report.json").read_text())
-    assert [entry["into_class"] for entry in report["folded"]] == ["MatMul"]
-    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    session = folded_into_one_matmul(model, tmp_path / "out")
     feed = probe_inputs(session)
     (answer,) = session.run(None, feed)
     (expected,) = build.signature_answers(model, feed).values()
@@ -109,24 +109,26 @@ def test_a_directory_that_is_not_a_saved_model(tmp_path):
     assert "not a SavedModel" in result.stderr
 
 
-def test_saved_model_that_writes_a_file_never_runs(tmp_path):
-    victim = tmp_path / "written.txt"
-    model = build.writes_a_file(tmp_path / "writer", victim)
+@pytest.mark.parametrize(
+    ("write", "victim_name", "named"),
+    [
+        (build.writes_a_file, "written.txt", ["'WriteFile'"]),
+        (
+            build.writes_a_file_on_load,
+            "written.tfrecord",
+            ["resource's initialiser", "nothing in it was run"],
+        ),
+    ],
+    ids=["when_served_never_runs", "on_load_never_loads"],
+)
+def test_saved_model_that_writes_a_file(tmp_path, write, victim_name, named):
+    victim = tmp_path / victim_name
+    model = write(tmp_path / "writer", victim)
     out = tmp_path / "out"
     result = fold(model, "-o", out)
     assert result.returncode == 1
-    assert "'WriteFile'" in result.stderr
-    assert not victim.exists()
-    assert not out.exists()
-
-
-def test_saved_model_that_writes_a_file_on_load_never_loads(tmp_path):
-    victim = tmp_path / "written.tfrecord"
-    model = build.writes_a_file_on_load(tmp_path / "writer", victim)
-    out = tmp_path / "out"
-    result = fold(model, "-o", out)
-    assert result.returncode == 1
-    assert "resource's initialiser" in result.stderr and "nothing in it was run" in result.stderr
+    for words in named:
+        assert words in result.stderr
     assert not victim.exists()
     assert not out.exists()
 

@@ -169,25 +169,15 @@ def _hub_backbones() -> dict:
     def build(name: str) -> keras.Model:
         models = pytest.importorskip("keras_hub").models
         image = (32, 32, 3)
-        if name == "resnet":
+        if name in ("resnet", "resnet_v2"):
+            v2 = {"block_type": "basic_block", "use_pre_activation": True}
             return models.ResNetBackbone(
                 input_conv_filters=[64],
                 input_conv_kernel_sizes=[3],
                 stackwise_num_filters=[64, 16],
                 stackwise_num_blocks=[1, 1],
                 stackwise_num_strides=[1, 2],
-                block_type="bottleneck_block",
-                image_shape=image,
-            )
-        if name == "resnet_v2":
-            return models.ResNetBackbone(
-                input_conv_filters=[64],
-                input_conv_kernel_sizes=[3],
-                stackwise_num_filters=[64, 16],
-                stackwise_num_blocks=[1, 1],
-                stackwise_num_strides=[1, 2],
-                block_type="basic_block",
-                use_pre_activation=True,
+                **(v2 if name == "resnet_v2" else {"block_type": "bottleneck_block"}),
                 image_shape=image,
             )
         if name == "mobilenet":

@@ -6,32 +6,40 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.helpers import answers_200, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_SOURCE = REPO / "models" / "digits" / "1" / "model.keras"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Server:
-    def __init__(self, models_dir: Path, env: dict[str, str] | None = None, workers: int = 1):
+    """``foldserve serve`` on 127.0.0.1 in a process of its own, logging to a file beside
+    ``models_dir``. ``python`` and ``flags`` let a test start another install (the Ray
+    venv) or engine the same way."""
+
+    label = "server"
+
+    def __init__(
+        self,
+        models_dir: Path,
+        env: dict[str, str] | None = None,
+        workers: int = 1,
+        *,
+        python: str = sys.executable,
+        flags: tuple[str, ...] = (),
+        new_session: bool = False,
+    ):
         self.models_dir = models_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = models_dir.parent / f"server-{self.port}.log"
+        self.log = models_dir.parent / f"{self.label.replace(' ', '-')}-{self.port}.log"
         # gRPC only where a test asks for it (FOLDSERVE_GRPC_PORT in env), so that
         # servers started side by side never contend for the default port.
         environment = {
@@ -40,37 +48,31 @@ class Server:
             "FOLDSERVE_GRPC_PORT": "0",
             **(env or {}),
         }
-        command = [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--models-dir",
-            str(models_dir),
-            "--workers",
-            str(workers),
-        ]
+        command = [python, "-m", "service.cli", "serve", *flags]
+        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        command += ["--models-dir", str(models_dir), "--workers", str(workers)]
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                command, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT
+                command,
+                cwd=REPO,
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=new_session,
             )
 
+    def ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.label} exited:\n{self.log.read_text()}")
+        return answers_200(f"{self.url}/v2/health/ready")
+
     def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"server not ready in {timeout} s:\n{self.log.read_text()}")
+        try:
+            wait_until(self.ready, timeout, interval=0.2)
+        except TimeoutError:
+            raise RuntimeError(
+                f"{self.label} not ready in {timeout} s:\n{self.log.read_text()}"
+            ) from None
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -93,6 +95,22 @@ def serving(models_dir: Path, env: dict[str, str] | None = None, workers: int = 
         running.stop()
 
 
+@contextlib.contextmanager
+def serving_grpc(models_dir: Path, env: dict[str, str] | None = None):
+    """``serving`` with gRPC on a free port too, whose address is ``grpc_url``."""
+    port = free_port()
+    with serving(models_dir, {**(env or {}), "FOLDSERVE_GRPC_PORT": str(port)}) as running:
+        running.grpc_url = f"127.0.0.1:{port}"
+        yield running
+
+
+def folded_copy(tmp_path_factory, server: Server, label: str) -> Path:
+    """A fresh repository holding the demo model as ``server`` folded it."""
+    models = tmp_path_factory.mktemp(label) / "models"
+    shutil.copytree(server.models_dir / "digits", models / "digits")
+    return models
+
+
 def make_repository(root: Path) -> Path:
     models = root / "models"
     (models / "digits" / "1").mkdir(parents=True)
@@ -100,10 +118,15 @@ def make_repository(root: Path) -> Path:
     return models
 
 
+def demo_server(tmp_path_factory, label: str) -> Iterator[Server]:
+    """A fixture's server: over a fresh repository holding the demo model, unfolded."""
+    with serving(make_repository(tmp_path_factory.mktemp(label))) as running:
+        yield running
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Iterator[Server]:
-    with serving(make_repository(tmp_path_factory.mktemp("open"))) as running:
-        yield running
+    yield from demo_server(tmp_path_factory, "open")
 
 
 @pytest.fixture(scope="session")
@@ -118,9 +141,7 @@ def guarded_server(tmp_path_factory, server) -> Iterator[Server]:
         "FOLDSERVE_MAX_REQUEST_BYTES": "4096",
         "FOLDSERVE_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
     }
-    models = tmp_path_factory.mktemp("guarded") / "models"
-    shutil.copytree(server.models_dir / "digits", models / "digits")
-    with serving(models, env) as running:
+    with serving(folded_copy(tmp_path_factory, server, "guarded"), env) as running:
         yield running
 
 

@@ -1,18 +1,19 @@
 """Reproducers from an attack on the service: each once gave a 500, lost data or grew
 without bound; each now gets a clear 4xx, or nothing at all happens."""
 
+import contextlib
 import io
 import os
 import shutil
 import signal
 import subprocess
-import time
 import zipfile
 
 import httpx
 import numpy as np
 import pytest
 
+from tests.helpers import wait_until
 from tests.service.conftest import Server, make_repository, serving
 from tests.service.test_bad_input import assert_error, store_snapshot
 from tests.service.test_store import upload
@@ -188,18 +189,17 @@ def test_fold_worker_dies_with_a_killed_server(tmp_path):
     running = Server(make_repository(tmp_path))
     try:
         running.wait_ready()
-        deadline = time.monotonic() + 60
-        workers: list[int] = []
-        while time.monotonic() < deadline and not workers:
-            workers = [pid for pid in _children(running.process.pid) if _alive(pid)]
-            time.sleep(0.2)
-        assert workers, "the fold worker was not started"
+        workers = wait_until(
+            lambda: [pid for pid in _children(running.process.pid) if _alive(pid)],
+            60,
+            interval=0.2,
+            message="the fold worker was started",
+        )
     finally:
         running.process.send_signal(signal.SIGKILL)
         running.process.wait()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
-        time.sleep(0.2)
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: not any(_alive(pid) for pid in workers), 15, interval=0.2)
     assert not any(_alive(pid) for pid in workers)
 
 

@@ -53,27 +53,25 @@ def recorded(tmp_path):
     return session, runs
 
 
-async def submit(executor: Executor, indices: list[int]) -> list:
-    feeds = [{"index": np.array([[i]], np.int64)} for i in indices]
-    return await asyncio.gather(*(executor.run(f) for f in feeds), return_exceptions=True)
-
-
-def executor_for(session) -> Executor:
+def batched(session, indices: list[int]) -> list:
+    """The answers (or errors) to one request per index in ``indices``, all sent at once to
+    a batching Executor over ``session``."""
     policy = BatchPolicy(enabled=True, max_batch_size=16, max_queue_delay_us=200_000)
-    return Executor(session, policy, ModelStats("gather", 1))
+
+    async def scenario():
+        executor = Executor(session, policy, ModelStats("gather", 1))
+        feeds = [{"index": np.array([[i]], np.int64)} for i in indices]
+        try:
+            return await asyncio.gather(*(executor.run(f) for f in feeds), return_exceptions=True)
+        finally:
+            executor.close()
+
+    return asyncio.run(scenario())
 
 
 def test_requests_are_merged_into_one_run_and_split_back(recorded):
     session, runs = recorded
-
-    async def scenario():
-        executor = executor_for(session)
-        try:
-            return await submit(executor, [3, 1, 4, 1, 5])
-        finally:
-            executor.close()
-
-    answers = asyncio.run(scenario())
+    answers = batched(session, [3, 1, 4, 1, 5])
     assert runs == [5]
     for index, (rows,) in zip([3, 1, 4, 1, 5], answers, strict=True):
         np.testing.assert_array_equal(rows, TABLE[[index]])
@@ -81,15 +79,7 @@ def test_requests_are_merged_into_one_run_and_split_back(recorded):
 
 def test_a_failing_batch_is_retried_alone_and_only_the_culprit_fails(recorded):
     session, runs = recorded
-
-    async def scenario():
-        executor = executor_for(session)
-        try:
-            return await submit(executor, [2, 7, 99, 0, 9])
-        finally:
-            executor.close()
-
-    answers = asyncio.run(scenario())
+    answers = batched(session, [2, 7, 99, 0, 9])
     assert runs == [5, 1, 1, 1, 1, 1]  # the merged run failed; each request ran alone
     culprit = answers[2]
     assert isinstance(culprit, ServingError) and culprit.status_code == 400

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import queue
-import subprocess
-import sys
 
 import httpx
 import numpy as np
 import tritonclient.grpc as triton
 
+from tests.helpers import kserve_v1
 from tests.service.test_grpc import AUTH, TOKEN, client, grpc_server, pixels  # noqa: F401
 
 
@@ -56,32 +55,14 @@ def test_triton_grpc_stream_infer_answers_each_request_in_order(
     np.testing.assert_array_equal(last.as_numpy("probabilities").argmax(axis=1), digits.target[2:4])
 
 
-KSERVE_V1 = """
-import asyncio, sys
-from kserve import InferenceRESTClient, RESTConfig
-
-async def ask():
-    client = InferenceRESTClient(RESTConfig(protocol="v1"))
-    try:
-        live = await client.is_server_live(sys.argv[1])
-        ready = await client.is_model_ready(sys.argv[1], "digits")
-        print(live, ready)
-    finally:
-        await client.close()
-
-asyncio.run(ask())
-"""
-
-
 def test_kserve_v1_client_sees_a_live_server_and_a_ready_model(server):
-    # a process of its own: kserve's generated V2 protos and tritonclient's define the same
-    # symbols and cannot be imported into one process
-    done = subprocess.run(
-        [sys.executable, "-c", KSERVE_V1, server.url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    done = kserve_v1(
+        server,
+        """
+live = await client.is_server_live(url)
+ready = await client.is_model_ready(url, "digits")
+print(live, ready)
+""",
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "True"]

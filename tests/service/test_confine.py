@@ -18,6 +18,7 @@ import pytest
 
 from folding.confine import capability
 from tests import saved_models as build
+from tests.saved_models import doubling
 from tests.service.conftest import REPO, make_repository, serving
 
 CONFINED = capability()
@@ -136,32 +137,12 @@ def reads_a_secret_on_load(path: Path, secret: Path, victim: Path) -> Path:
         def _initialize(self):
             tf.io.write_file(str(victim), tf.io.read_file(str(secret)))
 
-    class Module(tf.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.resource = Resource()
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
-        def serve(self, x):
-            return {"y": x * 2.0}
-
-    module = Module()
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
-    return path
+    return doubling(path, Resource())
 
 
 def doubles(path: Path) -> Path:
     """The harmless twin: the same signature, no resource."""
-    import tensorflow as tf
-
-    class Module(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
-        def serve(self, x):
-            return {"y": x * 2.0}
-
-    module = Module()
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
-    return path
+    return doubling(path)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from tests.service.conftest import Server, free_port, serving
+from tests.service.conftest import Server, folded_copy, serving_grpc
 
 TOKEN = "reader-secret"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -23,12 +23,8 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 def grpc_server(tmp_path_factory, server):
     """The demo model (already folded by ``server``) behind an API token, with gRPC on."""
-    models = tmp_path_factory.mktemp("grpc") / "models"
-    shutil.copytree(server.models_dir / "digits", models / "digits")
-    port = free_port()
-    env = {"FOLDSERVE_GRPC_PORT": str(port), "FOLDSERVE_API_TOKEN": TOKEN}
-    with serving(models, env) as running:
-        running.grpc_url = f"127.0.0.1:{port}"
+    models = folded_copy(tmp_path_factory, server, "grpc")
+    with serving_grpc(models, {"FOLDSERVE_API_TOKEN": TOKEN}) as running:
         yield running
 
 

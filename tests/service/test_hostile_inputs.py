@@ -18,6 +18,7 @@ from onnx import TensorProto, helper
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from tests.helpers import post_model
 from tests.service.conftest import free_port, serving
 
 
@@ -139,12 +140,7 @@ def test_an_onnx_squaring_its_constants_does_not_hold_the_server(server):
     model = squaring_chain(40)
     assert len(model) < 4096
     with HealthProbe(server.url) as probe:
-        answer = httpx.post(
-            f"{server.url}/v1/models?wait=true",
-            files={"file": ("squaring.onnx", model)},
-            data={"name": "squaring"},
-            timeout=300,
-        )
+        answer = post_model(server.url, model, "squaring.onnx", "squaring")
     assert answer.status_code == 201, answer.text
     assert probe.answered > 0
     assert probe.worst < 2.0, f"health checks waited {probe.worst:.1f} s"

@@ -6,44 +6,38 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 
 import httpx
 import numpy as np
 import pytest
 
+from tests.helpers import OCTETS, upload_file, wait_until
 from tests.service.conftest import make_repository, serving
 
-STAGES = [
-    "queued",
-    "loading",
-    "folding",
-    "exporting",
-    "verifying",
-    "quantizing",
-    "committing",
-    "done",
-]
+# the order a user sees, written here rather than taken from the server's own table
+STAGES = ["queued", "loading", "folding", "exporting"]
+STAGES += ["verifying", "quantizing", "committing", "done"]
 ADMIN = {"Authorization": "Bearer admin-secret"}
 READER = {"Authorization": "Bearer reader-secret"}
 
 
 def submit(server, path, name, headers=None):
-    with open(path, "rb") as handle:
-        files = {"file": (path.name, handle, "application/octet-stream")}
-        return httpx.post(
-            f"{server.url}/v1/models", files=files, data={"name": name}, headers=headers, timeout=60
-        )
+    return upload_file(
+        server, path, name, wait=False, headers=headers, timeout=60, content_type=OCTETS
+    )
 
 
 def poll(server, job_id, until, timeout=300, headers=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=headers).json()
-        if until(job):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached the expected state: {job}")
+    last: list[dict] = []
+
+    def reached() -> dict | None:
+        last[:] = [httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=headers).json()]
+        return last[0] if until(last[0]) else None
+
+    try:
+        return wait_until(reached, timeout)
+    except TimeoutError:
+        raise AssertionError(f"job {job_id} never reached the expected state: {last}") from None
 
 
 def finished(job):

@@ -28,6 +28,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from tests.helpers import upload_file, wait_until
 from tests.service.conftest import DEMO_SOURCE, REPO, serving
 
 API = {"Authorization": "Bearer reader"}
@@ -168,23 +169,29 @@ def test_too_many_header_fields_are_a_431(edge):
     assert status == 431 and "50 header fields" in error
 
 
+def trickle(sock: socket.socket, byte: bytes, every: float, limit: float) -> tuple[bytes, float]:
+    """Send ``byte`` every ``every`` s (a slow sender) until the server answers or ``limit``
+    s pass: all the server sent before closing, and the seconds that took."""
+    started = time.monotonic()
+    sock.settimeout(every)
+    reply = b""
+    while time.monotonic() - started < limit and not reply:
+        try:
+            sock.sendall(byte)
+            reply = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+    rest, _ = read_reply(sock, 5)
+    return reply + rest, time.monotonic() - started
+
+
 def test_a_header_sent_byte_by_byte_is_a_408(edge):
     with socket.create_connection(("127.0.0.1", edge.port)) as sock:
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\n")
-        started = time.monotonic()
-        sock.settimeout(0.2)
-        reply = b""
-        while time.monotonic() - started < 10 and not reply:
-            try:
-                sock.sendall(b"X")
-                reply = sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-        rest, _ = read_reply(sock, 5)
-        waited = time.monotonic() - started
-    status, error = status_and_error(reply + rest)
+        reply, waited = trickle(sock, b"X", every=0.2, limit=10)
+    status, error = status_and_error(reply)
     assert status == 408 and "within 1.5 s" in error
     assert waited < 5
 
@@ -203,20 +210,8 @@ def test_a_trickling_body_is_a_408_and_the_handler_is_not_left_waiting(edge):
     )
     with socket.create_connection(("127.0.0.1", edge.port)) as sock:
         sock.sendall(head + b'{"instances": [')
-        started = time.monotonic()
-        sock.settimeout(0.25)
-        reply = b""
-        while time.monotonic() - started < 15 and not reply:
-            try:
-                sock.sendall(b"1")
-                reply = sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-        rest, _ = read_reply(sock, 5)
-        waited = time.monotonic() - started
-    status, error = status_and_error(reply + rest)
+        reply, waited = trickle(sock, b"1", every=0.25, limit=15)
+    status, error = status_and_error(reply)
     assert status == 408 and "request body" in error
     assert waited < 6
     assert "Traceback" not in edge.log.read_text()
@@ -429,12 +424,14 @@ def test_thirty_concurrent_uploads_are_admitted_at_most_to_the_queue(store):
 
 def wait_for_jobs(server, timeout: float = 180) -> list[dict]:
     """Every job of ``server``, once all have finished."""
-    deadline = time.monotonic() + timeout
-    while True:
-        jobs = httpx.get(f"{server.url}/v1/jobs").json()["jobs"]
-        if all(job["finished_at"] is not None for job in jobs) or time.monotonic() > deadline:
-            return jobs
-        time.sleep(0.2)
+    jobs: list[dict] = []
+
+    def all_finished() -> bool:
+        jobs[:] = httpx.get(f"{server.url}/v1/jobs").json()["jobs"]
+        return all(job["finished_at"] is not None for job in jobs)
+
+    wait_until(all_finished, timeout, interval=0.2, message="every job finished")
+    return jobs
 
 
 # -- a full disk -----------------------------------------------------------------------
@@ -521,13 +518,7 @@ def test_a_keras_file_inflating_far_beyond_its_size_is_refused_unopened(store, t
     bomb = tmp_path / "bomb.keras"
     keras_bomb(bomb, 256 << 20)
     assert bomb.stat().st_size < 2 << 20
-    with open(bomb, "rb") as handle:
-        reply = httpx.post(
-            f"{store.url}/v1/models?wait=true",
-            files={"file": ("bomb.keras", handle)},
-            data={"name": "bomb"},
-            timeout=300,
-        )
+    reply = upload_file(store, bomb, "bomb")
     assert reply.status_code == 400, reply.text
     error = reply.json()["error"]
     assert "inflate" in error and "100x" in error

@@ -15,7 +15,8 @@ import tritonclient.grpc as tritongrpc
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.service.conftest import DEMO_SOURCE, REPO, free_port, serving
+from tests.helpers import kserve_v1, upload_file
+from tests.service.conftest import DEMO_SOURCE, REPO, serving, serving_grpc
 from tests.service.test_client import foldserve
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
@@ -23,33 +24,15 @@ READER = {"Authorization": "Bearer reader-secret"}
 ROW = [0.0] * 64
 
 
-KSERVE_EXPLAIN = """
-import asyncio, json, sys
-import httpx
-from kserve import InferenceRESTClient, RESTConfig
-
-async def explain():
-    client = InferenceRESTClient(RESTConfig(protocol="v1"))
-    try:
-        await client.explain(sys.argv[1], "digits", {"instances": [[0.0] * 64]})
-    except httpx.HTTPStatusError as error:
-        print(json.dumps([error.response.status_code, error.response.json()]))
-    finally:
-        await client.close()
-
-asyncio.run(explain())
-"""
-
-
 def test_kserve_v1_explain_is_a_400_naming_predict(server):
-    # a process of its own: kserve's generated V2 protos and tritonclient's define the same
-    # symbols and cannot be imported into one process
-    done = subprocess.run(
-        [sys.executable, "-c", KSERVE_EXPLAIN, server.url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    done = kserve_v1(
+        server,
+        """
+try:
+    await client.explain(url, "digits", {"instances": [[0.0] * 64]})
+except httpx.HTTPStatusError as error:
+    print(json.dumps([error.response.status_code, error.response.json()]))
+""",
     )
     assert done.returncode == 0, done.stderr
     status, body = json.loads(done.stdout)
@@ -172,18 +155,12 @@ def test_compare_of_nan_rows_passes_when_both_models_give_nan(server, digits, tm
 def test_a_failed_only_model_still_names_its_failure_after_a_restart(tmp_path):
     models = tmp_path / "models"
     strict = {"FOLDSERVE_FOLD_RTOL": "1e-15", "FOLDSERVE_FOLD_NOISE_FACTOR": "0"}
-    with serving(models, strict) as running, DEMO_SOURCE.open("rb") as file:
-        upload = httpx.post(
-            f"{running.url}/v1/models?wait=true",
-            files={"file": ("model.keras", file)},
-            data={"name": "never-folds"},
-            timeout=120,
-        )
+    with serving(models, strict) as running:
+        upload = upload_file(running, DEMO_SOURCE, "never-folds", timeout=120)
         assert upload.status_code == 422, upload.text
-    grpc_port = free_port()
-    with serving(models, {**strict, "FOLDSERVE_GRPC_PORT": str(grpc_port)}) as running:
+    with serving_grpc(models, strict) as running:
         answer = httpx.get(f"{running.url}/v2/models/never-folds")
-        triton = tritongrpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        triton = tritongrpc.InferenceServerClient(running.grpc_url)
         try:
             index = triton.get_model_repository_index().models
             with pytest.raises(InferenceServerException) as raised:
@@ -225,35 +202,37 @@ def test_tf_serving_empty_signature_name_is_the_default(server):
     assert len(response.json()["predictions"][0]) == 10
 
 
+def refused_class_count(triton, client, rows: np.ndarray):
+    """Ask ``client`` (of ``triton``: tritonclient.http or .grpc) for the top 3 classes of
+    ``rows``: the error that must raise, and the input, for a plain request after."""
+    pixels = triton.InferInput("pixels", [1, 64], "FP32")
+    pixels.set_data_from_numpy(rows)
+    wanted = triton.InferRequestedOutput("probabilities", class_count=3)
+    with pytest.raises(InferenceServerException) as raised:
+        client.infer("digits", [pixels], outputs=[wanted])
+    return raised.value, pixels
+
+
 def test_triton_class_count_is_refused_not_ignored(server, tmp_path):
     rows = np.zeros((1, 64), np.float32)
     client = httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
     try:
-        pixels = httpclient.InferInput("pixels", [1, 64], "FP32")
-        pixels.set_data_from_numpy(rows)
-        wanted = httpclient.InferRequestedOutput("probabilities", class_count=3)
-        with pytest.raises(InferenceServerException) as raised:
-            client.infer("digits", [pixels], outputs=[wanted])
+        raised, _ = refused_class_count(httpclient, client, rows)
     finally:
         client.close()
-    assert raised.value.status() == "400"
-    assert "classification extension (class_count 3)" in raised.value.message()
-    grpc_port = free_port()
+    assert raised.status() == "400"
+    assert "classification extension (class_count 3)" in raised.message()
     models = tmp_path / "models"
     shutil.copytree(server.models_dir / "digits", models / "digits")
-    with serving(models, {"FOLDSERVE_GRPC_PORT": str(grpc_port)}):
-        triton = tritongrpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    with serving_grpc(models) as running:
+        triton = tritongrpc.InferenceServerClient(running.grpc_url)
         try:
-            pixels = tritongrpc.InferInput("pixels", [1, 64], "FP32")
-            pixels.set_data_from_numpy(rows)
-            wanted = tritongrpc.InferRequestedOutput("probabilities", class_count=3)
-            with pytest.raises(InferenceServerException) as grpc_raised:
-                triton.infer("digits", [pixels], outputs=[wanted])
+            grpc_raised, pixels = refused_class_count(tritongrpc, triton, rows)
             plain = triton.infer("digits", [pixels]).as_numpy("probabilities")
         finally:
             triton.close()
-    assert grpc_raised.value.status() == "StatusCode.INVALID_ARGUMENT"
-    assert "class_count 3" in grpc_raised.value.message()
+    assert grpc_raised.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "class_count 3" in grpc_raised.message()
     assert plain.shape == (1, 10)
 
 
@@ -280,13 +259,7 @@ def test_client_output_into_a_closed_pipe_ends_quietly(server, digits, tmp_path)
 
 
 def test_a_model_still_folding_says_so_instead_of_no_model_named(server):
-    with DEMO_SOURCE.open("rb") as file:
-        upload = httpx.post(
-            f"{server.url}/v1/models",
-            files={"file": ("model.keras", file)},
-            data={"name": "newuser-folding"},
-            timeout=60,
-        )
+    upload = upload_file(server, DEMO_SOURCE, "newuser-folding", wait=False, timeout=60)
     assert upload.status_code == 202, upload.text
     job = upload.json()["id"]
     # a fold takes seconds (the worker loads Keras); this lookup comes right after the 202

@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,63 +23,30 @@ import pytest
 
 from service.engines.ray import REPLICA_HEADER, build, deployment_options
 from service.settings import Settings
-from tests.service.conftest import REPO, free_port
+from tests.helpers import refused_upload, wait_until
+from tests.service.conftest import REPO, Server, folded_copy
 
 RAY_PYTHON = Path(os.environ.get("FOLDSERVE_RAY_PYTHON", REPO / ".venv-ray" / "bin" / "python"))
 START_TIMEOUT = 120
 
 
-class RayServer:
+class RayServer(Server):
+    label = "Ray server"
+
     def __init__(self, models_dir: Path, *flags: str) -> None:
-        self.models_dir = models_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = models_dir.parent / f"ray-{self.port}.log"
-        environment = {
-            **os.environ,
+        env = {
             "PYTHONPATH": str(REPO),
-            "FOLDSERVE_LOG_LEVEL": "warning",
             "FOLDSERVE_POLL_INTERVAL": "0.2",
             "RAY_USAGE_STATS_ENABLED": "0",
         }
-        command = [
-            str(RAY_PYTHON),
-            "-m",
-            "service.cli",
-            "serve",
-            "--engine",
-            "ray",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--models-dir",
-            str(models_dir),
-            *flags,
-        ]
-        with open(self.log, "wb") as log:
-            # a session of its own: whatever Ray leaves behind goes with the group
-            self.process = subprocess.Popen(
-                command,
-                cwd=REPO,
-                env=environment,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"Ray server exited:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"Ray server not ready in {START_TIMEOUT} s:\n{self.log.read_text()}")
+        # a session of its own: whatever Ray leaves behind goes with the group
+        super().__init__(
+            models_dir,
+            env,
+            python=str(RAY_PYTHON),
+            flags=("--engine", "ray", *flags),
+            new_session=True,
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -96,11 +62,10 @@ class RayServer:
 def ray_server(tmp_path_factory, server):
     if not RAY_PYTHON.exists():
         pytest.skip(f"no Ray venv at {RAY_PYTHON}: run 'make ray-venv'")
-    models = tmp_path_factory.mktemp("ray") / "models"
-    shutil.copytree(server.models_dir / "digits", models / "digits")
+    models = folded_copy(tmp_path_factory, server, "ray")
     running = RayServer(models, "--replicas", "2", "--replica-cpus", "0.5")
     try:
-        running.wait_ready()
+        running.wait_ready(START_TIMEOUT)
         yield running
     finally:
         running.stop()
@@ -178,32 +143,27 @@ def test_a_model_added_to_the_repository_is_served_by_every_replica(ray_server, 
     shutil.copytree(ray_server.models_dir / "digits", incoming)
     os.replace(incoming, ray_server.models_dir / "added")
     body = {"instances": digits.data[:1].tolist()}
-    deadline = time.monotonic() + 30
     seen: dict[str, int] = {}
-    while time.monotonic() < deadline and len(seen) < 2:
+
+    def served_by_both() -> bool:
         response = httpx.post(f"{ray_server.url}/v1/models/added:predict", json=body)
         if response.status_code == 200:
             replica = response.headers[REPLICA_HEADER]
             seen[replica] = seen.get(replica, 0) + 1
         else:
             assert response.status_code == 404, response.text
-        time.sleep(0.05)
+        return len(seen) == 2
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(served_by_both, 30)
     assert len(seen) == 2, f"served by {seen} within 30 s"
 
 
 def test_upload_is_refused_naming_where_folding_runs(ray_server, trained_model_file):
-    with open(trained_model_file, "rb") as handle:
-        response = httpx.post(
-            f"{ray_server.url}/v1/models",
-            files={"file": ("new.keras", handle)},
-            data={"name": "new"},
-        )
-    assert response.status_code == 409, response.text
-    error = response.json()["error"]
+    error = refused_upload(ray_server, trained_model_file, wait=False)
     assert "Ray Serve replicas" in error
     assert "foldserve serve" in error
     assert "foldserve fold" in error
-    assert not (ray_server.models_dir / "new").exists()
 
 
 def test_autoscaling_settings_become_the_deployment_options():

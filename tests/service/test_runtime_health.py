@@ -24,7 +24,7 @@ from onnx import TensorProto, helper
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from tests.service.conftest import free_port, serving
+from tests.service.conftest import serving_grpc
 from tests.service.test_bad_input import assert_error
 
 BUDGET_S = 1
@@ -81,16 +81,17 @@ def loop_by_input() -> bytes:
     )
 
 
+def ones(shape: str, output: str):
+    """``output`` = float ones of the shape held by ``shape``."""
+    value = helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+    return helper.make_node("ConstantOfShape", [shape], [output], value=value)
+
+
 def sized_by_input() -> bytes:
     """y = x + sum(ConstantOfShape(n)): ``n`` floats allocated per run."""
     return _model(
         [
-            helper.make_node(
-                "ConstantOfShape",
-                ["n"],
-                ["big"],
-                value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]),
-            ),
+            ones("n", "big"),
             helper.make_node("ReduceSum", ["big"], ["total"], keepdims=1),
             helper.make_node("Add", ["total", "x"], ["y"]),
         ],
@@ -104,12 +105,7 @@ def constant_of_half_a_gigabyte() -> bytes:
     session's life: y = max(ConstantOfShape([125e6]) + x)."""
     return _model(
         [
-            helper.make_node(
-                "ConstantOfShape",
-                ["shape"],
-                ["big"],
-                value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]),
-            ),
+            ones("shape", "big"),
             helper.make_node("Add", ["big", "x"], ["shifted"]),
             helper.make_node("ReduceMax", ["shifted"], ["y"], keepdims=1),
         ],
@@ -131,15 +127,12 @@ def hostile_server(tmp_path_factory):
     (models / "loop" / "1" / "unfolded.onnx").write_bytes(loop_by_input())
     _store(models, "sized", sized_by_input())
     _store(models, "stored-big", constant_of_half_a_gigabyte())
-    port = free_port()
     env = {
-        "FOLDSERVE_GRPC_PORT": str(port),
         "FOLDSERVE_RUN_TIMEOUT_S": str(BUDGET_S),
         "FOLDSERVE_MODEL_MEMORY_LIMIT_MB": str(LIMIT_MB),
         "FOLDSERVE_PREWARM_FOLDER": "false",
     }
-    with serving(models, env) as running:
-        running.grpc_url = f"127.0.0.1:{port}"
+    with serving_grpc(models, env) as running:
         yield running
 
 

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.helpers import refused_upload
 from tests.service.conftest import DEMO_SOURCE, serving
 
 
@@ -49,18 +50,10 @@ def test_leaves_unfolded_versions_to_a_folding_server(serving_only):
 
 
 def test_upload_and_keras_compare_are_refused_naming_where_folding_runs(serving_only, digits):
-    with open(DEMO_SOURCE, "rb") as handle:
-        upload = httpx.post(
-            f"{serving_only.url}/v1/models?wait=true",
-            files={"file": ("new.keras", handle)},
-            data={"name": "new"},
-        )
-    assert upload.status_code == 409, upload.text
-    error = upload.json()["error"]
+    error = refused_upload(serving_only, DEMO_SOURCE, wait=True)
     assert "without TensorFlow" in error
     assert "full foldserve image" in error
     assert "foldserve fold" in error
-    assert not (serving_only.models_dir / "new").exists()
 
     compare = httpx.post(
         f"{serving_only.url}/v1/models/digits:compare",

@@ -3,10 +3,10 @@
 import shutil
 import signal
 import threading
-import time
 
 import httpx
 
+from tests.helpers import wait_until
 from tests.service.conftest import Server
 from tests.service.test_store import upload
 
@@ -22,9 +22,9 @@ def test_sigterm_lets_an_in_flight_upload_finish(server, tmp_path, trained_model
             target=lambda: replies.append(upload(running, trained_model_file, name="late"))
         )
         sender.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not list((models / ".staging").glob("*/*.keras")):
-            time.sleep(0.02)  # the upload has reached the server and is being folded
+        # the upload has reached the server and is being folded
+        staged = models / ".staging"
+        wait_until(lambda: list(staged.glob("*/*.keras")), 30, interval=0.02, message="staged")
         running.process.send_signal(signal.SIGTERM)
         sender.join(timeout=120)
         # uvicorn re-raises the signal once it has drained: exit by SIGTERM, not a crash

@@ -7,6 +7,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.helpers import compared_output, wait_until
 from tests.service.conftest import make_repository, serving
 
 
@@ -229,10 +230,9 @@ def test_a_crash_mid_upload_leaves_no_half_model(tmp_path, trained_model_file):
 
         uploader = threading.Thread(target=doomed_upload)
         uploader.start()
-        deadline = time.monotonic() + 30
-        while not any((models / ".staging").iterdir()) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert any((models / ".staging").iterdir()), "the upload never reached the store"
+        staging = models / ".staging"
+        wait_until(lambda: any(staging.iterdir()), 30, interval=0.02, message="upload staged")
+        assert any(staging.iterdir()), "the upload never reached the store"
         subprocess.run(["pkill", "-KILL", "-P", str(first.process.pid)], check=False)
         first.process.send_signal(signal.SIGKILL)
         first.process.wait()
@@ -404,13 +404,7 @@ def test_onnx_upload_is_folded_on_its_graph(server, tmp_path):
     compared = httpx.post(f"{server.url}/v1/models/convnet:compare", json={"inputs": rows})
     assert compared.status_code == 200 and compared.json()["verdict"]["passed"]
     # the source is the uploaded ONNX file itself, run as it came
-    sourced = httpx.post(
-        f"{server.url}/v1/models/convnet:compare",
-        json={"inputs": rows, "reference": "source"},
-        timeout=300,
-    )
-    assert sourced.status_code == 200, sourced.text
-    [entry] = sourced.json()["outputs"].values()
+    entry = compared_output(server, "convnet", {"inputs": rows, "reference": "source"})
     np.testing.assert_allclose(entry["source"], entry["unfolded"], rtol=1e-5, atol=1e-6)
     assert entry["source_max_rel_diff"] < 1e-4
     broken = tmp_path / "broken.onnx"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import grpc
 import httpx
 import numpy as np
@@ -19,7 +17,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tests.service.conftest import free_port, serving
+from tests.service.conftest import folded_copy, serving_grpc
 from tests.service.test_grpc import grpc_calls
 
 TOKEN = "reader-secret"
@@ -29,12 +27,9 @@ AUTH = (("authorization", f"Bearer {TOKEN}"),)
 @pytest.fixture(scope="module")
 def tf_server(tmp_path_factory, server):
     """The demo model (already folded by ``server``) behind an API token, with gRPC on."""
-    models = tmp_path_factory.mktemp("tfgrpc") / "models"
-    shutil.copytree(server.models_dir / "digits", models / "digits")
-    port = free_port()
-    env = {"FOLDSERVE_GRPC_PORT": str(port), "FOLDSERVE_API_TOKEN": TOKEN}
-    with serving(models, env) as running:
-        running.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    models = folded_copy(tmp_path_factory, server, "tfgrpc")
+    with serving_grpc(models, {"FOLDSERVE_API_TOKEN": TOKEN}) as running:
+        running.channel = grpc.insecure_channel(running.grpc_url)
         yield running
         running.channel.close()
 

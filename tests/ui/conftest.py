@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import pytest
 
-from tests.service.conftest import Server, make_repository, serving
+from tests.service.conftest import Server, demo_server, folded_copy, serving
 from tests.ui.browser import find_browser, start_browser, stop_browser
 
 ADMIN_TOKEN = "admin-secret"
@@ -29,15 +28,13 @@ def browser():
 
 @pytest.fixture(scope="module")
 def console_server(tmp_path_factory) -> Iterator[Server]:
-    with serving(make_repository(tmp_path_factory.mktemp("console"))) as running:
-        yield running
+    yield from demo_server(tmp_path_factory, "console")
 
 
 @pytest.fixture(scope="module")
 def token_server(tmp_path_factory, console_server) -> Iterator[Server]:
     """Admin and API tokens set; the demo model copied in already folded."""
-    models = tmp_path_factory.mktemp("console-tokens") / "models"
-    shutil.copytree(console_server.models_dir / "digits", models / "digits")
+    models = folded_copy(tmp_path_factory, console_server, "console-tokens")
     env = {"FOLDSERVE_ADMIN_TOKEN": ADMIN_TOKEN, "FOLDSERVE_API_TOKEN": API_TOKEN}
     with serving(models, env) as running:
         yield running

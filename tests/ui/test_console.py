@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ready
@@ -24,7 +25,10 @@ FOLD_WAIT_S = 120
 
 
 def wait(browser, seconds: float = 20) -> WebDriverWait:
-    return WebDriverWait(browser, seconds, poll_frequency=0.1)
+    # an element the console re-renders between finding and reading it is asked again
+    return WebDriverWait(
+        browser, seconds, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    )
 
 
 def css(browser, selector: str, seconds: float = 20):
@@ -91,8 +95,12 @@ def test_dropped_model_is_folded_with_live_stages(browser, console_server, tmp_p
     assert all("done" in value for value in classes.values()), classes
     timings = card.find_element(By.CSS_SELECTOR, ".job-timings").text
     assert "folding" in timings and "verifying" in timings
-    row = css(browser, 'tr[data-model="dropped"][data-version="1"]', 10)
-    wait(browser).until(lambda _: row.find_element(By.CSS_SELECTOR, ".state").text == "AVAILABLE")
+    row = 'tr[data-model="dropped"][data-version="1"]'
+    css(browser, row, 10)
+    # the table is redrawn as models change: the row is looked up afresh each time
+    wait(browser).until(
+        lambda b: b.find_element(By.CSS_SELECTOR, f"{row} .state").text == "AVAILABLE"
+    )
     card.find_element(By.LINK_TEXT, "Open the report").click()
     css(browser, "#verdict")
     assert browser.current_url.endswith("#/models/dropped/versions/1")

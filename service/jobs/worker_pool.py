@@ -69,7 +69,10 @@ class Variants:
         }
 
 
-class Folder:
+class FoldWorkerPool:
+    """The server side of the worker boundary: hands fold jobs and source-model
+    predictions to fresh, confined worker processes, one at a time."""
+
     def __init__(
         self,
         rtol: float,

@@ -106,17 +106,12 @@ class Catalog:
     failed to load), the repository on disk, and the upload jobs (folding or failed)."""
 
     def __init__(
-        self,
-        registry: ModelRegistry,
-        repository: Repository,
-        uploads: Uploads,
-        runtime: Runtime,
-        fold_workers: FoldWorkerPool,
+        self, registry: ModelRegistry, uploads: Uploads, fold_workers: FoldWorkerPool
     ) -> None:
         self.registry = registry
-        self.repository = repository
+        self.repository: Repository = registry.repository
+        self.runtime: Runtime = registry.runtime
         self.uploads = uploads
-        self.runtime = runtime
         self.fold_workers = fold_workers
 
     # -- lookup ----------------------------------------------------------------------

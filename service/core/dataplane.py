@@ -42,6 +42,10 @@ logger = logging.getLogger("foldserve.dataplane")
 
 
 class DataPlane:
+    """What every route and servicer calls: lookup (``get``, ``versions``; the rest of the
+    catalogue is ``catalog``'s), ``infer``, ``:compare`` (``comparison``), uploads
+    (``uploads``), ``delete``, and the life cycle (start-up folds, the repository poller)."""
+
     def __init__(
         self,
         settings: Settings,
@@ -54,7 +58,7 @@ class DataPlane:
         self.repository, self.runtime, self.fold_workers = repository, runtime, fold_workers
         self.registry = ModelRegistry(settings, repository, runtime, metrics)
         self.uploads = Uploads(settings, self.registry, fold_workers, metrics)
-        self.catalog = Catalog(self.registry, repository, self.uploads, runtime, fold_workers)
+        self.catalog = Catalog(self.registry, self.uploads, fold_workers)
         self.comparison = Comparison(settings, self.registry, fold_workers)
         self.ready = False
         self.draining = False

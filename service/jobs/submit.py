@@ -120,7 +120,15 @@ class Intake:
         equalize: bool = False,
     ) -> Staged:
         """Check the upload, copy it to a staging directory and give it its job (queued)
-        with the next version number of ``name``; see ``Uploads.submit``."""
+        with the next version number of ``name`` (from the file name when None).
+
+        ``probe``: (file, file name) of a .npy/.npz the fold verifies on; it is kept
+        beside the model as probe.npy / probe.npz. ``recalibrate`` (file, file name):
+        every BN is recalibrated on that data first. ``precision`` ("fp16,int8"): the
+        variants made after folding, calibrated and judged on the ``calibration`` rows
+        (else the probes), int8 after cross-layer equalization with ``equalize``; neither
+        rows file is kept. A ``.zip`` or ``.tar.gz`` holds a SavedModel; ``signature``
+        names its signature."""
         self.fold_workers.require()
         probe_suffix = _array_suffix(probe, "probe")
         calibration_suffix = _array_suffix(calibration, "calibration")

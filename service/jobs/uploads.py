@@ -18,7 +18,7 @@ from service.core.registry import ModelRegistry
 from service.errors import Conflict
 from service.jobs.runner import MONITOR_INTERVAL_S, JobRunner
 from service.jobs.store import STAGES, JobStore, failed_version, is_terminal
-from service.jobs.submit import Attachment, Intake
+from service.jobs.submit import Intake
 from service.jobs.worker_pool import FoldWorkerPool
 from service.metrics import Metrics
 from service.settings import Settings
@@ -97,38 +97,12 @@ class Uploads:
         return self.intake.admitted(declared, self.runner.running)
 
     async def submit(
-        self,
-        upload: BinaryIO,
-        file_name: str,
-        name: str | None,
-        probe: Attachment | None = None,
-        calibration: Attachment | None = None,
-        signature: str | None = None,
-        recalibrate: Attachment | None = None,
-        precision: str | None = None,
-        equalize: bool = False,
+        self, upload: BinaryIO, file_name: str, *args: Any, **fields: Any
     ) -> dict[str, Any]:
         """Check the upload, copy it to a staging directory, give it the next version
-        number of ``name`` and start its job; the job (queued) is returned at once.
-
-        ``probe``: (file, file name) of a .npy/.npz the fold verifies on; it is kept
-        beside the model as probe.npy / probe.npz. ``recalibrate`` (file, file name):
-        every BN is recalibrated on that data first. ``precision`` ("fp16,int8"): the
-        variants made after folding, calibrated and judged on the ``calibration`` rows
-        (else the probes), int8 after cross-layer equalization with ``equalize``; neither
-        rows file is kept. A ``.zip`` or ``.tar.gz`` holds a SavedModel; ``signature``
-        names its signature."""
-        staged = await self.intake.stage(
-            upload,
-            file_name,
-            name,
-            probe,
-            calibration,
-            signature,
-            recalibrate,
-            precision,
-            equalize,
-        )
+        number and start its job; the job (queued) is returned at once. The fields are
+        ``Intake.stage``'s."""
+        staged = await self.intake.stage(upload, file_name, *args, **fields)
         self.runner.start(staged)
         return staged.job
 

@@ -48,13 +48,9 @@ def parity_server(tmp_path_factory, server):
         shutil.copy(DEMO_SOURCE, models / "digits" / "2" / "model.keras")
         (models / "digits" / "3").mkdir()
         (models / "digits" / "3" / "model.onnx").write_bytes(b"not an ONNX model")
-        with open(DEMO_SOURCE, "rb") as handle:
-            refused = httpx.post(
-                f"{running.url}/v1/models?wait=true",
-                files={"file": ("strict.keras", handle)},
-                data={"name": "strict"},
-                timeout=300,
-            )
+        upload = {"file": ("strict.keras", DEMO_SOURCE.read_bytes())}
+        url = f"{running.url}/v1/models?wait=true"
+        refused = httpx.post(url, files=upload, data={"name": "strict"}, timeout=300)
         assert refused.status_code == 422, refused.text
         _wait_for_index(running, ("digits", "3"), "UNAVAILABLE")
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from folding.confine import capability  # noqa: E402
 from folding.options import FoldOptions  # noqa: E402
 from service.jobs import in_worker as fold_job  # noqa: E402
-from service.jobs.folder import Folder  # noqa: E402
+from service.jobs.worker_pool import FoldWorkerPool  # noqa: E402
 from service.jobs.workers import WorkerProcess  # noqa: E402
 
 DEMO = ROOT / "models" / "digits" / "1" / "model.keras"
@@ -54,7 +54,7 @@ def in_process() -> float:
 
 async def in_worker(warm: bool) -> tuple[float, float]:
     """Seconds of the job, and of the worker's start-up (spawn + TensorFlow import)."""
-    folder_ = Folder(1e-4, 64, 600)
+    folder_ = FoldWorkerPool(1e-4, 64, 600)
     spawned = time.perf_counter()
     folder_._spare = WorkerProcess(0) if warm else None
     import_s = 0.0

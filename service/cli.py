@@ -5,6 +5,7 @@ client commands (``upload``, ``jobs``, ``list``, ``predict``, ``compare``, ``del
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import sys
@@ -87,12 +88,11 @@ def run_serve(args: argparse.Namespace) -> int:
         return usage_error(taken)
     from service.http_api.connections import ConnectionLimits, GuardedHttpProtocol
 
-    limits = ConnectionLimits(
-        max_header_bytes=settings.max_header_bytes,
-        max_headers=settings.max_headers,
-        header_timeout=settings.header_timeout,
-        body_timeout=settings.body_timeout,
-        body_min_rate=settings.body_min_rate,
+    limits = ConnectionLimits(  # the settings of the same names
+        **{
+            field.name: getattr(settings, field.name)
+            for field in dataclasses.fields(ConnectionLimits)
+        }
     )
     uvicorn.run(
         "service.http_api.app:create_app_from_environment",

@@ -62,27 +62,24 @@ class Metrics:
             registry=self.registry,
         )
 
-        self.batch_size = Histogram(
+        self.batch_size = self._per_model(
             "foldserve_batch_size",
             "Rows per ONNX Runtime session run.",
-            ["model"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
-            registry=self.registry,
+            (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
         )
-        self.queue_duration = Histogram(
+        self.queue_duration = self._per_model(
             "foldserve_queue_duration_seconds",
             "Time a request waited in the dynamic batcher's queue.",
-            ["model"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
         )
-        self.compute_duration = Histogram(
-            "foldserve_compute_duration_seconds",
-            "Time of one ONNX Runtime session run.",
-            ["model"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+        self.compute_duration = self._per_model(
+            "foldserve_compute_duration_seconds", "Time of one ONNX Runtime session run."
         )
+
+    def _per_model(
+        self, name: str, documentation: str, buckets: tuple[float, ...] = LATENCY_BUCKETS
+    ) -> Histogram:
+        """A histogram labelled by model."""
+        return Histogram(name, documentation, ["model"], buckets=buckets, registry=self.registry)
 
     def observer(self, model: str) -> ModelObserver:
         return ModelObserver(

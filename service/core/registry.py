@@ -194,42 +194,16 @@ class ModelRegistry:
             raise NotFound(f"no model named '{name}'")
         return [self._models[name][v] for v in sorted(self._models[name])]
 
-    def catalogue(self, scanned: dict[str, dict[int, Any]]) -> list[dict[str, Any]]:
-        """Every model of ``scanned`` (``Repository.scan()``) with each version's state,
-        and for an UNAVAILABLE version the reason."""
-        listing = []
-        for name, versions in scanned.items():
-            entries = []
-            for version, directory in versions.items():
-                entry: dict[str, Any] = {"version": version}
-                if directory.source is not None:  # ``:compare`` can take "reference": "keras"
-                    entry["source"] = directory.source.name
-                if version in self._models.get(name, {}):
-                    entry["state"] = "AVAILABLE"
-                elif (name, version) in self._failed:
-                    entry["state"] = "UNAVAILABLE"
-                    entry["reason"] = self._failed[(name, version)]
-                elif directory.source is None:
-                    entry["state"] = "UNAVAILABLE"
-                    entry["reason"] = "no ONNX files and no Keras source to fold"
-                else:
-                    entry["state"] = "LOADING"
-                entries.append(entry)
-            model: dict[str, Any] = {"name": name, "versions": entries}
-            base = next((d.variant_of for d in versions.values() if d.variant_of), None)
-            if base is not None:  # ``<base>-<precision>``: served from the base's folders
-                model["variant_of"] = base
-                model["precision"] = name.rsplit("-", 1)[1]
-            listing.append(model)
-        return listing
-
     def loaded(self) -> list[LoadedVersion]:
         return [model for versions in self._models.values() for model in versions.values()]
 
-    def state_of(self, name: str, version: int) -> tuple[str, str]:
-        if version in self._models.get(name, {}):
-            return "AVAILABLE", ""
-        return "UNAVAILABLE", self._failed.get((name, version), "not loaded")
+    def has(self, name: str, version: int) -> bool:
+        """Whether ``name``'s ``version`` is loaded."""
+        return version in self._models.get(name, {})
+
+    def failure(self, name: str, version: int) -> str | None:
+        """Why ``name``'s ``version`` could not be loaded (None: it did not fail)."""
+        return self._failed.get((name, version))
 
     async def executor_of(self, model: LoadedVersion, variant: str) -> Executor:
         if variant == "folded":

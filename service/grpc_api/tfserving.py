@@ -2,19 +2,10 @@
 
 Served on the gRPC port beside the Open Inference service, over the same DataPlane (so the
 same registry, dynamic batcher, statistics, token and message size limit). From
-tensorflow_serving/apis/prediction_service.proto and model_service.proto::
-
-    service PredictionService {
-      rpc Classify(ClassificationRequest) returns (ClassificationResponse);
-      rpc Regress(RegressionRequest) returns (RegressionResponse);
-      rpc Predict(PredictRequest) returns (PredictResponse);
-      rpc MultiInference(MultiInferenceRequest) returns (MultiInferenceResponse);
-      rpc GetModelMetadata(GetModelMetadataRequest) returns (GetModelMetadataResponse);
-    }
-    service ModelService {
-      rpc GetModelStatus(GetModelStatusRequest) returns (GetModelStatusResponse);
-      rpc HandleReloadConfigRequest(ReloadConfigRequest) returns (ReloadConfigResponse);
-    }
+tensorflow_serving/apis/prediction_service.proto and model_service.proto (the services as
+``service/protocols/tfserving_protos/tensorflow_serving.proto`` declares them):
+``PredictionService`` has Classify, Regress, Predict, MultiInference and GetModelMetadata,
+``ModelService`` GetModelStatus and HandleReloadConfigRequest.
 
 Predict, GetModelMetadata and GetModelStatus are served. Every model has one signature,
 ``serving_default``, a predict signature (``tensorflow/serving/predict``) of dense tensors:
@@ -34,7 +25,7 @@ from service.core.dataplane import DataPlane
 from service.errors import InvalidInput, NotReady, Unimplemented
 from service.grpc_api.calls import Servicer
 from service.protocols import tfserving_protos as protos
-from service.protocols.tfserving import SIGNATURE
+from service.protocols.tfserving import SIGNATURE, version_status
 from service.protocols.tfserving_tensors import data_type, parse_inputs, shape_proto, to_proto
 from service.runtime.sessions import TensorMeta
 from service.settings import Settings
@@ -120,10 +111,10 @@ class TFServingService(Servicer):
             spec = request.model_spec
             self._check_spec(spec)
             version = str(spec.version.value) if spec.HasField("version") else None
-            statuses = await self.dataplane.version_status(spec.name, version)
+            entries = await self.dataplane.catalog.version_status(spec.name, version)
             response = protos.GetModelStatusResponse()
             states = protos.ModelVersionStatus.DESCRIPTOR.enum_types_by_name["State"]
-            for status in statuses:
+            for status in map(version_status, entries):
                 entry = response.model_version_status.add(version=int(status["version"]))
                 entry.state = states.values_by_name[status["state"]].number
                 code = protos.ERROR_CODES.values_by_name.get(status["status"]["error_code"])

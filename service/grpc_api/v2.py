@@ -35,16 +35,20 @@ from tritonclient.grpc import model_config_pb2
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from service import __version__
 from service.core.dataplane import DataPlane
 from service.errors import NotFound, NotReady, ServingError
 from service.grpc_api.calls import Servicer
 from service.grpc_api.tfserving import TFServingService, generic_handlers
 from service.http_api.middleware import UNKNOWN_MODEL
-from service.http_api.routes.v2 import EXTENSIONS
 from service.metrics import Metrics
 from service.protocols.grpc_tensors import parse_inputs, render_outputs
-from service.protocols.v2 import model_config, refuse_classification, tensor_metadata
+from service.protocols.v2 import (
+    EXTENSIONS,
+    INDEX_STATES,
+    model_config,
+    refuse_classification,
+    tensor_metadata,
+)
 from service.settings import Settings
 
 logger = logging.getLogger("foldserve.grpc")
@@ -66,27 +70,25 @@ class InferenceService(Servicer, pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=self.dataplane.ready)
 
     async def ServerMetadata(self, request, context):
+        server = self.dataplane.catalog.server_metadata()
         return pb.ServerMetadataResponse(
-            name="foldserve", version=__version__, extensions=EXTENSIONS
+            name=server.name, version=server.version, extensions=EXTENSIONS
         )
 
     async def ModelReady(self, request, context):
         async def handle():
-            try:
-                self.dataplane.get(request.name, request.version or None)
-            except NotFound:
-                return pb.ModelReadyResponse(ready=False)
-            return pb.ModelReadyResponse(ready=True)
+            ready = self.dataplane.catalog.model_ready(request.name, request.version or None)
+            return pb.ModelReadyResponse(ready=ready)
 
         return await self.answer(context, handle)
 
     async def ModelMetadata(self, request, context):
         async def handle():
-            model = self.dataplane.get(request.name, request.version or None)
+            model = self.dataplane.catalog.model_metadata(request.name, request.version or None)
             return pb.ModelMetadataResponse(
                 name=model.name,
-                versions=[str(m.version) for m in self.dataplane.versions(model.name)],
-                platform="onnxruntime_onnx",
+                versions=[str(number) for number in model.versions],
+                platform=model.platform,
                 inputs=[
                     pb.ModelMetadataResponse.TensorMetadata(**meta)
                     for meta in tensor_metadata(model.inputs)
@@ -101,24 +103,18 @@ class InferenceService(Servicer, pb_grpc.GRPCInferenceServiceServicer):
 
     async def RepositoryIndex(self, request, context):
         async def handle():
-            models = []
-            for model in await self.dataplane.catalogue():
-                if request.repository_name and request.repository_name != "models":
-                    raise NotFound(f"no repository named '{request.repository_name}'")
-                for version in model["versions"]:
-                    state = {"AVAILABLE": "READY", "LOADING": "LOADING"}.get(
-                        version["state"], "UNAVAILABLE"
-                    )
-                    if request.ready and state != "READY":
-                        continue
-                    models.append(  # as POST /v2/repository/index: the reason included
-                        pb.RepositoryIndexResponse.ModelIndex(
-                            name=model["name"],
-                            version=str(version["version"]),
-                            state=state,
-                            reason=version.get("reason", ""),
-                        )
-                    )
+            if request.repository_name and request.repository_name != "models":
+                raise NotFound(f"no repository named '{request.repository_name}'")
+            entries = await self.dataplane.catalog.repository_index(ready_only=request.ready)
+            models = [  # as POST /v2/repository/index: the reason included
+                pb.RepositoryIndexResponse.ModelIndex(
+                    name=entry.name,
+                    version=str(entry.version),
+                    state=INDEX_STATES[entry.state],
+                    reason=entry.reason,
+                )
+                for entry in entries
+            ]
             return pb.RepositoryIndexResponse(models=models)
 
         return await self.answer(context, handle)
@@ -178,7 +174,7 @@ class InferenceService(Servicer, pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelStatistics(self, request, context):
         async def handle():
-            stats = self.dataplane.statistics(request.name or None, request.version or None)
+            stats = self.dataplane.catalog.statistics(request.name or None, request.version or None)
             return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
 
         return await self.answer(context, handle)

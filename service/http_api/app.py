@@ -27,7 +27,7 @@ from service.http_api.fastpath import FastPath
 from service.http_api.middleware import LimitsAndMetrics
 from service.http_api.openapi import ERROR_RESPONSES, install_docs
 from service.http_api.routes import artifacts, console, jobs, models, tfserving, v2
-from service.jobs.folder import NO_FOLDING_ON_RAY, Folder
+from service.jobs.worker_pool import NO_FOLDING_ON_RAY, FoldWorkerPool
 from service.metrics import Metrics
 from service.runtime.sessions import Runtime
 from service.settings import Settings
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.thread_spinning,
             memory_limit_mb=settings.model_memory_limit_mb,
         )
-        folder = Folder(
+        fold_workers = FoldWorkerPool(
             settings.fold_rtol,
             settings.fold_samples,
             settings.fold_timeout,
@@ -76,8 +76,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             skip_scan=settings.unsafe_skip_scan,
             **_ray_replica_folding(settings),
         )
-        folder.announce_confinement(required=settings.require_confinement)
-        dataplane = DataPlane(settings, Repository(settings.models_dir), runtime, folder, metrics)
+        fold_workers.announce_confinement(required=settings.require_confinement)
+        dataplane = DataPlane(
+            settings, Repository(settings.models_dir), runtime, fold_workers, metrics
+        )
         app.state.dataplane = dataplane
         app.state.bodies.start()
         _mark_not_ready_on_sigterm(dataplane)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from service.errors import TooLarge, render
@@ -11,14 +12,14 @@ from service.metrics import Metrics
 UPLOAD_PATH = "/v1/models"
 
 
+@dataclass
 class LimitsAndMetrics:
-    def __init__(
-        self, app: Any, max_request_bytes: int, max_upload_bytes: int, metrics: Metrics
-    ) -> None:
-        self.app = app
-        self.max_request_bytes = max_request_bytes
-        self.max_upload_bytes = max_upload_bytes
-        self.metrics = metrics
+    """Refuses a body over its limit (413) and counts every request by model and endpoint."""
+
+    app: Any
+    max_request_bytes: int
+    max_upload_bytes: int
+    metrics: Metrics
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
-from service.core.dataplane import DEFAULT_COMPARE_REPEATS, MAX_COMPARE_REPEATS, REFERENCES
+from service.core.compare import DEFAULT_COMPARE_REPEATS, MAX_COMPARE_REPEATS, REFERENCES
 from service.core.repository import NAME_PATTERN, PRECISIONS
 from service.jobs.store import STAGES, TERMINAL
 from service.protocols.schemas import Schema

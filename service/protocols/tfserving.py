@@ -27,6 +27,7 @@ from service.errors import InvalidInput
 from service.protocols.codecs import array_from_json, tf_datatype
 
 if TYPE_CHECKING:
+    from service.core.catalog import VersionEntry
     from service.runtime.sessions import TensorMeta
 
 SIGNATURE = "serving_default"
@@ -147,4 +148,25 @@ def signature(metas: list[TensorMeta]) -> dict[str, Any]:
             "name": meta.name,
         }
         for meta in metas
+    }
+
+
+VERSION_STATES = {"AVAILABLE": "AVAILABLE", "LOADING": "LOADING", "UNAVAILABLE": "END"}
+"""The catalog's version states as ``ModelVersionStatus.State`` names them."""
+
+
+def version_status(entry: VersionEntry) -> dict[str, Any]:
+    """One ``model_version_status`` entry (its JSON form; gRPC sets the same fields)::
+
+    {"version": <string>, "state": "AVAILABLE"|"LOADING"|"END",
+     "status": {"error_code": <canonical code name>, "error_message": <string>}}
+    """
+    state = VERSION_STATES[entry.state]
+    return {
+        "version": str(entry.version),
+        "state": state,
+        "status": {
+            "error_code": entry.error_code,
+            "error_message": entry.reason if state == "END" else "",
+        },
     }

@@ -170,6 +170,14 @@ def render_response(
     return response, chunks
 
 
+EXTENSIONS = ["binary_tensor_data", "statistics"]
+"""The extensions served. The repository index is, but not the rest of the
+model_repository extension (load/unload): every model in the store is loaded."""
+
+INDEX_STATES = {"AVAILABLE": "READY", "LOADING": "LOADING", "UNAVAILABLE": "UNAVAILABLE"}
+"""The catalog's version states as the repository index names them."""
+
+
 def tensor_metadata(metas: list[TensorMeta]) -> list[dict[str, Any]]:
     return [
         {"name": meta.name, "datatype": v2_datatype(meta.dtype), "shape": list(meta.shape)}

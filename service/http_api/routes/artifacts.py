@@ -50,7 +50,7 @@ async def report(name: str, version: str, dataplane: DataPlaneDep) -> FileRespon
     "status_code", "job", "file", "timings"}, "report"}`` (the verification report of a
     fold that failed its tolerance, else null) until it is deleted."""
     try:
-        path = await dataplane.artifact(name, version, REPORT_FILE)
+        path = await dataplane.catalog.artifact(name, version, REPORT_FILE)
     except NotFound:
         failure = await dataplane.uploads.failure(name, parse_version(version))
         if failure is None:
@@ -97,7 +97,7 @@ async def variant_model(
 
 
 async def _download(dataplane, name: str, version: str, file_name: str) -> FileResponse:
-    path = await dataplane.artifact(name, version, file_name)
+    path = await dataplane.catalog.artifact(name, version, file_name)
     number = path.parent.name
     return FileResponse(
         path,

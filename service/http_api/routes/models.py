@@ -8,12 +8,12 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
-from service.core.dataplane import DEFAULT_COMPARE_REPEATS, MAX_COMPARE_REPEATS
+from service.core.compare import DEFAULT_COMPARE_REPEATS, MAX_COMPARE_REPEATS
 from service.errors import InsufficientStorage, InvalidInput, ServingError
 from service.http_api.deps import AdminAuth, ApiAuth, DataPlaneDep, JSONResponse, json_body
 from service.http_api.routing import per_version
 from service.jobs.store import public
-from service.jobs.uploads import no_space
+from service.jobs.submit import no_space
 from service.protocols import tfserving
 from service.protocols.schemas import request_body
 from service.protocols.schemas_models import (
@@ -172,7 +172,7 @@ def _wait_seconds(request: Request, wait: bool) -> float | None:
 
 @router.get("/v1/models", dependencies=[ApiAuth], response_model=ModelList)
 async def list_models(dataplane: DataPlaneDep) -> JSONResponse:
-    return JSONResponse({"models": await dataplane.catalogue()})
+    return JSONResponse({"models": await dataplane.catalog.catalogue()})
 
 
 @versioned("DELETE", "/v1/models/{name}", dependencies=[AdminAuth], response_model=Deleted)
@@ -217,7 +217,7 @@ async def compare(
     if not isinstance(variants, bool):
         raise InvalidInput(f"'variants' must be true or false, got {variants!r}")
     inputs, _ = tfserving.parse_request(body, model.inputs)
-    result = await dataplane.compare(
+    result = await dataplane.comparison.compare(
         model,
         inputs,
         options.get("reference"),

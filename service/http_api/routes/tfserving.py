@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
 
+from service.core.catalog import VersionEntry
 from service.errors import InvalidInput
 from service.http_api import bodies
 from service.http_api.bodies import BodyCodec
@@ -25,18 +24,19 @@ versioned = per_version(router)
 
 @router.get("/v1/models/{name}", response_model=ModelStatusResponse)
 async def model_status(name: str, dataplane: DataPlaneDep) -> JSONResponse:
-    return _status(await dataplane.version_status(name))
+    return _status(await dataplane.catalog.version_status(name))
 
 
 @router.get("/v1/models/{name}/versions/{version}", response_model=ModelStatusResponse)
 async def version_status(name: str, version: str, dataplane: DataPlaneDep) -> JSONResponse:
-    return _status(await dataplane.version_status(name, version))
+    return _status(await dataplane.catalog.version_status(name, version))
 
 
-def _status(statuses: list[dict[str, Any]]) -> JSONResponse:
+def _status(entries: list[VersionEntry]) -> JSONResponse:
     """TF Serving's ``{"model_version_status": [...]}``, plus the ``ready`` that KServe's v1
     protocol reads from the same URL (true when a version is AVAILABLE); TF Serving's
     clients read only ``model_version_status``."""
+    statuses = [tfserving.version_status(entry) for entry in entries]
     ready = any(status["state"] == "AVAILABLE" for status in statuses)
     return JSONResponse({"model_version_status": statuses, "ready": ready})
 

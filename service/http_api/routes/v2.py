@@ -6,7 +6,6 @@ import dataclasses
 
 from fastapi import APIRouter, Request, Response
 
-from service import __version__
 from service.errors import InvalidInput, NotReady
 from service.http_api import bodies
 from service.http_api.bodies import BodyCodec, specs
@@ -26,22 +25,20 @@ from service.protocols.schemas_v2 import (
 )
 
 router = APIRouter(tags=["Open Inference Protocol (V2)"])
-# The repository index (POST /v2/repository/index) is served, but not the rest of the
-# model_repository extension (load/unload): every model in the store is loaded.
-EXTENSIONS = ["binary_tensor_data", "statistics"]
 versioned = per_version(router, dependencies=[ApiAuth])
 REFUSED = "never sent: the 400 says how models are loaded and unloaded"
 
 
 @router.get("/v2", response_model=ServerMetadataResponse)
 async def server_metadata(dataplane: DataPlaneDep) -> JSONResponse:
+    server = dataplane.catalog.server_metadata()
     return JSONResponse(
         {
-            "name": "foldserve",
-            "version": __version__,
-            "extensions": EXTENSIONS,
-            "execution_provider": dataplane.runtime.provider,
-            "confinement": dataplane.folder.confinement.to_dict(),
+            "name": server.name,
+            "version": server.version,
+            "extensions": v2.EXTENSIONS,
+            "execution_provider": server.execution_provider,
+            "confinement": server.confinement,
         }
     )
 
@@ -72,23 +69,23 @@ async def statistics(
     dataplane: DataPlaneDep, name: str | None = None, version: str | None = None
 ) -> JSONResponse:
     """Triton's statistics extension: queue, compute and per-batch-size figures."""
-    return JSONResponse({"model_stats": dataplane.statistics(name, version)})
+    return JSONResponse({"model_stats": dataplane.catalog.statistics(name, version)})
 
 
 @versioned("GET", "/v2/models/{name}", response_model=ModelMetadataResponse)
 async def model_metadata(
     name: str, dataplane: DataPlaneDep, version: str | None = None
 ) -> JSONResponse:
-    model = dataplane.get(name, version)
+    model = dataplane.catalog.model_metadata(name, version)
     return JSONResponse(
         {
             "name": model.name,
-            "versions": [str(m.version) for m in dataplane.versions(name)],
-            "platform": "onnxruntime_onnx",
+            "versions": [str(number) for number in model.versions],
+            "platform": model.platform,
             "inputs": v2.tensor_metadata(model.inputs),
             "outputs": v2.tensor_metadata(model.outputs),
             "parameters": {
-                "execution_provider": model.folded.provider,
+                "execution_provider": model.execution_provider,
                 "version": str(model.version),
             },
         }
@@ -115,15 +112,12 @@ async def model_ready(
 )
 async def repository_index(dataplane: DataPlaneDep) -> JSONResponse:
     entries = []
-    for model in await dataplane.catalogue():
-        for version in model["versions"]:
-            state = {"AVAILABLE": "READY", "LOADING": "LOADING"}.get(
-                version["state"], "UNAVAILABLE"
-            )
-            entry = {"name": model["name"], "version": str(version["version"]), "state": state}
-            if "reason" in version:
-                entry["reason"] = version["reason"]
-            entries.append(entry)
+    for entry in await dataplane.catalog.repository_index():
+        row = {"name": entry.name, "version": str(entry.version)}
+        row["state"] = v2.INDEX_STATES[entry.state]
+        if entry.reason:
+            row["reason"] = entry.reason
+        entries.append(row)
     return JSONResponse(entries)
 
 

@@ -26,19 +26,35 @@ def _message(full_name: str) -> type:
     return message_factory.GetMessageClass(POOL.FindMessageTypeByName(full_name))
 
 
-TensorProto = _message("tensorflow.TensorProto")
-TensorShapeProto = _message("tensorflow.TensorShapeProto")
-TensorInfo = _message("tensorflow.TensorInfo")
-SignatureDef = _message("tensorflow.SignatureDef")
-ModelSpec = _message("tensorflow.serving.ModelSpec")
-PredictRequest = _message("tensorflow.serving.PredictRequest")
-PredictResponse = _message("tensorflow.serving.PredictResponse")
-SignatureDefMap = _message("tensorflow.serving.SignatureDefMap")
-GetModelMetadataRequest = _message("tensorflow.serving.GetModelMetadataRequest")
-GetModelMetadataResponse = _message("tensorflow.serving.GetModelMetadataResponse")
-GetModelStatusRequest = _message("tensorflow.serving.GetModelStatusRequest")
-GetModelStatusResponse = _message("tensorflow.serving.GetModelStatusResponse")
-ModelVersionStatus = _message("tensorflow.serving.ModelVersionStatus")
+def _messages(package: str, *names: str) -> list[type]:
+    return [_message(f"{package}.{name}") for name in names]
+
+
+TensorProto, TensorShapeProto, TensorInfo, SignatureDef = _messages(
+    "tensorflow", "TensorProto", "TensorShapeProto", "TensorInfo", "SignatureDef"
+)
+(
+    ModelSpec,
+    PredictRequest,
+    PredictResponse,
+    SignatureDefMap,
+    GetModelMetadataRequest,
+    GetModelMetadataResponse,
+    GetModelStatusRequest,
+    GetModelStatusResponse,
+    ModelVersionStatus,
+) = _messages(
+    "tensorflow.serving",
+    "ModelSpec",
+    "PredictRequest",
+    "PredictResponse",
+    "SignatureDefMap",
+    "GetModelMetadataRequest",
+    "GetModelMetadataResponse",
+    "GetModelStatusRequest",
+    "GetModelStatusResponse",
+    "ModelVersionStatus",
+)
 
 DATA_TYPES = POOL.FindEnumTypeByName("tensorflow.DataType")
 ERROR_CODES = POOL.FindEnumTypeByName("tensorflow.error.Code")

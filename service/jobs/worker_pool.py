@@ -52,7 +52,10 @@ def tensorflow_installed() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
 
 
-class Folder:
+class FoldWorkerPool:
+    """The server side of the worker boundary: hands fold jobs and source-model
+    predictions to fresh, confined worker processes, one at a time."""
+
     def __init__(
         self,
         rtol: float,

@@ -60,17 +60,30 @@ class BatchNormDiagnostics:
     flags: list[str] = field(default_factory=list)
 
 
-def dead_channels(bn: BatchNormParams) -> list[int]:
-    """Channels whose |gamma| or |scale| is below ``DEAD_FRACTION`` of the layer's median."""
-    dead = _below_median_fraction(np.abs(bn.scale()))
+def dead_channels(bn: BatchNormParams, scale: np.ndarray | None = None) -> list[int]:
+    """Channels whose |gamma| or |scale| is below ``DEAD_FRACTION`` of the layer's median
+    (``scale``: the BN's ``scale()`` when the caller has it already)."""
+    dead = _below_median_fraction(np.abs(bn.scale() if scale is None else scale))
     if bn.gamma is not None:
-        dead |= _below_median_fraction(np.abs(bn.gamma.astype(np.float64)).reshape(-1))
+        dead |= _below_median_fraction(np.abs(bn.gamma.astype(np.float64)))
     return np.flatnonzero(dead).tolist()
 
 
 def _below_median_fraction(magnitude: np.ndarray) -> np.ndarray:
     magnitude = magnitude.reshape(-1)
-    return (magnitude < DEAD_FRACTION * np.median(magnitude)) | (magnitude == 0)
+    return (magnitude < DEAD_FRACTION * _median(magnitude)) | (magnitude == 0)
+
+
+def _median(values: np.ndarray) -> float:
+    """``np.median`` of a flat array, without its overhead on the small arrays a BN has."""
+    count = values.size
+    if count == 0 or np.isnan(values).any():
+        return float("nan")
+    middle = count // 2
+    ordered = np.partition(values, (middle - 1, middle) if count % 2 == 0 else middle)
+    if count % 2:
+        return float(ordered[middle])
+    return float((ordered[middle - 1] + ordered[middle]) / 2)
 
 
 def tiny_variance_channels(bn: BatchNormParams) -> list[int]:
@@ -79,20 +92,20 @@ def tiny_variance_channels(bn: BatchNormParams) -> list[int]:
     return np.flatnonzero(variance < TINY_VARIANCE_EPSILONS * bn.epsilon).tolist()
 
 
-def scale_spread(bn: BatchNormParams) -> float | None:
+def scale_spread(bn: BatchNormParams, scale: np.ndarray | None = None) -> float | None:
     """``max |scale| / median |scale|`` over channels; None when the median is 0."""
-    magnitude = np.abs(bn.scale()).reshape(-1)
-    median = float(np.median(magnitude))
+    magnitude = np.abs(bn.scale() if scale is None else scale).reshape(-1)
+    median = _median(magnitude)
     if median == 0 or not np.isfinite(median):
         return None
-    return float(np.max(magnitude) / median)
+    return float(magnitude.max() / median)
 
 
 def fp16_overflow(arrays: Sequence[np.ndarray]) -> bool:
     """True when any value of ``arrays`` is beyond float16's range (or not finite)."""
     for array in arrays:
         values = np.abs(np.asarray(array, dtype=np.float64))
-        if values.size and not (np.all(np.isfinite(values)) and np.max(values) <= FLOAT16_MAX):
+        if values.size and not values.max() <= FLOAT16_MAX:  # NaN compares False
             return True
     return False
 
@@ -114,10 +127,11 @@ def diagnose(
 ) -> BatchNormDiagnostics:
     """All checks on one BN. ``folded`` holds the arrays the BN ends up in (the
     absorbing layer's new kernel and bias, or a kept BN's own scale and shift)."""
+    scale = bn.scale()
     measured = BatchNormDiagnostics(
-        dead_channels=dead_channels(bn),
+        dead_channels=dead_channels(bn, scale),
         tiny_variance_channels=tiny_variance_channels(bn),
-        scale_spread=scale_spread(bn),
+        scale_spread=scale_spread(bn, scale),
         fp16_overflow=fp16_overflow(folded),
         variance_shift=None if observed_variance is None else variance_shift(bn, observed_variance),
     )

@@ -18,7 +18,8 @@ class ValueRange:
 
     @classmethod
     def of(cls, values: np.ndarray) -> ValueRange:
-        return cls(min=float(np.min(values)), max=float(np.max(values)))
+        values = np.asarray(values)
+        return cls(min=float(values.min()), max=float(values.max()))
 
 
 MAX_PER_CHANNEL = 4096

@@ -17,12 +17,12 @@ from folding.export.exporters import (
     DEFAULT_OPSET,
     OnnxModel,
     export_direct,
-    export_onnx,
     layer_exporter,
     summarize,
 )
+from folding.export.fallback import export_general
 from folding.keras_graph.fold import FoldResult
-from folding.keras_graph.graph import Graph, InputSpec
+from folding.keras_graph.graph import Graph
 from folding.publish import publish_directory  # noqa: F401 - part of this module's API
 from folding.report import FoldReport, OnnxSummary, TensorInfo, Verification
 from folding.sources.keras import loader_of
@@ -226,21 +226,14 @@ def export_pair(
 
 
 def _export_general(result: FoldResult, opset: int, reason: object | None) -> ExportedPair:
-    """Both models through tf2onnx; ``reason`` says why the direct exporter could not
-    (None: the general one was asked for)."""
-    inputs: list[InputSpec] = result.inputs
-    try:
-        unfolded = export_onnx(flat_caller(result.source), inputs, result.output_names, opset)
-        folded = export_onnx(flat_caller(result.model), inputs, result.output_names, opset)
-    except ExportError as error:
-        if reason is None:
-            raise ExportError(f"the general exporter (tf2onnx) failed: {error}") from None
-        raise ExportError(
-            f"cannot export {reason}; the general exporter failed too: {error}"
-        ) from None
+    """The unfolded model through tf2onnx once, folded on its ONNX graph
+    (``folding.export.fallback``); ``result``'s entries become what that fold did.
+    ``reason`` says why the direct exporter could not (None: the general one was asked for)."""
+    general = export_general(flat_caller(result.source), result, opset, reason)
+    result.folded, result.not_folded = general.folded_entries, general.not_folded_entries
     return ExportedPair(
-        OnnxModel(folded, folded.SerializeToString()),
-        OnnxModel(unfolded, unfolded.SerializeToString()),
+        general.folded,
+        general.unfolded,
         "tf2onnx",
         None if reason is None else f"the direct exporter cannot write {reason}",
     )

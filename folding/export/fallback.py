@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from folding.errors import ExportError
-from folding.export.exporters import export_onnx
+from folding.export.exporters import check_onnx, export_onnx
 from folding.keras_graph.fold import FoldResult
 from folding.onnx_graph import OnnxFoldResult, fold_onnx
 from folding.report import BatchNormStats, FoldedEntry, NotFoldedEntry
@@ -65,7 +65,9 @@ def export_general(
     ONNX graph; the entries are ``result``'s, reconciled with what that fold did.
     ``reason``: why the direct exporter could not (None: the general one was asked for)."""
     try:
-        unfolded = export_onnx(call, result.inputs, result.output_names, opset)
+        unfolded = export_onnx(call, result.inputs, result.output_names, opset, check=False)
+        unfolded_data = unfolded.SerializeToString()
+        check_onnx(unfolded_data)
     except ExportError as error:
         if reason is None:
             raise ExportError(f"the general exporter (tf2onnx) failed: {error}") from None
@@ -76,7 +78,7 @@ def export_general(
     folded_entries, not_folded_entries = reconcile(result, onnx_fold, layer_classes(result.source))
     return GeneralExport(
         OnnxModel(onnx_fold.model, onnx_fold.model.SerializeToString()),
-        OnnxModel(unfolded, unfolded.SerializeToString()),
+        OnnxModel(unfolded, unfolded_data),
         folded_entries,
         not_folded_entries,
     )

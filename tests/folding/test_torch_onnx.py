@@ -1,7 +1,8 @@
 """ONNX files written by PyTorch's own exporters (tests/data/torch, made by
 bench/make_torch_onnx.py: the TorchScript exporter at opsets 13 and 17, the dynamo
-exporter at opset 18), folded through the CLI and through an upload: every
-BatchNormalization folded, the answers those of the original file in ONNX Runtime."""
+exporter at opset 18), folded through the CLI: every BatchNormalization folded, the answers those of
+the original file in ONNX Runtime (uploads of the same files:
+tests/service/test_torch_uploads.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,12 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
 from tests.folding.test_cli import fold
-from tests.service.conftest import make_repository, serving
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "torch"
 FILES = sorted(DATA.glob("*.onnx"))
@@ -71,43 +70,3 @@ def test_the_cli_folds_every_bn_of_a_torch_export(tmp_path, path):
     np.testing.assert_allclose(
         answers(out / "model.onnx", rows), answers(path, rows), rtol=1e-4, atol=1e-5
     )
-
-
-@pytest.fixture(scope="module")
-def upload_server(tmp_path_factory):
-    with serving(make_repository(tmp_path_factory.mktemp("torch"))) as running:
-        yield running
-
-
-@pytest.mark.parametrize("path", FILES, ids=[path.stem for path in FILES])
-def test_an_upload_folds_every_bn_of_a_torch_export(upload_server, path):
-    name = path.stem.replace("_", "-")
-    with open(path, "rb") as handle:
-        reply = httpx.post(
-            f"{upload_server.url}/v1/models?wait=true",
-            files={"file": (path.name, handle, "application/octet-stream")},
-            data={"name": name},
-            timeout=300,
-        )
-    assert reply.status_code == 201, reply.text
-    report = reply.json()["report"]
-    assert report["verification"]["passed"], report["verification"]
-    assert len(report["folded"]) == batch_norms(path) and report["not_folded"] == []
-    base = f"{upload_server.url}/v1/models/{name}/versions/latest"
-    folded = httpx.get(f"{base}/model.onnx", timeout=60)
-    assert folded.status_code == 200
-    rows = rows_for(path)
-    np.testing.assert_allclose(
-        answers(folded.content, rows), answers(path, rows), rtol=1e-4, atol=1e-5
-    )
-    predicted = httpx.post(
-        f"{upload_server.url}/v1/models/{name}:predict", json={"inputs": rows.tolist()}, timeout=60
-    )
-    assert predicted.status_code == 200, predicted.text
-    np.testing.assert_allclose(
-        np.asarray(predicted.json()["outputs"], np.float32),
-        answers(path, rows),
-        rtol=1e-4,
-        atol=1e-5,
-    )
-    assert httpx.delete(f"{upload_server.url}/v1/models/{name}").status_code == 200

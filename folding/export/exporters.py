@@ -101,11 +101,15 @@ def export_onnx(
     inputs: Sequence[InputSpec],
     output_names: Sequence[str],
     opset: int = DEFAULT_OPSET,
+    *,
+    check: bool = True,
 ) -> onnx.ModelProto:
     """Trace ``call`` (flat list of tensors in, flat list out) with tf2onnx.
 
     Every input gets a dynamic batch axis; graph inputs and outputs carry the
-    given names, in order.
+    given names, in order. ``check=False`` leaves the ONNX checker to the caller
+    (``check_onnx`` on the bytes it writes anyway: the checker serialises the
+    model, weights and all, once more).
     """
     import tensorflow as tf
 
@@ -130,12 +134,18 @@ def export_onnx(
         first_line = (str(error).strip().splitlines() or [""])[0][:300]
         raise ExportError(f"ONNX conversion failed: {type(error).__name__}: {first_line}") from None
     _rename_outputs(proto.graph, list(output_names))
+    if check:
+        check_onnx(proto)
+    return proto
+
+
+def check_onnx(model: onnx.ModelProto | bytes) -> None:
+    """ExportError when tf2onnx's output is not a valid ONNX model."""
     try:
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(model)
     except onnx.checker.ValidationError as error:
         first_line = str(error).strip().splitlines()[0]
         raise ExportError(f"ONNX conversion produced an invalid graph: {first_line}") from None
-    return proto
 
 
 @contextlib.contextmanager

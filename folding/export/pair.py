@@ -7,16 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from folding.errors import ExportError
 from folding.export.direct import Unsupported
 from folding.export.exporters import (
     OnnxModel,
     export_direct,
-    export_onnx,
     layer_exporter,
 )
+from folding.export.fallback import export_general
 from folding.keras_graph.fold import FoldResult
-from folding.keras_graph.graph import Graph, InputSpec
+from folding.keras_graph.graph import Graph
 
 
 def flat_caller(model: Any) -> Callable[[list[Any]], list[Any]]:
@@ -71,21 +70,14 @@ def export_pair(
 
 
 def _export_general(result: FoldResult, opset: int, reason: object | None) -> ExportedPair:
-    """Both models through tf2onnx; ``reason`` says why the direct exporter could not
-    (None: the general one was asked for)."""
-    inputs: list[InputSpec] = result.inputs
-    try:
-        unfolded = export_onnx(flat_caller(result.source), inputs, result.output_names, opset)
-        folded = export_onnx(flat_caller(result.model), inputs, result.output_names, opset)
-    except ExportError as error:
-        if reason is None:
-            raise ExportError(f"the general exporter (tf2onnx) failed: {error}") from None
-        raise ExportError(
-            f"cannot export {reason}; the general exporter failed too: {error}"
-        ) from None
+    """The unfolded model through tf2onnx once, folded on its ONNX graph
+    (``folding.export.fallback``); ``result``'s entries become what that fold did.
+    ``reason`` says why the direct exporter could not (None: the general one was asked for)."""
+    general = export_general(flat_caller(result.source), result, opset, reason)
+    result.folded, result.not_folded = general.folded_entries, general.not_folded_entries
     return ExportedPair(
-        OnnxModel(folded, folded.SerializeToString()),
-        OnnxModel(unfolded, unfolded.SerializeToString()),
+        general.folded,
+        general.unfolded,
         "tf2onnx",
         None if reason is None else f"the direct exporter cannot write {reason}",
     )

@@ -268,9 +268,8 @@ def _to_onnx(
     """tf2onnx's conversion, then its optimisers (less the BN-merging ones) once each,
     those that act on ops the graph does not hold skipped. tf2onnx itself loops them
     to a fixed point and copies the whole graph before each, weights and all; here it
-    is copied once, and only if an optimiser fails are they re-run tf2onnx's way."""
-    import copy
-
+    is never copied: only if an optimiser fails is the graph converted again and
+    they are run tf2onnx's way."""
     import tensorflow as tf
 
     optimizers = OrderedDict(
@@ -278,22 +277,25 @@ def _to_onnx(
     )
     with tf.Graph().as_default() as tf_graph:
         tf.import_graph_def(graph_def, name="")
-        graph = tf_graph_to_onnx(
-            tf_graph,
-            opset=opset,
-            input_names=input_names,
-            output_names=output_names,
-            renames=renames,
-        )
+
+        def convert() -> Any:
+            return tf_graph_to_onnx(
+                tf_graph,
+                opset=opset,
+                input_names=input_names,
+                output_names=output_names,
+                renames=renames,
+            )
+
+        optimized = convert()
         try:
-            optimized = copy.deepcopy(graph)
             for key, factory in optimizers.items():
                 wanted = OPTIMIZER_OPS.get(key)
                 if wanted is None or wanted & {node.type for node in optimized.get_nodes()}:
                     optimized = factory().optimize(optimized, 0) or optimized
             optimized.topological_sort(optimized.get_nodes())
-        except Exception:  # an optimiser failed: tf2onnx's careful way, skipping it
-            optimized = optimize_to_fixed_point(graph, optimizers)
+        except Exception:  # an optimiser failed midway: converted anew, tf2onnx's careful way
+            optimized = optimize_to_fixed_point(convert(), optimizers)
         return optimized.make_model(f"converted from {name}")
 
 

@@ -4,10 +4,13 @@ Exporters leave weights behind small expressions of constants: PyTorch's
 ``Linear(bias=False)`` as ``MatMul(x, Transpose(W))``, FrozenBatchNorm's scale as
 ``w * rsqrt(v + eps)`` (``Mul``, ``Reciprocal``, ``Sqrt``, ``Add`` of reshaped
 initializers), BN parameters through ``Identity`` nodes (TorchScript shares equal
-initializers), casts. Each op here is a pure function of its inputs; an
-expression is evaluated only when every input is a constant, and only when its
-result is no larger than its inputs together (an ``Expand`` or a broadcast that
-would materialise a big tensor is left to the runtime).
+initializers), casts; the dynamo exporter's bias of a ``bias=False`` convolution as zeros
+computed at run time, ``Expand(CastLike(0, x), Shape(weight)[:1])``. Each op here
+is a pure function of its inputs; an expression is evaluated only when every input
+is a constant (``CastLike`` needs only its target's dtype, ``Shape`` only its
+input's value), and only when its result is no larger than its inputs together,
+or for ``Expand`` no larger than ``MAX_EXPANDED`` elements (a broadcast that would
+materialise a big tensor is left to the runtime).
 """
 
 from __future__ import annotations
@@ -35,8 +38,14 @@ PURE_OPS = frozenset(
         "Mul",
         "Div",
         "Pow",
+        "Shape",
+        "CastLike",
+        "Expand",
     }
 )
+
+MAX_EXPANDED = 1 << 16
+"""The most elements an ``Expand`` of constants is evaluated to (a bias's channels)."""
 
 
 def _attribute(node: onnx.NodeProto, name: str, default):
@@ -72,9 +81,15 @@ def evaluate(node: onnx.NodeProto, values: list, opset: int) -> np.ndarray | Non
     if result is None:
         return None
     result = np.asarray(result)
-    if result.size > max(sum(np.size(v) for v in values if v is not None), 1):
+    limit = max(sum(np.size(v) for v in values if v is not None), 1)
+    if result.size > (max(limit, MAX_EXPANDED) if node.op_type == "Expand" else limit):
         return None
     return result
+
+
+def cast_like(value: np.ndarray, elem_type: int) -> np.ndarray:
+    """``CastLike(value, target)``, from the target's ONNX element type alone."""
+    return value.astype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
 
 
 def _evaluate(node: onnx.NodeProto, values: list, opset: int) -> np.ndarray | None:
@@ -104,6 +119,13 @@ def _evaluate(node: onnx.NodeProto, values: list, opset: int) -> np.ndarray | No
         return result
     if op == "Concat":
         return np.concatenate(values, axis=_attribute(node, "axis", 0))
+    if op == "Shape":
+        start, end = _attribute(node, "start", 0), _attribute(node, "end", None)
+        return np.asarray(first.shape[start:end], np.int64)
+    if op == "CastLike":
+        return first.astype(values[1].dtype)
+    if op == "Expand":
+        return first * np.ones([int(d) for d in values[1].reshape(-1)], first.dtype)
     floats = all(v.dtype.kind == "f" for v in values if v is not None)
     if op == "Neg":
         return np.negative(first)

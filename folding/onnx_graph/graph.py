@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from folding.onnx_graph.constants import PURE_OPS, constant_node_value, evaluate
+from folding.onnx_graph.constants import PURE_OPS, cast_like, constant_node_value, evaluate
 
 
 class NotFoldable(Exception):
@@ -119,6 +119,9 @@ class OnnxGraph:
             values = [self._arrays[i] if i else None for i in node.input]
             if node.op_type == "Constant":
                 result = constant_node_value(node)
+            elif node.op_type == "CastLike" and values[0] is not None and values[1] is None:
+                elem_type = self.elem_type(node.input[1])
+                result = None if elem_type is None else cast_like(values[0], elem_type)
             elif any(v is None for v, i in zip(values, node.input, strict=True) if i):
                 result = None
             else:
@@ -126,6 +129,14 @@ class OnnxGraph:
             for output in node.output:
                 self._arrays[output] = result if output == node.output[0] else None
         return self._arrays[tensor]
+
+    def elem_type(self, tensor: str) -> int | None:
+        """The ONNX element type the graph declares for ``tensor`` (an input, output or
+        value_info entry), or None."""
+        for value in [*self.proto.input, *self.proto.value_info, *self.proto.output]:
+            if value.name == tensor and value.type.tensor_type.elem_type:
+                return value.type.tensor_type.elem_type
+        return None
 
     def optional_constant(self, node: onnx.NodeProto, index: int, what: str) -> np.ndarray | None:
         """Input ``index`` of ``node`` (a bias): None when absent, NotFoldable when it is

@@ -131,3 +131,36 @@ def test_a_saved_model_with_exact_gelu_folds(tmp_path):
     (answer,) = session.run(None, {session.get_inputs()[0].name: inputs})
     (expected,) = saved_models.signature_answers(exported, {"features": inputs}).values()
     np.testing.assert_allclose(answer, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_general_exporter_converts_once_and_reports_the_onnx_fold_in_keras_names(tmp_path):
+    """model.onnx is unfolded.onnx folded on its ONNX graph: a BN inside a layer the
+    Keras tracer cannot enter folds there too, into that layer's Conv2D; a BN no rule
+    folds keeps the Keras reason; every BN of the model is listed once."""
+    from folding.options import FoldOptions, VerifyOptions
+    from folding.pipeline import fold_to_directory
+    from tests.folding.test_layers import Untraceable
+
+    inputs = keras.Input((6, 6, 3), name="image")
+    x = keras.layers.BatchNormalization(name="outer_bn")(
+        keras.layers.Conv2D(4, 3, name="stem")(inputs)
+    )
+    x = Untraceable(name="opaque")(x)
+    y = keras.layers.BatchNormalization(name="after_relu")(keras.layers.ReLU()(x))
+    x = keras.layers.Add()([x, y])
+    model = zoo.randomize_batch_norms(keras.Model(inputs, keras.layers.Conv2D(2, 1)(x)), seed=5)
+    report = fold_to_directory(
+        model, tmp_path, FoldOptions(VerifyOptions(samples=16), exporter="tf2onnx")
+    )
+    assert report.exporter == "tf2onnx" and report.verification.passed, report.summary()
+    folded = {entry.bn: (entry.into, entry.into_class) for entry in report.folded}
+    assert folded == {"outer_bn": ("stem", "Conv2D"), "opaque/bn": ("conv", "Conv2D")}
+    (kept,) = report.not_folded
+    assert kept.bn == "after_relu" and "ReLU" in kept.reason, kept.reason
+    assert kept.stats is not None and kept.stats.channels == 4
+    unfolded, folded_ops = op_counts(tmp_path / "unfolded.onnx"), op_counts(tmp_path / "model.onnx")
+    assert unfolded["Mul"] == 3 and folded_ops["Mul"] == 1
+    inputs = np.random.default_rng(7).standard_normal((3, 6, 6, 3)).astype("float32")
+    expected = np.asarray(model(inputs, training=False))
+    answer = answers(str(tmp_path / "model.onnx"), inputs)
+    np.testing.assert_allclose(answer, expected, rtol=1e-4, atol=1e-5)

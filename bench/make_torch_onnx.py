@@ -1,0 +1,214 @@
+"""Write tests/data/torch/*.onnx: tiny CNNs exported by PyTorch's two ONNX exporters.
+
+Run with a Python that has torch (CPU), onnx and onnxscript, kept outside the
+project's environment (torch is too large for it):
+
+    python3 -m venv /tmp/torchvenv
+    /tmp/torchvenv/bin/pip install torch onnx onnxscript numpy
+    /tmp/torchvenv/bin/python bench/make_torch_onnx.py [--out tests/data/torch]
+
+The checked-in files were written by torch 2.13.0+cpu, onnx 1.23.2, onnxscript
+0.7.2 (each file's ``producer_name``/``producer_version`` says which exporter).
+Rerunning with other versions writes other files; tests/folding/test_torch_onnx.py
+checks only what any version must give (every BN folded, the answers unchanged).
+
+Each model is built in eval mode with every BatchNormalization's statistics and
+affine parameters set by hand to values far from the defaults (an untrained BN is
+an identity and folds to nothing visible). Each is written three ways:
+
+* ``*_ts13.onnx``, ``*_ts17.onnx``: the TorchScript exporter (``dynamo=False``) at
+  opsets 13 and 17, ``training=PRESERVE`` so that it keeps each BatchNormalization
+  (in ``EVAL`` mode it fuses Conv + BN itself, leaving nothing to fold);
+* ``*_dynamo18.onnx``: the dynamo exporter (``dynamo=True``) at opset 18 with
+  ``optimize=False``: the graph as the exporter translates it (computed zero
+  biases: ``Expand`` of a constant to ``Shape(weight)``), before onnxscript's
+  optimiser, whose ``fuse_batchnorm`` rule (in this version) merges every BN into
+  its Conv / Gemm itself.
+
+Every file has a dynamic batch axis on its input ``input``. The IR version is
+left as the exporter wrote it: files newer than ONNX Runtime reads go through
+the loader's lowering (``folding.sources.onnx_ir``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConvBnRelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, stride=2, bias=False),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+        )
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x).mean(dim=(2, 3)))
+
+
+class Depthwise(nn.Module):
+    """MobileNet's block: pointwise, depthwise (groups == channels), pointwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.ReLU6(),
+            nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),
+            nn.BatchNorm2d(8),
+            nn.ReLU6(),
+            nn.Conv2d(8, 12, 1, bias=False),
+            nn.BatchNorm2d(12),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(self.body(x), 1), 1)
+
+
+class Residual(nn.Module):
+    """ResNet's basic block with a projection shortcut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.project = nn.Conv2d(3, 8, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + self.bn3(self.project(x)))
+
+
+class LinearBn1d(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Linear(10, 16),
+            nn.BatchNorm1d(16),
+            nn.ReLU(),
+            nn.Linear(16, 8, bias=False),
+            nn.BatchNorm1d(8),
+            nn.ReLU(),
+            nn.Linear(8, 3),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class ConvTransposeBn(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.ConvTranspose2d(8, 4, 2, stride=2),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.ConvTranspose2d(4, 2, 3, padding=1, bias=False),
+            nn.BatchNorm2d(2),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+MODELS = {
+    "conv_bn_relu": (ConvBnRelu, (3, 16, 16)),
+    "depthwise": (Depthwise, (3, 16, 16)),
+    "residual": (Residual, (3, 12, 12)),
+    "linear_bn1d": (LinearBn1d, (10,)),
+    "convtranspose_bn": (ConvTransposeBn, (3, 8, 8)),
+}
+
+
+def with_statistics(module: nn.Module, seed: int) -> nn.Module:
+    """Every BN's running statistics and affine parameters set to seeded values far
+    from an untrained BN's (mean 0, variance 1, gamma 1, beta 0); eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                n = layer.num_features
+                layer.running_mean.copy_(torch.randn(n, generator=generator) * 0.5)
+                layer.running_var.copy_(torch.rand(n, generator=generator) * 2 + 0.2)
+                layer.weight.copy_(torch.rand(n, generator=generator) * 1.5 + 0.25)
+                layer.bias.copy_(torch.randn(n, generator=generator) * 0.3)
+    return module.eval()
+
+
+def export(module: nn.Module, shape: tuple[int, ...], path: Path, exporter: str) -> None:
+    sample = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    if exporter == "dynamo18":
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        program = torch.onnx.export(
+            module,
+            (sample,),
+            dynamo=True,
+            opset_version=18,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_shapes={"x": {0: batch}},
+            optimize=False,
+        )
+        program.save(str(path))
+        return
+    opset = int(exporter.removeprefix("ts"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            module,
+            (sample,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            training=torch.onnx.TrainingMode.PRESERVE,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=ROOT / "tests" / "data" / "torch")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    import onnx
+
+    for seed, (name, (build, shape)) in enumerate(MODELS.items()):
+        torch.manual_seed(seed)
+        module = with_statistics(build(), seed)
+        for exporter in ("ts13", "ts17", "dynamo18"):
+            path = args.out / f"{name}_{exporter}.onnx"
+            export(module, shape, path, exporter)
+            proto = onnx.load(str(path))
+            bns = sum(node.op_type == "BatchNormalization" for node in proto.graph.node)
+            print(
+                f"{path.name:<32} IR {proto.ir_version:>2}  opset "
+                f"{max(o.version for o in proto.opset_import if o.domain in ('', 'ai.onnx')):>2}"
+                f"  {bns} BatchNormalization  {path.stat().st_size:>7} bytes"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""ONNX files written by PyTorch's own exporters (tests/data/torch, made by
+bench/make_torch_onnx.py: the TorchScript exporter at opsets 13 and 17, the dynamo
+exporter at opset 18), folded through the CLI: every BatchNormalization folded, the answers those of
+the original file in ONNX Runtime (uploads of the same files:
+tests/service/test_torch_uploads.py)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from tests.folding.test_cli import fold
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "torch"
+FILES = sorted(DATA.glob("*.onnx"))
+SHAPES = {
+    "conv_bn_relu": (3, 16, 16),
+    "depthwise": (3, 16, 16),
+    "residual": (3, 12, 12),
+    "linear_bn1d": (10,),
+    "convtranspose_bn": (3, 8, 8),
+}
+
+
+def batch_norms(path: Path) -> int:
+    return Counter(node.op_type for node in onnx.load(str(path)).graph.node)["BatchNormalization"]
+
+
+def answers(model: Path | bytes, rows: np.ndarray) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    source = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": rows})[0]
+
+
+def rows_for(path: Path) -> np.ndarray:
+    shape = SHAPES[path.stem.rsplit("_", 1)[0]]
+    return np.random.default_rng(3).standard_normal((5, *shape)).astype(np.float32)
+
+
+def test_the_files_are_the_ones_described():
+    """Five architectures, each from both exporters, every BN still in the file."""
+    assert len(FILES) == 15
+    for path in FILES:
+        model = onnx.load(str(path))
+        assert batch_norms(path) >= 2, path.name
+        assert model.producer_name == "pytorch", (path.name, model.producer_name)
+        expected_opset = int(path.stem[-2:])
+        assert [o.version for o in model.opset_import if o.domain == ""] == [expected_opset]
+        assert path.stat().st_size < 100_000
+
+
+@pytest.mark.parametrize("path", FILES, ids=[path.stem for path in FILES])
+def test_the_cli_folds_every_bn_of_a_torch_export(tmp_path, path):
+    out = tmp_path / "out"
+    result = fold(path, "-o", out, "--samples", "8")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["exporter"] == "onnx" and report["verification"]["passed"]
+    assert len(report["folded"]) == batch_norms(path) and report["not_folded"] == []
+    assert batch_norms(out / "model.onnx") == 0
+    rows = rows_for(path)
+    np.testing.assert_allclose(
+        answers(out / "model.onnx", rows), answers(path, rows), rtol=1e-4, atol=1e-5
+    )

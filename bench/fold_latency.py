@@ -94,7 +94,7 @@ def main() -> None:
     import keras
 
     from folding.pipeline import fold_to_directory
-    from folding.sources.keras import load_keras_model
+    from folding.sources.keras.loading import load_keras_model
     from tests import zoo
 
     model = load_keras_model(DEMO)

@@ -27,7 +27,7 @@ an identity and folds to nothing visible). Each is written three ways:
 
 Every file has a dynamic batch axis on its input ``input``. The IR version is
 left as the exporter wrote it: files newer than ONNX Runtime reads go through
-the loader's lowering (``folding.sources.onnx_ir``).
+the loader's lowering (``folding.sources.onnx.ir``).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def fold_family(family: str, size: int, workdir: Path) -> tuple[Path, list[np.nd
 
 def fold_digits(workdir: Path) -> tuple[Path, list[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     from folding.pipeline import fold_to_directory
-    from folding.sources.keras import load_keras_model
+    from folding.sources.keras.loading import load_keras_model
     from tests.trained import train_digits_conv
 
     digits = train_digits_conv(workdir / "digits")

@@ -146,7 +146,7 @@ def build_repository(root: Path) -> dict[str, Path]:
     import_keras()
     from folding.options import FoldOptions, VerifyOptions
     from folding.pipeline import fold_to_directory
-    from folding.sources.keras import load_keras_model
+    from folding.sources.keras.loading import load_keras_model
 
     sources = {
         "mlp": load_keras_model(REPO / "models" / "digits" / "1" / "model.keras"),

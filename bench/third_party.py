@@ -42,7 +42,7 @@ def tf_keras_models(workdir: Path):
     for family in TF_KERAS:
 
         def load(family=family):
-            from folding.sources.keras import load_keras_model
+            from folding.sources.keras.loading import load_keras_model
 
             model = getattr(tf_keras.applications, family)(weights=None, input_shape=(64, 64, 3))
             path = workdir / f"{family}.h5"

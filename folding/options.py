@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from folding.sources.keras import ArchiveLimits
+    from folding.sources.keras.loading import ArchiveLimits
 
 DEFAULT_EXPORT_RTOL = 1e-3
 HALF_PRECISION_EXPORT_RTOL = 3e-2

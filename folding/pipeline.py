@@ -25,7 +25,7 @@ from folding.options import FoldOptions, VerifyOptions
 from folding.publish import FOLDED_FILE, REPORT_FILE, UNFOLDED_FILE
 from folding.report import FoldReport, OnnxSummary, TensorInfo, Verification
 from folding.sources import Folded, Source
-from folding.sources.onnx_model import summarize
+from folding.sources.onnx.model import summarize
 from folding.specs import StageCallback, no_stages
 from folding.verify.verdict import (
     Answers,
@@ -60,7 +60,7 @@ def fold_to_directory(
     model's float32 noise (see ``folding.verify.verdict``)."""
     options = options or FoldOptions()
     if not isinstance(source, Source):
-        from folding.sources.keras_source import KerasSource
+        from folding.sources.keras.source import KerasSource
 
         source = KerasSource(source, options)
     verify = options.verify

@@ -234,7 +234,9 @@ class FoldReport:
     onnx: dict[str, OnnxSummary] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     exporter: str = "direct"
-    loader: str | None = None  # how the Keras file was loaded (folding.sources.keras.loader_of)
+    loader: str | None = (
+        None  # how the Keras file was loaded (folding.sources.keras.loading.loader_of)
+    )
     warnings: list[str] = field(default_factory=list)
     recalibration: Recalibration | None = None
 

@@ -21,7 +21,7 @@ import onnx
 from folding.errors import ExportError
 from folding.export.direct import Weights, emit_graph, keras_weights
 from folding.keras_graph.graph import Graph, InputSpec
-from folding.sources.onnx_model import OnnxModel, summarize  # noqa: F401 - part of this module's API
+from folding.sources.onnx.model import OnnxModel, summarize  # noqa: F401 - part of this module's API
 
 DEFAULT_OPSET = 17
 

@@ -43,7 +43,7 @@ from folding.export.exporters import check_onnx, export_onnx
 from folding.keras_graph.fold import FoldResult
 from folding.onnx_graph import OnnxFoldResult, fold_onnx
 from folding.report import BatchNormStats, FoldedEntry, NotFoldedEntry
-from folding.sources.onnx_model import OnnxModel
+from folding.sources.onnx.model import OnnxModel
 
 SCALE_RTOL = 1e-3
 """How near an ONNX BN's per-channel scale must be to a Keras BN's to be that BN

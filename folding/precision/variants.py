@@ -78,7 +78,7 @@ def variant_rows(
 ) -> tuple[list[np.ndarray], str]:
     """The rows that calibrate and judge the variants, and where they came from: the
     user's ``calibration`` file, else the random probes ONNX folding verifies on."""
-    from folding.sources.onnx_source import input_specs, random_probes
+    from folding.sources.onnx.source import input_specs, random_probes
     from folding.verify.probes import load_user_probes
 
     specs = input_specs(model)

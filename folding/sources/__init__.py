@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from folding.errors import InvalidOption, ModelLoadError
 from folding.options import FoldOptions, VerifyOptions
-from folding.sources.onnx_model import OnnxModel
+from folding.sources.onnx.model import OnnxModel
 from folding.specs import InputSpec, StageCallback
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def open_source(
     tensors may be read from files beside it (the operator's own disk, never an upload);
     ``progress``: called with the fraction of a Keras file loaded so far.
     Options that do not apply to the format raise ``InvalidOption``."""
-    from folding.sources.custom_objects import import_modules
+    from folding.sources.keras.custom_objects import import_modules
 
     options = options or FoldOptions()
     path = Path(path)
@@ -148,7 +148,7 @@ def open_source(
     if kind == SAVED_MODEL:
         if options.recalibrate is not None:
             raise InvalidOption("recalibrate", NO_BN_LAYERS[SAVED_MODEL])
-        from folding.sources.saved_model import SavedModelSource
+        from folding.sources.saved_model.source import SavedModelSource
 
         directory = path if path.is_dir() else _unpack(path, unpack_into, label, options)
         return SavedModelSource.open(directory, options, name, label or directory.name)
@@ -157,10 +157,10 @@ def open_source(
     if kind == ONNX:
         if options.recalibrate is not None:
             raise InvalidOption("recalibrate", NO_BN_LAYERS[ONNX])
-        from folding.sources.onnx_source import OnnxSource
+        from folding.sources.onnx.source import OnnxSource
 
         return OnnxSource.open(path, name, label, external_data)
-    from folding.sources.keras_source import KerasSource
+    from folding.sources.keras.source import KerasSource
 
     return KerasSource.open(path, options, name, label, progress)
 
@@ -168,7 +168,7 @@ def open_source(
 def _unpack(archive: Path, into: Path | None, label: str | None, options: FoldOptions) -> Path:
     """The SavedModel folder of ``archive``, unpacked within the archive limits to ``into``."""
     from folding.sources.archives import extract_saved_model
-    from folding.sources.keras import DEFAULT_LIMITS
+    from folding.sources.keras.loading import DEFAULT_LIMITS
 
     label = label or archive.name
     if into is None:

@@ -23,8 +23,8 @@ from typing import BinaryIO
 from folding._compat import tar_info_checking_extensions
 from folding.errors import ModelLoadError
 from folding.sources import ARCHIVE_SUFFIXES
-from folding.sources.keras import DEFAULT_LIMITS, ArchiveLimits, check_inflation
-from folding.sources.saved_model_scan import SAVED_MODEL_FILE
+from folding.sources.keras.loading import DEFAULT_LIMITS, ArchiveLimits, check_inflation
+from folding.sources.saved_model.scan import SAVED_MODEL_FILE
 
 _CHUNK = 1024 * 1024
 MAX_TAR_HEADER_BYTES = 64 * 1024

@@ -167,8 +167,8 @@ def _read_arrays(path: Path) -> Any:
     """``np.load`` of an untrusted file without pickles, and without allocating what its
     header merely declares: a ``.npy`` is memory-mapped (a shape larger than the file is
     refused, not allocated), and the members of an ``.npz`` may inflate to at most what a
-    ``.keras`` archive may (``folding.sources.keras.check_inflation``)."""
-    from folding.sources.keras import DEFAULT_LIMITS, check_inflation
+    ``.keras`` archive may (``folding.sources.keras.loading.check_inflation``)."""
+    from folding.sources.keras.loading import DEFAULT_LIMITS, check_inflation
 
     try:
         if zipfile.is_zipfile(path):

@@ -43,7 +43,7 @@ from onnx import TensorProto, numpy_helper
 from folding.errors import FoldingError, VerificationError
 from folding.options import DEFAULT_EXPORT_RTOL, VerifyOptions
 from folding.report import OutputCheck, Verification
-from folding.sources.onnx_external import refuse_external_data, refuse_external_file
+from folding.sources.onnx.external import refuse_external_data, refuse_external_file
 from folding.verify.difference import max_difference
 from folding.verify.fusions import ALWAYS_DISABLED_OPTIMIZERS, UNFOLDED_DISABLED_OPTIMIZERS
 

@@ -111,8 +111,8 @@ def _fold(
     from folding.errors import ProbeError
     from folding.pipeline import fold_to_directory
     from folding.sources import ARCHIVE_SUFFIXES, open_source
-    from folding.sources.keras_source import KerasSource
-    from folding.sources.saved_model import SavedModelSource
+    from folding.sources.keras.source import KerasSource
+    from folding.sources.saved_model.source import SavedModelSource
 
     try:
         source = open_source(
@@ -167,7 +167,7 @@ def _with_variants(result: dict, out_dir: Path, wanted: Variants, on_stage: Any)
 def _import_custom_objects(spec: str) -> dict | None:
     """Import the operator's custom-object modules; a failure is the job's answer."""
     from folding.errors import FoldingError
-    from folding.sources.custom_objects import import_modules
+    from folding.sources.keras.custom_objects import import_modules
 
     try:
         import_modules(spec)
@@ -241,14 +241,14 @@ def _source_caller(path: Path, scan: bool = True) -> Any:
     from folding.export.pair import flat_caller
     from folding.options import DEFAULT_SIGNATURE
     from folding.sources import KERAS, ONNX, format_of
-    from folding.sources.keras import load_keras_model
+    from folding.sources.keras.loading import load_keras_model
 
     kind = format_of(path)
     if kind == ONNX:
         return _onnx_caller(path)
     if kind == KERAS or not path.is_dir():
         return flat_caller(load_keras_model(path))
-    from folding.sources.saved_model import load_saved_model
+    from folding.sources.saved_model.source import load_saved_model
 
     recorded = path.parent / SIGNATURE_FILE
     signature = recorded.read_text().strip() if recorded.is_file() else DEFAULT_SIGNATURE

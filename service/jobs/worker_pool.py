@@ -21,7 +21,7 @@ from typing import Any
 
 from folding.confine import Capability, ConfinementError, capability
 from folding.options import FoldOptions, VerifyOptions
-from folding.sources.keras import ArchiveLimits
+from folding.sources.keras.loading import ArchiveLimits
 from service.errors import Conflict, InvalidInput, NotFound, Unprocessable
 from service.jobs import in_worker as fold_job
 from service.jobs.in_worker import Variants

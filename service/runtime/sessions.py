@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import onnxruntime
 
-from folding.sources.onnx_external import refuse_external_file
+from folding.sources.onnx.external import refuse_external_file
 from folding.verify.fusions import ALWAYS_DISABLED_OPTIMIZERS, UNFOLDED_DISABLED_OPTIMIZERS
 from service._compat import ort_invalid_argument
 from service.errors import InvalidInput, Unprocessable
@@ -243,7 +243,7 @@ def cuda_usable() -> tuple[bool, str]:
     """Whether ONNX Runtime can really create a CUDA session here, and if not why."""
     if CUDA not in onnxruntime.get_available_providers():
         return False, "this ONNX Runtime build has no CUDA provider"
-    from folding.sources.onnx_ir import probe_model
+    from folding.sources.onnx.ir import probe_model
 
     model = probe_model(ir_version=8)
     options = onnxruntime.SessionOptions()

@@ -6,7 +6,7 @@ import pytest
 
 from folding.errors import ModelLoadError
 from folding.sources.archives import extract_saved_model
-from folding.sources.keras import ArchiveLimits
+from folding.sources.keras.loading import ArchiveLimits
 
 
 def write_zip(path, entries):

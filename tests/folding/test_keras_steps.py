@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from folding.errors import ModelLoadError
-from folding.sources.keras import load_keras_model
-from folding.sources.keras_steps import BUILT, in_steps
+from folding.sources.keras.loading import load_keras_model
+from folding.sources.keras.steps import BUILT, in_steps
 
 
 def conv_model() -> keras.Model:

@@ -10,7 +10,7 @@ import keras
 import pytest
 
 from folding.errors import ModelLoadError
-from folding.sources.keras import load_keras_model
+from folding.sources.keras.loading import load_keras_model
 from tests.folding.test_cli import assert_failed_cleanly, fold
 
 HINT = "--custom-objects MODULE (FOLDSERVE_CUSTOM_OBJECTS on a server)"

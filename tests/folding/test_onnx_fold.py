@@ -7,7 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from folding.onnx_graph import fold_onnx
 from folding.pipeline import fold_to_directory
-from folding.sources.onnx_source import OnnxSource
+from folding.sources.onnx.source import OnnxSource
 from tests.folding.onnx_graph.helpers import run
 
 RNG = np.random.default_rng(0)
@@ -282,7 +282,7 @@ def test_cli_reads_external_weights_beside_the_model(tmp_path):
 
 def test_external_weights_outside_the_model_folder_are_refused(tmp_path):
     from folding.errors import ModelLoadError
-    from folding.sources.onnx_source import load_onnx
+    from folding.sources.onnx.source import load_onnx
 
     (tmp_path / "secret").write_bytes(b"\0" * 4096)
     folder = tmp_path / "model"
@@ -346,8 +346,8 @@ def test_folding_an_onnx_file_imports_no_tensorflow(tmp_path):
 
 
 def test_a_newer_ir_version_than_the_runtime_reads_is_lowered(tmp_path):
-    from folding.sources.onnx_ir import runtime_ir_version
-    from folding.sources.onnx_source import load_onnx
+    from folding.sources.onnx.ir import runtime_ir_version
+    from folding.sources.onnx.source import load_onnx
 
     newest = conv_then_bn()
     newest.ir_version = onnx.IR_VERSION  # what onnx's make_model writes
@@ -363,8 +363,8 @@ def test_a_newer_ir_version_than_the_runtime_reads_is_lowered(tmp_path):
 
 def test_opsets_newer_than_the_runtime_reads_are_refused_saying_what_to_do(tmp_path):
     from folding.errors import ModelLoadError
-    from folding.sources.onnx_ir import needed_ir_version, runtime_ir_version
-    from folding.sources.onnx_source import load_onnx
+    from folding.sources.onnx.ir import needed_ir_version, runtime_ir_version
+    from folding.sources.onnx.source import load_onnx
 
     newest = conv_then_bn()
     newest.ir_version = onnx.IR_VERSION

@@ -15,10 +15,10 @@ from folding.errors import InvalidOption, ModelLoadError, VerificationError
 from folding.options import FoldOptions, VerifyOptions
 from folding.pipeline import FOLDED_FILE, REPORT_FILE, UNFOLDED_FILE, fold_to_directory
 from folding.sources import Folded, Source, format_of, open_source
-from folding.sources.keras_source import KerasSource
-from folding.sources.onnx_model import OnnxModel
-from folding.sources.onnx_source import OnnxSource
-from folding.sources.saved_model import SavedModelSource
+from folding.sources.keras.source import KerasSource
+from folding.sources.onnx.model import OnnxModel
+from folding.sources.onnx.source import OnnxSource
+from folding.sources.saved_model.source import SavedModelSource
 from folding.verify.difference import max_difference
 from tests import saved_models, zoo
 from tests.folding.test_onnx_fold import conv_then_bn

@@ -9,8 +9,8 @@ import onnxruntime
 import pytest
 
 from folding.errors import ModelLoadError, UnsafeModelError
-from folding.sources.onnx_external import external
-from folding.sources.onnx_source import load_onnx
+from folding.sources.onnx.external import external
+from folding.sources.onnx.source import load_onnx
 from tests import hostile_onnx
 from tests import saved_models as build
 from tests.folding.test_saved_model import fold
@@ -191,7 +191,7 @@ def test_cli_reads_external_data_in_a_subfolder_of_the_model(tmp_path):
 def test_function_passed_on_in_a_call_attribute_is_on_the_serving_path(tmp_path):
     """A function reached only as an attribute of the function a call names (how a
     caller fills a callee's function placeholder) is judged as the serving path."""
-    from folding.sources.saved_model_scan import check_saved_model
+    from folding.sources.saved_model.scan import check_saved_model
 
     def pass_on_a_saver(meta):
         library = meta.graph_def.library.function

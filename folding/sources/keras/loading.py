@@ -20,8 +20,8 @@ from typing import Any
 
 from folding.errors import ModelLoadError, UnsafeModelError
 from folding.sources import KERAS_SUFFIXES
-from folding.sources.keras_steps import in_steps, load_in_steps
-from folding.sources.legacy_keras import is_keras2, translate_config
+from folding.sources.keras.legacy import is_keras2, translate_config
+from folding.sources.keras.steps import in_steps, load_in_steps
 
 
 @dataclass(frozen=True)
@@ -88,10 +88,10 @@ def load_keras_model(
     """The Keras model stored at ``path``, loaded with ``safe_mode=True``.
 
     A file written by Keras 2 (``tf.keras`` / ``tf_keras``, ``.h5`` or ``.keras``) has
-    its config translated first (``folding.sources.legacy_keras``); ``loader_of(model)``
+    its config translated first (``folding.sources.keras.legacy``); ``loader_of(model)``
     says which way it was loaded. With ``progress``, a plain ``.keras`` archive is built
     and then filled with its weights, ``progress(fraction)`` told how far the load got
-    (``folding.sources.keras_steps``)."""
+    (``folding.sources.keras.steps``)."""
     path = Path(path)
     label = label or path.name
     check_model_file(path, label, limits)

@@ -20,9 +20,9 @@ import onnx
 from folding.errors import ModelLoadError
 from folding.options import FoldOptions, VerifyOptions
 from folding.sources import Folded, Source, stage_timings
-from folding.sources.onnx_external import inline_external_data, refuse_external_data
-from folding.sources.onnx_ir import readable_by_runtime
-from folding.sources.onnx_model import OnnxModel
+from folding.sources.onnx.external import inline_external_data, refuse_external_data
+from folding.sources.onnx.ir import readable_by_runtime
+from folding.sources.onnx.model import OnnxModel
 from folding.specs import InputSpec, StageCallback
 from folding.verify.probes import DEFAULT_SAMPLES, DYNAMIC_DIM_PROBE, load_user_probes
 
@@ -37,7 +37,7 @@ def load_onnx(path: Path, label: str | None = None, external_data: bool = False)
     ``model.onnx.data``) are read only with ``external_data`` (the command line,
     where the operator names a file on their own disk), and only from regular files
     inside the model's folder; an upload is one file, so any tensor with external
-    data is refused (``folding.sources.onnx_external``)."""
+    data is refused (``folding.sources.onnx.external``)."""
     label = label or path.name
     if not path.is_file():
         raise ModelLoadError(f"no such file: {path}")

@@ -8,7 +8,7 @@ before this project sees it** (``folding.export.tf2onnx_convert``, shared with t
 general Keras exporter). So ``unfolded.onnx`` still holds every BN as its own ops; the folding
 (``folding.onnx_graph``) then says where each one went.
 
-Before anything in the SavedModel runs, ``folding.sources.saved_model_scan`` reads its
+Before anything in the SavedModel runs, ``folding.sources.saved_model.scan`` reads its
 protobuf and refuses graphs that reach outside the model.
 """
 
@@ -26,8 +26,8 @@ import onnx
 
 from folding.errors import ExportError, ModelLoadError, VerificationError
 from folding.options import DEFAULT_SIGNATURE, FoldOptions
-from folding.sources.onnx_source import OnnxSource
-from folding.sources.saved_model_scan import SAVED_MODEL_FILE, SignatureSpec, check_saved_model
+from folding.sources.onnx.source import OnnxSource
+from folding.sources.saved_model.scan import SAVED_MODEL_FILE, SignatureSpec, check_saved_model
 
 
 @dataclass
@@ -75,7 +75,7 @@ def load_saved_model(
     *,
     scan: bool = True,
 ) -> ServingFunction:
-    """Check ``directory`` (see ``folding.sources.saved_model_scan``), then load its signature.
+    """Check ``directory`` (see ``folding.sources.saved_model.scan``), then load its signature.
 
     ``scan=False`` skips the check (tests of the confinement behind it only: whatever
     the SavedModel does then runs)."""

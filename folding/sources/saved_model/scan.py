@@ -46,13 +46,13 @@ from pathlib import Path
 from typing import Any
 
 from folding.errors import ModelLoadError, UnsafeModelError
-from folding.sources.saved_model_graph import REFUSED, Body, own_ops, reach, reach_from
-from folding.sources.saved_model_objects import (
+from folding.sources.saved_model.graph import REFUSED, Body, own_ops, reach, reach_from
+from folding.sources.saved_model.objects import (
     functions_run_on_load,
     object_graph_functions,
     signature_functions,
 )
-from folding.sources.saved_model_ops import CHECKPOINT_OPS, DENIED_OPS, PLUMBING_OPS, STATE_OPS
+from folding.sources.saved_model.ops import CHECKPOINT_OPS, DENIED_OPS, PLUMBING_OPS, STATE_OPS
 
 SAVED_MODEL_FILE = "saved_model.pb"
 MAX_SAVED_MODEL_PB_BYTES = 512 * 1024**2

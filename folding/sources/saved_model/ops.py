@@ -1,4 +1,4 @@
-"""The TensorFlow op lists ``folding.sources.saved_model_scan`` judges a SavedModel's graphs by."""
+"""The TensorFlow op lists ``folding.sources.saved_model.scan`` judges a SavedModel's graphs by."""
 
 from __future__ import annotations
 

@@ -49,9 +49,9 @@ class KerasSource(Source):
         progress: Callable[[float], None] | None = None,
     ) -> KerasSource:
         """The Keras file at ``path``, checked without Keras first, then loaded safely
-        (``folding.sources.keras``)."""
+        (``folding.sources.keras.loading``)."""
         from folding.quiet import import_keras
-        from folding.sources.keras import DEFAULT_LIMITS, check_model_file, load_keras_model
+        from folding.sources.keras.loading import DEFAULT_LIMITS, check_model_file, load_keras_model
 
         limits = options.archive_limits or DEFAULT_LIMITS
         check_model_file(path, label, limits)  # fails fast, before TensorFlow is imported
@@ -62,7 +62,7 @@ class KerasSource(Source):
         from folding.export.pair import export_pair
         from folding.keras_graph.fold import fold_model
         from folding.keras_graph.graph import trace
-        from folding.sources.keras import loader_of
+        from folding.sources.keras.loading import loader_of
         from folding.verify.probes import load_user_probes
 
         on_stage("folding", None)

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from folding.errors import UnsafeModelError
-from folding.sources.saved_model_graph import REFUSED
+from folding.sources.saved_model.graph import REFUSED
 
 _RESOURCE_FUNCTIONS = ("_create_resource", "_initialize", "_destroy_resource")
 

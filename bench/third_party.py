@@ -1,6 +1,6 @@
 """Models nobody here wrote: keras-hub backbones and tf_keras (Keras 2) .h5 files; one table.
 
-    .venv/bin/python bench/third_party.py [--write]
+    .venv/bin/python bench/third_party.py [--write] [--only "keras-hub vit"]
 
 keras-hub backbones are built with random weights from their constructors (never a
 preset download) at 32x32; the tf_keras applications are built with ``weights=None``,
@@ -8,7 +8,8 @@ saved by tf_keras as .h5 (Keras 2's format) and loaded back through foldserve's 
 Each is folded, exported and verified; the table gives the BNs the model really has
 (counted through nested models and custom layers), how many were folded or kept (with a
 reason), the exporter, and the seconds. With ``--write`` it replaces the
-"Models from elsewhere" section of docs/applications.md.
+"Models from elsewhere" section of docs/applications.md; with ``--only`` it runs the
+models whose label contains the text and ``--write`` replaces just their rows.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ TF_KERAS = ["MobileNetV2", "ResNet50", "DenseNet121", "MobileNet", "EfficientNet
 
 
 def hub_models():
+    import keras_hub  # noqa: F401 - imported before any model's clock starts
+
     from tests.folding.test_zoo import _hub_backbones
 
     build = _hub_backbones()
@@ -72,10 +75,16 @@ def run(label: str, build, workdir: Path) -> dict:
         row.update(
             folded=len(report.folded),
             kept=len(report.not_folded),
-            exporter=report.exporter,
+            exporter=_exporter(report),
             verdict=report.verification.verdict,
         )
     return row
+
+
+def _exporter(report) -> str:
+    """The exporter, and how many layers it left to tf2onnx alone (spliced in)."""
+    alone = sum("was exported alone" in warning for warning in report.warnings)
+    return report.exporter if not alone else f"{report.exporter}, {alone} layer(s) by tf2onnx"
 
 
 HEADER = "| model | BNs | folded | kept | exporter | load s | fold+export+verify s | verdict |"
@@ -90,23 +99,40 @@ def line(row: dict) -> str:
     )
 
 
+def replace_rows(path: Path, rows: list[dict]) -> None:
+    """Each row's line in the page's table replaced by its new one (a model not yet in
+    the table is left out: a full run writes the whole section)."""
+    lines = path.read_text().split("\n")
+    for row in rows:
+        start = f"| {row['model']} |"
+        lines = [line(row) if text.startswith(start) else text for text in lines]
+    path.write_text("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--only", metavar="TEXT", help="only the models whose label contains TEXT")
     args = parser.parse_args()
     rows = []
     with keras_scratch() as workdir:
         for label, build in [*hub_models(), *tf_keras_models(workdir)]:
+            if args.only and args.only not in label:
+                continue
             rows.append(run(label, build, workdir))
             print(line(rows[-1]), flush=True)
     table = markdown_table(HEADER, rows, line)
     print(table)
-    if args.write:
+    if args.write and args.only:
+        replace_rows(ROOT / "docs" / "applications.md", rows)
+    elif args.write:
         from bench.docs import replace_section
 
         section = (
             f"{SECTION}\n\n`.venv/bin/python bench/third_party.py --write` (random weights, "
-            "BN statistics randomised; the machine was shared, so read the seconds as rough)."
+            "BN statistics randomised; the machine was shared, so read the seconds as rough; "
+            '`--only "keras-hub vit" --write` reruns one row; `exporter` also says how many '
+            "layers went through tf2onnx alone)."
             f"\n\n{table}\n"
         )
         replace_section(ROOT / "docs" / "applications.md", SECTION, section)

@@ -259,14 +259,3 @@ def test_keras_hub_backbones_fold_directly_with_every_batch_norm_accounted_for(n
     assert report.folded
     assert all(entry.reason for entry in report.not_folded)
     assert report.verification.passed, report.summary()
-
-
-@pytest.mark.slow
-def test_keras_hub_vit_exports_its_patch_embedding_alone(tmp_path):
-    model = _hub_backbones()("vit")
-    report = fold_to_directory(model, tmp_path)
-    assert report.exporter == "direct"
-    assert report.folded == report.not_folded == []
-    (warning,) = report.warnings
-    assert "ViTPatchingAndEmbedding) was exported alone" in warning
-    assert report.verification.passed, report.summary()

@@ -17,6 +17,7 @@ from folding.export.layers import (  # noqa: F401 - each module registers its ha
     merging,
     normalization,
     operations,
+    patches,
     pooling,
     products,
     rearranging,

@@ -15,6 +15,8 @@ Handler = Callable[["Emitter", "Call"], None]
 HANDLERS: dict[type, Handler] = {}
 NAMED_HANDLERS: dict[str, Handler] = {}  # keras.applications' own layers, by class name
 OP_HANDLERS: dict[str, Handler] = {}  # keras.ops operations in a functional graph, by class name
+# other libraries' layers, by "module.ClassName" (the library need not be imported to look one up)
+PATH_HANDLERS: dict[str, Handler] = {}
 
 BIG = np.iinfo(np.int64).max  # an ONNX Slice end meaning "to the end"
 SMALL = np.iinfo(np.int64).min  # and, stepping backwards, "past the start"
@@ -39,6 +41,10 @@ def handles_named(*names: str) -> Callable[[Handler], Handler]:
     return _registers(NAMED_HANDLERS, names)
 
 
+def handles_path(*paths: str) -> Callable[[Handler], Handler]:
+    return _registers(PATH_HANDLERS, paths)
+
+
 class Refused(Exception):
     """Raised by a handler's helper that has no call at hand: a setting it cannot write."""
 
@@ -53,6 +59,8 @@ def writer_of(layer: Any) -> Handler | None:
         handler = NAMED_HANDLERS.get(type(layer).__name__)
     if handler is None and is_ops_class(type(layer)):
         handler = OP_HANDLERS.get(type(layer).__name__)
+    if handler is None:
+        handler = PATH_HANDLERS.get(f"{type(layer).__module__}.{type(layer).__qualname__}")
     return handler
 
 

@@ -81,21 +81,57 @@ def start(
     return Process(name, command, env, f"http://127.0.0.1:{port}/v2/health/ready", log_dir)
 
 
-SERVERS = {
-    "uvicorn, 1 worker": (),
-    "uvicorn, 2 workers": ("--workers", "2"),
-    "Ray Serve, 1 replica": ("--engine", "ray", "--replicas", "1"),
-    "Ray Serve, 1 replica, Serve's defaults": ("--engine", "ray", "--replicas", "1"),
-    "Ray Serve, 2 replicas": ("--engine", "ray", "--replicas", "2"),
-}
 SERVE_DEFAULTS = {
     "FOLDSERVE_LOG_LEVEL": "debug",  # Serve's access log on, as by default
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "0",
 }
 """What ``service.engines.ray`` changes (``SERVE_REQUEST_PATH``, ``serve_logging``), set back
 to Ray Serve's values."""
+RAY_1 = ("--engine", "ray", "--replicas", "1")
+SERVERS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "uvicorn, 1 worker": ((), {}),
+    "uvicorn, 2 workers": (("--workers", "2"), {}),
+    "Ray Serve, 1 replica": (RAY_1, {}),
+    "Ray Serve, 1 replica, Serve's defaults": (RAY_1, SERVE_DEFAULTS),
+    "Ray Serve, 1 replica, actor calls": (RAY_1, {"RAY_SERVE_USE_GRPC_BY_DEFAULT": "0"}),
+    "Ray Serve, 2 replicas": (("--engine", "ray", "--replicas", "2"), {}),
+}
+"""Each server: its ``foldserve serve`` flags and the environment it starts with."""
+SPLIT_REQUESTS = 300
+
+
+def split(url: str, body: Path) -> tuple[float, dict[str, float]]:
+    """Median end-to-end ms of sequential requests on one kept-alive connection, and the
+    medians of the replica's own timings of them (its ``server-timing`` header: ``app``,
+    ``receive``; empty where the server sends none)."""
+    import http.client
+    import statistics
+    import time
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    payload = body.read_bytes()
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    total: list[float] = []
+    timings: dict[str, list[float]] = {}
+    try:
+        for _ in range(SPLIT_REQUESTS):
+            started = time.perf_counter()
+            connection.request("POST", parts.path, payload, {"content-type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            total.append((time.perf_counter() - started) * 1000)
+            for metric in (response.getheader("server-timing") or "").split(","):
+                name, _, duration = metric.strip().partition(";dur=")
+                if duration:
+                    timings.setdefault(name, []).append(float(duration))
+    finally:
+        connection.close()
+    medians = {name: statistics.median(values) for name, values in timings.items()}
+    return statistics.median(total), medians
 
 
 def main() -> int:
@@ -109,18 +145,17 @@ def main() -> int:
         print(f"no Ray venv at {RAY_PYTHON}: run 'make ray-venv' first", file=sys.stderr)
         return 2
     wrk = ensure_wrk()
-    rows = []
+    rows, splits = [], []
     with tempfile.TemporaryDirectory(prefix="foldserve-ray-bench-") as scratch:
         root = Path(scratch)
         fold_demo(root / "models")
         bodies = write_bodies(root)
-        for server, flags in SERVERS.items():
+        for server, (flags, extra) in SERVERS.items():
             if args.only and args.only not in server:
                 continue
             port = free_port()
             print(f"{server}...", flush=True)
             slug = "-".join(server.replace(",", "").replace("'", "").split()).lower()
-            extra = SERVE_DEFAULTS if "Serve's defaults" in server else None
             process = start(slug, port, root / "models", root, *flags, extra=extra)
             try:
                 urls = {
@@ -133,9 +168,11 @@ def main() -> int:
                     for concurrency in CONCURRENCY:
                         result = run_wrk(wrk, target, concurrency, args.duration)
                         rows.append((server, endpoint, result))
+                    splits.append((server, endpoint, *split(url, bodies[endpoint])))
             finally:
                 process.stop()
     print(render(rows, args.duration))
+    print(render_split(splits))
     return 0
 
 
@@ -163,6 +200,25 @@ def render(rows: list, duration: float) -> str:
             if server.startswith("Ray") and result.concurrency == 1 and endpoint in plain:
                 extra = result.p50_ms - plain[endpoint]
                 lines.append(f"- {server}, {endpoint}: +{extra:.2f} ms")
+    return "\n".join(lines)
+
+
+def render_split(splits: list) -> str:
+    lines = [
+        "",
+        f"Where the time goes ({SPLIT_REQUESTS} sequential predict/infer requests on one "
+        "connection, medians in ms; the replica's own timing from its server-timing header):",
+        "",
+        "| server | endpoint | end to end | outside the app | body fetch | app's own work |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for server, endpoint, total, timings in splits:
+        if "app" in timings:
+            app, receive = timings["app"], timings.get("receive", 0.0)
+            cells = f"{total - app:.2f} | {receive:.2f} | {app - receive:.2f}"
+        else:
+            cells = "- | - | -"
+        lines.append(f"| {server} | {endpoint} | {total:.2f} | {cells} |")
     return "\n".join(lines)
 
 

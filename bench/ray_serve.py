@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from statistics import median
 
 from serving import REPO, Process, Target, ensure_wrk, free_port, run_wrk
 
@@ -108,7 +109,6 @@ def split(url: str, body: Path) -> tuple[float, dict[str, float]]:
     medians of the replica's own timings of them (its ``server-timing`` header: ``app``,
     ``receive``; empty where the server sends none)."""
     import http.client
-    import statistics
     import time
     from urllib.parse import urlsplit
 
@@ -130,8 +130,8 @@ def split(url: str, body: Path) -> tuple[float, dict[str, float]]:
                     timings.setdefault(name, []).append(float(duration))
     finally:
         connection.close()
-    medians = {name: statistics.median(values) for name, values in timings.items()}
-    return statistics.median(total), medians
+    medians = {name: median(values) for name, values in timings.items()}
+    return median(total), medians
 
 
 def main() -> int:
@@ -140,85 +140,133 @@ def main() -> int:
     parser.add_argument(
         "--only", help="serve only the servers whose name contains this (e.g. '1 ')"
     )
+    parser.add_argument(
+        "--skip", action="append", default=[], help="leave out servers whose name contains this"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the whole set, the Ray servers in a rotated order each round; "
+        "figures are medians over rounds",
+    )
     args = parser.parse_args()
     if not RAY_PYTHON.exists():
         print(f"no Ray venv at {RAY_PYTHON}: run 'make ray-venv' first", file=sys.stderr)
         return 2
+    names = [
+        name
+        for name in SERVERS
+        if (not args.only or args.only in name) and not any(skip in name for skip in args.skip)
+    ]
+    plain = [name for name in names if not name.startswith("Ray")]
+    on_ray = [name for name in names if name.startswith("Ray")]
     wrk = ensure_wrk()
     rows, splits = [], []
     with tempfile.TemporaryDirectory(prefix="foldserve-ray-bench-") as scratch:
         root = Path(scratch)
         fold_demo(root / "models")
         bodies = write_bodies(root)
-        for server, (flags, extra) in SERVERS.items():
-            if args.only and args.only not in server:
-                continue
-            port = free_port()
-            print(f"{server}...", flush=True)
-            slug = "-".join(server.replace(",", "").replace("'", "").split()).lower()
-            process = start(slug, port, root / "models", root, *flags, extra=extra)
-            try:
-                urls = {
-                    "predict": f"http://127.0.0.1:{port}/v1/models/digits:predict",
-                    "infer": f"http://127.0.0.1:{port}/v2/models/digits/infer",
-                }
-                for endpoint, url in urls.items():
-                    target = Target("mlp", f"{server} {endpoint}", url, bodies[endpoint], 1)
-                    run_wrk(wrk, target, 1, 1)  # warm-up
-                    for concurrency in CONCURRENCY:
-                        result = run_wrk(wrk, target, concurrency, args.duration)
-                        rows.append((server, endpoint, result))
-                    splits.append((server, endpoint, *split(url, bodies[endpoint])))
-            finally:
-                process.stop()
-    print(render(rows, args.duration))
-    print(render_split(splits))
+        for round_ in range(args.rounds):
+            shift = round_ % max(len(on_ray), 1)
+            for server in plain + on_ray[shift:] + on_ray[:shift]:
+                flags, extra = SERVERS[server]
+                port = free_port()
+                print(f"round {round_ + 1}: {server}...", flush=True)
+                slug = "-".join(server.replace(",", "").replace("'", "").split()).lower()
+                process = start(slug, port, root / "models", root, *flags, extra=extra)
+                try:
+                    urls = {
+                        "predict": f"http://127.0.0.1:{port}/v1/models/digits:predict",
+                        "infer": f"http://127.0.0.1:{port}/v2/models/digits/infer",
+                    }
+                    for endpoint, url in urls.items():
+                        target = Target("mlp", f"{server} {endpoint}", url, bodies[endpoint], 1)
+                        run_wrk(wrk, target, 1, 1)  # warm-up
+                        for concurrency in CONCURRENCY:
+                            result = run_wrk(wrk, target, concurrency, args.duration)
+                            rows.append((round_, server, endpoint, result))
+                        total, timings = split(url, bodies[endpoint])
+                        splits.append((round_, server, endpoint, total, timings))
+                finally:
+                    process.stop()
+    print(render(rows, names, args.duration, args.rounds))
+    print(render_split(splits, names))
     return 0
 
 
-def render(rows: list, duration: float) -> str:
+def render(rows: list, names: list[str], duration: float, rounds: int) -> str:
+    over = f", medians over {rounds} rounds" if rounds > 1 else ""
     lines = [
         f"Demo MLP, one row per request, JSON; {duration:g} s per run with wrk on 127.0.0.1, "
-        f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}).",
+        f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}){over}.",
         "",
         "| server | endpoint | c | req/s | p50 ms | p99 ms | errors |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for server, endpoint, result in rows:
-        lines.append(
-            f"| {server} | {endpoint} | {result.concurrency} | {result.rps:,.0f} | "
-            f"{result.p50_ms:.2f} | {result.p99_ms:.2f} | {result.errors} |"
-        )
+    groups: dict[tuple, list] = {}
+    for _, server, endpoint, result in rows:
+        groups.setdefault((server, endpoint, result.concurrency), []).append(result)
+    for server in names:
+        for (name, endpoint, concurrency), results in groups.items():
+            if name != server:
+                continue
+            lines.append(
+                f"| {server} | {endpoint} | {concurrency} | "
+                f"{median(r.rps for r in results):,.0f} | "
+                f"{median(r.p50_ms for r in results):.2f} | "
+                f"{median(r.p99_ms for r in results):.2f} | "
+                f"{sum(r.errors for r in results)} |"
+            )
     plain = {
-        endpoint: result.p50_ms
-        for server, endpoint, result in rows
+        (round_, endpoint): result.p50_ms
+        for round_, server, endpoint, result in rows
         if server == "uvicorn, 1 worker" and result.concurrency == 1
     }
-    if plain:
-        lines += ["", "Per-request cost over the plain server (p50 at c=1, same run):", ""]
-        for server, endpoint, result in rows:
-            if server.startswith("Ray") and result.concurrency == 1 and endpoint in plain:
-                extra = result.p50_ms - plain[endpoint]
-                lines.append(f"- {server}, {endpoint}: +{extra:.2f} ms")
+    extra: dict[tuple, list[float]] = {}
+    for round_, server, endpoint, result in rows:
+        if server.startswith("Ray") and result.concurrency == 1 and (round_, endpoint) in plain:
+            extra.setdefault((server, endpoint), []).append(result.p50_ms - plain[round_, endpoint])
+    if extra:
+        lines += [
+            "",
+            "Per-request cost over the plain server (p50 at c=1 minus the plain server's in "
+            "the same round; median, then each round):",
+            "",
+        ]
+        for (server, endpoint), values in extra.items():
+            each = ", ".join(f"{value:+.2f}" for value in values)
+            lines.append(f"- {server}, {endpoint}: {median(values):+.2f} ms ({each})")
     return "\n".join(lines)
 
 
-def render_split(splits: list) -> str:
+def render_split(splits: list, names: list[str]) -> str:
     lines = [
         "",
-        f"Where the time goes ({SPLIT_REQUESTS} sequential predict/infer requests on one "
-        "connection, medians in ms; the replica's own timing from its server-timing header):",
+        f"Where the time goes ({SPLIT_REQUESTS} sequential requests on one connection, "
+        "medians in ms, over rounds too; the replica's own timing from its server-timing "
+        "header):",
         "",
         "| server | endpoint | end to end | outside the app | body fetch | app's own work |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for server, endpoint, total, timings in splits:
-        if "app" in timings:
-            app, receive = timings["app"], timings.get("receive", 0.0)
-            cells = f"{total - app:.2f} | {receive:.2f} | {app - receive:.2f}"
-        else:
-            cells = "- | - | -"
-        lines.append(f"| {server} | {endpoint} | {total:.2f} | {cells} |")
+    groups: dict[tuple, list] = {}
+    for _, server, endpoint, total, timings in splits:
+        groups.setdefault((server, endpoint), []).append((total, timings))
+    for server in names:
+        for (name, endpoint), runs in groups.items():
+            if name != server:
+                continue
+            total = median(run[0] for run in runs)
+            timed = [run for run in runs if "app" in run[1]]
+            if timed:
+                outside = median(t - timings["app"] for t, timings in timed)
+                receive = median(timings.get("receive", 0.0) for _, timings in timed)
+                own = median(timings["app"] - timings.get("receive", 0.0) for _, timings in timed)
+                cells = f"{outside:.2f} | {receive:.2f} | {own:.2f}"
+            else:
+                cells = "- | - | -"
+            lines.append(f"| {server} | {endpoint} | {total:.2f} | {cells} |")
     return "\n".join(lines)
 
 

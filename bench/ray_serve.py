@@ -7,7 +7,12 @@ The demo MLP (folded here first) is served by: foldserve on uvicorn with one wor
 with two, and ``foldserve serve --engine ray`` (from .venv-ray) with one replica and with
 two, behind Ray Serve's HTTP proxy. wrk drives TF Serving predict and V2 infer (one row
 of JSON per request) at concurrency 1 and 16, each run bounded by --duration, against
-127.0.0.1 only. Prints requests/s, p50 and p99 in one table.
+127.0.0.1 only. Prints requests/s, p50 and p99 in one table, the cost per request over
+the plain server in the same round, and where a Ray request's time goes: end to end
+against the replica's own timing (its ``server-timing`` header: the app's work and its
+wait for the body, which the replica fetches from Serve's proxy). ``--rounds N`` repeats
+the set with the Ray servers in a rotated order and reports medians (a shared machine
+favours whichever server runs in a quiet moment).
 """
 
 from __future__ import annotations

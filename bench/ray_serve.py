@@ -103,9 +103,13 @@ SERVERS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "Ray Serve, 1 replica": (RAY_1, {}),
     "Ray Serve, 1 replica, Serve's defaults": (RAY_1, SERVE_DEFAULTS),
     "Ray Serve, 1 replica, actor calls": (RAY_1, {"RAY_SERVE_USE_GRPC_BY_DEFAULT": "0"}),
+    "Ray Serve, 1 replica, direct ingress": (RAY_1, {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}),
     "Ray Serve, 2 replicas": (("--engine", "ray", "--replicas", "2"), {}),
 }
-"""Each server: its ``foldserve serve`` flags and the environment it starts with."""
+"""Each server: its ``foldserve serve`` flags and the environment it starts with. With
+direct ingress (not what foldserve sets) the replica also listens on a port of its own
+next to the proxy's; the split is then timed both through the proxy and straight to it."""
+STRAIGHT = " (straight to the replica's own port)"
 SPLIT_REQUESTS = 300
 
 
@@ -177,6 +181,14 @@ def main() -> int:
             for server in plain + on_ray[shift:] + on_ray[:shift]:
                 flags, extra = SERVERS[server]
                 port = free_port()
+                replica_port = None
+                if "RAY_SERVE_ENABLE_DIRECT_INGRESS" in extra:
+                    replica_port = free_port()
+                    extra = {
+                        **extra,
+                        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(replica_port),
+                        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(replica_port + 1),
+                    }
                 print(f"round {round_ + 1}: {server}...", flush=True)
                 slug = "-".join(server.replace(",", "").replace("'", "").split()).lower()
                 process = start(slug, port, root / "models", root, *flags, extra=extra)
@@ -193,6 +205,10 @@ def main() -> int:
                             rows.append((round_, server, endpoint, result))
                         total, timings = split(url, bodies[endpoint])
                         splits.append((round_, server, endpoint, total, timings))
+                        if replica_port is not None:
+                            straight = url.replace(f":{port}/", f":{replica_port}/")
+                            total, timings = split(straight, bodies[endpoint])
+                            splits.append((round_, server + STRAIGHT, endpoint, total, timings))
                 finally:
                     process.stop()
     print(render(rows, names, args.duration, args.rounds))
@@ -258,7 +274,7 @@ def render_split(splits: list, names: list[str]) -> str:
     groups: dict[tuple, list] = {}
     for _, server, endpoint, total, timings in splits:
         groups.setdefault((server, endpoint), []).append((total, timings))
-    for server in names:
+    for server in [name for named in names for name in (named, named + STRAIGHT)]:
         for (name, endpoint), runs in groups.items():
             if name != server:
                 continue

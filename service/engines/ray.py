@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from service.settings import Settings
@@ -36,22 +37,36 @@ APP_NAME = "foldserve"
 DEPLOYMENT_NAME = "FoldServe"
 REPLICA_HEADER = "foldserve-replica"
 """Response header naming the replica that answered (Ray's replica id)."""
+TIMING_HEADER = "server-timing"
+"""Response header with the replica's own timing of the request (milliseconds):
+``app;dur=<from the app being called to its response head>, receive;dur=<of that, waiting
+for the request body>``. Serve's replica fetches the body from the proxy only when the app
+asks for it, so ``receive`` is that round trip; what Serve adds outside the app is the
+end-to-end latency minus ``app`` (``bench/ray_serve.py`` prints the split)."""
 
 SERVE_REQUEST_PATH = {
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
 }
 """Ray Serve settings (read from the environment when Ray starts) that shorten each
-request's path, a subset of Ray's ``RAY_SERVE_THROUGHPUT_OPTIMIZED``: the replica runs
-the app on its own event loop rather than handing every request to a second loop in
-another thread (the app never runs a model on its loop: ``service.runtime.batching``), the
-proxy's router likewise, and request-path log lines are written in batches. Each is
-only a default: a value already in the environment wins (docs/performance.md)."""
+request's path, a subset of Ray's ``RAY_SERVE_THROUGHPUT_OPTIMIZED``: the proxy talks to
+the replicas over Serve's gRPC data plane instead of Ray actor calls (the request, the
+replica's fetch of its body and the streamed response each cost an actor call otherwise),
+the replica runs the app on its own event loop rather than handing every request to a
+second loop in another thread (the app never runs a model on its loop:
+``service.runtime.batching``), the proxy's router likewise, and request-path log lines are
+written in batches. Each is only a default: a value already in the environment wins
+(docs/performance.md)."""
+
+
+TIMING = TIMING_HEADER.encode()
 
 
 class ReplicaHeader:
-    """ASGI middleware: every HTTP response says which replica answered it."""
+    """ASGI middleware: every HTTP response says which replica answered it and how long
+    the app took over it (``TIMING_HEADER``)."""
 
     def __init__(self, app: Any, replica_id: str) -> None:
         self.app = app
@@ -62,12 +77,24 @@ class ReplicaHeader:
             await self.app(scope, receive, send)
             return
 
+        started = time.perf_counter()
+        waited = 0.0
+
+        async def timed_receive() -> dict[str, Any]:
+            nonlocal waited
+            asked = time.perf_counter()
+            message = await receive()
+            waited += time.perf_counter() - asked
+            return message
+
         async def send_with_header(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), self.header]
+                took = (time.perf_counter() - started) * 1000
+                timing = f"app;dur={took:.3f}, receive;dur={waited * 1000:.3f}".encode()
+                message["headers"] = [*message.get("headers", []), self.header, (TIMING, timing)]
             await send(message)
 
-        await self.app(scope, receive, send_with_header)
+        await self.app(scope, timed_receive, send_with_header)
 
 
 def replica_settings(settings: Settings) -> Settings:

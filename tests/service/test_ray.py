@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.engines.ray import REPLICA_HEADER, build, deployment_options
+from service.engines.ray import REPLICA_HEADER, TIMING_HEADER, build, deployment_options
 from service.settings import Settings
 from tests.helpers import refused_upload, wait_until
 from tests.service.conftest import REPO, Server, folded_copy
@@ -105,6 +105,18 @@ def test_v2_infer_answers_like_the_plain_server(ray_server, server, digits):
     np.testing.assert_allclose(
         answer["outputs"][0]["data"], reference["outputs"][0]["data"], rtol=1e-6, atol=1e-7
     )
+
+
+def test_each_answer_carries_the_replicas_own_timing(ray_server, digits):
+    body = {"instances": digits.data[:1].tolist()}
+    response = httpx.post(f"{ray_server.url}/v1/models/digits:predict", json=body)
+    assert response.status_code == 200, response.text
+    timings = {}
+    for metric in response.headers[TIMING_HEADER].split(","):
+        name, _, duration = metric.strip().partition(";dur=")
+        timings[name] = float(duration)
+    assert set(timings) == {"app", "receive"}
+    assert 0 < timings["receive"] <= timings["app"]
 
 
 def test_bad_input_is_a_400_naming_it(ray_server):

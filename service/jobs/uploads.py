@@ -255,6 +255,6 @@ def _stopped_before(job: dict[str, Any]) -> str:
             f"GET /v1/jobs/{job['id']} once the server is back"
         )
     return (
-        what + f"was still {job['state']} and is stopped, marked failed (\"interrupted\"): "
+        what + f'was still {job["state"]} and is stopped, marked failed ("interrupted"): '
         "it does not resume when the server restarts; upload the model again"
     )

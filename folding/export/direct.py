@@ -33,6 +33,7 @@ from folding.errors import ExportError
 from folding.export import layers as onnx_layers
 from folding.export.splice import LayerExport
 from folding.keras_graph.graph import Call, Graph, Ref
+from folding.specs import Fraction, no_progress
 
 MIN_OPSET = 17
 MAX_OPSET = 21
@@ -200,7 +201,13 @@ class Emitter:
 
     # -- the whole graph ----------------------------------------------------
 
-    def run(self, name: str, output_names: list[str], output_dtypes: list[str]) -> onnx.ModelProto:
+    def run(
+        self,
+        name: str,
+        output_names: list[str],
+        output_dtypes: list[str],
+        progress: Fraction = no_progress,
+    ) -> onnx.ModelProto:
         graph_inputs = []
         for spec in self.graph.inputs:
             self.writer.reserve(spec.name)
@@ -216,13 +223,14 @@ class Emitter:
             self.values[spec.id] = Value(tuple(spec.shape), {"keras": feed})
         for output in output_names:
             self.writer.reserve(output)
-        for call in self.graph.calls:
+        for done, call in enumerate(self.graph.calls, start=1):
             try:
                 onnx_layers.emit(self, call)
             except Unsupported as unsupported:
                 if self.fallback is None:
                     raise
                 self._splice(call, unsupported)
+            progress(done / len(self.graph.calls))
         graph_outputs = []
         input_names = {spec.name for spec in self.graph.inputs}
         for tensor, out_name, dtype in zip(
@@ -308,15 +316,17 @@ def emit_graph(
     name: str = "model",
     fallback: LayerExport | None = None,
     spliced: list[Unsupported] | None = None,
+    progress: Fraction = no_progress,
 ) -> onnx.ModelProto:
     """``graph`` as an ONNX model whose inputs and outputs carry the graph's names.
 
     A layer with no direct form goes through ``fallback`` alone (its graph
     spliced in; ``spliced`` collects each such layer and why) or, without one,
-    raises :class:`Unsupported`.
+    raises :class:`Unsupported`. ``progress(fraction)`` hears of the layer calls
+    written so far over all of them.
     """
     emitter = Emitter(graph, weights, opset, fallback)
-    model = emitter.run(name, list(graph.output_names), output_dtypes)
+    model = emitter.run(name, list(graph.output_names), output_dtypes, progress)
     if spliced is not None:
         spliced.extend(emitter.spliced)
     return model

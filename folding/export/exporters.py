@@ -22,8 +22,13 @@ from folding.errors import ExportError
 from folding.export.direct import Weights, emit_graph, keras_weights
 from folding.keras_graph.graph import Graph, InputSpec
 from folding.sources.onnx.model import OnnxModel, summarize  # noqa: F401 - part of this module's API
+from folding.specs import Fraction, no_progress
 
 DEFAULT_OPSET = 17
+EXPORT_STEPS = (0.45, 0.65, 0.97)
+"""Where a direct export's progress stands once its layer calls are written, once the
+model is assembled and once it is serialised (ResNet50: the layers take about 45% of
+the time, ``make_model`` 20%, ``SerializeToString`` 32%, the checker the rest)."""
 
 
 def export_direct(
@@ -33,11 +38,15 @@ def export_direct(
     *,
     layer_fallback: Callable[..., onnx.ModelProto] | None = None,
     spliced: list[Any] | None = None,
+    progress: Fraction = no_progress,
 ) -> OnnxModel:
     """``graph`` through the direct exporter (the caller writes the bytes). With a
     ``layer_fallback`` (``layer_exporter()``) a layer it has no form for is
     exported alone by the general exporter (``spliced`` lists those); else raises
-    ``Unsupported`` naming the first such layer."""
+    ``Unsupported`` naming the first such layer. ``progress(fraction)`` hears of the
+    layer calls written, then of the model assembled, serialised and checked, each
+    step weighted by its share of the time (``EXPORT_STEPS``)."""
+    written, assembled, serialised = EXPORT_STEPS
     proto = emit_graph(
         graph,
         opset=opset,
@@ -46,13 +55,17 @@ def export_direct(
         name=graph.name,
         fallback=layer_fallback,
         spliced=spliced,
+        progress=lambda fraction: progress(written * fraction),
     )
+    progress(assembled)
     data = proto.SerializeToString()
+    progress(serialised)
     try:
         onnx.checker.check_model(data)
     except onnx.checker.ValidationError as error:
         first_line = str(error).strip().splitlines()[0]
         raise ExportError(f"direct ONNX export produced an invalid graph: {first_line}") from None
+    progress(1.0)
     return OnnxModel(proto, data)
 
 

@@ -16,6 +16,7 @@ from folding.export.exporters import (
 from folding.export.fallback import export_general
 from folding.keras_graph.fold import FoldResult
 from folding.keras_graph.graph import Graph
+from folding.specs import Fraction, no_progress
 
 
 def flat_caller(model: Any) -> Callable[[list[Any]], list[Any]]:
@@ -46,12 +47,17 @@ EXPORTERS = ("auto", "tf2onnx")
 
 
 def export_pair(
-    result: FoldResult, unfolded_graph: Graph, opset: int, exporter: str = "auto"
+    result: FoldResult,
+    unfolded_graph: Graph,
+    opset: int,
+    exporter: str = "auto",
+    progress: Fraction = no_progress,
 ) -> ExportedPair:
     """Both models as ONNX: directly from the traced graphs (``exporter`` "auto"), a
     layer with no direct form exported alone by the general exporter and spliced in;
     when even that fails, or ``exporter`` is "tf2onnx", both models whole through the
-    general exporter."""
+    general exporter. ``progress(fraction)`` hears how far the direct exports got (the
+    unfolded model the first half, the folded one the second)."""
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     if exporter == "tf2onnx":
@@ -59,8 +65,20 @@ def export_pair(
     try:
         spliced: list[Unsupported] = []
         fallback = layer_exporter()
-        unfolded = export_direct(unfolded_graph, opset, layer_fallback=fallback, spliced=spliced)
-        folded = export_direct(result.graph, opset, result.weights, layer_fallback=fallback)
+        unfolded = export_direct(
+            unfolded_graph,
+            opset,
+            layer_fallback=fallback,
+            spliced=spliced,
+            progress=lambda fraction: progress(fraction / 2),
+        )
+        folded = export_direct(
+            result.graph,
+            opset,
+            result.weights,
+            layer_fallback=fallback,
+            progress=lambda fraction: progress((1 + fraction) / 2),
+        )
         return ExportedPair(folded, unfolded, "direct", spliced=spliced)
     except Unsupported as unsupported:
         reason = unsupported

@@ -25,6 +25,7 @@ from folding.keras_graph.graph import Graph, layers_inside, trace
 from folding.keras_graph.result import FoldResult
 from folding.keras_graph.rules import BatchNormFolder
 from folding.report import NotFoldedEntry, RemovedEntry
+from folding.specs import Fraction, no_progress
 
 INFERENCE_IDENTITIES: tuple[type, ...] = (
     layers.Dropout,
@@ -41,13 +42,16 @@ def fold_model(
     model: keras.Model,
     calibration: list[np.ndarray] | None = None,
     recalibrate_on: list[np.ndarray] | None = None,
+    progress: Fraction = no_progress,
 ) -> FoldResult:
     """Fold every BatchNormalization of ``model`` that can be folded.
 
     With ``recalibrate_on`` (one array per input), every BN's moving statistics
     are first re-estimated on that data (``folding.keras_graph.recalibrate``; ``model`` is
     changed in place). With ``calibration`` (or else ``recalibrate_on``), each
-    BN's diagnostics include its variance shift on that data.
+    BN's diagnostics include its variance shift on that data. ``progress(fraction)``
+    hears of the BatchNormalizations handled so far over all of them (the fold's
+    time goes into computing each one's folded weights and diagnostics).
     """
     from folding.keras_graph import recalibrate
 
@@ -67,7 +71,8 @@ def fold_model(
     for call in [c for c in graph.calls if type(c.layer) in INFERENCE_IDENTITIES]:
         graph.bypass(call)
         result.removed.append(RemovedEntry(call.name, type(call.layer).__name__))
-    folder = BatchNormFolder(graph, {name: stats.variance for name, stats in observed.items()})
+    observed_variance = {name: stats.variance for name, stats in observed.items()}
+    folder = BatchNormFolder(graph, observed_variance, progress)
     folder.run()
     result.folded, result.not_folded = (
         folder.folded,

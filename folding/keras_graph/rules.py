@@ -17,6 +17,7 @@ from folding.diagnostics import diagnose
 from folding.keras_graph.batch_norm import batch_norm_params, batch_norm_stats
 from folding.keras_graph.graph import Call, Graph
 from folding.report import FoldedEntry, NotFoldedEntry
+from folding.specs import Fraction, no_progress
 
 
 @dataclass(frozen=True)
@@ -65,18 +66,29 @@ def _channel_axis(layer: keras.layers.Layer, rank: int) -> int:
 
 
 class BatchNormFolder:
-    def __init__(self, graph: Graph, observed_variance: dict[str, np.ndarray]) -> None:
+    """``progress(fraction)`` hears of the BatchNormalizations tried at least once over
+    all of them, after each one."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        observed_variance: dict[str, np.ndarray],
+        progress: Fraction = no_progress,
+    ) -> None:
         self.graph = graph
         self.observed_variance = observed_variance
+        self.progress = progress
         self.folded: list[FoldedEntry] = []
         self.not_folded: list[NotFoldedEntry] = []
         self.edits: dict[int, _Edit] = {}
 
     def run(self) -> None:
         reasons: dict[int, tuple[Call, str]] = {}
-        progress = True
-        while progress:
-            progress = False
+        total = sum(1 for c in self.graph.calls if _is_batch_norm(c))
+        tried: set[int] = set()
+        changed = True
+        while changed:
+            changed = False
             for call in [c for c in self.graph.calls if _is_batch_norm(c)]:
                 try:
                     self._fold(call)
@@ -84,7 +96,9 @@ class BatchNormFolder:
                     reasons[id(call)] = (call, str(reason))
                 else:
                     reasons.pop(id(call), None)
-                    progress = True
+                    changed = True
+                tried.add(id(call))
+                self.progress(len(tried) / total)
         for call, reason in reasons.values():
             stats = diagnostics = None
             if call.layer.built:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import signal
@@ -35,16 +36,20 @@ from service.settings import Settings
 logger = logging.getLogger("foldserve")
 
 
-def _mark_not_ready_on_sigterm(dataplane: DataPlane) -> None:
-    """On SIGTERM readiness turns 503 at once; the server's own handler (chained) then
-    stops accepting connections and lets in-flight requests finish."""
+def _mark_not_ready_on_sigterm(dataplane: DataPlane, grace: float) -> None:
+    """On SIGTERM readiness turns 503 at once, and uploads waiting for their job answer
+    503 before ``grace`` (the graceful-shutdown timeout) runs out; the server's own
+    handler (chained) then stops accepting connections and lets in-flight requests
+    finish. Called in the event loop."""
     if threading.current_thread() is not threading.main_thread():
         return
     previous = signal.getsignal(signal.SIGTERM)
+    loop = asyncio.get_running_loop()
 
     def on_sigterm(signum: int, frame: Any) -> None:
         dataplane.ready = False
         dataplane.draining = True
+        loop.call_soon_threadsafe(dataplane.uploads.shutting_down, grace)
         if callable(previous):
             previous(signum, frame)
 
@@ -82,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.dataplane = dataplane
         app.state.bodies.start()
-        _mark_not_ready_on_sigterm(dataplane)
+        _mark_not_ready_on_sigterm(dataplane, settings.shutdown_timeout)
         _freeze_startup_objects()
         await dataplane.start()
         grpc_server = None

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 import anyio
 
 from service.core.registry import ModelRegistry
-from service.errors import Conflict, error_code
+from service.errors import Conflict, NotReady, error_code
 from service.jobs.runner import MONITOR_INTERVAL_S, JobRunner
 from service.jobs.store import STAGES, JobStore, failed_version, is_terminal
 from service.jobs.submit import Intake
@@ -24,6 +24,9 @@ from service.metrics import Metrics
 from service.settings import Settings
 
 CANCEL_WAIT_S = 10.0
+WAIT_ANSWER_MARGIN_S = 1.0
+"""How long before the server's graceful-shutdown timeout the uploads still waiting for
+their job answer 503 (at most half the timeout), so that none is cut off with a 500."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class Uploads:
         self.runner = JobRunner(registry, fold_workers, self.store, metrics)
         self.failures = self.runner.failures
         self._monitor: asyncio.Task | None = None
+        self._closing = asyncio.Event()
 
     # -- life cycle ------------------------------------------------------------
 
@@ -80,6 +84,13 @@ class Uploads:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
+
+    def shutting_down(self, grace: float) -> None:
+        """The server stops in ``grace`` seconds (SIGTERM; its graceful-shutdown timeout):
+        an upload still waiting for its job then answers 503 a little before
+        (``WAIT_ANSWER_MARGIN_S``). Called in the event loop."""
+        delay = max(grace - min(WAIT_ANSWER_MARGIN_S, grace / 2), 0.0)
+        asyncio.get_running_loop().call_later(delay, self._closing.set)
 
     # -- submitting ----------------------------------------------------------------
 
@@ -103,8 +114,16 @@ class Uploads:
         running = self.runner.running.get(job_id)
         if running is None:
             return self.store.read(job_id)
-        done, _ = await asyncio.wait({running.task}, timeout=timeout)
-        if not done:
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {running.task, closing}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            closing.cancel()
+        if running.task not in done:
+            if closing in done:
+                raise NotReady(_stopped_before(running.job))
             return None
         error = running.task.result()
         if error is not None:
@@ -225,3 +244,17 @@ class Uploads:
             return sorted(set(gone))
 
         return await anyio.to_thread.run_sync(dismiss)
+
+
+def _stopped_before(job: dict[str, Any]) -> str:
+    """Why a waiting upload answers 503 when the server stops before its job ends."""
+    what = f"the server is shutting down; job {job['id']} ({job['name']}) "
+    if job["state"] == "committing":
+        return (
+            what + "is storing its version, which is kept: "
+            f"GET /v1/jobs/{job['id']} once the server is back"
+        )
+    return (
+        what + f'was still {job["state"]} and is stopped, marked failed ("interrupted"): '
+        "it does not resume when the server restarts; upload the model again"
+    )

@@ -177,3 +177,43 @@ def test_differences_treat_non_finite_values_as_verification_does():
     assert max_difference(reference, np.array([np.nan, 1.0, 2.0, -4.0]))[0] == np.inf
     assert max_difference(reference, np.array([np.nan, np.inf, 2.5, -4.0])) == (0.5, 4.0)
     assert max_difference(np.array([]), np.array([])) == (0.0, 1.0)
+
+
+def test_folding_and_exporting_report_how_far_they_got():
+    from folding.export.pair import export_pair
+    from folding.keras_graph.fold import fold_model
+    from folding.keras_graph.graph import trace
+
+    model = zoo.residual_block()  # four BatchNormalizations
+    folding, exporting = [], []
+    result = fold_model(model, progress=folding.append)
+    export_pair(result, trace(model), 17, progress=exporting.append)
+    assert folding[0] == 1 / 4 and folding[-1] == 1.0
+    assert set(folding) <= {1 / 4, 2 / 4, 3 / 4, 1.0}
+    assert folding == sorted(folding)
+    assert exporting == sorted(exporting) and exporting[-1] == 1.0
+    calls = len(trace(model).calls)
+    assert len(exporting) > calls  # every layer call of each export, then its last steps
+    assert 0.0 < exporting[0] < 0.5
+
+
+def test_a_stage_s_progress_is_passed_on_at_most_every_interval():
+    import itertools
+    import time
+
+    from folding.specs import StageProgress
+
+    heard = []
+
+    def on_stage(stage: str, fraction: float | None) -> None:
+        heard.append((time.monotonic(), fraction))
+
+    progress = StageProgress(on_stage, "x")
+    started = time.monotonic()
+    while time.monotonic() - started < 0.35:
+        progress.part(0.5, 1.0)(2.0)  # beyond its part: held to the stage's 0..1
+    times = [at for at, _ in heard]
+    assert 2 <= len(heard) <= 4
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) >= progress.interval - 1e-3  # timed when heard, a little after it is sent
+    assert {fraction for _, fraction in heard} == {1.0}

@@ -15,7 +15,7 @@ from folding.errors import ProbeError
 from folding.options import FoldOptions, VerifyOptions
 from folding.publish import UNFOLDED_FILE
 from folding.sources import Folded, Source, stage_timings
-from folding.specs import StageCallback
+from folding.specs import StageCallback, StageProgress
 
 
 class KerasSource(Source):
@@ -66,16 +66,18 @@ class KerasSource(Source):
         from folding.verify.probes import load_user_probes
 
         on_stage("folding", None)
+        folding = StageProgress(on_stage, "folding")
         started = time.perf_counter()
         calibration = None
         if options.verify.probes is not None:  # the user's rows: variance shift too
             calibration = load_user_probes(trace(self.model).inputs, Path(options.verify.probes))
-        result = fold_model(self.model, calibration, self.recalibrate_on)
+        result = fold_model(self.model, calibration, self.recalibrate_on, folding)
         self._graph = trace(self.model)
         self._inputs = result.inputs
         folded_at = time.perf_counter()
         on_stage("exporting", None)
-        exported = export_pair(result, self._graph, options.opset, options.exporter)
+        exporting = StageProgress(on_stage, "exporting")
+        exported = export_pair(result, self._graph, options.opset, options.exporter, exporting)
         exported_at = time.perf_counter()
         return Folded(
             folded_onnx=exported.folded,

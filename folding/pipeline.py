@@ -79,8 +79,8 @@ def fold_to_directory(
         ]
         sessions = pool.submit(
             lambda: (
-                session(folded.unfolded_onnx.data, unfolded=True),
-                session(folded.folded_onnx.data),
+                session(folded.unfolded_onnx, unfolded=True),
+                session(folded.folded_onnx),
             )
         )
         probes, described = source.probes(verify)

@@ -78,8 +78,9 @@ class BatchNormStats:
     per_channel: PerChannel | None = None
 
     @classmethod
-    def of(cls, params: Any, scale: np.ndarray) -> BatchNormStats:
-        """From ``folding.math.BatchNormParams`` and the scale it folds with."""
+    def of(cls, params: Any, scale: np.ndarray, *, per_channel: bool = True) -> BatchNormStats:
+        """From ``folding.math.BatchNormParams`` and the scale it folds with
+        (``per_channel=False``: the value ranges only)."""
         return cls(
             channels=params.channels,
             epsilon=params.epsilon,
@@ -90,7 +91,9 @@ class BatchNormStats:
             scale=ValueRange.of(scale),
             per_channel=PerChannel.of(
                 scale, params.moving_mean, params.moving_variance, params.gamma, params.beta
-            ),
+            )
+            if per_channel
+            else None,
         )
 
 

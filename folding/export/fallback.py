@@ -74,7 +74,7 @@ def export_general(
         raise ExportError(
             f"cannot export {reason}; the general exporter failed too: {error}"
         ) from None
-    onnx_fold = fold_onnx(unfolded)
+    onnx_fold = fold_onnx(unfolded, describe=False)  # the numbers are the Keras fold's
     folded_entries, not_folded_entries = reconcile(result, onnx_fold, layer_classes(result.source))
     return GeneralExport(
         OnnxModel(onnx_fold.model, onnx_fold.model.SerializeToString()),
@@ -87,7 +87,7 @@ def export_general(
 @dataclass
 class _OnnxBn:
     path: str  # the ONNX node's name scope, e.g. "functional_1/bn1_1/batchnorm"
-    stats: BatchNormStats | None
+    scale: np.ndarray | None  # its per-channel scale
     folded: FoldedEntry | None
     reason: str | None
 
@@ -98,8 +98,11 @@ def reconcile(
     """The report's folded and kept lists: every Keras BN of ``result`` once, as the
     ONNX fold left it (see the module docstring)."""
     keras_entries: list[FoldedEntry | NotFoldedEntry] = [*result.folded, *result.not_folded]
-    onnx_bns = [_OnnxBn(_path(e.bn), e.stats, e, None) for e in onnx_fold.folded]
-    onnx_bns += [_OnnxBn(_path(e.bn), e.stats, None, e.reason) for e in onnx_fold.not_folded]
+    scales = onnx_fold.scales
+    onnx_bns = [_OnnxBn(_path(e.bn), scales.get(e.bn), e, None) for e in onnx_fold.folded]
+    onnx_bns += [
+        _OnnxBn(_path(e.bn), scales.get(e.bn), None, e.reason) for e in onnx_fold.not_folded
+    ]
     matched = _match(keras_entries, onnx_bns)
     folded: list[FoldedEntry] = []
     kept: list[NotFoldedEntry] = []
@@ -108,7 +111,7 @@ def reconcile(
         if onnx_bn is None:
             kept.append(_kept(entry, _not_found(entry)))
         elif onnx_bn.folded is not None:
-            folded.append(_folded(entry, onnx_bn.folded, classes))
+            folded.append(_folded(entry, onnx_bn.folded, classes, onnx_fold))
         else:
             kept.append(_kept(entry, _kept_reason(entry, onnx_bn.reason)))
     return folded, kept
@@ -121,7 +124,7 @@ def _match(
     matched: dict[str, _OnnxBn] = {}
     free = list(keras_entries)
     for onnx_bn in onnx_bns:
-        near = [entry for entry in free if _same_numbers(entry.stats, onnx_bn.stats)]
+        near = [entry for entry in free if _same_numbers(entry.stats, onnx_bn.scale)]
         if not near:
             continue
         named = [entry for entry in near if _named_in(entry.bn, onnx_bn.path)]
@@ -131,13 +134,14 @@ def _match(
     return matched
 
 
-def _same_numbers(keras: BatchNormStats | None, onnx: BatchNormStats | None) -> bool:
-    if keras is None or onnx is None or keras.channels != onnx.channels:
+def _same_numbers(keras: BatchNormStats | None, onnx_scale: np.ndarray | None) -> bool:
+    if keras is None or onnx_scale is None or keras.channels != onnx_scale.size:
         return False
-    if keras.per_channel is not None and onnx.per_channel is not None:
-        expected, found = (np.asarray(s.per_channel.scale) for s in (keras, onnx))
+    if keras.per_channel is not None:
+        expected, found = np.asarray(keras.per_channel.scale), onnx_scale
     else:
-        expected, found = (np.asarray([s.scale.min, s.scale.max]) for s in (keras, onnx))
+        expected = np.asarray([keras.scale.min, keras.scale.max])
+        found = np.asarray([onnx_scale.min(), onnx_scale.max()])
     return bool(np.allclose(found, expected, rtol=SCALE_RTOL, atol=1e-7))
 
 
@@ -166,18 +170,17 @@ def _named_in(keras_name: str, path: str) -> bool:
     return any(name == last or keras_name.endswith(f"_{name}") for name in _scope_names(path))
 
 
-def _folded(entry: Any, onnx_entry: FoldedEntry, classes: dict[str, str]) -> FoldedEntry:
+def _folded(
+    entry: Any, onnx_entry: FoldedEntry, classes: dict[str, str], onnx_fold: OnnxFoldResult
+) -> FoldedEntry:
     if isinstance(entry, FoldedEntry):
         return entry
     into, into_class = _keras_layer(onnx_entry, classes)
-    return FoldedEntry(
-        entry.bn,
-        into,
-        into_class,
-        onnx_entry.direction,
-        entry.stats or onnx_entry.stats,
-        entry.diagnostics or onnx_entry.diagnostics,
-    )
+    stats, diagnostics = entry.stats, entry.diagnostics
+    if stats is None or diagnostics is None:  # the ONNX fold's numbers, in full
+        onnx_stats, onnx_diagnostics = onnx_fold.describe(onnx_entry.bn)
+        stats, diagnostics = stats or onnx_stats, diagnostics or onnx_diagnostics
+    return FoldedEntry(entry.bn, into, into_class, onnx_entry.direction, stats, diagnostics)
 
 
 def _keras_layer(onnx_entry: FoldedEntry, classes: dict[str, str]) -> tuple[str, str]:

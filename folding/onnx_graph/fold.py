@@ -11,12 +11,14 @@ beside one is a bias, merged but not reported as a BN.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
-from folding.diagnostics import diagnose
+from folding import math
+from folding.diagnostics import BatchNormDiagnostics, diagnose
 from folding.onnx_graph import (
     into_conv,
     into_following,
@@ -30,7 +32,7 @@ from folding.onnx_graph.channels_first import channels_first
 from folding.onnx_graph.decomposed import LINEAR_OPS, Pair, find_pairs, is_bias
 from folding.onnx_graph.graph import NotFoldable, OnnxGraph, node_key
 from folding.onnx_graph.plan import Plan
-from folding.report import FoldedEntry, NotFoldedEntry
+from folding.report import BatchNormStats, FoldedEntry, NotFoldedEntry
 
 BACKWARD = {
     "Conv": into_conv.plan,
@@ -48,6 +50,39 @@ class OnnxFoldResult:
     model: onnx.ModelProto
     folded: list[FoldedEntry] = field(default_factory=list)
     not_folded: list[NotFoldedEntry] = field(default_factory=list)
+    scales: dict[str, np.ndarray] = field(default_factory=dict)
+    """Each reported BN's per-channel scale (float64), by its entry's name."""
+    _described: dict[str, Callable[[], _Numbers]] = field(default_factory=dict, repr=False)
+
+    def describe(self, name: str) -> _Numbers:
+        """Entry ``name``'s full statistics and diagnostics (what ``describe=False``
+        left out of it); (None, None) for an entry without numbers."""
+        numbers = self._described.get(name)
+        return (None, None) if numbers is None else numbers()
+
+
+_Numbers = tuple[BatchNormStats | None, BatchNormDiagnostics | None]
+
+
+def _numbers(
+    result: OnnxFoldResult,
+    name: str,
+    params: math.BatchNormParams,
+    scale: np.ndarray,
+    arrays: list[np.ndarray],
+    describe: bool,
+) -> tuple[BatchNormStats, BatchNormDiagnostics | None]:
+    """The statistics and diagnostics an entry carries: all of them, or (``describe``
+    False) the value ranges only, the rest kept for ``OnnxFoldResult.describe``."""
+    result.scales[name] = scale
+
+    def full() -> tuple[BatchNormStats, BatchNormDiagnostics]:
+        return BatchNormStats.of(params, scale), diagnose(params, arrays)
+
+    result._described[name] = full
+    if describe:
+        return full()
+    return BatchNormStats.of(params, scale, per_channel=False), None
 
 
 @dataclass
@@ -61,16 +96,19 @@ class _Folded:
     direction: str
     arrays: list[np.ndarray]
 
-    def entry(self, name: str | None = None, affine: Affine | None = None) -> FoldedEntry:
+    def entry(
+        self,
+        result: OnnxFoldResult,
+        describe: bool,
+        name: str | None = None,
+        affine: Affine | None = None,
+    ) -> FoldedEntry:
         affine = affine or self.affine
-        return FoldedEntry(
-            name or f"{affine.key} ({affine.node.op_type})",
-            self.into,
-            self.into_class,
-            self.direction,
-            affine.stats(),
-            diagnose(affine.params, self.arrays),
+        name = name or f"{affine.key} ({affine.node.op_type})"
+        stats, diagnostics = _numbers(
+            result, name, affine.params, affine.scale, self.arrays, describe
         )
+        return FoldedEntry(name, self.into, self.into_class, self.direction, stats, diagnostics)
 
 
 @dataclass
@@ -79,9 +117,13 @@ class _Outcome:
     reasons: dict[str, tuple[Affine | None, str]] = field(default_factory=dict)
 
 
-def fold_onnx(model: onnx.ModelProto) -> OnnxFoldResult:
+def fold_onnx(model: onnx.ModelProto, *, describe: bool = True) -> OnnxFoldResult:
     """Fold every foldable BN-like node of ``model`` (a copy is changed and returned,
-    without the nodes and initializers no output needs any more)."""
+    without the nodes and initializers no output needs any more).
+
+    ``describe=False``: the entries carry value ranges only, no per-channel numbers
+    nor diagnostics, for a caller that takes those from elsewhere (the general
+    exporter, from the Keras fold); ``OnnxFoldResult.describe`` computes them."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     graph = OnnxGraph(copy, original=model)
@@ -99,17 +141,18 @@ def fold_onnx(model: onnx.ModelProto) -> OnnxFoldResult:
     result = OnnxFoldResult(copy)
     for key, done in outcome.folded.items():
         if key not in paired and done.affine.node.op_type not in ("Add", "Sub"):
-            result.folded.append(done.entry())
+            result.folded.append(done.entry(result, describe))
     for pair in pairs:
-        _report_pair(graph, pair, outcome, result)
+        _report_pair(graph, pair, outcome, result, describe)
     for key, (affine, reason) in outcome.reasons.items():
         if key in paired:
             continue
         if affine is None:
             result.not_folded.append(NotFoldedEntry(key, reason))
         elif affine.node.op_type == "BatchNormalization":
-            diagnostics = diagnose(affine.params, [affine.scale, affine.shift])
-            result.not_folded.append(NotFoldedEntry(key, reason, affine.stats(), diagnostics))
+            arrays = [affine.scale, affine.shift]
+            numbers = _numbers(result, key, affine.params, affine.scale, arrays, describe)
+            result.not_folded.append(NotFoldedEntry(key, reason, *numbers))
     result.not_folded.extend(_nested_batch_norms(copy.graph))
     return result
 
@@ -184,18 +227,20 @@ def _beside_linear(graph: OnnxGraph, affine: Affine) -> bool:
     )
 
 
-def _report_pair(graph: OnnxGraph, pair: Pair, outcome: _Outcome, result: OnnxFoldResult) -> None:
+def _report_pair(
+    graph: OnnxGraph, pair: Pair, outcome: _Outcome, result: OnnxFoldResult, describe: bool
+) -> None:
     scale_key, shift_key = pair.keys
     bn = pair.as_batch_norm()
     done = outcome.folded.get(scale_key)
     if done is not None and (shift_key in outcome.folded or is_bias(graph, pair.shift.node)):
-        result.folded.append(done.entry(pair.name, bn))
+        result.folded.append(done.entry(result, describe, pair.name, bn))
         return
     reason = outcome.reasons.get(scale_key, outcome.reasons.get(shift_key, (None, None)))[1]
     if reason is None:
         reason = "it is not beside a Conv, ConvTranspose, Gemm or MatMul"
-    diagnostics = diagnose(bn.params, [bn.scale, bn.shift])
-    result.not_folded.append(NotFoldedEntry(pair.name, reason, bn.stats(), diagnostics))
+    numbers = _numbers(result, pair.name, bn.params, bn.scale, [bn.scale, bn.shift], describe)
+    result.not_folded.append(NotFoldedEntry(pair.name, reason, *numbers))
 
 
 def _nested_batch_norms(graph: onnx.GraphProto) -> list[NotFoldedEntry]:

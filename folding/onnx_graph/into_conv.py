@@ -8,6 +8,7 @@ channel ``c`` is row ``c``); ``ConvTranspose`` weights are ``[in, out / group, *
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 from folding import math
@@ -43,6 +44,14 @@ def plan(graph: OnnxGraph, affine: Affine, conv: onnx.NodeProto) -> Plan:
 
     def apply() -> list[onnx.NodeProto]:
         flat_bias = None if bias is None else bias.reshape(-1)
+        if conv.op_type == "Conv" and np.all(affine.scale == 1.0):
+            # a shift alone (a bias Add): ``W * 1`` is ``W``, so the weight is kept as it
+            # is and only the bias is computed (on no weight columns, the same formula)
+            _, new_bias = math.fold_into_preceding(
+                weight[:, :0], flat_bias, affine.params, output_axis=0
+            )
+            graph.set_constant(conv, 2, new_bias)
+            return [conv]
         if conv.op_type == "Conv":
             new_weight, new_bias = math.fold_into_preceding(
                 weight, flat_bias, affine.params, output_axis=0

@@ -44,6 +44,7 @@ from folding.errors import FoldingError, VerificationError
 from folding.options import DEFAULT_EXPORT_RTOL, VerifyOptions
 from folding.report import OutputCheck, Verification
 from folding.sources.onnx.external import refuse_external_data, refuse_external_file
+from folding.sources.onnx.model import OnnxModel
 from folding.verify.difference import max_difference
 from folding.verify.fusions import ALWAYS_DISABLED_OPTIMIZERS, UNFOLDED_DISABLED_OPTIMIZERS
 
@@ -64,17 +65,22 @@ class Answers:
     exact: list[np.ndarray] | None = None
 
 
-Source = Path | bytes | onnx.ModelProto
+Source = Path | bytes | onnx.ModelProto | OnnxModel
 
 
 def session(model: Source, *, unfolded: bool = False):
     """An ONNX Runtime CPU session; for the unfolded model, with the fusions that
-    would fold its BatchNormalizations disabled."""
+    would fold its BatchNormalizations disabled. An exported model (``OnnxModel``:
+    proto and bytes) is checked on its proto and loaded from its bytes, neither
+    serialised nor parsed again."""
     import onnxruntime
 
-    if isinstance(model, onnx.ModelProto):
+    if isinstance(model, OnnxModel):
+        refuse_external_data(model.proto, model.proto.graph.name or "the model")
+        source: str | bytes = model.data
+    elif isinstance(model, onnx.ModelProto):
         refuse_external_data(model, model.graph.name or "the model")
-        source: str | bytes = model.SerializeToString()
+        source = model.SerializeToString()
     elif isinstance(model, bytes):
         refuse_external_data(onnx.ModelProto.FromString(model), "the model")
         source = model

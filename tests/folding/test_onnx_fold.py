@@ -378,3 +378,21 @@ def test_opsets_newer_than_the_runtime_reads_are_refused_saying_what_to_do(tmp_p
     message = str(raised.value)
     assert f"ONNX IR version {onnx.IR_VERSION}" in message
     assert message.endswith("or install a newer onnxruntime")
+
+
+def test_describe_false_leaves_the_numbers_to_describe():
+    """The general exporter's mode: entries carry value ranges only, the full numbers
+    come from ``describe`` and equal ``describe=True``'s; the folded graph is the same."""
+    for original in (decomposed_bn(), decomposed_bn("Concat")):
+        full, light = fold_onnx(original), fold_onnx(original, describe=False)
+        assert light.model.SerializeToString() == full.model.SerializeToString()
+        entries = [*full.folded, *full.not_folded]
+        light_entries = [*light.folded, *light.not_folded]
+        assert [e.bn for e in light_entries] == [e.bn for e in entries]
+        for entry, short in zip(entries, light_entries, strict=True):
+            assert entry.stats.per_channel is not None and entry.diagnostics is not None
+            assert short.stats.per_channel is None and short.diagnostics is None
+            assert short.stats.scale == entry.stats.scale
+            assert light.describe(entry.bn) == (entry.stats, entry.diagnostics)
+            scale = entry.stats.per_channel.scale  # to 7 significant digits
+            np.testing.assert_allclose(light.scales[entry.bn], scale, rtol=1e-6)

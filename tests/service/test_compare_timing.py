@@ -35,7 +35,6 @@ def test_server_ratio_matches_an_in_process_timing_of_the_same_files(server, dig
         min_rounds=500,
     )
     # the two timings of the same two files agree (timing the folded model through the
-    # batching queue and the unfolded one directly once made the ratio 0.68 for a true 1.9);
-    # folding removed every BN, so in-process the folded model is the faster one
-    assert local.ratio.median > 1, local.ratio
+    # batching queue and the unfolded one directly once made the ratio 0.68 for a true 1.9).
+    # Which model is faster is a benchmark's question (bench/), not this test's.
     assert 1 / 2 <= served / local.ratio.median <= 2, (served, local.ratio.median)

@@ -96,6 +96,55 @@ def assorted_layers():
     return keras2.Model(inputs, head(x))
 
 
+def tf_ops():
+    """TensorFlow functions and operators applied to symbolic tensors, which Keras 2 saves
+    as TFOpLambda / SlicingOpLambda layers: a constant first operand (``1 - x``), tensor
+    keyword arguments, list arguments (concat), split outputs, slicing, MobileNetV3's
+    hard-swish (``x * relu6(x + 3) * (1 / 6)``), a squeeze-excite built from tf functions."""
+    import tensorflow as tf
+
+    keras2 = _keras2()
+    layers = keras2.layers
+    inputs = keras2.Input((8, 8, 3))
+    x = layers.BatchNormalization()(layers.Conv2D(6, 3, padding="same")(inputs))
+    x = x * tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
+    gate = tf.sigmoid(tf.reduce_mean(x, axis=[1, 2], keepdims=True))
+    x = tf.concat([x * gate, 1.0 - x], axis=-1)
+    x = layers.BatchNormalization()(layers.Conv2D(8, 1, use_bias=False)(x))
+    left, right = tf.split(x, 2, axis=-1)
+    x = tf.maximum(left, right)[:, :4, :4, :2] + tf.square(left[:, 1:, :, ::2])[:, :4, :4] * 0.1
+    x = tf.image.resize(x, (8, 8))
+    flat = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), [-1, 2 * 8 * 8])
+    head = tf.matmul(flat, tf.ones((128, 3)) * 0.01)
+    outputs = tf.clip_by_value(tf.nn.softmax(head), 0.1, 0.9) ** 2
+    return keras2.Model(inputs, tf.expand_dims(tf.math.rsqrt(outputs + 1.0), -1))
+
+
+def application_layers():
+    """The layers Keras 2's applications define themselves: ConvNeXt's LayerScale and
+    StochasticDepth, InceptionResNetV2's CustomScaleLayer."""
+    from tf_keras.src.applications.convnext import LayerScale, StochasticDepth
+    from tf_keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+
+    keras2 = _keras2()
+    layers = keras2.layers
+    inputs = keras2.Input((8, 8, 3))
+    x = layers.BatchNormalization()(layers.Conv2D(4, 3, padding="same")(inputs))
+    branch = layers.BatchNormalization()(layers.Conv2D(4, 1, use_bias=False)(x))
+    x = CustomScaleLayer(0.17)([x, branch])
+    scaled = LayerScale(0.5, 4)(layers.Dense(4)(x))
+    x = x + StochasticDepth(0.1)(scaled)
+    return keras2.Model(inputs, layers.Dense(3)(layers.GlobalAveragePooling2D()(x)))
+
+
+def unknown_tf_function():
+    import tensorflow as tf
+
+    keras2 = _keras2()
+    inputs = keras2.Input((4,))
+    return keras2.Model(inputs, tf.math.cumsum(keras2.layers.Dense(2)(inputs), axis=-1))
+
+
 def hard_sigmoid_model():
     keras2 = _keras2()
     inputs = keras2.Input((4,))

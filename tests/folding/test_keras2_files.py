@@ -20,6 +20,10 @@ MODELS = [
     ("resnet_like", "keras", 3),
     ("assorted_layers", "h5", 3),
     pytest.param("assorted_layers", "keras", 3, marks=SLOW),
+    ("tf_ops", "h5", 2),
+    ("tf_ops", "keras", 2),
+    ("application_layers", "h5", 2),
+    pytest.param("application_layers", "keras", 2, marks=SLOW),
 ]
 
 
@@ -53,6 +57,11 @@ def test_keras2_file_folds_and_answers_like_tf_keras(tmp_path, builder, suffix, 
         }
     if builder == "mobilenet_like":
         assert "DepthwiseConv2D groups=1 left out" in report["loader"]
+    if builder in {"tf_ops", "application_layers"}:  # traced into: no layer left to tf2onnx
+        assert report["exporter"] == "direct"
+        assert not [warning for warning in report["warnings"] if "exported alone" in warning]
+    if builder == "tf_ops":
+        assert "TensorFlow call layer (TFOpLambda) computed with keras.ops" in report["loader"]
 
 
 @pytest.mark.slow
@@ -60,6 +69,13 @@ def test_tf_keras_mobilenet_v2_h5_folds(tmp_path):
     model = build.randomise_batch_norms(build.mobilenet_v2())
     path = build.save(model, tmp_path / "mobilenet_v2.h5")
     fold_and_compare(model, path, tmp_path / "out", 52)
+
+
+def test_keras2_unknown_tensorflow_function_is_refused_naming_it(tmp_path):
+    path = build.save(build.unknown_tf_function(), tmp_path / "fft.h5")
+    out = tmp_path / "out"
+    result = fold(path, "-o", out)
+    assert_failed_cleanly(result, out, "calls tf.math.cumsum")
 
 
 def test_keras2_renorm_is_refused_naming_the_layer(tmp_path):

@@ -64,6 +64,14 @@ KERAS2_ONLY_OPTIONS: dict[str, dict[str, Any]] = {
 at which leaving them out computes the same thing."""
 
 MODEL_CLASSES = set(KERAS3_MODEL_MODULES)
+OP_LAYERS = {"TFOpLambda", "SlicingOpLambda"}  # folding.sources.keras.tf_ops translates them
+APPLICATION_LAYERS = {
+    "LayerScale",
+    "StochasticDepth",
+    "CustomScaleLayer",
+    "Custom>CustomScaleLayer",
+}
+"""Layers Keras 2's applications define themselves (folding.sources.keras.tf_ops)."""
 
 
 @dataclass
@@ -189,7 +197,19 @@ def _translate(item: Any, translation: Translation, label: str) -> Any:
         result["name"] = translation.renamed.get(result["name"], result["name"])
     if "inbound_nodes" in result:
         result["inbound_nodes"] = _rename_references(result["inbound_nodes"], translation)
+    if class_name in OP_LAYERS or class_name in APPLICATION_LAYERS:
+        from folding.sources.keras.tf_ops import translate_application_layer, translate_op_layer
+
+    if class_name in OP_LAYERS:
+        result = translate_op_layer(result, label)
+        _note(translation, "TensorFlow call layer (TFOpLambda) computed with keras.ops")
+    elif class_name in APPLICATION_LAYERS and translate_application_layer(result):
+        _note(translation, f"Keras 2 {class_name} layer mapped to its Keras 3 form")
     return result
+
+
+def _note(translation: Translation, key: str) -> None:
+    translation.dropped[key] = translation.dropped.get(key, 0) + 1
 
 
 def _input_layer_first(config: dict) -> None:

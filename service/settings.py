@@ -156,6 +156,10 @@ class Settings(BaseSettings):
     """Resident memory the fold worker may use (MB; 0: no cap). A job that goes over it
     ends with a 422 naming the limit; the server and its models are unaffected."""
 
+    fold_file_limit_mb: int = Field(4096, ge=0)
+    """Largest file the fold worker may write (MB; 0: no cap). A job whose model.onnx
+    or another file would go over it ends with a 507 naming the limit."""
+
     require_confinement: bool = False
     """Refuse to start unless the kernel can confine the fold worker for files and TCP
     (Landlock ABI 4 or later; see docs/security.md). Off, the server starts anyway and

@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             noise_factor=settings.fold_noise_factor,
             archive_limits=(settings.max_archive_bytes, settings.max_archive_entries),
             memory_limit_mb=settings.fold_memory_limit_mb,
+            file_limit_mb=settings.fold_file_limit_mb,
             custom_objects=settings.custom_objects,
             skip_scan=settings.unsafe_skip_scan,
             **_ray_replica_folding(settings),

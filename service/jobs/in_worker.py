@@ -178,6 +178,14 @@ def _import_custom_objects(spec: str) -> dict | None:
 
 def _outcome(job: Any) -> dict:
     """Run a fold job; its report, or what went wrong as a plain, picklable result."""
+    try:
+        report = job()
+    except Exception as error:  # a model may break Keras or tf2onnx in unforeseen ways
+        return _failure(error)
+    return {"ok": True, "report": report.to_dict()}
+
+
+def _failure(error: Exception) -> dict:
     from folding.errors import (
         ExportError,
         FoldingError,
@@ -187,20 +195,47 @@ def _outcome(job: Any) -> dict:
         VerificationError,
     )
 
-    try:
-        report = job()
-    except VerificationError as error:
+    full = _disk_full(error)
+    if full is not None:  # whichever step was writing: the disk, not the model
+        return {"ok": False, "kind": "storage", "error": _storage_message(full)}
+    if isinstance(error, VerificationError):
         report = error.report.to_dict() if error.report is not None else None
         return {"ok": False, "kind": "verification", "error": str(error), "report": report}
-    except (ModelLoadError, ProbeError, InvalidOption) as error:
+    if isinstance(error, ModelLoadError | ProbeError | InvalidOption):
         return {"ok": False, "kind": "invalid", "error": str(error)}
-    except ExportError as error:
+    if isinstance(error, ExportError):
         return {"ok": False, "kind": "export", "error": str(error)}
-    except FoldingError as error:
+    if isinstance(error, FoldingError):
         return {"ok": False, "kind": "fold", "error": str(error)}
-    except Exception as error:  # a model that breaks Keras or tf2onnx in an unforeseen way
-        return {"ok": False, "kind": "fold", "error": f"{type(error).__name__}: {error}"}
-    return {"ok": True, "report": report.to_dict()}
+    return {"ok": False, "kind": "fold", "error": f"{type(error).__name__}: {error}"}
+
+
+def _storage_message(error: OSError) -> str:
+    import errno
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if error.errno == errno.EFBIG and limit != resource.RLIM_INFINITY:
+        return (
+            f"a file of the fold would be larger than the fold worker's limit of "
+            f"{limit // (1024 * 1024)} MB (FOLDSERVE_FOLD_FILE_LIMIT_MB)"
+        )
+    reason = (error.strerror or "no space left on device").lower()
+    return f"the fold's files could not be written to its staging folder: {reason}"
+
+
+def _disk_full(error: BaseException) -> OSError | None:
+    """The out-of-space OSError behind ``error`` (itself, or its cause or context)."""
+    from service.jobs.submit import NO_SPACE
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in NO_SPACE:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def keras_predict(

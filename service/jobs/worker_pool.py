@@ -22,7 +22,7 @@ from typing import Any
 from folding.confine import Capability, ConfinementError, capability
 from folding.options import FoldOptions, VerifyOptions
 from folding.sources.keras.loading import ArchiveLimits
-from service.errors import Conflict, InvalidInput, NotFound, Unprocessable
+from service.errors import Conflict, InsufficientStorage, InvalidInput, NotFound, Unprocessable
 from service.jobs import in_worker as fold_job
 from service.jobs.in_worker import Variants
 from service.jobs.workers import MEMORY_EXIT_CODE, Request, WorkerGone, WorkerProcess
@@ -66,6 +66,7 @@ class FoldWorkerPool:
         noise_factor: float = VerifyOptions.noise_factor,
         archive_limits: tuple[int, int] | None = None,
         memory_limit_mb: int = 0,
+        file_limit_mb: int = 0,
         custom_objects: str = "",
         skip_scan: bool = False,
         available: bool | None = None,
@@ -86,6 +87,7 @@ class FoldWorkerPool:
         """What every job is folded with; each upload adds its probes, recalibration rows
         and signature."""
         self.memory_limit_mb = memory_limit_mb
+        self.file_limit_mb = file_limit_mb
         self.custom_objects = custom_objects
         """Operator-trusted modules the worker imports (custom Keras layers)."""
         self.skip_scan = skip_scan
@@ -106,7 +108,9 @@ class FoldWorkerPool:
             self._spare.close()
             self._spare = None
         if self.available and self._spare is None:
-            self._spare = WorkerProcess(self.memory_limit_mb * 1024 * 1024)
+            self._spare = WorkerProcess(
+                self.memory_limit_mb * 1024 * 1024, self.file_limit_mb * 1024 * 1024
+            )
 
     def prewarm(self) -> None:
         """Start a spare worker (importing TensorFlow) without waiting, and keep one
@@ -228,6 +232,8 @@ class FoldWorkerPool:
             raise Unprocessable(result["error"], report=result.get("report"))
         if result["kind"] == "invalid":
             raise InvalidInput(result["error"])
+        if result["kind"] == "storage":
+            raise InsufficientStorage(result["error"])
         raise Unprocessable(result["error"])
 
     async def keras_predict(self, source: Path | None, arrays: list[Any]) -> list[Any]:

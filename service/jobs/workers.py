@@ -25,6 +25,7 @@ memory goes over the cap and exits when the server is gone.
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from collections.abc import Callable
@@ -78,14 +79,14 @@ def _environment() -> dict[str, str]:
 class WorkerProcess:
     """The server's side of one worker process (started at once, warming up)."""
 
-    def __init__(self, memory_limit_bytes: int) -> None:
+    def __init__(self, memory_limit_bytes: int, file_limit_bytes: int = 0) -> None:
         requests_read, requests_write = os.pipe()
         messages_read, messages_write = os.pipe()
         command = [sys.executable, "-m", "service.jobs.workers"]
         arguments = [str(requests_read), str(messages_write), str(os.getpid())]
         try:
             self.process = subprocess.Popen(
-                [*command, *arguments, str(memory_limit_bytes)],
+                [*command, *arguments, str(memory_limit_bytes), str(file_limit_bytes)],
                 pass_fds=(requests_read, messages_write),
                 env=_environment(),
                 stdin=subprocess.DEVNULL,
@@ -208,7 +209,9 @@ def _confine(request: Request) -> dict[str, Any] | None:
 
 
 def main(argv: list[str]) -> None:
-    requests_fd, messages_fd, parent_pid, memory_limit_bytes = (int(value) for value in argv)
+    requests_fd, messages_fd, parent_pid, memory_limit_bytes, file_limit_bytes = (
+        int(value) for value in argv
+    )
     _die_with_parent(parent_pid)
     requests = Connection(requests_fd, writable=False)
     messages = Connection(messages_fd, readable=False)
@@ -225,6 +228,8 @@ def main(argv: list[str]) -> None:
     if request.function not in FUNCTIONS:
         messages.send(("result", {"ok": False, "kind": "fold", "error": "unknown job"}))
         os._exit(0)
+    if file_limit_bytes:  # a write beyond it fails with EFBIG (Python ignores SIGXFSZ)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit_bytes, file_limit_bytes))
     result = fold_job.prepare(request.custom_objects) or _confine(request)
     if result is None:
         _watch(parent_pid, memory_limit_bytes, statm)

@@ -221,3 +221,25 @@ def test_fold_job_over_the_memory_cap_is_a_422_and_the_server_lives(
         assert store_snapshot(running) == before
         reply = httpx.post(f"{running.url}/v1/models/digits:predict", json={"instances": [ROW]})
         assert reply.status_code == 200
+
+
+def test_fold_job_writing_past_the_file_limit_is_a_507_and_nothing_is_stored(server, tmp_path):
+    import keras
+
+    inputs = keras.Input((256,))
+    hidden = keras.layers.BatchNormalization()(keras.layers.Dense(1024)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(4)(hidden))  # 1.1 MB of float32 weights
+    path = tmp_path / "wide.keras"
+    model.save(path)
+    models = tmp_path / "models"
+    shutil.copytree(server.models_dir / "digits", models / "digits")
+    env = {"FOLDSERVE_FOLD_FILE_LIMIT_MB": "1", "FOLDSERVE_PREWARM_FOLDER": "false"}
+    with serving(models, env) as running:
+        before = store_snapshot(running)
+        reply = upload(running, path, name="wide")
+        assert_error(reply, 507, "larger than the fold worker's limit of 1 MB")
+        assert "FOLDSERVE_FOLD_FILE_LIMIT_MB" in reply.json()["error"]
+        listing, files = store_snapshot(running)
+        assert files == before[1]
+        reply = httpx.post(f"{running.url}/v1/models/digits:predict", json={"instances": [ROW]})
+        assert reply.status_code == 200

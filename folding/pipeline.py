@@ -67,9 +67,12 @@ def fold_to_directory(
     folded = source.fold(options, on_stage)
     on_stage("verifying", 0.0)
     exported_at = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        # Writing ~2x the weights to disk and loading the ONNX Runtime sessions
-        # overlap with running the reference on the probes.
+    progress = StageProgress(on_stage, "verifying")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        # Writing ~2x the weights to disk overlaps with the runs. The ONNX Runtime
+        # sessions are built after the reference has run, not beside it: building one
+        # competes with the reference's first (warm-up) call, which then runs for
+        # seconds with nothing to report.
         writes = [
             pool.submit((directory / file).write_bytes, model.data)
             for file, model in (
@@ -77,35 +80,32 @@ def fold_to_directory(
                 (UNFOLDED_FILE, folded.unfolded_onnx),
             )
         ]
-        sessions = pool.submit(
-            lambda: (
-                session(folded.unfolded_onnx, unfolded=True),
-                session(folded.folded_onnx),
-            )
-        )
         probes, described = source.probes(verify)
-        progress = StageProgress(on_stage, "verifying")
         batched = all(not spec.shape or spec.shape[0] is None for spec in folded.inputs)
         try:
             chunks, expected = Chunks.measured(
-                source.reference, probes, progress.part(0, 1 / 3), batched=batched
+                source.reference, probes, progress.part(0, 0.4), batched=batched
             )
-            on_stage("verifying", 1 / 3)
+            on_stage("verifying", 0.4)
+            unfolded_session = session(folded.unfolded_onnx, unfolded=True)
+            on_stage("verifying", 0.5)
+            folded_session = session(folded.folded_onnx)
+            on_stage("verifying", 0.6)
             verification = verify_exports(
                 folded,
                 probes,
                 expected,
-                sessions.result(),
+                (unfolded_session, folded_session),
                 verify,
                 described,
                 chunks=chunks,
-                progress=progress.part(1 / 3, 2 / 3),
+                progress=progress.part(0.6, 0.95),
             )
         except Exception as error:  # ONNX Runtime's own kinds, raised from its C++ core
             if not type(error).__module__.startswith("onnxruntime"):
                 raise
             raise _runtime_error(error, folded, probes) from None
-        on_stage("verifying", 2 / 3)
+        on_stage("verifying", 0.95)
         for write in writes:
             write.result()
     on_stage("verifying", 1.0)

@@ -116,7 +116,8 @@ def test_other_bodies_get_the_general_answer(raw):
 
 def test_errors_of_a_dense_body_name_the_culprit():
     kind, message = same_answer(b'{"instances": [[1e39, 1]]}')
-    assert kind == "error" and "input 'x'" in message and "float32" in message and "1e+39" in message
+    assert kind == "error" and "input 'x'" in message
+    assert "float32" in message and "1e+39" in message
     kind, message = same_answer(b'{"instances": [[1, 2], [3]]}')
     assert kind == "error" and "ragged" in message
 
@@ -183,7 +184,7 @@ def test_through_the_server_a_dense_body_answers_as_the_general_path(server, dig
     cases = [
         rows,
         [[int(value) for value in row] for row in rows],
-        [[value * 1e39 if index == 5 else value for index, value in enumerate(row)] for row in rows],
+        [[1e39, *row[1:]] for row in rows],  # beyond float32
         [row[:63] for row in rows],
     ]
     for instances in cases:

@@ -3,17 +3,21 @@
 ``{"instances": [[...], ...]}`` (or ``{"inputs": ...}``) of numbers is what nearly
 every prediction request is, and reading it as nested Python lists costs most of the
 request: orjson builds a list object per innermost row, and numpy then walks those
-lists to find the shape. Here the array's text is read in two C passes instead:
+lists to find the shape and the dtype. Here the array's text is read flat instead:
 
-- its *skeleton*, the text with numbers and whitespace deleted (``[[,,],[,,]]``),
-  gives the shape, and is compared with the skeleton that shape must have, which
-  proves the array rectangular;
-- its numbers, with the brackets blanked out, are one flat JSON list for orjson.
+- its brackets and commas, in order (the *skeleton*, ``[[,,],[,,]]``), give the
+  shape, and must be exactly the skeleton of that shape: the array is rectangular;
+  no slot is empty, which also keeps every number inside an innermost list;
+- its numbers, with the brackets blanked out, are one flat JSON list for orjson,
+  which checks each number as the general path's orjson would;
+- strings, objects and ``true``/``false``/``null`` are left out by their first
+  character, and ``NaN``/``Infinity`` by orjson.
 
 The values then go through the same ``array_from_json`` as the general path. Anything
-else (another key, strings, ``NaN``, an empty or ragged list, bad JSON) is not read
-here: ``read_dense`` answers None and the general decoder reads the body and gives
-its answer, so the errors a client sees are the general path's, word for word.
+else (another key, a ragged or empty list, bad JSON) is not read here: ``read_dense``
+answers None and the general decoder reads the body and gives its answer, so the
+errors a client sees are the general path's, word for word
+(``tests/service/test_dense_json.py`` compares the two on edited bodies).
 """
 
 from __future__ import annotations

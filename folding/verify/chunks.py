@@ -9,7 +9,8 @@ chunks, so even a model that did mix rows would be compared like with like.
 The chunk size is measured, not guessed: the first chunk is small, and the rest are
 sized from its time so that each takes about ``CHUNK_SECONDS``; a small model's
 probes thus run in two calls. Rows are not chunked when an input's batch axis is
-static, or when an output has no batch axis (its first dimension is not the rows).
+static, or when an output has no batch axis (its first dimension is not the rows) or
+its chunks do not line up (their other dimensions differ).
 """
 
 from __future__ import annotations
@@ -71,17 +72,22 @@ class Chunks:
         ]
         chunks = cls(tuple(bounds))
         rest = chunks._map(run, arrays, progress, skip=1)
-        return chunks, [np.concatenate([h, *r]) for h, r in zip(head, rest, strict=True)]
+        joined = _joined([[h, *r] for h, r in zip(head, rest, strict=True)])
+        if joined is None:  # answers shaped by the rows beside them: run them together
+            return cls(((0, rows),)), _as_arrays(run(list(arrays)))
+        return chunks, joined
 
     def map(
         self, run: Run, arrays: Sequence[np.ndarray], progress: Fraction = _silent
     ) -> list[np.ndarray]:
         """``run``'s answers on ``arrays``, computed chunk by chunk and concatenated."""
-        if len(self.bounds) == 1:
-            answers = _as_arrays(run(list(arrays)))
-            progress(1.0)
-            return answers
-        return [np.concatenate(parts) for parts in self._map(run, arrays, progress)]
+        if len(self.bounds) > 1:
+            joined = _joined(self._map(run, arrays, progress))
+            if joined is not None:
+                return joined
+        answers = _as_arrays(run(list(arrays)))
+        progress(1.0)
+        return answers
 
     def _map(
         self, run: Run, arrays: Sequence[np.ndarray], progress: Fraction, skip: int = 0
@@ -97,6 +103,15 @@ class Chunks:
                 collected.append(answer)
             progress(stop / rows)
         return parts
+
+
+def _joined(parts: list[list[np.ndarray]]) -> list[np.ndarray] | None:
+    """Each output's chunks concatenated along the rows; None when an output's chunks
+    differ past the first axis (padded to the longest row of its chunk, say)."""
+    for chunks in parts:
+        if any(np.ndim(c) == 0 or c.shape[1:] != chunks[0].shape[1:] for c in chunks):
+            return None
+    return [np.concatenate(chunks) for chunks in parts]
 
 
 def _as_arrays(outputs: Sequence[object]) -> list[np.ndarray]:

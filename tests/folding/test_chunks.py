@@ -96,6 +96,14 @@ def test_outputs_without_a_row_axis_and_static_batches_run_at_once():
     chunks, _ = Chunks.measured(batch_mean, [rows], seconds=0.0, batched=False)
     assert chunks.bounds == ((0, 8),) and calls == [8]
 
+    def padded_to_its_chunk(arrays):  # one answer per row, as wide as the chunk's rows
+        return [np.zeros((len(arrays[0]), len(arrays[0])))]
+
+    chunks, answers = Chunks.measured(padded_to_its_chunk, [rows], seconds=3600.0)
+    assert chunks.bounds == ((0, 8),) and answers[0].shape == (8, 8)
+    split = Chunks(((0, 2), (2, 8)))
+    assert split.map(padded_to_its_chunk, [rows])[0].shape == (8, 8)
+
 
 def test_verifying_reports_progress_between_its_steps(tmp_path):
     heard: list[float] = []

@@ -26,14 +26,14 @@ from folding.publish import FOLDED_FILE, REPORT_FILE, UNFOLDED_FILE
 from folding.report import FoldReport, OnnxSummary, TensorInfo, Verification
 from folding.sources import Folded, Source
 from folding.sources.onnx.model import summarize
-from folding.specs import StageCallback, no_stages
+from folding.specs import Fraction, StageCallback, StageProgress, no_progress, no_stages
+from folding.verify.chunks import Chunks
 from folding.verify.verdict import (
     Answers,
     exact_answers,
     failure_error,
     judge,
     perturbed,
-    run_onnx,
     session,
 )
 
@@ -51,8 +51,8 @@ def fold_to_directory(
 
     ``source``: from ``folding.sources.open_source``, or a ``keras.Model`` in memory (taken
     as a Keras source). ``on_stage(stage, progress)`` hears of each stage as it starts;
-    within "verifying", ``progress`` counts its steps done (reference run, ONNX runs and
-    verdict, files written) over their total.
+    within "verifying", ``progress`` counts its steps done (the reference run and the
+    ONNX runs, chunk by chunk (``folding.verify.chunks``); files written) over their total.
 
     Raises VerificationError (carrying the report) when folding changed the answers
     (``failure == "fold"``) or when the unfolded variant already differs from the
@@ -67,9 +67,12 @@ def fold_to_directory(
     folded = source.fold(options, on_stage)
     on_stage("verifying", 0.0)
     exported_at = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        # Writing ~2x the weights to disk and loading the ONNX Runtime sessions
-        # overlap with running the reference on the probes.
+    progress = StageProgress(on_stage, "verifying")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        # Writing ~2x the weights to disk overlaps with the runs. The ONNX Runtime
+        # sessions are built after the reference has run, not beside it: building one
+        # competes with the reference's first (warm-up) call, which then runs for
+        # seconds with nothing to report.
         writes = [
             pool.submit((directory / file).write_bytes, model.data)
             for file, model in (
@@ -77,24 +80,32 @@ def fold_to_directory(
                 (UNFOLDED_FILE, folded.unfolded_onnx),
             )
         ]
-        sessions = pool.submit(
-            lambda: (
-                session(folded.unfolded_onnx, unfolded=True),
-                session(folded.folded_onnx),
-            )
-        )
         probes, described = source.probes(verify)
+        batched = all(not spec.shape or spec.shape[0] is None for spec in folded.inputs)
         try:
-            expected = source.reference(probes)
-            on_stage("verifying", 1 / 3)
+            chunks, expected = Chunks.measured(
+                source.reference, probes, progress.part(0, 0.4), batched=batched
+            )
+            on_stage("verifying", 0.4)
+            unfolded_session = session(folded.unfolded_onnx, unfolded=True)
+            on_stage("verifying", 0.5)
+            folded_session = session(folded.folded_onnx)
+            on_stage("verifying", 0.6)
             verification = verify_exports(
-                folded, probes, expected, sessions.result(), verify, described
+                folded,
+                probes,
+                expected,
+                (unfolded_session, folded_session),
+                verify,
+                described,
+                chunks=chunks,
+                progress=progress.part(0.6, 0.95),
             )
         except Exception as error:  # ONNX Runtime's own kinds, raised from its C++ core
             if not type(error).__module__.startswith("onnxruntime"):
                 raise
             raise _runtime_error(error, folded, probes) from None
-        on_stage("verifying", 2 / 3)
+        on_stage("verifying", 0.95)
         for write in writes:
             write.result()
     on_stage("verifying", 1.0)
@@ -135,15 +146,21 @@ def verify_exports(
     sessions: tuple[Any, Any],
     verify: VerifyOptions,
     described: str,
+    *,
+    chunks: Chunks | None = None,
+    progress: Fraction | None = None,
 ) -> Verification:
-    """Run both variants on the probes and judge them against ``expected`` (see
-    ``folding.verify.verdict``). The noise floor (a third run, on a perturbed copy) is
-    measured only when an error is over its plain tolerance, since only then can it
-    change the verdict."""
+    """Run both variants on the probes, over the reference's ``chunks``, and judge them
+    against ``expected`` (see ``folding.verify.verdict``). The noise floor (a third
+    run, on a perturbed copy) is measured only when an error is over its plain
+    tolerance, since only then can it change the verdict."""
     names = [spec.name for spec in folded.inputs]
-    feed = dict(zip(names, probes, strict=True))
-    unfolded, folded_out = (runner.run(None, feed) for runner in sessions)
-    exact = exact_answers(folded.unfolded_onnx.proto, names, probes)
+    chunks = chunks or Chunks(((0, len(probes[0]) if probes else 0),))
+    unfolded_runner, folded_runner = sessions
+    report = progress or no_progress
+    unfolded = chunks.map(_runner(unfolded_runner, names), probes, lambda f: report(f / 2))
+    folded_out = chunks.map(_runner(folded_runner, names), probes, lambda f: report((1 + f) / 2))
+    exact = exact_answers(folded.unfolded_onnx.proto, names, probes, chunks.map)
     settings: dict[str, Any] = {
         "rtol": verify.rtol,
         "export_rtol": verify.export_limit(folded.compute_dtype),
@@ -155,9 +172,16 @@ def verify_exports(
     verification = judge(folded.output_names, answers, **settings)
     if verification.passed or not verify.noise_factor:
         return verification
-    noisy = run_onnx(perturbed(folded.unfolded_onnx.proto), names, probes, unfolded=True)
+    noisy = chunks.map(
+        _runner(session(perturbed(folded.unfolded_onnx.proto), unfolded=True), names), probes
+    )
     answers = Answers(expected, unfolded, folded_out, noisy, exact)
     return judge(folded.output_names, answers, **settings)
+
+
+def _runner(onnx_session: Any, names: list[str]):
+    """An ONNX Runtime session as a function of its input arrays (``chunks.Run``)."""
+    return lambda arrays: onnx_session.run(None, dict(zip(names, arrays, strict=True)))
 
 
 def _runtime_error(error: Exception, folded: Folded, probes: Sequence[np.ndarray]) -> ExportError:

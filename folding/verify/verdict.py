@@ -32,7 +32,7 @@ neither folding nor exporting is blamed for it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,15 +192,24 @@ DOUBLE_KERNELS = frozenset(
 
 
 def exact_answers(
-    proto: onnx.ModelProto, names: Sequence[str], arrays: Sequence[np.ndarray]
+    proto: onnx.ModelProto,
+    names: Sequence[str],
+    arrays: Sequence[np.ndarray],
+    over: Callable[..., list[np.ndarray]] | None = None,
 ) -> list[np.ndarray] | None:
     """The unfolded graph's answer in float64, or None when ONNX Runtime has no
-    double kernel for one of its operators (Conv, pooling, Erf, ... have none)."""
+    double kernel for one of its operators (Conv, pooling, Erf, ... have none).
+    ``over(run, arrays)``: how to run it over the rows (``Chunks.map``); at once if None."""
     if any(node.op_type not in DOUBLE_KERNELS for node in proto.graph.node):
         return None
     feeds = [a.astype(np.float64) if a.dtype == np.float32 else a for a in arrays]
     try:
-        return run_onnx(in_double(proto), names, feeds, unfolded=True)
+        runner = session(in_double(proto), unfolded=True)
+
+        def run(chunk: list[np.ndarray]) -> list[np.ndarray]:
+            return runner.run(None, dict(zip(names, chunk, strict=True)))
+
+        return over(run, feeds) if over is not None else run(feeds)
     except Exception:  # ONNX Runtime: NOT_IMPLEMENTED for a double kernel
         return None
 

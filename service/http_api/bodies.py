@@ -38,7 +38,7 @@ import numpy as np
 
 from service.errors import NotReady
 from service.protocols import tfserving, v2
-from service.protocols.codecs import parse_json, to_json
+from service.protocols.codecs import to_json
 
 logger = logging.getLogger("foldserve.bodies")
 
@@ -65,7 +65,7 @@ def specs(metas: Sequence[Any]) -> list[TensorSpec]:
 
 
 def decode_tfserving(raw: bytes, inputs: list[TensorSpec]) -> tuple[dict[str, Any], bool]:
-    return tfserving.parse_request(parse_json(raw), inputs)
+    return tfserving.read_request(raw, inputs)
 
 
 def encode_tfserving(outputs: dict[str, np.ndarray], row_format: bool) -> bytes:

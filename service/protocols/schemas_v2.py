@@ -84,8 +84,16 @@ class ConfigTensor(Schema):
     dims: list[int]
 
 
+class DynamicBatching(Schema):
+    """Triton's ``ModelDynamicBatching``, as far as foldserve's batcher has its settings."""
+
+    preferred_batch_size: list[int]
+    max_queue_delay_microseconds: int
+
+
 class ModelConfigResponse(Schema):
-    """Triton's model configuration, as much of it as an ONNX model on ONNX Runtime has."""
+    """Triton's model configuration, as much of it as an ONNX model on ONNX Runtime has.
+    With ``max_batch_size`` > 0 the ``dims`` leave out the batch axis, as in Triton."""
 
     name: str
     platform: str
@@ -93,6 +101,7 @@ class ModelConfigResponse(Schema):
     max_batch_size: int
     input: list[ConfigTensor]
     output: list[ConfigTensor]
+    dynamic_batching: DynamicBatching | SkipJsonSchema[None] = None
 
 
 class RepositoryIndexEntry(Schema):

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from service.errors import InvalidInput
-from service.protocols.codecs import array_from_json, tf_datatype
+from service.protocols.codecs import array_from_json, parse_json, tf_datatype
+from service.protocols.dense_json import dense_array, read_dense
 
 if TYPE_CHECKING:
     from service.core.catalog import VersionEntry
@@ -37,6 +38,19 @@ NOT_CLASSIFIABLE = (
     "predict signature ('serving_default', method tensorflow/serving/predict) of dense "
     "tensors: send the same rows to ':predict'"
 )
+
+
+def read_request(raw: bytes, inputs: list[TensorMeta]) -> tuple[dict[str, np.ndarray], bool]:
+    """``parse_request`` on a body's bytes. A body of one dense array of numbers for a
+    one-input model is read without building nested lists (``dense_json``), to the
+    same arrays; every other body, and every error, is the general path's."""
+    dense = read_dense(raw) if len(inputs) == 1 else None
+    if dense is None:
+        return parse_request(parse_json(raw), inputs)
+    key, values, shape = dense
+    name = inputs[0].name
+    array = dense_array(values, np.dtype(inputs[0].dtype), _what(name))
+    return {name: array.reshape(shape)}, key == "instances"
 
 
 def parse_request(body: Any, inputs: list[TensorMeta]) -> tuple[dict[str, np.ndarray], bool]:

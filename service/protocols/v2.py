@@ -244,19 +244,46 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
 
 def model_config(model: Any) -> dict[str, Any]:
     """Triton's model configuration of a loaded version (``GET .../config``, gRPC
-    ``ModelConfig``): dims as the model declares them, -1 for a dynamic axis."""
+    ``ModelConfig``), in Triton's meaning of its fields::
+
+        {"name": $string, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
+         "max_batch_size": $number,
+         "input": [{"name": $string, "data_type": "TYPE_FP32", "dims": [$number, ...]}],
+         "output": [...],
+         "dynamic_batching": {"preferred_batch_size": [], "max_queue_delay_microseconds": $number}}
+
+    A version served with dynamic batching whose inputs and outputs all have a dynamic
+    first axis reports the batcher's ``max_batch_size``, a ``dynamic_batching``
+    section, and ``dims`` without the batch axis (Triton's rule: when
+    ``max_batch_size`` > 0 the batch dimension is implicit). Any other reports
+    ``max_batch_size`` 0 and the full dims, -1 for a dynamic axis.
+    """
+    policy = model.policy
+    tensors = [*model.inputs, *model.outputs]
+    batched = policy.enabled and all(meta.shape and meta.shape[0] == -1 for meta in tensors)
+    skip = 1 if batched else 0
 
     def dims(metas: list[TensorMeta]) -> list[dict[str, Any]]:
         return [
-            {"name": m.name, "data_type": f"TYPE_{v2_datatype(m.dtype)}", "dims": list(m.shape)}
+            {
+                "name": m.name,
+                "data_type": f"TYPE_{v2_datatype(m.dtype)}",
+                "dims": list(m.shape[skip:]),
+            }
             for m in metas
         ]
 
-    return {
+    config = {
         "name": model.name,
         "platform": "onnxruntime_onnx",
         "backend": "onnxruntime",
-        "max_batch_size": 0,
+        "max_batch_size": policy.max_batch_size if batched else 0,
         "input": dims(model.inputs),
         "output": dims(model.outputs),
     }
+    if batched:
+        config["dynamic_batching"] = {
+            "preferred_batch_size": [],
+            "max_queue_delay_microseconds": policy.max_queue_delay_us,
+        }
+    return config

@@ -1,9 +1,12 @@
-"""Models nobody here wrote: keras-hub backbones and tf_keras (Keras 2) .h5 files; one table.
+"""Models nobody here wrote: keras-hub backbones, kimm models and tf_keras (Keras 2) .h5
+files; one table.
 
-    .venv/bin/python bench/third_party.py [--write] [--only "keras-hub vit"]
+    .venv/bin/python bench/third_party.py [--write] [--only "keras-hub vit"] [--only kimm]
 
 keras-hub backbones are built with random weights from their constructors (never a
-preset download) at 32x32; the tf_keras applications are built with ``weights=None``,
+preset download) at 32x32; kimm (Keras Image Models) models with ``weights=None`` at
+64x64 (96x96 where the family needs more), one per family by default and every variant
+with ``--all-kimm``; the tf_keras applications are built with ``weights=None``,
 saved by tf_keras as .h5 (Keras 2's format) and loaded back through foldserve's loader.
 Each is folded, exported and verified; the table gives the BNs the model really has
 (counted through nested models and custom layers), how many were folded or kept (with a
@@ -26,6 +29,16 @@ from bench.common import keras_scratch, markdown_table, timed_fold  # noqa: E402
 
 SECTION = "## Models from elsewhere"
 HUB = ["resnet", "resnet_v2", "mobilenet", "cspdarknet", "efficientnet", "densenet", "vit"]
+# one per kimm family (the smallest), then the variants --all-kimm adds
+KIMM = [
+    "ConvMixer736D32", "ConvNeXtAtto", "DenseNet121", "EfficientNetB0", "EfficientNetLiteB0",
+    "EfficientNetV2B0", "GhostNetW050", "GhostNetV2W100", "GhostNetV3W050", "HGNetTiny",
+    "HGNetV2B0", "InceptionNeXtTiny", "InceptionV3", "LCNet035", "MobileNetV2W050",
+    "MobileNetV3W050Small", "MobileOneS0", "MobileViTXXS", "MobileViTV2W050", "RegNetX002",
+    "RegNetY002", "RepVGGA0", "ResNet18", "TinyNetE", "VGG11", "VisionTransformerTiny16",
+    "Xception",
+]  # fmt: skip
+KIMM_SIZE = {"InceptionV3": 96, "Xception": 96, "VGG": 224}  # VGG: its 7x7 head convolution
 TF_KERAS = ["MobileNetV2", "ResNet50", "DenseNet121", "MobileNet", "EfficientNetB0"]
 
 
@@ -37,6 +50,24 @@ def hub_models():
     build = _hub_backbones()
     for name in HUB:
         yield f"keras-hub {name}", lambda name=name: build(name)
+
+
+def kimm_models(every: bool = False):
+    import kimm
+
+    names = kimm.list_models() if every else KIMM
+    for name in names:
+        size = next((px for family, px in KIMM_SIZE.items() if name.startswith(family)), 64)
+        yield f"kimm {name}", lambda name=name, size=size: kimm_model(name, size)
+
+
+def kimm_model(name: str, size: int = 64, **settings):
+    """kimm's ``name`` with random weights (``weights=None``: nothing is downloaded)."""
+    import kimm
+
+    return getattr(kimm.models, name)(
+        input_shape=(size, size, 3), weights=None, classes=10, **settings
+    )
 
 
 def tf_keras_models(workdir: Path):
@@ -55,14 +86,32 @@ def tf_keras_models(workdir: Path):
         yield f"tf_keras {family} (.h5)", load
 
 
-def run(label: str, build, workdir: Path) -> dict:
+def randomized(model):
     from tests import zoo
+
+    return zoo.randomize_batch_norms(model, seed=7)
+
+
+def calibrated(model):
+    """BN statistics measured on random images (0-255, kimm's input range), then gamma
+    and beta perturbed: arbitrary statistics saturate these deep random networks (every
+    probe gets the same answer, and verification is inconclusive)."""
+    import numpy as np
+
+    from tests import zoo
+
+    shape = (8, *model.input_shape[1:])
+    images = np.random.default_rng(7).uniform(0, 255, shape).astype("float32")
+    return zoo.calibrate_batch_norms(model, images, seed=7)
+
+
+def run(label: str, build, workdir: Path, statistics=randomized) -> dict:
     from tests.folding.test_zoo import batch_norm_count
 
     row = {"model": label}
     started = time.perf_counter()
     try:
-        model = zoo.randomize_batch_norms(build(), seed=7)
+        model = statistics(build())
     except Exception as error:  # a constructor or loader that fails is a row too
         row["error"] = f"load: {str(error).splitlines()[0][:100]}"
         return row
@@ -77,6 +126,8 @@ def run(label: str, build, workdir: Path) -> dict:
             kept=len(report.not_folded),
             exporter=_exporter(report),
             verdict=report.verification.verdict,
+            details=[f"kept {entry.bn}: {entry.reason}" for entry in report.not_folded]
+            + list(report.warnings),
         )
     return row
 
@@ -113,14 +164,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--only", metavar="TEXT", help="only the models whose label contains TEXT")
+    parser.add_argument(
+        "--all-kimm", action="store_true", help="every kimm model, not one a family"
+    )
     args = parser.parse_args()
     rows = []
     with keras_scratch() as workdir:
-        for label, build in [*hub_models(), *tf_keras_models(workdir)]:
-            if args.only and args.only not in label:
+        groups = {
+            "keras-hub": (hub_models, randomized),
+            "kimm": (lambda: kimm_models(args.all_kimm), calibrated),
+            "tf_keras": (lambda: tf_keras_models(workdir), randomized),
+        }
+        named = [group for group in groups if args.only and group in args.only]
+        for group, (models, statistics) in groups.items():
+            if named and group not in named:  # a group's models are built only when asked for
                 continue
-            rows.append(run(label, build, workdir))
-            print(line(rows[-1]), flush=True)
+            for label, build in models():
+                if args.only and args.only not in label:
+                    continue
+                rows.append(run(label, build, workdir, statistics))
+                print(line(rows[-1]), flush=True)
+                for detail in rows[-1].get("details", []):
+                    print(f"    {detail}", flush=True)
     table = markdown_table(HEADER, rows, line)
     print(table)
     if args.write and args.only:

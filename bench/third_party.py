@@ -6,7 +6,8 @@ files; one table.
 keras-hub backbones are built with random weights from their constructors (never a
 preset download) at 32x32; kimm (Keras Image Models) models with ``weights=None`` at
 64x64 (96x96 where the family needs more), one per family by default and every variant
-with ``--all-kimm``; the tf_keras applications are built with ``weights=None``,
+with ``--kimm all`` (``--kimm more``: a second variant of each family and the ones
+that differ in kind); the tf_keras applications are built with ``weights=None``,
 saved by tf_keras as .h5 (Keras 2's format) and loaded back through foldserve's loader.
 Each is folded, exported and verified; the table gives the BNs the model really has
 (counted through nested models and custom layers), how many were folded or kept (with a
@@ -29,7 +30,7 @@ from bench.common import keras_scratch, markdown_table, timed_fold  # noqa: E402
 
 SECTION = "## Models from elsewhere"
 HUB = ["resnet", "resnet_v2", "mobilenet", "cspdarknet", "efficientnet", "densenet", "vit"]
-# one per kimm family (the smallest), then the variants --all-kimm adds
+# one per kimm family (the smallest)
 KIMM = [
     "ConvMixer736D32", "ConvNeXtAtto", "DenseNet121", "EfficientNetB0", "EfficientNetLiteB0",
     "EfficientNetV2B0", "GhostNetW050", "GhostNetV2W100", "GhostNetV3W050", "HGNetTiny",
@@ -37,6 +38,16 @@ KIMM = [
     "MobileNetV3W050Small", "MobileOneS0", "MobileViTXXS", "MobileViTV2W050", "RegNetX002",
     "RegNetY002", "RepVGGA0", "ResNet18", "TinyNetE", "VGG11", "VisionTransformerTiny16",
     "Xception",
+]  # fmt: skip
+# --kimm more: other variants, chosen where they differ (fused MBConv, minimal blocks, SE,
+# bottlenecks, one branch a block, wider attention), not only in width or depth
+KIMM_MORE = [
+    "ConvMixer1024D20", "ConvNeXtPico", "EfficientNetB1", "EfficientNetLiteB1", "EfficientNetV2S",
+    "GhostNetW100", "GhostNetV2W130", "GhostNetV3W100", "HGNetSmall", "HGNetV2B1", "HGNetV2B4",
+    "LCNet100", "MobileNetV2W100", "MobileNetV3W100Large", "MobileNetV3W100LargeMinimal",
+    "MobileNetV3W100SmallMinimal", "MobileOneS1", "MobileViTXS", "MobileViTV2W100",
+    "RegNetX004", "RegNetY004", "RepVGGB0", "ResNet34", "ResNet50", "TinyNetA",
+    "VisionTransformerSmall16", "VisionTransformerTiny32",
 ]  # fmt: skip
 KIMM_SIZE = {"InceptionV3": 96, "Xception": 96, "VGG": 224}  # VGG: its 7x7 head convolution
 TF_KERAS = ["MobileNetV2", "ResNet50", "DenseNet121", "MobileNet", "EfficientNetB0"]
@@ -52,21 +63,26 @@ def hub_models():
         yield f"keras-hub {name}", lambda name=name: build(name)
 
 
-def kimm_models(every: bool = False):
+def kimm_models(which: str = "family"):
     import kimm
 
-    names = kimm.list_models() if every else KIMM
+    names = {"family": KIMM, "more": [*KIMM, *KIMM_MORE], "all": kimm.list_models()}[which]
     for name in names:
         size = next((px for family, px in KIMM_SIZE.items() if name.startswith(family)), 64)
         yield f"kimm {name}", lambda name=name, size=size: kimm_model(name, size)
 
 
 def kimm_model(name: str, size: int = 64, **settings):
-    """kimm's ``name`` with random weights (``weights=None``: nothing is downloaded)."""
+    """kimm's ``name`` with random weights (``weights=None``: nothing is downloaded) and
+    logits out (a softmax over random logits answers every probe alike)."""
     import kimm
 
     return getattr(kimm.models, name)(
-        input_shape=(size, size, 3), weights=None, classes=10, **settings
+        input_shape=(size, size, 3),
+        weights=None,
+        classes=10,
+        classifier_activation=None,
+        **settings,
     )
 
 
@@ -138,6 +154,7 @@ def _exporter(report) -> str:
     return report.exporter if not alone else f"{report.exporter}, {alone} layer(s) by tf2onnx"
 
 
+DETAILS = 4  # lines printed under a row: BNs kept and why, layers exported alone
 HEADER = "| model | BNs | folded | kept | exporter | load s | fold+export+verify s | verdict |"
 
 
@@ -151,12 +168,21 @@ def line(row: dict) -> str:
 
 
 def replace_rows(path: Path, rows: list[dict]) -> None:
-    """Each row's line in the page's table replaced by its new one (a model not yet in
-    the table is left out: a full run writes the whole section)."""
+    """Each row's line in the section's table replaced by its new one; a model not yet
+    in the table is added at its end (a full run writes the whole section)."""
     lines = path.read_text().split("\n")
+    start = lines.index(SECTION)
+    table = [i for i, text in enumerate(lines) if i > start and text.startswith("|")]
+    end = next(i for i in table if i + 1 not in table) + 1  # after the section's table
+    added = []
     for row in rows:
-        start = f"| {row['model']} |"
-        lines = [line(row) if text.startswith(start) else text for text in lines]
+        begins = f"| {row['model']} |"
+        found = [i for i in range(start, end) if lines[i].startswith(begins)]
+        for i in found:
+            lines[i] = line(row)
+        if not found:
+            added.append(line(row))
+    lines[end:end] = added
     path.write_text("\n".join(lines))
 
 
@@ -165,14 +191,17 @@ def main() -> None:
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--only", metavar="TEXT", help="only the models whose label contains TEXT")
     parser.add_argument(
-        "--all-kimm", action="store_true", help="every kimm model, not one a family"
+        "--kimm",
+        choices=["family", "more", "all"],
+        default="family",
+        help="kimm models: one a family (default), more variants, or every one",
     )
     args = parser.parse_args()
     rows = []
     with keras_scratch() as workdir:
         groups = {
             "keras-hub": (hub_models, randomized),
-            "kimm": (lambda: kimm_models(args.all_kimm), calibrated),
+            "kimm": (lambda: kimm_models(args.kimm), calibrated),
             "tf_keras": (lambda: tf_keras_models(workdir), randomized),
         }
         named = [group for group in groups if args.only and group in args.only]
@@ -184,8 +213,11 @@ def main() -> None:
                     continue
                 rows.append(run(label, build, workdir, statistics))
                 print(line(rows[-1]), flush=True)
-                for detail in rows[-1].get("details", []):
-                    print(f"    {detail}", flush=True)
+                details = rows[-1].get("details", [])
+                for detail in details[:DETAILS]:
+                    print(f"    {detail[:200]}", flush=True)
+                if len(details) > DETAILS:
+                    print(f"    ... and {len(details) - DETAILS} more", flush=True)
     table = markdown_table(HEADER, rows, line)
     print(table)
     if args.write and args.only:

@@ -230,7 +230,9 @@ def main() -> None:
 
         section = (
             f"{SECTION}\n\n`.venv/bin/python bench/third_party.py --write` (random weights, "
-            "BN statistics randomised; the machine was shared, so read the seconds as rough; "
+            "BN statistics randomised, kimm's measured on random images and kimm's models "
+            "with logits out, one a family (`--kimm more` adds variants, `--kimm all` every "
+            "model); the machine was shared, so read the seconds as rough; "
             '`--only "keras-hub vit" --write` reruns one row; `exporter` also says how many '
             "layers went through tf2onnx alone)."
             f"\n\n{table}\n"

@@ -69,20 +69,20 @@ def test_kimm_models_fold_directly_with_every_batch_norm_accounted_for(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name",
+    ("name", "size"),
     [
-        "GhostNetV2W100",
-        "MobileOneS0",
-        "GhostNetV3W050",
-        "HGNetV2B0",
-        "EfficientNetV2B0",
-        "MobileViTXXS",
+        ("GhostNetV2W100", 64),
+        ("MobileOneS0", 64),
+        ("GhostNetV3W050", 64),
+        ("HGNetV2B0", 64),
+        ("EfficientNetV2B0", 64),
+        ("MobileViTXXS", 128),  # at 64 its last attention has one token (Keras warns)
     ],
 )
-def test_more_kimm_families_fold_directly(name, tmp_path):
+def test_more_kimm_families_fold_directly(name, size, tmp_path):
     """GhostNetV2: Resizing layers (its attention); MobileOne, GhostNetV3: training-form
     branches with a BN each inside one custom layer."""
-    assert_folds_directly(kimm_model(name, 64), tmp_path)
+    assert_folds_directly(kimm_model(name, size), tmp_path)
 
 
 # -- the patterns, without kimm -----------------------------------------------------------

@@ -1,9 +1,13 @@
-"""Models nobody here wrote: keras-hub backbones and tf_keras (Keras 2) .h5 files; one table.
+"""Models nobody here wrote: keras-hub backbones, kimm models and tf_keras (Keras 2) .h5
+files; one table.
 
-    .venv/bin/python bench/third_party.py [--write] [--only "keras-hub vit"]
+    .venv/bin/python bench/third_party.py [--write] [--only "keras-hub vit"] [--only kimm]
 
 keras-hub backbones are built with random weights from their constructors (never a
-preset download) at 32x32; the tf_keras applications are built with ``weights=None``,
+preset download) at 32x32; kimm (Keras Image Models) models with ``weights=None`` at
+64x64 (96x96 where the family needs more), one per family by default and every variant
+with ``--kimm all`` (``--kimm more``: a second variant of each family and the ones
+that differ in kind); the tf_keras applications are built with ``weights=None``,
 saved by tf_keras as .h5 (Keras 2's format) and loaded back through foldserve's loader.
 Each is folded, exported and verified; the table gives the BNs the model really has
 (counted through nested models and custom layers), how many were folded or kept (with a
@@ -26,6 +30,26 @@ from bench.common import keras_scratch, markdown_table, timed_fold  # noqa: E402
 
 SECTION = "## Models from elsewhere"
 HUB = ["resnet", "resnet_v2", "mobilenet", "cspdarknet", "efficientnet", "densenet", "vit"]
+# one per kimm family (the smallest)
+KIMM = [
+    "ConvMixer736D32", "ConvNeXtAtto", "DenseNet121", "EfficientNetB0", "EfficientNetLiteB0",
+    "EfficientNetV2B0", "GhostNetW050", "GhostNetV2W100", "GhostNetV3W050", "HGNetTiny",
+    "HGNetV2B0", "InceptionNeXtTiny", "InceptionV3", "LCNet035", "MobileNetV2W050",
+    "MobileNetV3W050Small", "MobileOneS0", "MobileViTXXS", "MobileViTV2W050", "RegNetX002",
+    "RegNetY002", "RepVGGA0", "ResNet18", "TinyNetE", "VGG11", "VisionTransformerTiny16",
+    "Xception",
+]  # fmt: skip
+# --kimm more: other variants, chosen where they differ (fused MBConv, minimal blocks, SE,
+# bottlenecks, one branch a block, wider attention), not only in width or depth
+KIMM_MORE = [
+    "ConvMixer1024D20", "ConvNeXtPico", "EfficientNetB1", "EfficientNetLiteB1", "EfficientNetV2S",
+    "GhostNetW100", "GhostNetV2W130", "GhostNetV3W100", "HGNetSmall", "HGNetV2B1", "HGNetV2B4",
+    "LCNet100", "MobileNetV2W100", "MobileNetV3W100Large", "MobileNetV3W100LargeMinimal",
+    "MobileNetV3W100SmallMinimal", "MobileOneS1", "MobileViTXS", "MobileViTV2W100",
+    "RegNetX004", "RegNetY004", "RepVGGB0", "ResNet34", "ResNet50", "TinyNetA",
+    "VisionTransformerSmall16", "VisionTransformerTiny32",
+]  # fmt: skip
+KIMM_SIZE = {"InceptionV3": 96, "Xception": 96, "VGG": 224}  # VGG: its 7x7 head convolution
 TF_KERAS = ["MobileNetV2", "ResNet50", "DenseNet121", "MobileNet", "EfficientNetB0"]
 
 
@@ -37,6 +61,32 @@ def hub_models():
     build = _hub_backbones()
     for name in HUB:
         yield f"keras-hub {name}", lambda name=name: build(name)
+
+
+def kimm_models(which: str = "family"):
+    import kimm
+
+    names = {"family": KIMM, "more": [*KIMM, *KIMM_MORE], "all": kimm.list_models()}[which]
+    for name in names:
+        size = next((px for family, px in KIMM_SIZE.items() if name.startswith(family)), 64)
+        yield f"kimm {name}", lambda name=name, size=size: kimm_model(name, size)
+
+
+def kimm_model(name: str, size: int = 64, **settings):
+    """kimm's ``name`` with random weights (``weights=None``: nothing is downloaded) and
+    logits out (a softmax over random logits answers every probe alike)."""
+    import kimm
+
+    model_class = getattr(kimm.models, name)
+    if name == "MobileNetV3W100Large" and not hasattr(model_class, "_weights_url"):
+        model_class._weights_url = None  # kimm 0.2.5 reads it and never sets it
+    return model_class(
+        input_shape=(size, size, 3),
+        weights=None,
+        classes=10,
+        classifier_activation=None,
+        **settings,
+    )
 
 
 def tf_keras_models(workdir: Path):
@@ -55,18 +105,37 @@ def tf_keras_models(workdir: Path):
         yield f"tf_keras {family} (.h5)", load
 
 
-def run(label: str, build, workdir: Path) -> dict:
+def randomized(model):
     from tests import zoo
+
+    return zoo.randomize_batch_norms(model, seed=7)
+
+
+def calibrated(model):
+    """BN statistics measured on random images (0-255, kimm's input range), then gamma
+    and beta perturbed: arbitrary statistics saturate these deep random networks (every
+    probe gets the same answer, and verification is inconclusive)."""
+    import numpy as np
+
+    from tests import zoo
+
+    shape = (32, *model.input_shape[1:])  # fewer leave deep channels near-constant
+    images = np.random.default_rng(7).uniform(0, 255, shape).astype("float32")
+    return zoo.calibrate_batch_norms(model, images, seed=7)
+
+
+def run(label: str, build, workdir: Path, statistics=randomized) -> dict:
     from tests.folding.test_zoo import batch_norm_count
 
     row = {"model": label}
     started = time.perf_counter()
     try:
-        model = zoo.randomize_batch_norms(build(), seed=7)
+        model = build()
+        row["load_s"] = time.perf_counter() - started  # not the statistics' pass
+        model = statistics(model)
     except Exception as error:  # a constructor or loader that fails is a row too
         row["error"] = f"load: {str(error).splitlines()[0][:100]}"
         return row
-    row["load_s"] = time.perf_counter() - started
     row["bns"] = batch_norm_count(model)
     out = workdir / label.replace(" ", "_").replace("(", "").replace(")", "")
     out.mkdir()
@@ -77,6 +146,8 @@ def run(label: str, build, workdir: Path) -> dict:
             kept=len(report.not_folded),
             exporter=_exporter(report),
             verdict=report.verification.verdict,
+            details=[f"kept {entry.bn}: {entry.reason}" for entry in report.not_folded]
+            + list(report.warnings),
         )
     return row
 
@@ -87,6 +158,7 @@ def _exporter(report) -> str:
     return report.exporter if not alone else f"{report.exporter}, {alone} layer(s) by tf2onnx"
 
 
+DETAILS = 4  # lines printed under a row: BNs kept and why, layers exported alone
 HEADER = "| model | BNs | folded | kept | exporter | load s | fold+export+verify s | verdict |"
 
 
@@ -100,12 +172,21 @@ def line(row: dict) -> str:
 
 
 def replace_rows(path: Path, rows: list[dict]) -> None:
-    """Each row's line in the page's table replaced by its new one (a model not yet in
-    the table is left out: a full run writes the whole section)."""
+    """Each row's line in the section's table replaced by its new one; a model not yet
+    in the table is added at its end (a full run writes the whole section)."""
     lines = path.read_text().split("\n")
+    start = lines.index(SECTION)
+    table = [i for i, text in enumerate(lines) if i > start and text.startswith("|")]
+    end = next(i for i in table if i + 1 not in table) + 1  # after the section's table
+    added = []
     for row in rows:
-        start = f"| {row['model']} |"
-        lines = [line(row) if text.startswith(start) else text for text in lines]
+        begins = f"| {row['model']} |"
+        found = [i for i in range(start, end) if lines[i].startswith(begins)]
+        for i in found:
+            lines[i] = line(row)
+        if not found:
+            added.append(line(row))
+    lines[end:end] = added
     path.write_text("\n".join(lines))
 
 
@@ -113,14 +194,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--only", metavar="TEXT", help="only the models whose label contains TEXT")
+    parser.add_argument(
+        "--kimm",
+        choices=["family", "more", "all"],
+        default="family",
+        help="kimm models: one a family (default), more variants, or every one",
+    )
     args = parser.parse_args()
     rows = []
     with keras_scratch() as workdir:
-        for label, build in [*hub_models(), *tf_keras_models(workdir)]:
-            if args.only and args.only not in label:
+        groups = {
+            "keras-hub": (hub_models, randomized),
+            "kimm": (lambda: kimm_models(args.kimm), calibrated),
+            "tf_keras": (lambda: tf_keras_models(workdir), randomized),
+        }
+        named = [group for group in groups if args.only and group in args.only]
+        for group, (models, statistics) in groups.items():
+            if named and group not in named:  # a group's models are built only when asked for
                 continue
-            rows.append(run(label, build, workdir))
-            print(line(rows[-1]), flush=True)
+            for label, build in models():
+                if args.only and args.only not in label:
+                    continue
+                rows.append(run(label, build, workdir, statistics))
+                print(line(rows[-1]), flush=True)
+                details = rows[-1].get("details", [])
+                for detail in details[:DETAILS]:
+                    print(f"    {detail[:200]}", flush=True)
+                if len(details) > DETAILS:
+                    print(f"    ... and {len(details) - DETAILS} more", flush=True)
     table = markdown_table(HEADER, rows, line)
     print(table)
     if args.write and args.only:
@@ -130,7 +231,9 @@ def main() -> None:
 
         section = (
             f"{SECTION}\n\n`.venv/bin/python bench/third_party.py --write` (random weights, "
-            "BN statistics randomised; the machine was shared, so read the seconds as rough; "
+            "BN statistics randomised, kimm's measured on random images and kimm's models "
+            "with logits out, one a family (`--kimm more` adds variants, `--kimm all` every "
+            "model); the machine was shared, so read the seconds as rough; "
             '`--only "keras-hub vit" --write` reruns one row; `exporter` also says how many '
             "layers went through tf2onnx alone)."
             f"\n\n{table}\n"

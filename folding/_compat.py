@@ -16,9 +16,10 @@ costs nothing (the serving process imports ``folding.sources`` without TensorFlo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tarfile
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeAlias
 
 WRITTEN_AGAINST = {"keras": "3.15.1", "tensorflow": "2.21.0", "tf2onnx": "1.17.0"}
@@ -53,6 +54,24 @@ def nodes_by_depth(functional: Any) -> dict[int, list[Any]]:
     """A Functional model's call nodes by depth (0: the outputs' nodes). Keras 3.15.1:
     ``Function._nodes_by_depth``; each node has ``operation`` and ``input_tensors``."""
     return functional._nodes_by_depth
+
+
+@contextlib.contextmanager
+def nested_models_take_any_shape() -> Iterator[None]:
+    """While open, a Functional (or Sequential) model called on symbolic tensors accepts
+    inputs of other shapes than it was built on, as it does on real tensors: a custom
+    layer may build a sublayer ``Sequential`` on one shape and call it on another (kimm's
+    ``ReparameterizableConv2D`` builds its 1x1 branch on the padded input and runs it on
+    the unpadded one). Keras 3.15.1: ``Functional.compute_output_spec`` checks the shapes
+    through ``Functional._assert_input_compatibility``; ``Functional.call`` does not."""
+    from keras.src.models.functional import Functional
+
+    checked = Functional.__dict__["_assert_input_compatibility"]
+    Functional._assert_input_compatibility = lambda self, *args: None
+    try:
+        yield
+    finally:
+        Functional._assert_input_compatibility = checked
 
 
 def nested_layers(layer: Any) -> list[Any]:

@@ -120,6 +120,19 @@ def test_the_layer_graph_behind_sequential_and_functional_models():
     assert folding_compat.input_structure(sequential) is not None
 
 
+def test_a_nested_model_takes_symbolic_inputs_of_another_shape_only_while_allowed():
+    import keras
+
+    pooled = keras.Sequential([keras.Input((8, 8, 2)), keras.layers.MaxPooling2D(2)])
+    other = keras.Input((6, 6, 2))
+    with pytest.raises(ValueError, match="incompatible"):
+        pooled(other)
+    with folding_compat.nested_models_take_any_shape():
+        assert pooled(other).shape == (None, 3, 3, 2)
+    with pytest.raises(ValueError, match="incompatible"):  # the check is back afterwards
+        pooled(other)
+
+
 def test_keras_applications_and_ops_classes_are_recognised():
     import keras
 

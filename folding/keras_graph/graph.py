@@ -22,7 +22,13 @@ from typing import Any
 import keras
 from keras import tree
 
-from folding._compat import functional_of_sequential, is_functional, nested_layers, nodes_by_depth
+from folding._compat import (
+    functional_of_sequential,
+    is_functional,
+    nested_layers,
+    nested_models_take_any_shape,
+    nodes_by_depth,
+)
 from folding.errors import FoldingError
 from folding.specs import InputSpec
 
@@ -186,6 +192,9 @@ class _Tracer:
 
     def inline(self, model: keras.Model, input_ids: list[int], scope: str) -> list[int]:
         functional = _functional_of(model)
+        shapes = [self.shapes[tensor_id] for tensor_id in input_ids]
+        if isinstance(model, keras.Sequential) and _other_shapes(functional, shapes):
+            functional = _sequential_on(model, shapes[0], self.dtypes[input_ids[0]])
         local: dict[int, int] = {}
         for tensor, tensor_id in zip(tree.flatten(functional.inputs), input_ids, strict=True):
             local[id(tensor)] = tensor_id
@@ -235,6 +244,25 @@ class _Tracer:
         self.calls.append(Call(operation, args, kwargs, out_ids, scope, opaque))
 
 
+def _other_shapes(functional: keras.Model, shapes: list[tuple]) -> bool:
+    """The model is called on tensors of other (non-batch) shapes than it was built on."""
+    built = [tuple(tensor.shape) for tensor in tree.flatten(functional.inputs)]
+    return len(built) == len(shapes) and any(
+        b[1:] != s[1:] for b, s in zip(built, shapes, strict=True)
+    )
+
+
+def _sequential_on(model: keras.Sequential, shape: tuple, dtype: str) -> keras.Model:
+    """A Sequential's layers called in turn on an input of ``shape`` (Keras runs a
+    Sequential on any shape its layers accept, not just the one it was built on), so the
+    traced shapes inside it are the ones it really computes."""
+    tensor = keras.Input(batch_shape=shape, dtype=dtype)
+    output = tensor
+    for layer in model.layers:
+        output = layer(output)
+    return keras.Model(tensor, output, name=f"{model.name}_on_{'x'.join(map(str, shape[1:]))}")
+
+
 def _traced_into(operation: Any) -> bool:
     """A layer with sublayers or its own ``call`` that the direct exporter has no
     writer for (keras.ops operations and known layers are written as they are)."""
@@ -260,7 +288,8 @@ def _call_graph(layer: keras.layers.Layer, node: Any) -> keras.Model:
     )
     if "training" in kwargs and kwargs["training"] is None:
         kwargs["training"] = False
-    outputs = layer.call(*args, **kwargs)
+    with nested_models_take_any_shape():
+        outputs = layer.call(*args, **kwargs)
     flat = tree.flatten(outputs)
     if len(flat) != len(tree.flatten(node.outputs)) or not all(
         isinstance(t, keras.KerasTensor) for t in flat

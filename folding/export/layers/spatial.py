@@ -1,5 +1,5 @@
-"""keras.ops calls on images: pad, ``image.resize`` (bilinear, nearest) and
-depth_to_space / space_to_depth.
+"""keras.ops calls on images: pad, ``image.resize`` (bilinear, nearest; and the
+``Resizing`` layer, which computes the same) and depth_to_space / space_to_depth.
 
 Padding works in whichever layout its input is in; resizing and the depth/space
 moves read channels-first, as their ONNX operators do.
@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from keras import layers
 
-from folding.export.layers.base import OP_HANDLERS, Handler, sole_input, unsupported
+from folding.export.layers.base import OP_HANDLERS, Handler, handles, sole_input, unsupported
 from folding.export.layers.operations import is_tensor
 
 if TYPE_CHECKING:
@@ -49,22 +50,35 @@ def _pad(em: Emitter, call: Call) -> None:
 
 
 def _resize(em: Emitter, call: Call) -> None:
-    tensor = sole_input(call)
     op = call.layer
+    _write_resize(em, call, tuple(op.size), op, op.data_format)
+
+
+@handles(layers.Resizing)
+def _resizing(em: Emitter, call: Call) -> None:
+    """The ``Resizing`` layer: the same resize as ``keras.ops.image.resize``."""
+    layer = call.layer
+    _write_resize(em, call, (layer.height, layer.width), layer, layer.data_format)
+
+
+def _write_resize(em: Emitter, call: Call, size: tuple, settings: Any, data_format: str) -> None:
+    """A resize to ``size`` (height, width); ``settings`` holds its ``interpolation``,
+    ``antialias``, ``crop_to_aspect_ratio`` and ``pad_to_aspect_ratio``."""
+    tensor = sole_input(call)
     shape = em.value(tensor).shape
-    if op.crop_to_aspect_ratio or op.pad_to_aspect_ratio:
+    if settings.crop_to_aspect_ratio or settings.pad_to_aspect_ratio:
         raise unsupported(call, "resizing to an aspect ratio")
     if len(shape) != 4:
         raise unsupported(call, f"resizing a rank-{len(shape)} tensor")
-    height, width = (int(s) for s in op.size)
-    spatial = shape[1:3] if op.data_format == "channels_last" else shape[2:4]
-    if op.antialias and any(
+    height, width = (int(s) for s in size)
+    spatial = shape[1:3] if data_format == "channels_last" else shape[2:4]
+    if settings.antialias and any(
         d is None or t < d for d, t in zip(spatial, (height, width), strict=True)
     ):
         raise unsupported(call, "antialiased downsampling")
-    if op.interpolation == "bilinear":
+    if settings.interpolation == "bilinear":
         attributes = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
-    elif op.interpolation == "nearest":
+    elif settings.interpolation == "nearest":
         attributes = {
             "mode": "nearest",
             # TensorFlow's floor((i + 0.5) / scale) as ONNX's half-pixel rule
@@ -72,8 +86,8 @@ def _resize(em: Emitter, call: Call) -> None:
             "nearest_mode": "round_prefer_ceil",
         }
     else:
-        raise unsupported(call, f"interpolation {op.interpolation!r}")
-    layout = "cf" if op.data_format == "channels_last" else "keras"
+        raise unsupported(call, f"interpolation {settings.interpolation!r}")
+    layout = "cf" if data_format == "channels_last" else "keras"
     w = em.writer
     x = em.get(tensor, layout)
     leading = w.op(

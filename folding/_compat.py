@@ -201,6 +201,21 @@ def tf2onnx_optimizers() -> OrderedDict[str, type]:
     return OrderedDict(optimizer._get_optimizers())
 
 
+def run_tf2onnx_optimizer(factory: type, graph: Any) -> Any:
+    """One tf2onnx optimiser's rewrite of ``graph`` (in place; the graph it returns),
+    nodes nothing uses any more deleted, without writing every node back into its
+    protobuf first (each write copies every constant, the weights; ``make_model`` writes
+    them once at the end) or counting the nodes before and after for a log line.
+    tf2onnx 1.17.0: ``GraphOptimizerBase.optimize`` less its ``update_proto`` and
+    ``dump_node_statistics``; the optimisers read and write the nodes' own fields, not
+    their protobufs."""
+    optimizer = factory()
+    optimizer.opt_iteration = 0
+    graph = optimizer._optimize(graph) or graph
+    graph.delete_unused_nodes(graph.outputs)
+    return graph
+
+
 def optimize_to_fixed_point(graph: Any, optimizers: OrderedDict[str, type]) -> Any:
     """``graph`` with ``optimizers`` run to a fixed point, each on a copy, one that fails
     skipped. tf2onnx 1.17.0: ``tf2onnx.optimizer.optimize_graph(catch_errors=True)``."""

@@ -32,6 +32,7 @@ from folding._compat import (
     grappler_optimize,
     numpy_dtype_of,
     optimize_to_fixed_point,
+    run_tf2onnx_optimizer,
     tf2onnx_handler,
     tf2onnx_optimizers,
     tf_graph_to_onnx,
@@ -307,7 +308,7 @@ def _to_onnx(
             for key, factory in optimizers.items():
                 wanted = OPTIMIZER_OPS.get(key)
                 if wanted is None or wanted & {node.type for node in optimized.get_nodes()}:
-                    optimized = factory().optimize(optimized, 0) or optimized
+                    optimized = run_tf2onnx_optimizer(factory, optimized)
             optimized.topological_sort(optimized.get_nodes())
         except Exception:  # an optimiser failed midway: converted anew, tf2onnx's careful way
             optimized = optimize_to_fixed_point(convert(), optimizers)

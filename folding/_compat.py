@@ -180,9 +180,10 @@ def tf_graph_to_onnx(
     """A ``tf.Graph`` converted op by op into tf2onnx's graph (not yet optimised: no
     optimiser runs here); ops without a converter are kept and reported, not raised.
     tf2onnx 1.17.0: ``tf2onnx.tfonnx.process_tf_graph``."""
-    from tf2onnx.tfonnx import process_tf_graph
+    from tf2onnx import tfonnx
 
-    return process_tf_graph(
+    _scan_for_functions_only_where_there_are_some(tfonnx)
+    return tfonnx.process_tf_graph(
         tf_graph,
         continue_on_error=True,
         opset=opset,
@@ -190,6 +191,26 @@ def tf_graph_to_onnx(
         output_names=output_names,
         tensors_to_rename=renames,
     )
+
+
+def _scan_for_functions_only_where_there_are_some(tfonnx: Any) -> None:
+    """``process_tf_graph`` first converts every op of the graph once only to list the
+    functions it calls (``tf_loader.resolve_functions``), then converts them all again;
+    a graph whose library holds no function (the frozen, inlined graphs converted here)
+    calls none, so the first pass is skipped there: it returns [] for them anyway.
+    Installed once per process. tf2onnx 1.17.0: ``tfonnx.graphs_from_tf`` calls
+    ``resolve_functions`` (imported into ``tfonnx``), which reads ``tf.Graph._functions``."""
+    resolve = tfonnx.resolve_functions
+    if getattr(resolve, "skips_graphs_without_functions", False):
+        return
+
+    def resolve_functions(tf_graph: Any) -> list[Any]:
+        if not tf_graph._functions:
+            return []
+        return resolve(tf_graph)
+
+    resolve_functions.skips_graphs_without_functions = True  # type: ignore[attr-defined]
+    tfonnx.resolve_functions = resolve_functions
 
 
 def tf2onnx_optimizers() -> OrderedDict[str, type]:

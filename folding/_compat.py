@@ -183,6 +183,7 @@ def tf_graph_to_onnx(
     from tf2onnx import tfonnx
 
     _scan_for_functions_only_where_there_are_some(tfonnx)
+    _rewrite_loops_only_where_there_are_some(tfonnx)
     return tfonnx.process_tf_graph(
         tf_graph,
         continue_on_error=True,
@@ -211,6 +212,53 @@ def _scan_for_functions_only_where_there_are_some(tfonnx: Any) -> None:
 
     resolve_functions.skips_graphs_without_functions = True  # type: ignore[attr-defined]
     tfonnx.resolve_functions = resolve_functions
+
+
+LOOP_REWRITERS = frozenset(
+    {
+        "rewriter_lstm_tf2",
+        "rewrite_gru_tf2",
+        "rewrite_single_direction_lstm",
+        "rewrite_bi_direction_lstm",
+        "rewrite_single_direction_gru",
+        "rewrite_bi_direction_gru",
+        "rewrite_custom_rnn_cell",
+        "rewrite_generic_loop",
+        "rewrite_cond",
+    }
+)
+"""tf2onnx's rewriters of loops, conditionals and the recurrent cells inside loops."""
+
+LOOP_OPS = frozenset(
+    {
+        *("TensorListGetItem", "TensorListSetItem", "While", "StatelessWhile", "If"),
+        *("StatelessIf", "LoopCond", "Switch", "Merge", "Enter", "Exit", "NextIteration"),
+        *("LSTM", "GRU"),
+    }
+)
+"""Ops one of ``LOOP_REWRITERS`` starts from: TensorFlow 1 and 2 control flow, the
+tensor lists of a TensorFlow 2 loop's body, the LSTM/GRU nodes the bidirectional
+rewriters pair up."""
+
+
+def _rewrite_loops_only_where_there_are_some(tfonnx: Any) -> None:
+    """tf2onnx runs every rewriter on every graph, each matching its patterns against
+    every op (building the LSTM patterns alone takes a third of a second); a graph
+    with none of ``LOOP_OPS`` (a convolutional network) skips ``LOOP_REWRITERS``,
+    which match nothing there. Installed once per process. tf2onnx 1.17.0:
+    ``tfonnx.process_parsed_graph`` calls ``tfonnx.run_rewriters(g, funcs, ...)``, which
+    calls itself for subgraphs."""
+    run = tfonnx.run_rewriters
+    if getattr(run, "skips_loop_rewriters", False):
+        return
+
+    def run_rewriters(graph: Any, funcs: list[Any], *args: Any) -> Any:
+        if not {node.type for node in graph.get_nodes()} & LOOP_OPS:
+            funcs = [func for func in funcs if func.__name__ not in LOOP_REWRITERS]
+        return run(graph, funcs, *args)
+
+    run_rewriters.skips_loop_rewriters = True  # type: ignore[attr-defined]
+    tfonnx.run_rewriters = run_rewriters
 
 
 def tf2onnx_optimizers() -> OrderedDict[str, type]:

@@ -137,7 +137,9 @@ def main() -> None:
         del model
         runs = Runs()
         for repeat in range(args.repeats):
-            loaded, wall, cpu = timed(lambda: keras.models.load_model(source, compile=False))
+            loaded, wall, cpu = timed(
+                lambda path=source: keras.models.load_model(path, compile=False)
+            )
             runs.add("keras load", wall, cpu)
             for exporter in ("direct", "tf2onnx"):
                 out = workdir / f"{name}-{exporter}-{repeat}"
@@ -155,9 +157,9 @@ def main() -> None:
                 "-" if runs.stage(path, s) is None else f"{runs.stage(path, s):.2f}" for s in STAGES
             )
             samples, bn_ops = runs.facts[path]
+            ratios = (total / load, total_cpu / load_cpu)
             rows.append(
-                (name, path, load, total, total / load, total_cpu / load_cpu, stages, samples)
-                + (f"{bn_ops}/{batch_norms}",)
+                (name, path, load, total, *ratios, stages, samples, f"{bn_ops}/{batch_norms}")
             )
     print(f"{args.repeats} interleaved repeats, medians (seconds):")
     header = (

@@ -199,9 +199,11 @@ def tf_graph_to_onnx(
     """A ``tf.Graph`` converted op by op into tf2onnx's graph (not yet optimised: no
     optimiser runs here); ops without a converter are kept and reported, not raised.
     tf2onnx 1.17.0: ``tf2onnx.tfonnx.process_tf_graph``."""
-    from tf2onnx.tfonnx import process_tf_graph
+    from tf2onnx import tfonnx
 
-    return process_tf_graph(
+    _scan_for_functions_only_where_there_are_some(tfonnx)
+    _rewrite_loops_only_where_there_are_some(tfonnx)
+    return tfonnx.process_tf_graph(
         tf_graph,
         continue_on_error=True,
         opset=opset,
@@ -211,6 +213,73 @@ def tf_graph_to_onnx(
     )
 
 
+def _scan_for_functions_only_where_there_are_some(tfonnx: Any) -> None:
+    """``process_tf_graph`` first converts every op of the graph once only to list the
+    functions it calls (``tf_loader.resolve_functions``), then converts them all again;
+    a graph whose library holds no function (the frozen, inlined graphs converted here)
+    calls none, so the first pass is skipped there: it returns [] for them anyway.
+    Installed once per process. tf2onnx 1.17.0: ``tfonnx.graphs_from_tf`` calls
+    ``resolve_functions`` (imported into ``tfonnx``), which reads ``tf.Graph._functions``."""
+    resolve = tfonnx.resolve_functions
+    if getattr(resolve, "skips_graphs_without_functions", False):
+        return
+
+    def resolve_functions(tf_graph: Any) -> list[Any]:
+        if not tf_graph._functions:
+            return []
+        return resolve(tf_graph)
+
+    resolve_functions.skips_graphs_without_functions = True  # type: ignore[attr-defined]
+    tfonnx.resolve_functions = resolve_functions
+
+
+LOOP_REWRITERS = frozenset(
+    {
+        "rewriter_lstm_tf2",
+        "rewrite_gru_tf2",
+        "rewrite_single_direction_lstm",
+        "rewrite_bi_direction_lstm",
+        "rewrite_single_direction_gru",
+        "rewrite_bi_direction_gru",
+        "rewrite_custom_rnn_cell",
+        "rewrite_generic_loop",
+        "rewrite_cond",
+    }
+)
+"""tf2onnx's rewriters of loops, conditionals and the recurrent cells inside loops."""
+
+LOOP_OPS = frozenset(
+    {
+        *("TensorListGetItem", "TensorListSetItem", "While", "StatelessWhile", "If"),
+        *("StatelessIf", "LoopCond", "Switch", "Merge", "Enter", "Exit", "NextIteration"),
+        *("LSTM", "GRU"),
+    }
+)
+"""Ops one of ``LOOP_REWRITERS`` starts from: TensorFlow 1 and 2 control flow, the
+tensor lists of a TensorFlow 2 loop's body, the LSTM/GRU nodes the bidirectional
+rewriters pair up."""
+
+
+def _rewrite_loops_only_where_there_are_some(tfonnx: Any) -> None:
+    """tf2onnx runs every rewriter on every graph, each matching its patterns against
+    every op (building the LSTM patterns alone takes a third of a second); a graph
+    with none of ``LOOP_OPS`` (a convolutional network) skips ``LOOP_REWRITERS``,
+    which match nothing there. Installed once per process. tf2onnx 1.17.0:
+    ``tfonnx.process_parsed_graph`` calls ``tfonnx.run_rewriters(g, funcs, ...)``, which
+    calls itself for subgraphs."""
+    run = tfonnx.run_rewriters
+    if getattr(run, "skips_loop_rewriters", False):
+        return
+
+    def run_rewriters(graph: Any, funcs: list[Any], *args: Any) -> Any:
+        if not {node.type for node in graph.get_nodes()} & LOOP_OPS:
+            funcs = [func for func in funcs if func.__name__ not in LOOP_REWRITERS]
+        return run(graph, funcs, *args)
+
+    run_rewriters.skips_loop_rewriters = True  # type: ignore[attr-defined]
+    tfonnx.run_rewriters = run_rewriters
+
+
 def tf2onnx_optimizers() -> OrderedDict[str, type]:
     """tf2onnx's optimisers by name, in the order it runs them; each class is made with no
     arguments and has ``optimize(graph, iteration)``. tf2onnx 1.17.0:
@@ -218,6 +287,21 @@ def tf2onnx_optimizers() -> OrderedDict[str, type]:
     from tf2onnx import optimizer
 
     return OrderedDict(optimizer._get_optimizers())
+
+
+def run_tf2onnx_optimizer(factory: type, graph: Any) -> Any:
+    """One tf2onnx optimiser's rewrite of ``graph`` (in place; the graph it returns),
+    nodes nothing uses any more deleted, without writing every node back into its
+    protobuf first (each write copies every constant, the weights; ``make_model`` writes
+    them once at the end) or counting the nodes before and after for a log line.
+    tf2onnx 1.17.0: ``GraphOptimizerBase.optimize`` less its ``update_proto`` and
+    ``dump_node_statistics``; the optimisers read and write the nodes' own fields, not
+    their protobufs."""
+    optimizer = factory()
+    optimizer.opt_iteration = 0
+    graph = optimizer._optimize(graph) or graph
+    graph.delete_unused_nodes(graph.outputs)
+    return graph
 
 
 def optimize_to_fixed_point(graph: Any, optimizers: OrderedDict[str, type]) -> Any:

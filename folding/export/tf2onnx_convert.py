@@ -32,6 +32,7 @@ from folding._compat import (
     grappler_optimize,
     numpy_dtype_of,
     optimize_to_fixed_point,
+    run_tf2onnx_optimizer,
     tf2onnx_handler,
     tf2onnx_optimizers,
     tf_graph_to_onnx,
@@ -136,7 +137,7 @@ def fold_constants(graph_def: Any, output_names: list[str]) -> Any:
     computed = []
     for name in frontier:
         node = nodes[name]
-        source = nodes.get(node.input[0].split(":")[0]) if node.op == "Identity" else None
+        source = _through_identities(node, nodes) if node.op == "Identity" else None
         if source is not None and source.op in ("Const", "ConstV2"):  # a read variable
             alias = node_def_pb2.NodeDef()
             alias.CopyFrom(source)
@@ -160,6 +161,19 @@ def fold_constants(graph_def: Any, output_names: list[str]) -> Any:
             graph_def.node[index].CopyFrom(replaced[node.name])
     _keep_nodes(graph_def, fetch_ops)
     return graph_def
+
+
+def _through_identities(node: Any, nodes: dict[str, Any]) -> Any:
+    """What a chain of ``Identity`` ops passes on (a SavedModel's variable reaches its
+    reader through two: the call's input and the read), or None. A weight found so is
+    aliased, not computed: computing it would run every weight through a session."""
+    seen = 0
+    while node is not None and node.op == "Identity" and node.input and seen < len(nodes):
+        name, _, index = node.input[0].partition(":")
+        if index not in ("", "0"):
+            return None
+        node, seen = nodes.get(name), seen + 1
+    return node
 
 
 def _evaluate(graph_def: Any, names: list[str]) -> list[tuple[Any, Any]]:
@@ -307,7 +321,7 @@ def _to_onnx(
             for key, factory in optimizers.items():
                 wanted = OPTIMIZER_OPS.get(key)
                 if wanted is None or wanted & {node.type for node in optimized.get_nodes()}:
-                    optimized = factory().optimize(optimized, 0) or optimized
+                    optimized = run_tf2onnx_optimizer(factory, optimized)
             optimized.topological_sort(optimized.get_nodes())
         except Exception:  # an optimiser failed midway: converted anew, tf2onnx's careful way
             optimized = optimize_to_fixed_point(convert(), optimizers)

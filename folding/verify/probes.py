@@ -39,8 +39,13 @@ MIN_SAMPLES = 2
 def sample_count(graph: Graph, requested: int) -> int:
     """``requested`` rows, fewer for a large network (but at least ``MIN_SAMPLES``)
     so that verifying it takes about as long as a small one."""
-    macs = max(multiply_accumulates(graph), 1)
-    budget = int(PROBE_BUDGET_MACS // macs)
+    return samples_within_budget(multiply_accumulates(graph), requested)
+
+
+def samples_within_budget(macs: int, requested: int) -> int:
+    """``requested`` rows, fewer when ``macs`` per row would take them over
+    ``PROBE_BUDGET_MACS`` (but at least ``MIN_SAMPLES``)."""
+    budget = int(PROBE_BUDGET_MACS // max(macs, 1))
     return max(min(requested, budget), min(requested, MIN_SAMPLES))
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ class KerasSource(Source):
                 raise ProbeError(str(error), option="recalibrate") from None
         self._graph: Any = None
         self._inputs: list[Any] = []
+        self._early: _EarlyReference | None = None
 
     @classmethod
     def open(
@@ -74,6 +77,7 @@ class KerasSource(Source):
         result = fold_model(self.model, calibration, self.recalibrate_on, folding)
         self._graph = trace(self.model)
         self._inputs = result.inputs
+        self._early = _EarlyReference.start(self, options.verify)
         folded_at = time.perf_counter()
         on_stage("exporting", None)
         exporting = StageProgress(on_stage, "exporting")
@@ -96,6 +100,16 @@ class KerasSource(Source):
         )
 
     def probes(self, verify: VerifyOptions) -> tuple[list[np.ndarray], str]:
+        if self._early is not None and self._early.verify is verify:
+            return self._early.probes, self._early.described
+        return self._make_probes(verify)
+
+    def reference(self, probes: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if self._early is not None and probes is self._early.probes:
+            return self._early.answers()
+        return self._run(probes)
+
+    def _make_probes(self, verify: VerifyOptions) -> tuple[list[np.ndarray], str]:
         from folding.verify.probes import make_probes, sample_count
 
         count = verify.samples
@@ -103,10 +117,39 @@ class KerasSource(Source):
             count = sample_count(self._graph, verify.samples)
         return make_probes(self._inputs, count, verify.probes, graph=self._graph)
 
-    def reference(self, probes: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def _run(self, probes: Sequence[np.ndarray]) -> list[np.ndarray]:
         from folding.export.pair import flat_caller
 
         return [np.asarray(output) for output in flat_caller(self.model)(list(probes))]
+
+
+@dataclass
+class _EarlyReference:
+    """The Keras model's answers on the probes, computed in a thread of their own while
+    the exports are written (TensorFlow's kernels run without the GIL; the exporters
+    mostly hold it), so that verifying does not wait for them. The same probes and the
+    same eager call as ``KerasSource.probes``/``reference`` make later, only sooner."""
+
+    verify: VerifyOptions
+    probes: list[np.ndarray]
+    described: str
+    future: Future
+
+    @classmethod
+    def start(cls, source: KerasSource, verify: VerifyOptions) -> _EarlyReference | None:
+        """None when the probes cannot be made now: then they are made, and fail, in
+        the verifying stage, as they would without this."""
+        try:
+            probes, described = source._make_probes(verify)
+        except Exception:  # ProbeError and whatever a user's file raises: said later
+            return None
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keras-reference")
+        future = pool.submit(source._run, probes)
+        pool.shutdown(wait=False)
+        return cls(verify, probes, described, future)
+
+    def answers(self) -> list[np.ndarray]:
+        return self.future.result()
 
 
 def export_warnings(exported: Any, unfolded_graph: Any) -> list[str]:

@@ -110,6 +110,11 @@ class Source:
         """The reference's answers on ``probes``, in output order."""
         raise NotImplementedError
 
+    def early_reference(self, probes: Sequence[np.ndarray]) -> list[np.ndarray] | None:
+        """``reference(probes)`` when the source computed it already (beside the
+        exports), else None: the pipeline then runs it chunk by chunk."""
+        return None
+
 
 NO_BN_LAYERS = {
     ONNX: "needs a Keras model; an ONNX model has no BN layers",

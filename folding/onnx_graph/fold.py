@@ -30,10 +30,11 @@ from folding.onnx_graph import (
 from folding.onnx_graph.affine import Affine, affine_of, batch_norm_affine
 from folding.onnx_graph.channels_first import channels_first
 from folding.onnx_graph.decomposed import LINEAR_OPS, Pair, find_pairs, is_bias
-from folding.onnx_graph.graph import NotFoldable, OnnxGraph, node_key
+from folding.onnx_graph.graph import NotFoldable, OnnxGraph, article, node_key
 from folding.onnx_graph.plan import Plan
 from folding.report import BatchNormStats, FoldedEntry, NotFoldedEntry
 
+PASS_THROUGH = ("Identity",)
 BACKWARD = {
     "Conv": into_conv.plan,
     "ConvTranspose": into_conv.plan,
@@ -205,11 +206,18 @@ def _fold(graph: OnnxGraph, affine: Affine) -> _Folded:
 
 def _plan_backward(graph: OnnxGraph, affine: Affine) -> Plan:
     producer = graph.producer(affine.input)
+    while producer is not None and producer.op_type in PASS_THROUGH:
+        # ``Identity`` (the dynamo exporter's ``cat`` of one tensor): the BN sees the
+        # tensor before it unchanged
+        graph.sole_user(producer.output[0], f"the output of '{node_key(producer)}'")
+        producer = graph.producer(producer.input[0])
     if producer is None:
         raise NotFoldable("its input is a graph input")
     rule = BACKWARD.get(producer.op_type)
     if rule is None:
-        raise NotFoldable(f"'{node_key(producer)}' is a {producer.op_type}, which has no weights")
+        raise NotFoldable(
+            f"'{node_key(producer)}' is {article(producer.op_type)}, which has no weights"
+        )
     return rule(graph, affine, producer)
 
 

@@ -34,6 +34,11 @@ def attribute(node: onnx.NodeProto, name: str, default: Any) -> Any:
     return default
 
 
+def article(op_type: str) -> str:
+    """``a Relu``, ``an Identity``: an op type in a sentence."""
+    return f"{'an' if op_type[:1] in 'AEIOU' else 'a'} {op_type}"
+
+
 def node_key(node: onnx.NodeProto) -> str:
     """How reports name a node: its name, else its first output."""
     return node.name or node.output[0]

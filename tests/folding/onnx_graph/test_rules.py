@@ -241,3 +241,32 @@ def test_bn_on_axis_one_of_a_3d_matmul_output_is_not_its_features():
     (entry,) = result.not_folded
     assert "rank-3 MatMul output" in entry.reason
     assert_same_answers(original, result.model)
+
+
+def test_bn_behind_an_identity_folds_into_the_conv_before_it():
+    """The dynamo exporter writes ``torch.cat`` of one tensor (DenseNet's first layer of
+    a block) as an ``Identity``; a BN after it reads the convolution's output unchanged."""
+    b = Builder()
+    conv = b.node("Conv", ["x", b.const("k", array((6, 4, 3, 3)))], "conv", pads=[1] * 4)
+    b.bn(b.node("Identity", [conv], "cat"), "y", 6)
+    original = b.model([("x", [2, 4, 5, 5])], ["y"])
+    result = fold_onnx(original)
+    assert [(e.bn, e.into) for e in result.folded] == [("y (BatchNormalization)", "conv")]
+    assert op_count(result.model, "BatchNormalization") == 0
+    assert_same_answers(original, result.model)
+
+
+def test_bn_behind_an_identity_read_twice_is_kept_and_says_why():
+    b = Builder()
+    conv = b.node("Conv", ["x", b.const("k", array((6, 4, 1, 1)))], "conv")
+    b.bn(conv, "y", 6)
+    b.node("Relu", [conv], "r")
+    identity = b.node("Identity", [b.node("Conv", ["x", "k"], "conv2")], "cat")
+    b.bn(identity, "z", 6)
+    b.node("Relu", [identity], "s")
+    original = b.model([("x", [2, 4, 5, 5])], ["y", "r", "z", "s"])
+    result = fold_onnx(original)
+    reasons = {e.bn: e.reason for e in result.not_folded}
+    assert "the output of 'cat' feeds 2 nodes" in reasons["z"]
+    assert "the output of 'conv' feeds 2 nodes" in reasons["y"]
+    assert_same_answers(original, result.model)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -279,8 +280,9 @@ def _count(pair) -> str:
 
 
 def _reasons(kept: list) -> str:
-    counts = Counter(reason for _, reason in kept)
-    return "; ".join(f"{n}x {reason}" for reason, n in counts.most_common(3))
+    """The commonest reasons, node names left out (``'…'``), with how often each."""
+    counts = Counter(re.sub(r"'[^']*'", "'…'", reason) for _, reason in kept)
+    return "; ".join(f"{n}x {reason}" for reason, n in counts.most_common(2))
 
 
 HEADER = (

@@ -270,3 +270,18 @@ def test_bn_behind_an_identity_read_twice_is_kept_and_says_why():
     assert "the output of 'cat' feeds 2 nodes" in reasons["z"]
     assert "the output of 'conv' feeds 2 nodes" in reasons["y"]
     assert_same_answers(original, result.model)
+
+
+def test_a_shape_reader_does_not_keep_a_linear_norm():
+    """timm's LeViT ``linear(x).flatten(0, 1)`` -> BN -> ``.reshape_as(linear(x))``: the
+    TorchScript exporter reads the MatMul's output twice, once by ``Shape``; the fold
+    keeps its shape, so the BN folds."""
+    b = Builder()
+    matmul = b.node("MatMul", ["x", b.const("W", array((4, 6)))], "m")
+    flat = b.node("Flatten", [matmul], "flat", axis=2)
+    b.node("Reshape", [b.bn(flat, "bn", 6), b.node("Shape", [matmul], "shape")], "y")
+    original = b.model([("x", [2, 5, 4])], ["y"])
+    result = fold_onnx(original)
+    assert [(e.bn, e.into) for e in result.folded] == [("bn (BatchNormalization)", "m")]
+    assert op_count(result.model, "BatchNormalization") == 0
+    assert_same_answers(original, result.model)

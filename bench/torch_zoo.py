@@ -92,6 +92,11 @@ MODELS = {
 }
 
 
+def wanted(label: str, only: str | None) -> bool:
+    """``label`` is one of those ``--only`` names (comma-separated parts of labels)."""
+    return not only or any(part in label for part in only.split(","))
+
+
 # -- export stage (in the torch Python) ------------------------------------------------
 
 
@@ -178,7 +183,7 @@ def export_all(out: Path, only: str | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     entries = []
     for seed, (label, (library, constructor, kwargs, side)) in enumerate(MODELS.items()):
-        if only and only not in label:
+        if not wanted(label, only):
             continue
         torch.manual_seed(seed)
         try:
@@ -309,7 +314,7 @@ def line(row: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--torch", default="/tmp/torchzoo/bin/python")
-    parser.add_argument("--only", metavar="TEXT", help="only the models whose label contains it")
+    parser.add_argument("--only", metavar="TEXT", help="only the models whose label contains it (or any comma-separated part)")
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--keep", type=Path, help="export into (and keep) this directory")
     parser.add_argument("--export-into", type=Path, help=argparse.SUPPRESS)
@@ -327,7 +332,7 @@ def main() -> None:
         entries = json.loads((files / "manifest.json").read_text())
         rows = []
         for entry in entries:
-            if args.only and args.only not in entry["model"]:
+            if not wanted(entry["model"], args.only):
                 continue
             rows.append(fold_one(entry, Path(scratch)))
             print(line(rows[-1]), flush=True)

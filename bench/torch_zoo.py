@@ -65,7 +65,12 @@ MODELS = {
     "mnasnet0_5": ("torchvision", "mnasnet0_5", {}, 64),
     "squeezenet1_1": ("torchvision", "squeezenet1_1", {}, 64),
     "googlenet": ("torchvision", "googlenet", {"aux_logits": False, "init_weights": True}, 64),
-    "inception_v3": ("torchvision", "inception_v3", {"aux_logits": False, "init_weights": True}, 96),
+    "inception_v3": (
+        "torchvision",
+        "inception_v3",
+        {"aux_logits": False, "init_weights": True},
+        96,
+    ),
     "convnext_tiny": ("torchvision", "convnext_tiny", {}, 64),
     "maxvit_t": ("torchvision", "maxvit_t", {}, 224),
     "timm levit_128s": ("timm", "levit_128s", {"img_size": 96}, 96),
@@ -314,7 +319,9 @@ def line(row: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--torch", default="/tmp/torchzoo/bin/python")
-    parser.add_argument("--only", metavar="TEXT", help="only the models whose label contains it (or any comma-separated part)")
+    parser.add_argument(
+        "--only", metavar="TEXT", help="models whose label contains it (or a comma-separated part)"
+    )
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--keep", type=Path, help="export into (and keep) this directory")
     parser.add_argument("--export-into", type=Path, help=argparse.SUPPRESS)
@@ -347,8 +354,8 @@ def main() -> None:
         section = (
             f"{SECTION}\n\n`.venv/bin/python bench/torch_zoo.py --write` (torch, torchvision and "
             "timm in their own Python: see the script; random weights, every BN's statistics "
-            "randomised, open batch axis, 64-224 px). `BNs`: BatchNorm and FrozenBatchNorm modules in "
-            "the model; `in file`: BatchNormalization nodes (and the Mul + Add pairs an "
+            "randomised, open batch axis, 64-224 px). `BNs`: BatchNorm and FrozenBatchNorm "
+            "modules in the model; `in file`: BatchNormalization nodes (and the Mul + Add pairs an "
             "exporter decomposed a BN into); `left by ORT`: what ONNX Runtime's offline "
             "optimiser (ORT_ENABLE_EXTENDED) leaves of them."
             f"\n\n{table}\n"

@@ -15,6 +15,8 @@ What flows through it (``fold.fold_onnx``)::
                        through_layout.py  MatMul/Gemm -> Reshape/Flatten/Transpose
                        through_concat.py  Concat of single-consumer convolutions
              forward   into_following.py  Conv / Gemm / MatMul after it
+             parallel  into_sibling.py    Conv of its own input it is added to
+                                          (RepVGG's identity branch; BNs only)
         -> OnnxGraph.commit      nodes back in topological order; nodes, initializers
                                  and value_info nothing needs are dropped
     -> OnnxFoldResult(model, folded entries, not_folded entries with reasons)

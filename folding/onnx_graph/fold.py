@@ -3,9 +3,11 @@ every ``BatchNormalization`` reported, folded or kept with a reason.
 
 Backward first (into the node that produces the BN's input: ``into_conv``,
 ``into_gemm``, ``into_matmul``, ``through_layout``, ``through_concat``), then
-forward (``into_following``). Reported are the ``BatchNormalization`` nodes, the
-Mul + Add/Sub pairs exporters decompose BNs into (``decomposed``), and a lone
-per-channel ``Mul`` folded beside a linear node; a lone per-channel ``Add``
+forward (``into_following``), then, for a ``BatchNormalization``, into a
+convolution of the same input that it is added to (``into_sibling``).
+Reported are the ``BatchNormalization`` nodes, the Mul + Add/Sub pairs exporters
+decompose BNs into (``decomposed``), and a lone per-channel ``Mul`` folded beside a
+linear node; a lone per-channel ``Add``
 beside one is a bias, merged but not reported as a BN.
 """
 
@@ -24,6 +26,7 @@ from folding.onnx_graph import (
     into_following,
     into_gemm,
     into_matmul,
+    into_sibling,
     through_concat,
     through_layout,
 )
@@ -188,9 +191,17 @@ def _fold(graph: OnnxGraph, affine: Affine) -> _Folded:
         try:
             plan, direction = into_following.plan(graph, affine), "forward"
         except NotFoldable as forward:
-            raise NotFoldable(
-                f"cannot fold backward ({backward}) nor forward ({forward})"
-            ) from None
+            if affine.node.op_type != "BatchNormalization":
+                raise NotFoldable(
+                    f"cannot fold backward ({backward}) nor forward ({forward})"
+                ) from None
+            try:
+                plan, direction = into_sibling.plan(graph, affine), "parallel"
+            except NotFoldable as parallel:
+                raise NotFoldable(
+                    f"cannot fold backward ({backward}), forward ({forward}) nor into a "
+                    f"convolution beside it ({parallel})"
+                ) from None
     targets = plan()
     graph.bypass(affine.node, affine.input)
     arrays = [graph.constant(name) for target in targets for name in target.input[1:]]

@@ -22,7 +22,6 @@ from onnx import numpy_helper
 
 from folding.onnx_graph.constants import PURE_OPS, cast_like, constant_node_value, evaluate
 
-
 SHAPE_READERS = ("Shape", "Size")
 
 

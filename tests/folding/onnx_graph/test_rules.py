@@ -285,3 +285,38 @@ def test_a_shape_reader_does_not_keep_a_linear_norm():
     assert [(e.bn, e.into) for e in result.folded] == [("bn (BatchNormalization)", "m")]
     assert op_count(result.model, "BatchNormalization") == 0
     assert_same_answers(original, result.model)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 6])
+def test_identity_branch_bn_folds_into_the_convolution_it_is_added_to(groups):
+    """RepVGG's block: ``bn_kxk(conv3x3(x)) + bn_1x1(conv1x1(x)) + bn_id(x)``; the
+    identity BN goes into a convolution of the same ``x`` (here grouped or depthwise)."""
+    b = Builder()
+    k3 = b.const("k3", array((6, 6 // groups, 3, 3)))
+    k1 = b.const("k1", array((6, 6 // groups, 1, 1)))
+    wide = b.bn(b.node("Conv", ["x", k3], "c3", pads=[1] * 4, group=groups), "bn3", 6)
+    narrow = b.bn(b.node("Conv", ["x", k1], "c1", group=groups), "bn1", 6)
+    branches = b.node("Add", [wide, narrow], "sum")
+    b.node("Relu", [b.node("Add", [branches, b.bn("x", "bn_id", 6)], "out")], "y")
+    original = b.model([("x", [2, 6, 5, 5])], ["y"])
+    result = fold_onnx(original)
+    entries = {e.bn: (e.direction, e.into) for e in result.folded}
+    assert entries["bn_id (BatchNormalization)"][0] == "parallel"
+    assert len(entries) == 3 and result.not_folded == []
+    assert op_count(result.model, "BatchNormalization") == 0
+    assert op_count(result.model, "Add") == 1
+    assert_same_answers(original, result.model)
+
+
+def test_identity_branch_beside_a_conv_with_no_tap_in_place_is_kept():
+    """A dilated 3x3 convolution padded [1, 3] keeps the size, but no tap reads the
+    input at the output's own position: the BN stays, saying why."""
+    b = Builder()
+    kernel = b.const("k", array((6, 6, 3, 3)))
+    conv = b.node("Conv", ["x", kernel], "c", dilations=[2, 2], pads=[1, 1, 3, 3])
+    b.node("Add", [conv, b.bn("x", "bn_id", 6)], "y")
+    original = b.model([("x", [2, 6, 6, 6])], ["y"])
+    result = fold_onnx(original)
+    (entry,) = result.not_folded
+    assert entry.bn == "bn_id" and "no tap reads its input in place" in entry.reason
+    assert_same_answers(original, result.model)

@@ -203,6 +203,21 @@ class DenseConcat(nn.Module):
         return self.bn2(torch.cat([self.small(y), self.large(y)], 1))
 
 
+class IdentityBranch(nn.Module):
+    """RepVGG's training-time block: ``bn(conv3x3(x)) + bn(conv1x1(x)) + bn(x)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.wide = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
+        self.narrow = nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8))
+        self.identity = nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.stem(x))
+        return torch.relu(self.wide(y) + self.narrow(y) + self.identity(y))
+
+
 MODELS = {
     "conv_bn_relu": (ConvBnRelu, (3, 16, 16)),
     "depthwise": (Depthwise, (3, 16, 16)),
@@ -212,6 +227,7 @@ MODELS = {
     "linear_norm": (LinearNorm, (5, 6)),
     "frozen_bn": (FrozenBn, (3, 8, 8)),
     "dense_concat": (DenseConcat, (3, 8, 8)),
+    "identity_branch": (IdentityBranch, (3, 8, 8)),
 }
 
 

@@ -56,6 +56,9 @@ class OnnxFoldResult:
     not_folded: list[NotFoldedEntry] = field(default_factory=list)
     scales: dict[str, np.ndarray] = field(default_factory=dict)
     """Each reported BN's per-channel scale (float64), by its entry's name."""
+    lone_scales: set[str] = field(default_factory=set)
+    """The names of the ``folded`` entries that are a per-channel ``Mul`` alone (a
+    layer scale, a rescaling): folded, but no BatchNormalization of the model's own."""
     _described: dict[str, Callable[[], _Numbers]] = field(default_factory=dict, repr=False)
 
     def describe(self, name: str) -> _Numbers:
@@ -146,6 +149,8 @@ def fold_onnx(model: onnx.ModelProto, *, describe: bool = True) -> OnnxFoldResul
     for key, done in outcome.folded.items():
         if key not in paired and done.affine.node.op_type not in ("Add", "Sub"):
             result.folded.append(done.entry(result, describe))
+            if done.affine.node.op_type == "Mul":
+                result.lone_scales.add(result.folded[-1].bn)
     for pair in pairs:
         _report_pair(graph, pair, outcome, result, describe)
     for key, (affine, reason) in outcome.reasons.items():

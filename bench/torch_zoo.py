@@ -249,8 +249,10 @@ def left_by_runtime(path: Path, out: Path) -> tuple[int, int] | str:
     return bns_in(out / "ort.onnx")
 
 
-def fold_one(entry: dict, scratch: Path) -> dict:
+def fold_one(entry: dict, scratch: Path, samples: int = 8) -> dict:
+    """One file folded as the CLI does (``samples`` probe rows); its table row."""
     from folding.errors import FoldingError
+    from folding.options import FoldOptions, VerifyOptions
     from folding.pipeline import fold_to_directory
     from folding.sources import open_source
 
@@ -265,7 +267,8 @@ def fold_one(entry: dict, scratch: Path) -> dict:
     started = time.perf_counter()
     report = None
     try:
-        report = fold_to_directory(open_source(path), out)
+        options = FoldOptions(verify=VerifyOptions(samples=samples))
+        report = fold_to_directory(open_source(path, options), out, options)
     except FoldingError as error:
         row["error"] = str(error).splitlines()[0][:120]
         report = getattr(error, "report", None)
@@ -292,7 +295,10 @@ def _count(pair) -> str:
 def _reasons(kept: list) -> str:
     """The commonest reasons, node names left out (``'…'``), with how often each."""
     counts = Counter(re.sub(r"'[^']*'", "'…'", reason) for _, reason in kept)
-    return "; ".join(f"{n}x {reason}" for reason, n in counts.most_common(2))
+    cut = [(reason if len(reason) < 200 else f"{reason[:200]}…", n) for reason, n in counts.items()]
+    top = sorted(cut, key=lambda item: -item[1])[:2]
+    more = "; …" if len(counts) > 2 else ""
+    return "; ".join(f"{n}x {reason}" for reason, n in top) + more
 
 
 HEADER = (
@@ -322,6 +328,7 @@ def main() -> None:
     parser.add_argument(
         "--only", metavar="TEXT", help="models whose label contains it (or a comma-separated part)"
     )
+    parser.add_argument("--samples", type=int, default=8, help="probe rows per fold")
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--keep", type=Path, help="export into (and keep) this directory")
     parser.add_argument("--export-into", type=Path, help=argparse.SUPPRESS)
@@ -341,7 +348,7 @@ def main() -> None:
         for entry in entries:
             if not wanted(entry["model"], args.only):
                 continue
-            rows.append(fold_one(entry, Path(scratch)))
+            rows.append(fold_one(entry, Path(scratch), args.samples))
             print(line(rows[-1]), flush=True)
             if args.keep:
                 (files / "rows.json").write_text(json.dumps(rows, indent=1))

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -282,6 +283,7 @@ def fold_one(entry: dict, scratch: Path, samples: int = 8) -> dict:
         if (out / "model.onnx").exists():
             row["left"] = bns_in(out / "model.onnx")
     row["ort"] = left_by_runtime(path, out)
+    shutil.rmtree(out)  # three copies of the weights: a zoo's worth fills a disk
     return row
 
 

@@ -198,15 +198,17 @@ def fold_identity_branch(
     bn: BatchNormParams,
     groups: int,
     centre: tuple[int, ...],
+    sign: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Merge a BatchNormalization of a convolution's own input into that convolution,
-    where the two are added (RepVGG's identity branch: ``conv(x) + bn(x)``).
+    where the two are added (RepVGG's identity branch: ``conv(x) + bn(x)``; ``sign``
+    -1: subtracted, FastViT's ``mixer(x) - norm(x)``).
 
     ``bn(x) = x * scale + shift`` is a convolution whose kernel is ``scale`` on the
     channel's own tap ``centre`` and zero elsewhere, so ``W'[c, c % (C / groups),
-    *centre] = W[c, c % (C / groups), *centre] + scale[c]`` and ``b' = b + shift``.
-    ``kernel``: ``[out, in / groups, *k]`` with ``out == in``."""
-    scale, shift = bn.scale(), bn.shift()
+    *centre] = W[c, c % (C / groups), *centre] + sign * scale[c]`` and
+    ``b' = b + sign * shift``. ``kernel``: ``[out, in / groups, *k]`` with ``out == in``."""
+    scale, shift = sign * bn.scale(), sign * bn.shift()
     channels = kernel.shape[0]
     per_group = channels // groups
     folded_kernel = kernel.astype(np.float64)

@@ -6,6 +6,7 @@ What flows through it (``fold.fold_onnx``)::
     ModelProto --copy--> OnnxGraph (graph.py: producers and use lists;
                                     constants.py: constant sub-expressions)
         -> channels_first.py     undo channels-last Transpose shuffles (tf2onnx)
+        -> no_ops.py             drop ``x + 0``, ``x * 1`` (MobileOne's sum of branches)
         -> decomposed.py         find the Mul + Add pairs exporters turn BNs into
         -> per BN-like node (affine.py: BatchNormalization or a per-channel
            Mul/Add/Sub as ``x * scale + shift``), the first rule that fits:

@@ -34,6 +34,7 @@ from folding.onnx_graph.affine import Affine, affine_of, batch_norm_affine
 from folding.onnx_graph.channels_first import channels_first
 from folding.onnx_graph.decomposed import LINEAR_OPS, Pair, find_pairs, is_bias
 from folding.onnx_graph.graph import NotFoldable, OnnxGraph, article, node_key
+from folding.onnx_graph.no_ops import drop_no_ops
 from folding.onnx_graph.plan import Plan
 from folding.report import BatchNormStats, FoldedEntry, NotFoldedEntry
 
@@ -135,6 +136,7 @@ def fold_onnx(model: onnx.ModelProto, *, describe: bool = True) -> OnnxFoldResul
     copy.CopyFrom(model)
     graph = OnnxGraph(copy, original=model)
     channels_first(graph)
+    drop_no_ops(graph)
     pairs = find_pairs(graph)
     paired = {key for pair in pairs for key in pair.keys}
     outcome = _Outcome()

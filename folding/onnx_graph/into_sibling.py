@@ -1,14 +1,16 @@
 """Rule: a BN of a convolution's own input, added to that convolution's output, goes
-into the convolution (RepVGG's and MobileOne's identity branch: ``conv(x) + bn(x)``).
+into the convolution (RepVGG's and MobileOne's identity branch: ``conv(x) + bn(x)``;
+FastViT's RepMixer subtracts it: ``mixer(x) - norm(x)``).
 
 ``bn(x) = x * scale + shift`` is itself a convolution: ``scale`` on each channel's own
 tap at the output's position, zero elsewhere, and bias ``shift``
 (``folding.math.fold_identity_branch``). So when the BN's output is read only by an
-``Add`` whose other operand is such a convolution of the same ``x`` (or an ``Add`` of
-branches, one of them that convolution), each read by nothing else, the BN folds into
-it exactly and the ``Add`` goes. The convolution must map ``C`` channels to ``C``, with
-stride 1 and explicit pads that keep the size, starting a whole number of dilations
-before the tap that reads ``x`` in place; a bias computed at run time keeps the BN.
+``Add`` (or a ``Sub`` that subtracts it: ``-scale``, ``-shift``) whose other operand
+is such a convolution of the same ``x`` (or an ``Add`` of branches, one of them that
+convolution), each read by nothing else, the BN folds into it exactly and the ``Add``
+/ ``Sub`` goes. The convolution must map ``C`` channels to ``C``, with stride 1 and
+explicit pads that keep the size, starting a whole number of dilations before the tap
+that reads ``x`` in place; a bias computed at run time keeps the BN.
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ from folding.onnx_graph.plan import Plan
 def plan(graph: OnnxGraph, affine: Affine) -> Plan:
     output = affine.node.output[0]
     add = graph.sole_user(output, "its output")
-    if add.op_type != "Add" or len(add.input) != 2 or add.input[0] == add.input[1]:
+    if add.op_type not in ("Add", "Sub") or len(add.input) != 2 or add.input[0] == add.input[1]:
         raise NotFoldable(f"it feeds {article(add.op_type)}, not an Add beside a convolution")
+    if add.op_type == "Sub" and add.input[0] == output:
+        raise NotFoldable(f"it is what '{node_key(add)}' subtracts from, not what it subtracts")
     if affine.axis_from_end is not None:
         raise NotFoldable("it scales the last axis, not the channel axis 1")
     other = add.input[1] if add.input[0] == output else add.input[0]
+    sign = -1.0 if add.op_type == "Sub" else 1.0
     conv, centre, reasons = None, None, []
     pending = [other]
     while pending and conv is None:
@@ -54,7 +59,7 @@ def plan(graph: OnnxGraph, affine: Affine) -> Plan:
     def apply() -> list[onnx.NodeProto]:
         flat_bias = None if bias is None else bias.reshape(-1)
         new_weight, new_bias = math.fold_identity_branch(
-            weight, flat_bias, affine.params, groups, centre
+            weight, flat_bias, affine.params, groups, centre, sign
         )
         graph.set_constant(conv, 1, new_weight)
         graph.set_constant(conv, 2, new_bias)

@@ -320,3 +320,33 @@ def test_identity_branch_beside_a_conv_with_no_tap_in_place_is_kept():
     (entry,) = result.not_folded
     assert entry.bn == "bn_id" and "no tap reads its input in place" in entry.reason
     assert_same_answers(original, result.model)
+
+
+def test_subtracted_identity_bn_folds_negated_into_the_mixer():
+    """FastViT's RepMixer: ``x + (bn(dwconv(x)) - norm(x))``; ``norm`` goes into the
+    depthwise convolution with ``-scale`` on its centre tap and ``-shift`` in its bias."""
+    b = Builder()
+    kernel = b.const("k", array((6, 1, 3, 3)))
+    mixer = b.bn(b.node("Conv", ["x", kernel], "dw", pads=[1] * 4, group=6), "mixer_bn", 6)
+    mixed = b.node("Sub", [mixer, b.bn("x", "norm", 6)], "mixed")
+    b.node("Add", ["x", mixed], "y")
+    original = b.model([("x", [2, 6, 5, 5])], ["y"])
+    result = fold_onnx(original)
+    assert {e.bn: e.direction for e in result.folded}["norm (BatchNormalization)"] == "parallel"
+    assert result.not_folded == [] and op_count(result.model, "Sub") == 0
+    assert_same_answers(original, result.model)
+
+
+def test_a_sum_started_at_zero_does_not_hide_the_identity_branch():
+    """timm's MobileOne block sums its branches from ``0``: ``bn(x) + 0 + conv(x)``; the
+    ``+ 0`` goes, and the BN folds into the convolution beside it."""
+    b = Builder()
+    zero = b.const("zero", np.array(0.0, np.float32))
+    started = b.node("Add", [b.bn("x", "identity", 6), zero], "start")
+    conv = b.bn(b.node("Conv", ["x", b.const("k", array((6, 6, 1, 1)))], "conv"), "conv_bn", 6)
+    b.node("Add", [started, conv], "y")
+    original = b.model([("x", [2, 6, 5, 5])], ["y"])
+    result = fold_onnx(original)
+    assert len(result.folded) == 2 and result.not_folded == []
+    assert [n.op_type for n in result.model.graph.node] == ["Conv"]
+    assert_same_answers(original, result.model)

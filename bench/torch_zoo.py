@@ -1,6 +1,7 @@
 """torchvision and timm architectures through both PyTorch ONNX exporters, folded; one table.
 
     .venv/bin/python bench/torch_zoo.py [--torch PYTHON] [--only TEXT] [--write] [--keep DIR]
+    .venv/bin/python bench/torch_zoo.py --rows DIR/rows.json ... --write
 
 Two stages in two Pythons. The export stage runs in a Python with torch, torchvision,
 timm, onnx and onnxscript (``--torch``, default /tmp/torchzoo/bin/python; torch is too
@@ -27,7 +28,8 @@ the file (``BatchNormalization`` nodes, plus the ``Mul`` + ``Add`` pairs an expo
 decomposes a BN into), those foldserve reports folded and kept (with the reasons), those
 left in model.onnx, and for comparison those left by ONNX Runtime's offline optimiser
 (``optimized_model_filepath`` at ``ORT_ENABLE_EXTENDED``). ``--write`` replaces the
-"PyTorch exports" section of docs/applications.md.
+"PyTorch exports" section of docs/applications.md (``--keep DIR`` keeps the exports and
+the rows in DIR/rows.json; ``--rows`` writes the table of such runs without folding).
 """
 
 from __future__ import annotations
@@ -324,21 +326,8 @@ def line(row: dict) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--torch", default="/tmp/torchzoo/bin/python")
-    parser.add_argument(
-        "--only", metavar="TEXT", help="models whose label contains it (or a comma-separated part)"
-    )
-    parser.add_argument("--samples", type=int, default=8, help="probe rows per fold")
-    parser.add_argument("--write", action="store_true")
-    parser.add_argument("--keep", type=Path, help="export into (and keep) this directory")
-    parser.add_argument("--export-into", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.export_into is not None:  # the export stage, in the torch Python
-        export_all(args.export_into, args.only)
-        return
-    sys.path.insert(0, str(ROOT))
+def fold_all(args: argparse.Namespace) -> list[dict]:
+    """Export (unless ``--keep`` holds the files already) and fold; the rows."""
     with tempfile.TemporaryDirectory() as scratch:
         files = args.keep or Path(scratch) / "onnx"
         files.mkdir(parents=True, exist_ok=True)
@@ -354,6 +343,31 @@ def main() -> None:
             print(line(rows[-1]), flush=True)
             if args.keep:
                 (files / "rows.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--torch", default="/tmp/torchzoo/bin/python")
+    parser.add_argument(
+        "--only", metavar="TEXT", help="models whose label contains it (or a comma-separated part)"
+    )
+    parser.add_argument("--samples", type=int, default=8, help="probe rows per fold")
+    parser.add_argument("--write", action="store_true")
+    parser.add_argument("--keep", type=Path, help="export into (and keep) this directory")
+    parser.add_argument(
+        "--rows", type=Path, nargs="+", help="the table from the rows.json of earlier --keep runs"
+    )
+    parser.add_argument("--export-into", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.export_into is not None:  # the export stage, in the torch Python
+        export_all(args.export_into, args.only)
+        return
+    sys.path.insert(0, str(ROOT))
+    if args.rows:
+        rows = [row for path in args.rows for row in json.loads(path.read_text())]
+    else:
+        rows = fold_all(args)
     rule = "|" + "---|" * (HEADER.count("|") - 1)
     table = "\n".join([HEADER, rule, *map(line, rows)])
     print(table)

@@ -10,6 +10,11 @@ large for the project's environment)::
     python3 -m venv /tmp/torchzoo
     /tmp/torchzoo/bin/pip install torch torchvision timm onnx onnxscript
 
+(docs/applications.md's table: torch 2.14.1, torchvision 0.29.1, timm 1.0.31, onnx
+1.23.2, onnxscript 0.7.2; folded with onnxruntime 1.31.1. torchvision's wheels need the
+torch they were built for: 0.29 wants torch 2.14, so not the CPU-only 2.13 of
+bench/make_torch_onnx.py's Python.)
+
 It builds each model with random weights (``weights=None`` / ``pretrained=False``: no
 download), sets every BatchNorm's statistics and affine parameters (FrozenBatchNorm2d's
 buffers too) to seeded values far from an untrained BN's, and writes it with an open batch
@@ -372,8 +377,17 @@ def main() -> None:
     else:
         rows = fold_all(args)
     rule = "|" + "---|" * (HEADER.count("|") - 1)
+    folded = [row for row in rows if "folded" in row]
+    ort = [row["ort"] for row in folded if isinstance(row.get("ort"), (list, tuple))]
+    totals = (
+        f"{len(folded)} files: {sum(row['bns'] for row in folded)} BN modules, "
+        f"{sum(row['folded'] for row in folded)} folded by foldserve, "
+        f"{sum(len(row['kept']) for row in folded)} kept with a reason; ONNX Runtime's "
+        f"optimiser leaves {sum(sum(counts) for counts in ort)} of them."
+    )
     table = "\n".join([HEADER, rule, *map(line, rows)])
     print(table)
+    print(totals)
     if args.write:
         from bench.docs import replace_section
 
@@ -386,7 +400,7 @@ def main() -> None:
             "optimiser (ORT_ENABLE_EXTENDED) leaves of them; `static batch`: the exporter "
             "could not leave the batch axis open. NF-ResNet's BatchNormalization nodes are "
             "its weight standardisation (training mode, on the weights), no BN module."
-            f"\n\n{table}\n"
+            f"\n\n{totals}\n\n{table}\n"
         )
         replace_section(ROOT / "docs" / "applications.md", SECTION, section)
 

@@ -198,7 +198,9 @@ def _fold(graph: OnnxGraph, affine: Affine) -> _Folded:
         try:
             plan, direction = into_following.plan(graph, affine), "forward"
         except NotFoldable as forward:
-            if affine.node.op_type != "BatchNormalization":
+            users = graph.users(affine.node.output[0])
+            beside = len(users) == 1 and users[0].op_type in ("Add", "Sub")
+            if affine.node.op_type != "BatchNormalization" or not beside:
                 raise NotFoldable(
                     f"cannot fold backward ({backward}) nor forward ({forward})"
                 ) from None

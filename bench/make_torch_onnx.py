@@ -218,6 +218,28 @@ class IdentityBranch(nn.Module):
         return torch.relu(self.wide(y) + self.narrow(y) + self.identity(y))
 
 
+class RepMixer(nn.Module):
+    """timm's MobileOne and FastViT blocks: a sum of branches started at ``0``
+    (``bn(x) + 0 + bn(conv(x))``), then ``x + (mixer(x) - norm(x))``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.identity = nn.BatchNorm2d(8)
+        self.conv = nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8))
+        self.mixer = nn.Sequential(
+            nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8)
+        )
+        self.norm = nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.stem(x))
+        out = 0
+        out = self.identity(y) + out
+        y = torch.relu(out + self.conv(y))
+        return y + (self.mixer(y) - self.norm(y))
+
+
 MODELS = {
     "conv_bn_relu": (ConvBnRelu, (3, 16, 16)),
     "depthwise": (Depthwise, (3, 16, 16)),
@@ -228,6 +250,7 @@ MODELS = {
     "frozen_bn": (FrozenBn, (3, 8, 8)),
     "dense_concat": (DenseConcat, (3, 8, 8)),
     "identity_branch": (IdentityBranch, (3, 8, 8)),
+    "rep_mixer": (RepMixer, (3, 8, 8)),
 }
 
 

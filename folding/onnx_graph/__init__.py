@@ -15,6 +15,7 @@ What flows through it (``fold.fold_onnx``)::
                        into_matmul.py     MatMul [+ Add bias] before it
                        through_layout.py  MatMul/Gemm -> Reshape/Flatten/Transpose
                        through_concat.py  Concat of single-consumer convolutions
+                       through_add.py     a sum of convolutions (and their input)
              forward   into_following.py  Conv / Gemm / MatMul after it
              parallel  into_sibling.py    Conv of its own input it is added to
                                           (RepVGG's identity branch; BNs only)

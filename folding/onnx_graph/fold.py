@@ -2,7 +2,8 @@
 every ``BatchNormalization`` reported, folded or kept with a reason.
 
 Backward first (into the node that produces the BN's input: ``into_conv``,
-``into_gemm``, ``into_matmul``, ``through_layout``, ``through_concat``), then
+``into_gemm``, ``into_matmul``, ``through_layout``, ``through_concat``,
+``through_add``), then
 forward (``into_following``), then, for a ``BatchNormalization``, into a
 convolution of the same input that it is added to (``into_sibling``).
 Reported are the ``BatchNormalization`` nodes, the Mul + Add/Sub pairs exporters
@@ -27,6 +28,7 @@ from folding.onnx_graph import (
     into_gemm,
     into_matmul,
     into_sibling,
+    through_add,
     through_concat,
     through_layout,
 )
@@ -44,7 +46,7 @@ BACKWARD = {
     "ConvTranspose": into_conv.plan,
     "Gemm": into_gemm.plan,
     "MatMul": into_matmul.plan,
-    "Add": into_matmul.plan,
+    "Add": lambda graph, affine, add: _after_add(graph, affine, add),
     "Concat": through_concat.plan,
     **{op: through_layout.plan for op in through_layout.LAYOUT_OPS},
 }
@@ -222,6 +224,15 @@ def _fold(graph: OnnxGraph, affine: Affine) -> _Folded:
         direction,
         arrays,
     )
+
+
+def _after_add(graph: OnnxGraph, affine: Affine, add: onnx.NodeProto) -> Plan:
+    """``MatMul -> Add(bias) -> BN`` (``into_matmul``), else a sum of convolutions
+    (``through_add``)."""
+    producers = [graph.producer(tensor) for tensor in add.input]
+    if any(p is not None and p.op_type == "MatMul" for p in producers):
+        return into_matmul.plan(graph, affine, add)
+    return through_add.plan(graph, affine, add)
 
 
 def _plan_backward(graph: OnnxGraph, affine: Affine) -> Plan:

@@ -350,3 +350,31 @@ def test_a_sum_started_at_zero_does_not_hide_the_identity_branch():
     assert len(result.folded) == 2 and result.not_folded == []
     assert [n.op_type for n in result.model.graph.node] == ["Conv"]
     assert_same_answers(original, result.model)
+
+
+def test_bn_after_a_sum_of_convolutions_and_their_input_folds_into_them():
+    """RepViT's ``bn(dwconv3x3(x) + conv1x1(x) + x)``: each convolution takes the scale,
+    the first the shift, and ``x`` goes into the 3x3's centre tap."""
+    b = Builder()
+    x = b.node("Relu", ["input"], "x")  # x also feeds a later residual Add
+    wide = b.node("Conv", [x, b.const("k3", array((6, 1, 3, 3)))], "dw", pads=[1] * 4, group=6)
+    narrow = b.node("Conv", [x, b.const("k1", array((6, 1, 1, 1)))], "pw", group=6)
+    total = b.node("Add", [b.node("Add", [wide, narrow], "sum"), x], "sum_x")
+    b.node("Add", [b.bn(total, "bn", 6), x], "y")
+    original = b.model([("input", [2, 6, 5, 5])], ["y"])
+    result = fold_onnx(original)
+    assert [(e.bn, e.into) for e in result.folded] == [("bn (BatchNormalization)", "dw, pw")]
+    assert op_count(result.model, "BatchNormalization") == 0 and op_count(result.model, "Add") == 2
+    assert_same_answers(original, result.model)
+
+
+def test_bn_after_a_sum_with_a_term_no_convolution_reads_is_kept():
+    b = Builder()
+    conv = b.node("Conv", ["x", b.const("k", array((6, 6, 1, 1)))], "conv")
+    b.bn(b.node("Add", [conv, "z"], "sum"), "bn", 6)
+    shape = [2, 6, 4, 4]
+    original = b.model([("x", shape), ("z", shape)], ["bn"])
+    result = fold_onnx(original)
+    (entry,) = result.not_folded
+    assert "adds 'z', which no convolution in it reads in place" in entry.reason
+    assert_same_answers(original, result.model)

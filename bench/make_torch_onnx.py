@@ -5,7 +5,7 @@ project's environment (torch is too large for it):
 
     python3 -m venv /tmp/torchvenv
     /tmp/torchvenv/bin/pip install torch onnx onnxscript numpy
-    /tmp/torchvenv/bin/python bench/make_torch_onnx.py [--out tests/data/torch]
+    /tmp/torchvenv/bin/python bench/make_torch_onnx.py [--out tests/data/torch] [--only NAME,...]
 
 The checked-in files were written by torch 2.13.0+cpu, onnx 1.23.2, onnxscript
 0.7.2 (each file's ``producer_name``/``producer_version`` says which exporter).
@@ -132,12 +132,125 @@ class ConvTransposeBn(nn.Module):
         return self.body(x)
 
 
+class LinearNorm(nn.Module):
+    """timm LeViT's linear-norm: ``Linear(bias=False)`` whose tokens are flattened into
+    the batch for a ``BatchNorm1d`` and reshaped back (``reshape_as``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(6, 8, bias=False)
+        self.bn = nn.BatchNorm1d(8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        y = self.bn(y.flatten(0, 1)).reshape_as(y)
+        return self.head(torch.relu(y))
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """torchvision.ops.misc.FrozenBatchNorm2d's forward (fixed statistics as buffers)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.ones(n))
+        self.register_buffer("bias", torch.zeros(n))
+        self.register_buffer("running_mean", torch.zeros(n))
+        self.register_buffer("running_var", torch.ones(n))
+        self.num_features = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.reshape(1, -1, 1, 1)
+        b = self.bias.reshape(1, -1, 1, 1)
+        rv = self.running_var.reshape(1, -1, 1, 1)
+        rm = self.running_mean.reshape(1, -1, 1, 1)
+        scale = w * (rv + 1e-5).rsqrt()
+        return x * scale + (b - rm * scale)
+
+
+class FrozenBn(nn.Module):
+    """A detection backbone's convolutions with FrozenBatchNorm2d (decomposed into
+    ``Mul`` + ``Add`` of a scale and shift computed from the buffers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1, bias=False),
+            FrozenBatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),
+            FrozenBatchNorm2d(8),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class DenseConcat(nn.Module):
+    """DenseNet's and MixConv's joins: a BN after ``cat`` of one convolution's output
+    (the dynamo exporter writes an ``Identity``) and after ``cat`` of two convolutions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.small = nn.Conv2d(8, 4, 3, padding=1, bias=False)
+        self.large = nn.Conv2d(8, 6, 5, padding=2, bias=False)
+        self.bn2 = nn.BatchNorm2d(10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(torch.cat([self.stem(x)], 1)))
+        return self.bn2(torch.cat([self.small(y), self.large(y)], 1))
+
+
+class IdentityBranch(nn.Module):
+    """RepVGG's training-time block: ``bn(conv3x3(x)) + bn(conv1x1(x)) + bn(x)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.wide = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
+        self.narrow = nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8))
+        self.identity = nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.stem(x))
+        return torch.relu(self.wide(y) + self.narrow(y) + self.identity(y))
+
+
+class RepMixer(nn.Module):
+    """timm's MobileOne and FastViT blocks: a sum of branches started at ``0``
+    (``bn(x) + 0 + bn(conv(x))``), then ``x + (mixer(x) - norm(x))``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.identity = nn.BatchNorm2d(8)
+        self.conv = nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8))
+        self.mixer = nn.Sequential(
+            nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8)
+        )
+        self.norm = nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.stem(x))
+        out = 0
+        out = self.identity(y) + out
+        y = torch.relu(out + self.conv(y))
+        return y + (self.mixer(y) - self.norm(y))
+
+
 MODELS = {
     "conv_bn_relu": (ConvBnRelu, (3, 16, 16)),
     "depthwise": (Depthwise, (3, 16, 16)),
     "residual": (Residual, (3, 12, 12)),
     "linear_bn1d": (LinearBn1d, (10,)),
     "convtranspose_bn": (ConvTransposeBn, (3, 8, 8)),
+    "linear_norm": (LinearNorm, (5, 6)),
+    "frozen_bn": (FrozenBn, (3, 8, 8)),
+    "dense_concat": (DenseConcat, (3, 8, 8)),
+    "identity_branch": (IdentityBranch, (3, 8, 8)),
+    "rep_mixer": (RepMixer, (3, 8, 8)),
 }
 
 
@@ -147,7 +260,7 @@ def with_statistics(module: nn.Module, seed: int) -> nn.Module:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for layer in module.modules():
-            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            if isinstance(layer, (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d)):
                 n = layer.num_features
                 layer.running_mean.copy_(torch.randn(n, generator=generator) * 0.5)
                 layer.running_var.copy_(torch.rand(n, generator=generator) * 2 + 0.2)
@@ -191,11 +304,14 @@ def export(module: nn.Module, shape: tuple[int, ...], path: Path, exporter: str)
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "data" / "torch")
+    parser.add_argument("--only", help="comma-separated model names (default: all)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     import onnx
 
     for seed, (name, (build, shape)) in enumerate(MODELS.items()):
+        if args.only and name not in args.only.split(","):
+            continue
         torch.manual_seed(seed)
         module = with_statistics(build(), seed)
         for exporter in ("ts13", "ts17", "dynamo18"):

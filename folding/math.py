@@ -190,3 +190,30 @@ def fold_into_preceding_grouped_transpose(
     folded, folded_bias = fold_into_preceding(flat, bias, bn, output_axis=1)
     unflat = folded.reshape(inputs // groups, groups, per_group, *taps)
     return np.moveaxis(unflat, 1, 0).reshape(kernel.shape), folded_bias
+
+
+def fold_identity_branch(
+    kernel: np.ndarray,
+    bias: np.ndarray | None,
+    bn: BatchNormParams,
+    groups: int,
+    centre: tuple[int, ...],
+    sign: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge a BatchNormalization of a convolution's own input into that convolution,
+    where the two are added (RepVGG's identity branch: ``conv(x) + bn(x)``; ``sign``
+    -1: subtracted, FastViT's ``mixer(x) - norm(x)``).
+
+    ``bn(x) = x * scale + shift`` is a convolution whose kernel is ``scale`` on the
+    channel's own tap ``centre`` and zero elsewhere, so ``W'[c, c % (C / groups),
+    *centre] = W[c, c % (C / groups), *centre] + sign * scale[c]`` and
+    ``b' = b + sign * shift``. ``kernel``: ``[out, in / groups, *k]`` with ``out == in``."""
+    scale, shift = sign * bn.scale(), sign * bn.shift()
+    channels = kernel.shape[0]
+    per_group = channels // groups
+    folded_kernel = kernel.astype(np.float64)
+    for channel in range(channels):
+        folded_kernel[(channel, channel % per_group, *centre)] += scale[channel]
+    bias = _bias_or_zeros(bias, channels, kernel.dtype)
+    folded_bias = bias.astype(np.float64) + shift
+    return folded_kernel.astype(kernel.dtype), folded_bias.astype(bias.dtype)

@@ -102,7 +102,8 @@ class FoldedEntry:
     bn: str
     into: str
     into_class: str
-    direction: str  # "backward" (into the layer before) or "forward" (into the layer after)
+    direction: str  # "backward" (into the layer before), "forward" (into the layer after) or
+    # "parallel" (ONNX: into a convolution of the BN's own input that it is added to)
     stats: BatchNormStats
     diagnostics: BatchNormDiagnostics | None = None
 

@@ -2,10 +2,13 @@
 every ``BatchNormalization`` reported, folded or kept with a reason.
 
 Backward first (into the node that produces the BN's input: ``into_conv``,
-``into_gemm``, ``into_matmul``, ``through_layout``, ``through_concat``), then
-forward (``into_following``). Reported are the ``BatchNormalization`` nodes, the
-Mul + Add/Sub pairs exporters decompose BNs into (``decomposed``), and a lone
-per-channel ``Mul`` folded beside a linear node; a lone per-channel ``Add``
+``into_gemm``, ``into_matmul``, ``through_layout``, ``through_concat``,
+``through_add``), then
+forward (``into_following``), then, for a ``BatchNormalization``, into a
+convolution of the same input that it is added to (``into_sibling``).
+Reported are the ``BatchNormalization`` nodes, the Mul + Add/Sub pairs exporters
+decompose BNs into (``decomposed``), and a lone per-channel ``Mul`` folded beside a
+linear node; a lone per-channel ``Add``
 beside one is a bias, merged but not reported as a BN.
 """
 
@@ -24,22 +27,26 @@ from folding.onnx_graph import (
     into_following,
     into_gemm,
     into_matmul,
+    into_sibling,
+    through_add,
     through_concat,
     through_layout,
 )
 from folding.onnx_graph.affine import Affine, affine_of, batch_norm_affine
 from folding.onnx_graph.channels_first import channels_first
 from folding.onnx_graph.decomposed import LINEAR_OPS, Pair, find_pairs, is_bias
-from folding.onnx_graph.graph import NotFoldable, OnnxGraph, node_key
+from folding.onnx_graph.graph import NotFoldable, OnnxGraph, article, node_key
+from folding.onnx_graph.no_ops import drop_no_ops
 from folding.onnx_graph.plan import Plan
 from folding.report import BatchNormStats, FoldedEntry, NotFoldedEntry
 
+PASS_THROUGH = ("Identity",)
 BACKWARD = {
     "Conv": into_conv.plan,
     "ConvTranspose": into_conv.plan,
     "Gemm": into_gemm.plan,
     "MatMul": into_matmul.plan,
-    "Add": into_matmul.plan,
+    "Add": lambda graph, affine, add: _after_add(graph, affine, add),
     "Concat": through_concat.plan,
     **{op: through_layout.plan for op in through_layout.LAYOUT_OPS},
 }
@@ -52,6 +59,9 @@ class OnnxFoldResult:
     not_folded: list[NotFoldedEntry] = field(default_factory=list)
     scales: dict[str, np.ndarray] = field(default_factory=dict)
     """Each reported BN's per-channel scale (float64), by its entry's name."""
+    lone_scales: set[str] = field(default_factory=set)
+    """The names of the ``folded`` entries that are a per-channel ``Mul`` alone (a
+    layer scale, a rescaling): folded, but no BatchNormalization of the model's own."""
     _described: dict[str, Callable[[], _Numbers]] = field(default_factory=dict, repr=False)
 
     def describe(self, name: str) -> _Numbers:
@@ -128,6 +138,7 @@ def fold_onnx(model: onnx.ModelProto, *, describe: bool = True) -> OnnxFoldResul
     copy.CopyFrom(model)
     graph = OnnxGraph(copy, original=model)
     channels_first(graph)
+    drop_no_ops(graph)
     pairs = find_pairs(graph)
     paired = {key for pair in pairs for key in pair.keys}
     outcome = _Outcome()
@@ -142,6 +153,8 @@ def fold_onnx(model: onnx.ModelProto, *, describe: bool = True) -> OnnxFoldResul
     for key, done in outcome.folded.items():
         if key not in paired and done.affine.node.op_type not in ("Add", "Sub"):
             result.folded.append(done.entry(result, describe))
+            if done.affine.node.op_type == "Mul":
+                result.lone_scales.add(result.folded[-1].bn)
     for pair in pairs:
         _report_pair(graph, pair, outcome, result, describe)
     for key, (affine, reason) in outcome.reasons.items():
@@ -187,9 +200,19 @@ def _fold(graph: OnnxGraph, affine: Affine) -> _Folded:
         try:
             plan, direction = into_following.plan(graph, affine), "forward"
         except NotFoldable as forward:
-            raise NotFoldable(
-                f"cannot fold backward ({backward}) nor forward ({forward})"
-            ) from None
+            users = graph.users(affine.node.output[0])
+            beside = len(users) == 1 and users[0].op_type in ("Add", "Sub")
+            if affine.node.op_type != "BatchNormalization" or not beside:
+                raise NotFoldable(
+                    f"cannot fold backward ({backward}) nor forward ({forward})"
+                ) from None
+            try:
+                plan, direction = into_sibling.plan(graph, affine), "parallel"
+            except NotFoldable as parallel:
+                raise NotFoldable(
+                    f"cannot fold backward ({backward}), forward ({forward}) nor into a "
+                    f"convolution beside it ({parallel})"
+                ) from None
     targets = plan()
     graph.bypass(affine.node, affine.input)
     arrays = [graph.constant(name) for target in targets for name in target.input[1:]]
@@ -203,13 +226,29 @@ def _fold(graph: OnnxGraph, affine: Affine) -> _Folded:
     )
 
 
+def _after_add(graph: OnnxGraph, affine: Affine, add: onnx.NodeProto) -> Plan:
+    """``MatMul -> Add(bias) -> BN`` (``into_matmul``), else a sum of convolutions
+    (``through_add``)."""
+    producers = [graph.producer(tensor) for tensor in add.input]
+    if any(p is not None and p.op_type == "MatMul" for p in producers):
+        return into_matmul.plan(graph, affine, add)
+    return through_add.plan(graph, affine, add)
+
+
 def _plan_backward(graph: OnnxGraph, affine: Affine) -> Plan:
     producer = graph.producer(affine.input)
+    while producer is not None and producer.op_type in PASS_THROUGH:
+        # ``Identity`` (the dynamo exporter's ``cat`` of one tensor): the BN sees the
+        # tensor before it unchanged
+        graph.sole_user(producer.output[0], f"the output of '{node_key(producer)}'")
+        producer = graph.producer(producer.input[0])
     if producer is None:
         raise NotFoldable("its input is a graph input")
     rule = BACKWARD.get(producer.op_type)
     if rule is None:
-        raise NotFoldable(f"'{node_key(producer)}' is a {producer.op_type}, which has no weights")
+        raise NotFoldable(
+            f"'{node_key(producer)}' is {article(producer.op_type)}, which has no weights"
+        )
     return rule(graph, affine, producer)
 
 

@@ -22,6 +22,8 @@ from onnx import numpy_helper
 
 from folding.onnx_graph.constants import PURE_OPS, cast_like, constant_node_value, evaluate
 
+SHAPE_READERS = ("Shape", "Size")
+
 
 class NotFoldable(Exception):
     """Why one BN-like node stays: the message is the report's reason."""
@@ -32,6 +34,11 @@ def attribute(node: onnx.NodeProto, name: str, default: Any) -> Any:
         if entry.name == name:
             return onnx.helper.get_attribute_value(entry)
     return default
+
+
+def article(op_type: str) -> str:
+    """``a Relu``, ``an Identity``: an op type in a sentence."""
+    return f"{'an' if op_type[:1] in 'AEIOU' else 'a'} {op_type}"
 
 
 def node_key(node: onnx.NodeProto) -> str:
@@ -83,11 +90,17 @@ class OnnxGraph:
         return any(tensor in self._implicit.get(id(n), ()) for n in self._users.get(tensor, ()))
 
     def sole_user(self, tensor: str, what: str) -> onnx.NodeProto:
-        """The one node reading ``tensor``; NotFoldable when it is a graph output or
-        feeds several nodes (folding would change what the others see)."""
+        """The one node reading ``tensor``'s values; NotFoldable when it is a graph output
+        or feeds several nodes (folding would change what the others see). A ``Shape`` /
+        ``Size`` reads only the shape, which a fold keeps (``x.reshape_as(y)``, written by
+        the TorchScript exporter as ``Reshape(x, Shape(y))``)."""
         if tensor in self.outputs:
             raise NotFoldable(f"{what} is also a graph output")
-        users = self._users.get(tensor, [])
+        users = [
+            user
+            for user in self._users.get(tensor, [])
+            if user.op_type not in SHAPE_READERS or id(user) in self._implicit
+        ]
         if len(users) != 1:
             raise NotFoldable(f"{what} feeds {len(users)} nodes")
         return users[0]

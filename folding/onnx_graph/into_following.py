@@ -15,7 +15,7 @@ import onnx
 
 from folding import math
 from folding.onnx_graph.affine import Affine
-from folding.onnx_graph.graph import NotFoldable, OnnxGraph, attribute, node_key
+from folding.onnx_graph.graph import NotFoldable, OnnxGraph, article, attribute, node_key
 from folding.onnx_graph.into_gemm import feature_bias, set_attribute
 from folding.onnx_graph.plan import Plan
 
@@ -26,7 +26,9 @@ def plan(graph: OnnxGraph, affine: Affine) -> Plan:
     output = affine.node.output[0]
     consumer = graph.sole_user(output, "its output")
     if consumer.op_type not in ("Conv", "Gemm", "MatMul") or consumer.input[0] != output:
-        raise NotFoldable(f"it feeds a {consumer.op_type}, which has no weights to fold into")
+        raise NotFoldable(
+            f"it feeds {article(consumer.op_type)}, which has no weights to fold into"
+        )
     if output in consumer.input[1:]:
         raise NotFoldable(f"it is also a weight of '{node_key(consumer)}'")
     weight = graph.constant(consumer.input[1])

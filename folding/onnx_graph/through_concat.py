@@ -12,7 +12,7 @@ import onnx
 
 from folding.onnx_graph import into_conv
 from folding.onnx_graph.affine import Affine
-from folding.onnx_graph.graph import NotFoldable, OnnxGraph, attribute, node_key
+from folding.onnx_graph.graph import NotFoldable, OnnxGraph, article, attribute, node_key
 from folding.onnx_graph.plan import Plan
 
 
@@ -28,7 +28,7 @@ def plan(graph: OnnxGraph, affine: Affine, concat: onnx.NodeProto) -> Plan:
     for tensor in concat.input:
         producer = graph.producer(tensor)
         if producer is None or producer.op_type not in ("Conv", "ConvTranspose"):
-            what = "a graph input" if producer is None else f"a {producer.op_type}"
+            what = "a graph input" if producer is None else article(producer.op_type)
             raise NotFoldable(
                 f"'{name}' is a Concat whose input '{tensor}' is {what}, not a convolution"
             )

@@ -17,7 +17,7 @@ import onnx
 
 from folding.onnx_graph import into_gemm, into_matmul
 from folding.onnx_graph.affine import Affine
-from folding.onnx_graph.graph import NotFoldable, OnnxGraph, attribute, node_key
+from folding.onnx_graph.graph import NotFoldable, OnnxGraph, article, attribute, node_key
 from folding.onnx_graph.plan import Plan
 
 LAYOUT_OPS = ("Reshape", "Flatten", "Transpose")
@@ -42,8 +42,10 @@ def plan(graph: OnnxGraph, affine: Affine, node: onnx.NodeProto) -> Plan:
         chain.append(current)
         current = graph.producer(current.input[0])
     if current is None or current.op_type not in LINEAR:
-        what = "a graph input" if current is None else f"a {current.op_type}"
-        raise NotFoldable(f"'{node_key(node)}' is a {node.op_type} of {what}, which has no weights")
+        what = "a graph input" if current is None else article(current.op_type)
+        raise NotFoldable(
+            f"'{node_key(node)}' is {article(node.op_type)} of {what}, which has no weights"
+        )
     channels = affine.params.channels
     rank = graph.rank(current.output[0])
     axis = Axis(None if rank is None else rank - 1, rank, True)

@@ -396,3 +396,20 @@ def test_describe_false_leaves_the_numbers_to_describe():
             assert light.describe(entry.bn) == (entry.stats, entry.diagnostics)
             scale = entry.stats.per_channel.scale  # to 7 significant digits
             np.testing.assert_allclose(light.scales[entry.bn], scale, rtol=1e-6)
+
+
+def test_a_layer_scale_mul_folds_but_is_not_counted_as_a_bn(tmp_path):
+    """timm's LayerScale (``x * gamma`` per channel after a 1x1 convolution) folds into the
+    convolution; the report counts the model's one BatchNormalization, and says so."""
+    from tests.folding.onnx_graph.helpers import Builder, array
+
+    b = Builder()
+    conv = b.bn(b.node("Conv", ["x", b.const("k", array((6, 4, 1, 1)))], "conv"), "bn", 6)
+    fc2 = b.node("Conv", [b.node("Relu", [conv], "r"), b.const("k2", array((6, 6, 1, 1)))], "fc2")
+    b.node("Mul", [fc2, b.const("ls_gamma", array((6, 1, 1), 0.1, 0.5))], "ls/Mul")
+    original = b.model([("x", [2, 4, 5, 5])], ["ls/Mul"])
+    report = fold_to_directory(OnnxSource(original, "layer_scale"), tmp_path)
+    assert [entry.bn for entry in report.folded] == ["bn (BatchNormalization)"]
+    assert report.not_folded == []
+    assert any("1 per-channel Mul" in w and "ls/Mul" in w for w in report.warnings)
+    assert "Mul" not in report.onnx["folded"].op_counts and report.verification.passed

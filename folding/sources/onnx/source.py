@@ -127,6 +127,7 @@ class OnnxSource(Source):
         folded_at = time.perf_counter()
         on_stage("exporting", None)
         folded, unfolded = (OnnxModel(p, p.SerializeToString()) for p in (result.model, self.model))
+        batch_norms = [entry for entry in result.folded if entry.bn not in result.lone_scales]
         self._data = unfolded.data
         exported_at = time.perf_counter()
         return Folded(
@@ -136,8 +137,9 @@ class OnnxSource(Source):
             output_names=[value.name for value in self.model.graph.output],
             exporter=self.exporter,
             timings=stage_timings(started, folded_at, exported_at),
-            folded=result.folded,
+            folded=batch_norms,
             not_folded=result.not_folded,
+            warnings=_lone_scales_warning(sorted(result.lone_scales)),
         )
 
     def probes(self, verify: VerifyOptions) -> tuple[list[np.ndarray], str]:
@@ -151,6 +153,17 @@ class OnnxSource(Source):
         names = [spec.name for spec in self._specs]
         data = self._data if self._data is not None else self.model.SerializeToString()
         return run_unoptimised(data, names, list(probes))
+
+
+def _lone_scales_warning(names: list[str]) -> list[str]:
+    """The per-channel Muls folded that are no BatchNormalization: not counted as BNs."""
+    if not names:
+        return []
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return [
+        f"{len(names)} per-channel Mul node(s) with no Add after them (a layer scale, not a "
+        f"BatchNormalization) folded into the node beside them too, not counted as BNs: {shown}"
+    ]
 
 
 def run_unoptimised(data: bytes, names: list[str], arrays: list[np.ndarray]) -> list:

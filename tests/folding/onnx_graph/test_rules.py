@@ -241,3 +241,140 @@ def test_bn_on_axis_one_of_a_3d_matmul_output_is_not_its_features():
     (entry,) = result.not_folded
     assert "rank-3 MatMul output" in entry.reason
     assert_same_answers(original, result.model)
+
+
+def test_bn_behind_an_identity_folds_into_the_conv_before_it():
+    """The dynamo exporter writes ``torch.cat`` of one tensor (DenseNet's first layer of
+    a block) as an ``Identity``; a BN after it reads the convolution's output unchanged."""
+    b = Builder()
+    conv = b.node("Conv", ["x", b.const("k", array((6, 4, 3, 3)))], "conv", pads=[1] * 4)
+    b.bn(b.node("Identity", [conv], "cat"), "y", 6)
+    original = b.model([("x", [2, 4, 5, 5])], ["y"])
+    result = fold_onnx(original)
+    assert [(e.bn, e.into) for e in result.folded] == [("y (BatchNormalization)", "conv")]
+    assert op_count(result.model, "BatchNormalization") == 0
+    assert_same_answers(original, result.model)
+
+
+def test_bn_behind_an_identity_read_twice_is_kept_and_says_why():
+    b = Builder()
+    conv = b.node("Conv", ["x", b.const("k", array((6, 4, 1, 1)))], "conv")
+    b.bn(conv, "y", 6)
+    b.node("Relu", [conv], "r")
+    identity = b.node("Identity", [b.node("Conv", ["x", "k"], "conv2")], "cat")
+    b.bn(identity, "z", 6)
+    b.node("Relu", [identity], "s")
+    original = b.model([("x", [2, 4, 5, 5])], ["y", "r", "z", "s"])
+    result = fold_onnx(original)
+    reasons = {e.bn: e.reason for e in result.not_folded}
+    assert "the output of 'cat' feeds 2 nodes" in reasons["z"]
+    assert "the output of 'conv' feeds 2 nodes" in reasons["y"]
+    assert_same_answers(original, result.model)
+
+
+def test_a_shape_reader_does_not_keep_a_linear_norm():
+    """timm's LeViT ``linear(x).flatten(0, 1)`` -> BN -> ``.reshape_as(linear(x))``: the
+    TorchScript exporter reads the MatMul's output twice, once by ``Shape``; the fold
+    keeps its shape, so the BN folds."""
+    b = Builder()
+    matmul = b.node("MatMul", ["x", b.const("W", array((4, 6)))], "m")
+    flat = b.node("Flatten", [matmul], "flat", axis=2)
+    b.node("Reshape", [b.bn(flat, "bn", 6), b.node("Shape", [matmul], "shape")], "y")
+    original = b.model([("x", [2, 5, 4])], ["y"])
+    result = fold_onnx(original)
+    assert [(e.bn, e.into) for e in result.folded] == [("bn (BatchNormalization)", "m")]
+    assert op_count(result.model, "BatchNormalization") == 0
+    assert_same_answers(original, result.model)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 6])
+def test_identity_branch_bn_folds_into_the_convolution_it_is_added_to(groups):
+    """RepVGG's block: ``bn_kxk(conv3x3(x)) + bn_1x1(conv1x1(x)) + bn_id(x)``; the
+    identity BN goes into a convolution of the same ``x`` (here grouped or depthwise)."""
+    b = Builder()
+    k3 = b.const("k3", array((6, 6 // groups, 3, 3)))
+    k1 = b.const("k1", array((6, 6 // groups, 1, 1)))
+    wide = b.bn(b.node("Conv", ["x", k3], "c3", pads=[1] * 4, group=groups), "bn3", 6)
+    narrow = b.bn(b.node("Conv", ["x", k1], "c1", group=groups), "bn1", 6)
+    branches = b.node("Add", [wide, narrow], "sum")
+    b.node("Relu", [b.node("Add", [branches, b.bn("x", "bn_id", 6)], "out")], "y")
+    original = b.model([("x", [2, 6, 5, 5])], ["y"])
+    result = fold_onnx(original)
+    entries = {e.bn: (e.direction, e.into) for e in result.folded}
+    assert entries["bn_id (BatchNormalization)"][0] == "parallel"
+    assert len(entries) == 3 and result.not_folded == []
+    assert op_count(result.model, "BatchNormalization") == 0
+    assert op_count(result.model, "Add") == 1
+    assert_same_answers(original, result.model)
+
+
+def test_identity_branch_beside_a_conv_with_no_tap_in_place_is_kept():
+    """A dilated 3x3 convolution padded [1, 3] keeps the size, but no tap reads the
+    input at the output's own position: the BN stays, saying why."""
+    b = Builder()
+    kernel = b.const("k", array((6, 6, 3, 3)))
+    conv = b.node("Conv", ["x", kernel], "c", dilations=[2, 2], pads=[1, 1, 3, 3])
+    b.node("Add", [conv, b.bn("x", "bn_id", 6)], "y")
+    original = b.model([("x", [2, 6, 6, 6])], ["y"])
+    result = fold_onnx(original)
+    (entry,) = result.not_folded
+    assert entry.bn == "bn_id" and "no tap reads its input in place" in entry.reason
+    assert_same_answers(original, result.model)
+
+
+def test_subtracted_identity_bn_folds_negated_into_the_mixer():
+    """FastViT's RepMixer: ``x + (bn(dwconv(x)) - norm(x))``; ``norm`` goes into the
+    depthwise convolution with ``-scale`` on its centre tap and ``-shift`` in its bias."""
+    b = Builder()
+    kernel = b.const("k", array((6, 1, 3, 3)))
+    mixer = b.bn(b.node("Conv", ["x", kernel], "dw", pads=[1] * 4, group=6), "mixer_bn", 6)
+    mixed = b.node("Sub", [mixer, b.bn("x", "norm", 6)], "mixed")
+    b.node("Add", ["x", mixed], "y")
+    original = b.model([("x", [2, 6, 5, 5])], ["y"])
+    result = fold_onnx(original)
+    assert {e.bn: e.direction for e in result.folded}["norm (BatchNormalization)"] == "parallel"
+    assert result.not_folded == [] and op_count(result.model, "Sub") == 0
+    assert_same_answers(original, result.model)
+
+
+def test_a_sum_started_at_zero_does_not_hide_the_identity_branch():
+    """timm's MobileOne block sums its branches from ``0``: ``bn(x) + 0 + conv(x)``; the
+    ``+ 0`` goes, and the BN folds into the convolution beside it."""
+    b = Builder()
+    zero = b.const("zero", np.array(0.0, np.float32))
+    started = b.node("Add", [b.bn("x", "identity", 6), zero], "start")
+    conv = b.bn(b.node("Conv", ["x", b.const("k", array((6, 6, 1, 1)))], "conv"), "conv_bn", 6)
+    b.node("Add", [started, conv], "y")
+    original = b.model([("x", [2, 6, 5, 5])], ["y"])
+    result = fold_onnx(original)
+    assert len(result.folded) == 2 and result.not_folded == []
+    assert [n.op_type for n in result.model.graph.node] == ["Conv"]
+    assert_same_answers(original, result.model)
+
+
+def test_bn_after_a_sum_of_convolutions_and_their_input_folds_into_them():
+    """RepViT's ``bn(dwconv3x3(x) + conv1x1(x) + x)``: each convolution takes the scale,
+    the first the shift, and ``x`` goes into the 3x3's centre tap."""
+    b = Builder()
+    x = b.node("Relu", ["input"], "x")  # x also feeds a later residual Add
+    wide = b.node("Conv", [x, b.const("k3", array((6, 1, 3, 3)))], "dw", pads=[1] * 4, group=6)
+    narrow = b.node("Conv", [x, b.const("k1", array((6, 1, 1, 1)))], "pw", group=6)
+    total = b.node("Add", [b.node("Add", [wide, narrow], "sum"), x], "sum_x")
+    b.node("Add", [b.bn(total, "bn", 6), x], "y")
+    original = b.model([("input", [2, 6, 5, 5])], ["y"])
+    result = fold_onnx(original)
+    assert [(e.bn, e.into) for e in result.folded] == [("bn (BatchNormalization)", "dw, pw")]
+    assert op_count(result.model, "BatchNormalization") == 0 and op_count(result.model, "Add") == 2
+    assert_same_answers(original, result.model)
+
+
+def test_bn_after_a_sum_with_a_term_no_convolution_reads_is_kept():
+    b = Builder()
+    conv = b.node("Conv", ["x", b.const("k", array((6, 6, 1, 1)))], "conv")
+    b.bn(b.node("Add", [conv, "z"], "sum"), "bn", 6)
+    shape = [2, 6, 4, 4]
+    original = b.model([("x", shape), ("z", shape)], ["bn"])
+    result = fold_onnx(original)
+    (entry,) = result.not_folded
+    assert "adds 'z', which no convolution in it reads in place" in entry.reason
+    assert_same_answers(original, result.model)

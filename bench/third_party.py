@@ -50,7 +50,14 @@ KIMM_MORE = [
     "VisionTransformerSmall16", "VisionTransformerTiny32",
 ]  # fmt: skip
 KIMM_SIZE = {"InceptionV3": 96, "Xception": 96, "VGG": 224}  # VGG: its 7x7 head convolution
-TF_KERAS = ["MobileNetV2", "ResNet50", "DenseNet121", "MobileNet", "EfficientNetB0"]
+TF_KERAS = {  # family: input size (the smallest each takes, at least 64)
+    **dict.fromkeys(["MobileNetV2", "ResNet50", "DenseNet121", "MobileNet", "EfficientNetB0"], 64),
+    # TFOpLambda layers (operators and tf functions on symbolic tensors), the
+    # applications' own LayerScale / CustomScaleLayer, separable convolutions
+    **dict.fromkeys(["MobileNetV3Small", "RegNetY002", "ConvNeXtTiny"], 64),
+    "InceptionResNetV2": 75,
+    "Xception": 71,
+}
 
 
 def hub_models():
@@ -92,12 +99,13 @@ def kimm_model(name: str, size: int = 64, **settings):
 def tf_keras_models(workdir: Path):
     import tf_keras
 
-    for family in TF_KERAS:
+    for family, size in TF_KERAS.items():
 
-        def load(family=family):
+        def load(family=family, size=size):
             from folding.sources.keras.loading import load_keras_model
 
-            model = getattr(tf_keras.applications, family)(weights=None, input_shape=(64, 64, 3))
+            build = getattr(tf_keras.applications, family)
+            model = build(weights=None, input_shape=(size, size, 3))
             path = workdir / f"{family}.h5"
             model.save(path)
             return load_keras_model(path)

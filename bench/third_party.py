@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,18 +26,16 @@ sys.path.insert(0, str(ROOT))
 from bench.common import keras_scratch, markdown_table, timed_fold  # noqa: E402
 
 SECTION = "## Models from elsewhere"
-HUB = ["resnet", "resnet_v2", "mobilenet", "cspdarknet", "efficientnet", "densenet", "vit"]
 TF_KERAS = ["MobileNetV2", "ResNet50", "DenseNet121", "MobileNet", "EfficientNetB0"]
 
 
 def hub_models():
     import keras_hub  # noqa: F401 - imported before any model's clock starts
 
-    from tests.folding.test_zoo import _hub_backbones
+    from tests.hub_zoo import HUB
 
-    build = _hub_backbones()
-    for name in HUB:
-        yield f"keras-hub {name}", lambda name=name: build(name)
+    for name, build in HUB.items():
+        yield f"keras-hub {name}", build
 
 
 def tf_keras_models(workdir: Path):
@@ -64,38 +63,65 @@ def run(label: str, build, workdir: Path) -> dict:
     try:
         model = zoo.randomize_batch_norms(build(), seed=7)
     except Exception as error:  # a constructor or loader that fails is a row too
-        row["error"] = f"load: {str(error).splitlines()[0][:100]}"
+        row["error"] = f"load: {type(error).__name__}: {str(error).splitlines()[0][:140]}"
         return row
     row["load_s"] = time.perf_counter() - started
     row["bns"] = batch_norm_count(model)
     out = workdir / label.replace(" ", "_").replace("(", "").replace(")", "")
     out.mkdir()
-    report = timed_fold(model, out, row, "fold_s", error_width=100)
+    try:
+        report = timed_fold(model, out, row, "fold_s", error_width=160)
+    except Exception as error:  # not a FoldingError: a crash, which is a row too
+        row["error"] = f"crash: {type(error).__name__}: {str(error).splitlines()[0][:140]}"
+        traceback.print_exc()
+        return row
     if report is not None:
         row.update(
             folded=len(report.folded),
             kept=len(report.not_folded),
             exporter=_exporter(report),
             verdict=report.verification.verdict,
+            notes=_notes(report),
         )
+        if row["folded"] + row["kept"] != row["bns"]:
+            row["error"] = f"report accounts for {row['folded'] + row['kept']} BNs of {row['bns']}"
     return row
 
 
 def _exporter(report) -> str:
-    """The exporter, and how many layers it left to tf2onnx alone (spliced in)."""
-    alone = sum("was exported alone" in warning for warning in report.warnings)
-    return report.exporter if not alone else f"{report.exporter}, {alone} layer(s) by tf2onnx"
+    """The exporter, and which layers it left to tf2onnx alone (spliced in)."""
+    alone = [
+        warning.split("'")[1] for warning in report.warnings if "was exported alone" in warning
+    ]
+    if not alone:
+        return report.exporter
+    shown = ", ".join(alone[:3]) + (f" +{len(alone) - 3}" if len(alone) > 3 else "")
+    return f"{report.exporter}; by tf2onnx alone: {shown}"
 
 
-HEADER = "| model | BNs | folded | kept | exporter | load s | fold+export+verify s | verdict |"
+def _notes(report) -> str:
+    """The distinct reasons BNs were kept (with counts), and why a layer went to tf2onnx."""
+    reasons: dict[str, int] = {}
+    for entry in report.not_folded:
+        reasons[entry.reason] = reasons.get(entry.reason, 0) + 1
+    notes = [f"{count}x kept: {reason[:80]}" for reason, count in reasons.items()]
+    notes += [warning[:160] for warning in report.warnings]
+    return "; ".join(notes)
+
+
+HEADER = (
+    "| model | BNs | folded | kept | exporter | load s | fold+export+verify s | verdict | notes |"
+)
 
 
 def line(row: dict) -> str:
     if "folded" not in row:
-        return f"| {row['model']} | {row.get('bns', '-')} | - | - | - | - | - | {row['error']} |"
+        return f"| {row['model']} | {row.get('bns', '-')} | - | - | - | - | - | {row['error']} | |"
+    notes = row["notes"].replace("|", "/")
     return (
         f"| {row['model']} | {row['bns']} | {row['folded']} | {row['kept']} | {row['exporter']} "
-        f"| {row['load_s']:.1f} | {row['fold_s']:.1f} | {row.get('error', row['verdict'])} |"
+        f"| {row['load_s']:.1f} | {row['fold_s']:.1f} | {row.get('error', row['verdict'])} "
+        f"| {notes} |"
     )
 
 

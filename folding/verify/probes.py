@@ -32,6 +32,9 @@ if TYPE_CHECKING:  # the Keras graph; this module is also used without Keras (ON
 
 DEFAULT_SAMPLES = VerifyOptions.samples
 DYNAMIC_DIM_PROBE = 64  # for a dimension the model leaves open: deep image nets need room
+# and for an open dimension of an integer or boolean input (token ids, a padding mask): a
+# sequence, which a position embedding bounds (keras-hub's text backbones: 512, tiny ones 8)
+DYNAMIC_SEQUENCE_PROBE = 8
 PROBE_BUDGET_MACS = 1e10  # multiply-accumulates per verification run
 MIN_SAMPLES = 2
 
@@ -78,7 +81,9 @@ def make_probes(
     arrays, sources = [], []
     consumers = graph.consumers() if graph is not None else {}
     for spec in inputs:
-        shape = [samples] + [DYNAMIC_DIM_PROBE if d is None else d for d in spec.shape[1:]]
+        dtype = np.dtype(spec.dtype)
+        open_size = DYNAMIC_DIM_PROBE if dtype.kind == "f" else DYNAMIC_SEQUENCE_PROBE
+        shape = [samples] + [open_size if d is None else d for d in spec.shape[1:]]
         users = consumers.get(spec.id, [])
         array, source = _probe_for(spec, shape, users, graph, rng)
         arrays.append(array)

@@ -15,6 +15,7 @@ returns a new Functional model whose inputs and outputs are flat lists.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,13 @@ from typing import Any
 import keras
 from keras import tree
 
-from folding._compat import functional_of_sequential, is_functional, nested_layers, nodes_by_depth
+from folding._compat import (
+    functional_of_sequential,
+    is_functional,
+    nested_layers,
+    nodes_by_depth,
+    symbolic_variable_operators,
+)
 from folding.errors import FoldingError
 from folding.specs import InputSpec
 
@@ -260,13 +267,25 @@ def _call_graph(layer: keras.layers.Layer, node: Any) -> keras.Model:
     )
     if "training" in kwargs and kwargs["training"] is None:
         kwargs["training"] = False
-    outputs = layer.call(*args, **kwargs)
+    for name in ("training", "mask"):  # as Layer.__call__ does: passed only where accepted
+        if name in kwargs and not _accepts(layer.call, name):
+            del kwargs[name]
+    with symbolic_variable_operators():
+        outputs = layer.call(*args, **kwargs)
     flat = tree.flatten(outputs)
     if len(flat) != len(tree.flatten(node.outputs)) or not all(
         isinstance(t, keras.KerasTensor) for t in flat
     ):
         raise FoldingError("its call does not return symbolic tensors like the layer's outputs")
     return keras.Model(fresh, flat, name=f"{layer.name}_call")
+
+
+def _accepts(function: Callable[..., Any], name: str) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):  # no signature to read: pass everything
+        return True
+    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 def _first_line(error: Exception) -> str:

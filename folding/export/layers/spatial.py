@@ -1,5 +1,5 @@
-"""keras.ops calls on images: pad, ``image.resize`` (bilinear, nearest) and
-depth_to_space / space_to_depth.
+"""keras.ops calls on images: pad, ``image.resize`` (bilinear, nearest; also the Resizing
+layer) and depth_to_space / space_to_depth.
 
 Padding works in whichever layout its input is in; resizing and the depth/space
 moves read channels-first, as their ONNX operators do.
@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from keras import layers
 
-from folding.export.layers.base import OP_HANDLERS, Handler, sole_input, unsupported
+from folding.export.layers.base import OP_HANDLERS, Handler, handles, sole_input, unsupported
 from folding.export.layers.operations import is_tensor
 
 if TYPE_CHECKING:
@@ -49,22 +50,39 @@ def _pad(em: Emitter, call: Call) -> None:
 
 
 def _resize(em: Emitter, call: Call) -> None:
-    tensor = sole_input(call)
     op = call.layer
+    _resize_images(em, call, sole_input(call), tuple(op.size), op.interpolation, op)
+
+
+@handles(layers.Resizing)
+def _resizing_layer(em: Emitter, call: Call) -> None:
+    """The Resizing layer: ``keras.ops.image.resize`` of a batch to (height, width)."""
+    layer = call.layer
+    if em.graph.dtypes.get(call.outputs[0], "float32") != "float32":
+        raise unsupported(call, "resizing to a dtype other than float32")
+    size = (layer.height, layer.width)
+    _resize_images(em, call, sole_input(call), size, layer.interpolation, layer)
+
+
+def _resize_images(
+    em: Emitter, call: Call, tensor: int, size: tuple, interpolation: str, op: Any
+) -> None:
+    """A rank-4 batch resized as ``keras.ops.image.resize`` does; ``op`` carries its
+    antialias, data_format and aspect-ratio settings."""
     shape = em.value(tensor).shape
     if op.crop_to_aspect_ratio or op.pad_to_aspect_ratio:
         raise unsupported(call, "resizing to an aspect ratio")
     if len(shape) != 4:
         raise unsupported(call, f"resizing a rank-{len(shape)} tensor")
-    height, width = (int(s) for s in op.size)
+    height, width = (int(s) for s in size)
     spatial = shape[1:3] if op.data_format == "channels_last" else shape[2:4]
     if op.antialias and any(
         d is None or t < d for d, t in zip(spatial, (height, width), strict=True)
     ):
         raise unsupported(call, "antialiased downsampling")
-    if op.interpolation == "bilinear":
+    if interpolation == "bilinear":
         attributes = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
-    elif op.interpolation == "nearest":
+    elif interpolation == "nearest":
         attributes = {
             "mode": "nearest",
             # TensorFlow's floor((i + 0.5) / scale) as ONNX's half-pixel rule
@@ -72,7 +90,7 @@ def _resize(em: Emitter, call: Call) -> None:
             "nearest_mode": "round_prefer_ceil",
         }
     else:
-        raise unsupported(call, f"interpolation {op.interpolation!r}")
+        raise unsupported(call, f"interpolation {interpolation!r}")
     layout = "cf" if op.data_format == "channels_last" else "keras"
     w = em.writer
     x = em.get(tensor, layout)

@@ -194,7 +194,7 @@ def vgg() -> keras.Model:
 
 def xception() -> keras.Model:
     return _models().XceptionBackbone(
-        stackwise_conv_filters=[[8, 16], [16, 16], [32, 32]],
+        stackwise_conv_filters=[[8, 16], [32, 32], [32, 32]],
         stackwise_pooling=[False, True, False],
         image_shape=(96, 96, 3),
     )
@@ -306,7 +306,7 @@ def siglip_vision() -> keras.Model:
 
 def basnet() -> keras.Model:
     encoder = _models().ResNetBackbone(
-        input_conv_filters=[8],
+        input_conv_filters=[64],
         input_conv_kernel_sizes=[3],
         stackwise_num_filters=[64, 8, 8, 8],
         stackwise_num_blocks=[1, 1, 1, 1],
@@ -333,7 +333,7 @@ def deeplab_v3() -> keras.Model:
 
 def _resnet_encoder(image) -> keras.Model:
     return _models().ResNetBackbone(
-        input_conv_filters=[8],
+        input_conv_filters=[64],
         input_conv_kernel_sizes=[3],
         stackwise_num_filters=[64, 8, 8],
         stackwise_num_blocks=[1, 1, 1],

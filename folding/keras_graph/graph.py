@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import keras
+import numpy as np
 from keras import tree
 
 from folding._compat import (
@@ -155,7 +156,7 @@ def trace(model: keras.Model) -> Graph:
         tensor_id = tracer.new_tensor(tensor)
         inputs.append(InputSpec(tensor_id, tensor.name, tuple(tensor.shape), str(tensor.dtype)))
     outputs = tracer.inline(model, [spec.id for spec in inputs], scope="")
-    return Graph(
+    graph = Graph(
         name=model.name,
         inputs=inputs,
         calls=tracer.calls,
@@ -165,6 +166,20 @@ def trace(model: keras.Model) -> Graph:
         dtypes=tracer.dtypes,
         output_dtypes=[str(tensor.dtype) for tensor in tree.flatten(functional.outputs)],
     )
+    if tracer.reshaped:
+        _refresh_shapes(graph)
+    return graph
+
+
+def _refresh_shapes(graph: Graph) -> None:
+    """Every tensor's shape as the layers compute it when called again: a layer traced
+    into can turn out to return another shape than its ``compute_output_shape`` told
+    Keras (keras-hub's SigLIP embedding counts a class token it does not add), and the
+    shapes Keras recorded after it follow that claim."""
+    _, tensors = _call_again(graph, lambda call: call.layer)
+    for tensor_id, tensor in tensors.items():
+        if hasattr(tensor, "shape"):
+            graph.shapes[tensor_id] = tuple(tensor.shape)
 
 
 def _functional_of(model: keras.Model) -> keras.Model:
@@ -183,6 +198,7 @@ class _Tracer:
         self.calls: list[Call] = []
         self.shapes: dict[int, tuple[int | None, ...]] = {}
         self.dtypes: dict[int, str] = {}
+        self.reshaped = False  # a traced-into layer's outputs differ from Keras' record
         self._next = 0
 
     def new_tensor(self, tensor: Any) -> int:
@@ -229,12 +245,19 @@ class _Tracer:
             except Exception as error:  # any failure of a user's call on symbolic tensors
                 opaque = _first_line(error)
             else:
+                if isinstance(inner, list):  # outputs that do not depend on the inputs
+                    for tensor, value in zip(node_outputs, inner, strict=True):
+                        constant = TracedConstant(value, name=f"{operation.name}_constant")
+                        local[id(tensor)] = self.new_tensor(constant.value)
+                        self.calls.append(Call(constant, (), {}, [local[id(tensor)]], scope))
+                    return
                 flat_in = [
                     leaf.id for leaf in tree.flatten((args, kwargs)) if isinstance(leaf, Ref)
                 ]
                 inner_out = self.inline(inner, flat_in, scope=f"{scope}{operation.name}_")
                 for tensor, tensor_id in zip(node_outputs, inner_out, strict=True):
                     local[id(tensor)] = tensor_id
+                    self.reshaped |= tuple(tensor.shape) != self.shapes[tensor_id]
                 return
         out_ids = [self.new_tensor(tensor) for tensor in node_outputs]
         for tensor, tensor_id in zip(node_outputs, out_ids, strict=True):
@@ -250,9 +273,10 @@ def _traced_into(operation: Any) -> bool:
     return isinstance(operation, keras.layers.Layer) and not has_writer(operation)
 
 
-def _call_graph(layer: keras.layers.Layer, node: Any) -> keras.Model:
+def _call_graph(layer: keras.layers.Layer, node: Any) -> keras.Model | list[np.ndarray]:
     """``layer.call`` run on fresh symbolic inputs shaped like ``node``'s, as a
-    Functional model whose layers and operations are the ones ``call`` used."""
+    Functional model whose layers and operations are the ones ``call`` used; when no
+    output depends on the inputs (only on their shapes), the outputs as arrays."""
     fresh: list[Any] = []
 
     def symbolic(leaf: Any) -> Any:
@@ -273,11 +297,28 @@ def _call_graph(layer: keras.layers.Layer, node: Any) -> keras.Model:
     with symbolic_variable_operators():
         outputs = layer.call(*args, **kwargs)
     flat = tree.flatten(outputs)
-    if len(flat) != len(tree.flatten(node.outputs)) or not all(
-        isinstance(t, keras.KerasTensor) for t in flat
-    ):
-        raise FoldingError("its call does not return symbolic tensors like the layer's outputs")
+    if len(flat) != len(tree.flatten(node.outputs)):
+        raise FoldingError("its call does not return tensors like the layer's outputs")
+    if flat and not any(isinstance(t, keras.KerasTensor) for t in flat):
+        try:  # computed from the inputs' shapes alone (a position table, say)
+            return [keras.ops.convert_to_numpy(t) for t in flat]
+        except Exception:  # anything that is not an array
+            raise FoldingError("its call does not return tensors like the layer's outputs")
+    if not all(isinstance(t, keras.KerasTensor) for t in flat):
+        raise FoldingError("its call returns both symbolic and constant tensors")
     return keras.Model(fresh, flat, name=f"{layer.name}_call")
+
+
+class TracedConstant(keras.layers.Layer):
+    """An output of a traced-into layer that its inputs do not determine (computed from
+    their static shapes), as a layer of no inputs returning that array."""
+
+    def __init__(self, value: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.value = np.asarray(value)
+
+    def call(self) -> Any:
+        return keras.ops.convert_to_tensor(self.value)
 
 
 def _accepts(function: Callable[..., Any], name: str) -> bool:
@@ -308,6 +349,14 @@ def rebuild(graph: Graph, replace: LayerFactory) -> keras.Model:
     replacement); it is asked once per distinct layer, so shared layers stay
     shared.
     """
+    inputs, tensors = _call_again(graph, replace)
+    outputs = [tensors[tensor_id] for tensor_id in graph.outputs]
+    return keras.Model(inputs, outputs, name=f"{graph.name}_folded")
+
+
+def _call_again(graph: Graph, replace: LayerFactory) -> tuple[list[Any], dict[int, Any]]:
+    """The graph's layers called on new ``keras.Input`` tensors: the inputs, and every
+    tensor by id."""
     tensors: dict[int, Any] = {}
     inputs = []
     for spec in graph.inputs:
@@ -328,5 +377,4 @@ def rebuild(graph: Graph, replace: LayerFactory) -> keras.Model:
         )
         for tensor_id, tensor in zip(call.outputs, tree.flatten(result), strict=True):
             tensors[tensor_id] = tensor
-    outputs = [tensors[tensor_id] for tensor_id in graph.outputs]
-    return keras.Model(inputs, outputs, name=f"{graph.name}_folded")
+    return inputs, tensors

@@ -183,7 +183,9 @@ def efficientnet_v2() -> keras.Model:
 
 
 def densenet() -> keras.Model:
-    return _models().DenseNetBackbone(stackwise_num_repeats=[1, 1], image_shape=IMAGE, growth_rate=8)
+    return _models().DenseNetBackbone(
+        stackwise_num_repeats=[1, 1], image_shape=IMAGE, growth_rate=8
+    )
 
 
 def vgg() -> keras.Model:
@@ -399,9 +401,7 @@ def vit_classifier() -> keras.Model:
 
 
 def hgnetv2_classifier() -> keras.Model:
-    return _models().HGNetV2ImageClassifier(
-        backbone=hgnetv2(), preprocessor=None, num_classes=4
-    )
+    return _models().HGNetV2ImageClassifier(backbone=hgnetv2(), preprocessor=None, num_classes=4)
 
 
 def deeplab_v3_segmenter() -> keras.Model:
@@ -446,42 +446,68 @@ def depth_anything_estimator() -> keras.Model:
 
 def bert() -> keras.Model:
     return _models().BertBackbone(
-        vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16,
+        vocabulary_size=50,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
         max_sequence_length=8,
     )
 
 
 def distil_bert() -> keras.Model:
     return _models().DistilBertBackbone(
-        vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16,
+        vocabulary_size=50,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
         max_sequence_length=8,
     )
 
 
 def albert() -> keras.Model:
     return _models().AlbertBackbone(
-        vocabulary_size=50, num_layers=1, num_heads=2, num_groups=1, num_inner_repetitions=1,
-        embedding_dim=8, hidden_dim=8, intermediate_dim=16, max_sequence_length=8,
+        vocabulary_size=50,
+        num_layers=1,
+        num_heads=2,
+        num_groups=1,
+        num_inner_repetitions=1,
+        embedding_dim=8,
+        hidden_dim=8,
+        intermediate_dim=16,
+        max_sequence_length=8,
     )
 
 
 def roberta() -> keras.Model:
     return _models().RobertaBackbone(
-        vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16,
+        vocabulary_size=50,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
         max_sequence_length=8,
     )
 
 
 def f_net() -> keras.Model:
     return _models().FNetBackbone(
-        vocabulary_size=50, num_layers=1, hidden_dim=8, intermediate_dim=16,
+        vocabulary_size=50,
+        num_layers=1,
+        hidden_dim=8,
+        intermediate_dim=16,
         max_sequence_length=8,
     )
 
 
 def gpt2() -> keras.Model:
     return _models().GPT2Backbone(
-        vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16,
+        vocabulary_size=50,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
         max_sequence_length=8,
     )
 

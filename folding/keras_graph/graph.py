@@ -330,8 +330,22 @@ def _accepts(function: Callable[..., Any], name: str) -> bool:
 
 
 def _first_line(error: Exception) -> str:
+    """The error's type and first line, and where in the layer's own code (the innermost
+    frame outside Keras and TensorFlow) it was raised."""
+    import traceback
+
     text = (str(error).strip().splitlines() or [""])[0][:200]
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    described = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if not any(f"/{lib}/" in frame.filename for lib in ("keras", "tensorflow", "folding"))
+    ]
+    if not frames:
+        return described
+    frame = frames[-1]
+    where = frame.filename.split("site-packages/")[-1]
+    return f"{described}; at {where}:{frame.lineno} `{(frame.line or '').strip()[:80]}`"
 
 
 def layers_inside(layer: Any) -> list[Any]:

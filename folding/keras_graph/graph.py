@@ -297,13 +297,14 @@ def _call_graph(layer: keras.layers.Layer, node: Any) -> keras.Model | list[np.n
     with symbolic_variable_operators():
         outputs = layer.call(*args, **kwargs)
     flat = tree.flatten(outputs)
+    unlike = "its call does not return tensors like the layer's outputs"
     if len(flat) != len(tree.flatten(node.outputs)):
-        raise FoldingError("its call does not return tensors like the layer's outputs")
+        raise FoldingError(unlike)
     if flat and not any(isinstance(t, keras.KerasTensor) for t in flat):
         try:  # computed from the inputs' shapes alone (a position table, say)
             return [keras.ops.convert_to_numpy(t) for t in flat]
         except Exception:  # anything that is not an array
-            raise FoldingError("its call does not return tensors like the layer's outputs")
+            raise FoldingError(unlike) from None
     if not all(isinstance(t, keras.KerasTensor) for t in flat):
         raise FoldingError("its call returns both symbolic and constant tensors")
     return keras.Model(fresh, flat, name=f"{layer.name}_call")

@@ -54,7 +54,7 @@ def traced_function(em: Emitter, x: str, function: Any, call: Call, layout: str)
         graph = trace(keras.Model(symbolic, output))
     except Exception as error:  # anything a user's function does on a symbolic tensor
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
-        raise unsupported(call, f"activation {name!r} has no direct ONNX form ({detail})")
+        raise unsupported(call, f"activation {name!r} has no direct ONNX form ({detail})") from None
     inner = SubEmitter(graph, em.weights, em.writer.opset)
     inner.writer = em.writer
     inner.values[graph.inputs[0].id] = Value(tuple(shape), {layout: x})

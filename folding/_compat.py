@@ -131,8 +131,9 @@ def is_applications_class(cls: type) -> bool:
 
 def is_ops_class(cls: type) -> bool:
     """``cls`` is a ``keras.ops`` operation class (what a Functional model records for a
-    ``keras.ops.*`` call). Keras 3.15.1 module layout: ``keras.src.ops``."""
-    return cls.__module__.startswith("keras.src.ops")
+    ``keras.ops.*`` call, or for ``keras.activations.relu``/``mish``, which are operations
+    of their own). Keras 3.15.1 module layout: ``keras.src.ops``, ``keras.src.activations``."""
+    return cls.__module__.startswith(("keras.src.ops", "keras.src.activations"))
 
 
 KERAS3_MODEL_MODULES = {

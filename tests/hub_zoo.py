@@ -314,7 +314,6 @@ def basnet() -> keras.Model:
         stackwise_num_blocks=[1, 1, 1, 1],
         stackwise_num_strides=[1, 2, 2, 2],
         block_type="basic_block",
-        image_shape=(64, 64, 3),
     )
     return _models().BASNetBackbone(
         image_encoder=encoder, num_classes=1, image_shape=(64, 64, 3), projection_filters=8

@@ -16,8 +16,10 @@ returns a new Functional model whose inputs and outputs are flat lists.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -337,10 +339,17 @@ def _first_line(error: Exception) -> str:
 
     text = (str(error).strip().splitlines() or [""])[0][:200]
     described = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    import tensorflow
+
+    import folding
+
+    libraries = [
+        str(Path(module.__file__).parent) + os.sep for module in (keras, tensorflow, folding)
+    ]
     frames = [
         frame
         for frame in traceback.extract_tb(error.__traceback__)
-        if not any(f"/{lib}/" in frame.filename for lib in ("keras", "tensorflow", "folding"))
+        if not any(frame.filename.startswith(library) for library in libraries)
     ]
     if not frames:
         return described

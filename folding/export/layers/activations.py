@@ -12,6 +12,7 @@ from keras import layers
 
 from folding.export.layers.base import (
     HANDLERS,
+    OP_HANDLERS,
     Handler,
     handles,
     handles_named,
@@ -178,6 +179,10 @@ def _relu_layer(em: Emitter, call: Call) -> None:
     if layer.max_value is not None:
         y = clip(em, y, None, float(layer.max_value))
     em.set(call, y, layout)
+
+
+# keras.activations.relu called on a tensor records this operation, with the layer's settings
+OP_HANDLERS["ReLU"] = _relu_layer
 
 
 def _alpha_layer(op_type: str, attribute: str, hint: str) -> Handler:

@@ -126,12 +126,24 @@ def line(row: dict) -> str:
 
 
 def replace_rows(path: Path, rows: list[dict]) -> None:
-    """Each row's line in the page's table replaced by its new one (a model not yet in
-    the table is left out: a full run writes the whole section)."""
+    """Each row's line in the page's table replaced by its new one; a model not yet in
+    the table is added at its end (and the header, if its columns changed)."""
     lines = path.read_text().split("\n")
+    start = lines.index(SECTION)
+    header = next(i for i in range(start, len(lines)) if lines[i].startswith("| model |"))
+    rule = "|" + "---|" * (HEADER.count("|") - 1)
+    lines[header : header + 2] = [HEADER, rule]
+    end = header + 2
+    while end < len(lines) and lines[end].startswith("| "):
+        end += 1
     for row in rows:
-        start = f"| {row['model']} |"
-        lines = [line(row) if text.startswith(start) else text for text in lines]
+        prefix = f"| {row['model']} |"
+        at = next((i for i in range(header + 2, end) if lines[i].startswith(prefix)), None)
+        if at is None:
+            lines.insert(end, line(row))
+            end += 1
+        else:
+            lines[at] = line(row)
     path.write_text("\n".join(lines))
 
 

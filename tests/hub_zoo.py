@@ -310,14 +310,12 @@ def basnet() -> keras.Model:
     encoder = _models().ResNetBackbone(
         input_conv_filters=[64],
         input_conv_kernel_sizes=[3],
-        stackwise_num_filters=[64, 8, 8, 8],
+        stackwise_num_filters=[64, 64, 64, 64],
         stackwise_num_blocks=[1, 1, 1, 1],
         stackwise_num_strides=[1, 2, 2, 2],
         block_type="basic_block",
     )
-    return _models().BASNetBackbone(
-        image_encoder=encoder, num_classes=1, image_shape=(64, 64, 3), projection_filters=8
-    )
+    return _models().BASNetBackbone(image_encoder=encoder, num_classes=1, image_shape=(32, 32, 3))
 
 
 def deeplab_v3() -> keras.Model:

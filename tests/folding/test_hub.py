@@ -261,3 +261,29 @@ def test_constant_outputs_of_a_layer_exported_alone_and_activation_operations(tm
     assert report.exporter == "direct"
     (warning,) = report.warnings
     assert "(TensorFlowWithScores) was exported alone" in warning
+
+
+class HoldsAnUnusedNorm(layers.Layer):
+    """Holds a built BatchNormalization its call never uses (keras-hub's BASNet keeps its
+    ResNet encoder's stem that way)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = layers.Dense(4)
+        self.spare = layers.BatchNormalization(name="spare")
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        self.spare.build((None, 4))
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def test_a_batch_norm_never_called_is_reported_as_kept(tmp_path):
+    inputs = keras.Input((4,))
+    x = layers.BatchNormalization()(HoldsAnUnusedNorm()(inputs))
+    report = _fold(keras.Model(inputs, layers.Dense(2)(x)), tmp_path)
+    assert len(report.folded) == 1
+    (kept,) = report.not_folded
+    assert kept.bn == "spare" and kept.reason.startswith("never called")

@@ -1,15 +1,19 @@
-"""Models nobody here wrote: keras-hub backbones and tf_keras (Keras 2) .h5 files; one table.
+"""Models nobody here wrote: keras-hub models and tf_keras (Keras 2) .h5 files; one table.
 
     .venv/bin/python bench/third_party.py [--write] [--only "keras-hub vit"]
 
-keras-hub backbones are built with random weights from their constructors (never a
-preset download) at 32x32; the tf_keras applications are built with ``weights=None``,
-saved by tf_keras as .h5 (Keras 2's format) and loaded back through foldserve's loader.
+keras-hub models (every image backbone, the image task models on them, a few text
+backbones; ``tests/hub_zoo.py``) are built with random weights from their constructors
+(never a preset download) with tiny configurations; the tf_keras applications are built
+with ``weights=None``, saved by tf_keras as .h5 (Keras 2's format) and loaded back
+through foldserve's loader.
 Each is folded, exported and verified; the table gives the BNs the model really has
 (counted through nested models and custom layers), how many were folded or kept (with a
-reason), the exporter, and the seconds. With ``--write`` it replaces the
+reason), the exporter (and the layers it left to tf2onnx alone), the seconds, and notes:
+why each kept BN was kept and why a layer went to tf2onnx. A row whose report accounts
+for another number of BNs than the model has says so. With ``--write`` it replaces the
 "Models from elsewhere" section of docs/applications.md; with ``--only`` it runs the
-models whose label contains the text and ``--write`` replaces just their rows.
+models whose label contains the text and ``--write`` replaces (or adds) just their rows.
 """
 
 from __future__ import annotations
@@ -169,8 +173,10 @@ def main() -> None:
         section = (
             f"{SECTION}\n\n`.venv/bin/python bench/third_party.py --write` (random weights, "
             "BN statistics randomised; the machine was shared, so read the seconds as rough; "
-            '`--only "keras-hub vit" --write` reruns one row; `exporter` also says how many '
-            "layers went through tf2onnx alone)."
+            '`--only "keras-hub vit" --write` reruns those rows; `exporter` also names the '
+            "layers that went through tf2onnx alone, and `notes` says why they did and why "
+            "each kept BN was kept). keras-hub models are built from their constructors with "
+            "tiny configurations (`tests/hub_zoo.py`), never from a preset."
             f"\n\n{table}\n"
         )
         replace_section(ROOT / "docs" / "applications.md", SECTION, section)

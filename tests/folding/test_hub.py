@@ -30,7 +30,6 @@ HUB_DIRECT = [
     "depth_anything",  # its fusion layers upsample 5 -> 9 through tf2onnx
     "hgnetv2_light_lab",  # a weight left of an operator: self.scale * x + self.bias
     "mobilenetv5",  # training= passed to a call without it; a lambda activation
-    "segformer",  # the Resizing layer
     "dinov3",  # a layer computing its outputs from its input's shape alone (RoPE tables)
 ]
 
@@ -67,7 +66,9 @@ def test_keras_hub_siglip_vision_encoder_whose_embedding_misstates_its_shape(tmp
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["swin", "bert", "retinanet detector", "deeplab_v3 segmenter"])
+@pytest.mark.parametrize(
+    "name", ["segformer", "swin", "bert", "retinanet detector", "deeplab_v3 segmenter", "basnet"]
+)
 def test_more_keras_hub_models(name, tmp_path):
     pytest.importorskip("keras_hub")
     from tests.hub_zoo import HUB

@@ -19,6 +19,7 @@ models whose label contains the text and ``--write`` replaces (or adds) just the
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 import traceback
@@ -104,13 +105,19 @@ def _exporter(report) -> str:
 
 
 def _notes(report) -> str:
-    """The distinct reasons BNs were kept (with counts), and why a layer went to tf2onnx."""
+    """The distinct reasons BNs were kept and layers went to tf2onnx alone, with counts
+    (layer names left out, so that one reason shared by many layers is one note)."""
     reasons: dict[str, int] = {}
-    for entry in report.not_folded:
-        reasons[entry.reason] = reasons.get(entry.reason, 0) + 1
-    notes = [f"{count}x kept: {reason[:80]}" for reason, count in reasons.items()]
-    notes += [warning[:160] for warning in report.warnings]
-    return "; ".join(notes)
+    kept = [f"kept: {entry.reason}" for entry in report.not_folded]
+    alone = [w.split(": ", 1)[-1] for w in report.warnings if "was exported alone" in w]
+    alone = [f"by tf2onnx alone: {reason}" for reason in alone]
+    others = [w for w in report.warnings if "was exported alone" not in w]
+    for note in [*kept, *alone, *others]:
+        note = re.sub(r"'[^']*'", "'…'", note)[:110]
+        reasons[note] = reasons.get(note, 0) + 1
+    notes = [f"{count}x {note}" for note, count in reasons.items()]
+    shown = "; ".join(notes[:3])
+    return shown + (f"; +{len(notes) - 3} more" if len(notes) > 3 else "")
 
 
 HEADER = (

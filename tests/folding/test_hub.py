@@ -66,6 +66,7 @@ def test_keras_hub_siglip_vision_encoder_whose_embedding_misstates_its_shape(tmp
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")  # keras-hub's own, while building Swin
 @pytest.mark.parametrize(
     "name", ["segformer", "swin", "bert", "retinanet detector", "deeplab_v3 segmenter", "basnet"]
 )

@@ -1,26 +1,32 @@
-"""Models nobody here wrote: keras-hub backbones, kimm models and tf_keras (Keras 2) .h5
+"""Models nobody here wrote: keras-hub models, kimm models and tf_keras (Keras 2) .h5
 files; one table.
 
     .venv/bin/python bench/third_party.py [--write] [--only "keras-hub vit"] [--only kimm]
 
-keras-hub backbones are built with random weights from their constructors (never a
-preset download) at 32x32; kimm (Keras Image Models) models with ``weights=None`` at
-64x64 (96x96 where the family needs more), one per family by default and every variant
-with ``--kimm all`` (``--kimm more``: a second variant of each family and the ones
-that differ in kind); the tf_keras applications are built with ``weights=None``,
-saved by tf_keras as .h5 (Keras 2's format) and loaded back through foldserve's loader.
+keras-hub models (every image backbone, the image task models on them, a few text
+backbones; ``tests/hub_zoo.py``) are built with random weights from their constructors
+(never a preset download) with tiny configurations; kimm (Keras Image Models) models
+with ``weights=None`` at 64x64 (96x96 where the family needs more), one per family by
+default and every variant with ``--kimm all`` (``--kimm more``: a second variant of
+each family and the ones that differ in kind); the tf_keras applications are built
+with ``weights=None``, saved by tf_keras as .h5 (Keras 2's format) and loaded back
+through foldserve's loader.
 Each is folded, exported and verified; the table gives the BNs the model really has
 (counted through nested models and custom layers), how many were folded or kept (with a
-reason), the exporter, and the seconds. With ``--write`` it replaces the
+reason), the exporter (and the layers it left to tf2onnx alone), the seconds, and notes:
+why each kept BN was kept and why a layer went to tf2onnx. A row whose report accounts
+for another number of BNs than the model has says so. With ``--write`` it replaces the
 "Models from elsewhere" section of docs/applications.md; with ``--only`` it runs the
-models whose label contains the text and ``--write`` replaces just their rows.
+models whose label contains the text and ``--write`` replaces (or adds) just their rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +35,6 @@ sys.path.insert(0, str(ROOT))
 from bench.common import keras_scratch, markdown_table, timed_fold  # noqa: E402
 
 SECTION = "## Models from elsewhere"
-HUB = ["resnet", "resnet_v2", "mobilenet", "cspdarknet", "efficientnet", "densenet", "vit"]
 # one per kimm family (the smallest)
 KIMM = [
     "ConvMixer736D32", "ConvNeXtAtto", "DenseNet121", "EfficientNetB0", "EfficientNetLiteB0",
@@ -63,11 +68,10 @@ TF_KERAS = {  # family: input size (the smallest each takes, at least 64)
 def hub_models():
     import keras_hub  # noqa: F401 - imported before any model's clock starts
 
-    from tests.folding.test_zoo import _hub_backbones
+    from tests.hub_zoo import HUB
 
-    build = _hub_backbones()
-    for name in HUB:
-        yield f"keras-hub {name}", lambda name=name: build(name)
+    for name, build in HUB.items():
+        yield f"keras-hub {name}", build
 
 
 def kimm_models(which: str = "family"):
@@ -142,59 +146,92 @@ def run(label: str, build, workdir: Path, statistics=randomized) -> dict:
         row["load_s"] = time.perf_counter() - started  # not the statistics' pass
         model = statistics(model)
     except Exception as error:  # a constructor or loader that fails is a row too
-        row["error"] = f"load: {str(error).splitlines()[0][:100]}"
+        row["error"] = f"load: {type(error).__name__}: {str(error).splitlines()[0][:140]}"
         return row
     row["bns"] = batch_norm_count(model)
     out = workdir / label.replace(" ", "_").replace("(", "").replace(")", "")
     out.mkdir()
-    report = timed_fold(model, out, row, "fold_s", error_width=100)
+    try:
+        report = timed_fold(model, out, row, "fold_s", error_width=160)
+    except Exception as error:  # not a FoldingError: a crash, which is a row too
+        row["error"] = f"crash: {type(error).__name__}: {str(error).splitlines()[0][:140]}"
+        traceback.print_exc()
+        return row
     if report is not None:
         row.update(
             folded=len(report.folded),
             kept=len(report.not_folded),
             exporter=_exporter(report),
             verdict=report.verification.verdict,
-            details=[f"kept {entry.bn}: {entry.reason}" for entry in report.not_folded]
-            + list(report.warnings),
+            notes=_notes(report),
         )
+        if row["folded"] + row["kept"] != row["bns"]:
+            row["error"] = f"report accounts for {row['folded'] + row['kept']} BNs of {row['bns']}"
     return row
 
 
 def _exporter(report) -> str:
-    """The exporter, and how many layers it left to tf2onnx alone (spliced in)."""
-    alone = sum("was exported alone" in warning for warning in report.warnings)
-    return report.exporter if not alone else f"{report.exporter}, {alone} layer(s) by tf2onnx"
+    """The exporter, and which layers it left to tf2onnx alone (spliced in)."""
+    alone = [
+        warning.split("'")[1] for warning in report.warnings if "was exported alone" in warning
+    ]
+    if not alone:
+        return report.exporter
+    shown = ", ".join(alone[:3]) + (f" +{len(alone) - 3}" if len(alone) > 3 else "")
+    return f"{report.exporter}; by tf2onnx alone: {shown}"
 
 
-DETAILS = 4  # lines printed under a row: BNs kept and why, layers exported alone
-HEADER = "| model | BNs | folded | kept | exporter | load s | fold+export+verify s | verdict |"
+def _notes(report) -> str:
+    """The distinct reasons BNs were kept and layers went to tf2onnx alone, with counts
+    (layer names left out, so that one reason shared by many layers is one note)."""
+    reasons: dict[str, int] = {}
+    kept = [f"kept: {entry.reason}" for entry in report.not_folded]
+    alone = [w.split(": ", 1)[-1] for w in report.warnings if "was exported alone" in w]
+    alone = [f"by tf2onnx alone: {reason}" for reason in alone]
+    others = [w for w in report.warnings if "was exported alone" not in w]
+    for note in [*kept, *alone, *others]:
+        note = re.sub(r"'[^']*'", "'…'", note)[:110]
+        reasons[note] = reasons.get(note, 0) + 1
+    notes = [f"{count}x {note}" for note, count in reasons.items()]
+    shown = "; ".join(notes[:3])
+    return shown + (f"; +{len(notes) - 3} more" if len(notes) > 3 else "")
+
+
+HEADER = (
+    "| model | BNs | folded | kept | exporter | load s | fold+export+verify s | verdict | notes |"
+)
 
 
 def line(row: dict) -> str:
     if "folded" not in row:
-        return f"| {row['model']} | {row.get('bns', '-')} | - | - | - | - | - | {row['error']} |"
+        return f"| {row['model']} | {row.get('bns', '-')} | - | - | - | - | - | {row['error']} | |"
+    notes = row["notes"].replace("|", "/")
     return (
         f"| {row['model']} | {row['bns']} | {row['folded']} | {row['kept']} | {row['exporter']} "
-        f"| {row['load_s']:.1f} | {row['fold_s']:.1f} | {row.get('error', row['verdict'])} |"
+        f"| {row['load_s']:.1f} | {row['fold_s']:.1f} | {row.get('error', row['verdict'])} "
+        f"| {notes} |"
     )
 
 
 def replace_rows(path: Path, rows: list[dict]) -> None:
-    """Each row's line in the section's table replaced by its new one; a model not yet
-    in the table is added at its end (a full run writes the whole section)."""
+    """Each row's line in the page's table replaced by its new one; a model not yet in
+    the table is added at its end (and the header, if its columns changed)."""
     lines = path.read_text().split("\n")
     start = lines.index(SECTION)
-    table = [i for i, text in enumerate(lines) if i > start and text.startswith("|")]
-    end = next(i for i in table if i + 1 not in table) + 1  # after the section's table
-    added = []
+    header = next(i for i in range(start, len(lines)) if lines[i].startswith("| model |"))
+    rule = "|" + "---|" * (HEADER.count("|") - 1)
+    lines[header : header + 2] = [HEADER, rule]
+    end = header + 2
+    while end < len(lines) and lines[end].startswith("| "):
+        end += 1
     for row in rows:
-        begins = f"| {row['model']} |"
-        found = [i for i in range(start, end) if lines[i].startswith(begins)]
-        for i in found:
-            lines[i] = line(row)
-        if not found:
-            added.append(line(row))
-    lines[end:end] = added
+        prefix = f"| {row['model']} |"
+        at = next((i for i in range(header + 2, end) if lines[i].startswith(prefix)), None)
+        if at is None:
+            lines.insert(end, line(row))
+            end += 1
+        else:
+            lines[at] = line(row)
     path.write_text("\n".join(lines))
 
 
@@ -225,11 +262,6 @@ def main() -> None:
                     continue
                 rows.append(run(label, build, workdir, statistics))
                 print(line(rows[-1]), flush=True)
-                details = rows[-1].get("details", [])
-                for detail in details[:DETAILS]:
-                    print(f"    {detail[:200]}", flush=True)
-                if len(details) > DETAILS:
-                    print(f"    ... and {len(details) - DETAILS} more", flush=True)
     table = markdown_table(HEADER, rows, line)
     print(table)
     if args.write and args.only:
@@ -242,8 +274,10 @@ def main() -> None:
             "BN statistics randomised, kimm's measured on random images and kimm's models "
             "with logits out, one a family (`--kimm more` adds variants, `--kimm all` every "
             "model); the machine was shared, so read the seconds as rough; "
-            '`--only "keras-hub vit" --write` reruns one row; `exporter` also says how many '
-            "layers went through tf2onnx alone)."
+            '`--only "keras-hub vit" --write` reruns those rows; `exporter` also names the '
+            "layers that went through tf2onnx alone, and `notes` says why they did and why "
+            "each kept BN was kept). keras-hub models are built from their constructors with "
+            "tiny configurations (`tests/hub_zoo.py`), never from a preset."
             f"\n\n{table}\n"
         )
         replace_section(ROOT / "docs" / "applications.md", SECTION, section)

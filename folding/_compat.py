@@ -94,6 +94,52 @@ def input_structure(model: Any) -> Any:
     return structure
 
 
+_VARIABLE_OPERATORS = {
+    "__add__": ("add", False),
+    "__radd__": ("add", True),
+    "__sub__": ("subtract", False),
+    "__rsub__": ("subtract", True),
+    "__mul__": ("multiply", False),
+    "__rmul__": ("multiply", True),
+    "__truediv__": ("divide", False),
+    "__rtruediv__": ("divide", True),
+    "__pow__": ("power", False),
+    "__rpow__": ("power", True),
+    "__matmul__": ("matmul", False),
+    "__rmatmul__": ("matmul", True),
+}
+
+
+@contextlib.contextmanager
+def symbolic_variable_operators() -> Iterator[None]:
+    """While inside: ``variable * keras_tensor`` (a layer's weight on the left of an
+    operator, as in ``self.scale * x + self.bias``) records a ``keras.ops`` operation.
+    Keras 3.15.1's ``KerasVariable.__mul__`` and the other operators call the backend on
+    ``self.value`` directly, which refuses a symbolic tensor; its reflected operators and
+    a KerasTensor on the left already go through ``keras.ops``."""
+    import keras
+
+    saved = {name: getattr(keras.Variable, name) for name in _VARIABLE_OPERATORS}
+
+    def symbolic(name: str, function_name: str, reflected: bool) -> Callable[..., Any]:
+        original, function = saved[name], getattr(keras.ops, function_name)
+
+        def operator(self: Any, other: Any) -> Any:
+            if isinstance(other, keras.KerasTensor):
+                return function(other, self) if reflected else function(self, other)
+            return original(self, other)
+
+        return operator
+
+    for name, (function_name, reflected) in _VARIABLE_OPERATORS.items():
+        setattr(keras.Variable, name, symbolic(name, function_name, reflected))
+    try:
+        yield
+    finally:
+        for name, original in saved.items():
+            setattr(keras.Variable, name, original)
+
+
 def is_applications_class(cls: type) -> bool:
     """``cls`` is defined by ``keras.applications`` (whose custom layers, such as
     EfficientNet's, have no public class). Keras 3.15.1 module layout:
@@ -103,8 +149,9 @@ def is_applications_class(cls: type) -> bool:
 
 def is_ops_class(cls: type) -> bool:
     """``cls`` is a ``keras.ops`` operation class (what a Functional model records for a
-    ``keras.ops.*`` call). Keras 3.15.1 module layout: ``keras.src.ops``."""
-    return cls.__module__.startswith("keras.src.ops")
+    ``keras.ops.*`` call, or for ``keras.activations.relu``/``mish``, which are operations
+    of their own). Keras 3.15.1 module layout: ``keras.src.ops``, ``keras.src.activations``."""
+    return cls.__module__.startswith(("keras.src.ops", "keras.src.activations"))
 
 
 KERAS3_MODEL_MODULES = {

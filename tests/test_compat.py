@@ -152,6 +152,26 @@ def test_keras_applications_and_ops_classes_are_recognised():
     assert ops and all(folding_compat.is_ops_class(type(op)) for op in ops)
     assert not folding_compat.is_ops_class(keras.layers.Dense)
 
+    activated = keras.Model(inputs, keras.activations.relu(inputs, max_value=6.0))
+    (relu,) = [node.operation for node in folding_compat.nodes_by_depth(activated)[0]]
+    assert folding_compat.is_ops_class(type(relu)), type(relu)
+
+
+def test_a_weight_left_of_an_operator_records_an_operation_on_a_symbolic_tensor():
+    import keras
+
+    scale = keras.Variable(2.0)
+    inputs = keras.Input((3,))
+    with pytest.raises(ValueError, match="KerasTensor"):
+        scale * inputs
+    with folding_compat.symbolic_variable_operators():
+        outputs = (scale * inputs + scale) / scale - scale
+    assert isinstance(outputs, keras.KerasTensor)
+    model = keras.Model(inputs, outputs)
+    result = model(np.ones((1, 3), np.float32))
+    np.testing.assert_allclose(np.asarray(result), np.full((1, 3), (2.0 + 2.0) / 2.0 - 2.0))
+    assert scale * 3.0 == 6.0  # outside, the operators are Keras' own again
+
 
 def test_keras2_modules_are_translated_to_the_ones_keras3_writes():
     import keras

@@ -271,6 +271,12 @@ class Emitter:
             sub = self.fallback(call, self.graph, self.writer.opset)
             tensors = list(dict.fromkeys(call.input_ids))
             inputs = [self.get(tensor, "keras") for tensor in tensors]
+            for index, value in enumerate(sub.graph.input[: len(inputs)]):
+                wanted = value.type.tensor_type.elem_type
+                if wanted != TensorProto.FLOAT:  # an integer input the direct export cast
+                    inputs[index] = self.writer.op(
+                        "Cast", [inputs[index]], f"{call.name}_input", to=wanted
+                    )
             outputs = splice(self.writer, sub, inputs, call.name, self.extra_opsets)
         except (CannotSplice, ExportError) as error:
             raise Unsupported(

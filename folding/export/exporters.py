@@ -146,6 +146,7 @@ def export_onnx(
     except Exception as error:  # tf2onnx raises bare exceptions of many kinds
         first_line = (str(error).strip().splitlines() or [""])[0][:300]
         raise ExportError(f"ONNX conversion failed: {type(error).__name__}: {first_line}") from None
+    _outputs_from_nodes(proto.graph)
     _rename_outputs(proto.graph, list(output_names))
     if check:
         check_onnx(proto)
@@ -187,6 +188,21 @@ def _convert(concrete: Any, input_count: int, opset: int) -> onnx.ModelProto:
     output_names = [tensor.name for tensor in concrete.outputs]
     renames = tensor_renames(concrete, input_names, output_names)
     return convert_function(concrete, input_names, output_names, renames, opset)
+
+
+def _outputs_from_nodes(graph: onnx.GraphProto) -> None:
+    """Each graph output that tf2onnx left as a constant or an input (a layer returning
+    an empty attention-score tensor, say) given an Identity node of its own: ONNX wants
+    a graph output to be some node's output."""
+    from onnx import helper
+
+    produced = {name for node in graph.node for name in node.output}
+    for output in graph.output:
+        if output.name in produced:
+            continue
+        source, output.name = output.name, f"{output.name}__output"
+        graph.node.append(helper.make_node("Identity", [source], [output.name], name=output.name))
+        produced.add(output.name)
 
 
 def _rename_outputs(graph: onnx.GraphProto, names: list[str]) -> None:

@@ -55,6 +55,7 @@ def splice(
             names[name] = writer.fresh(f"{prefix}/{name}")
         return names[name]
 
+    _resize_to_sizes(sub)
     for initializer in graph.initializer:
         copy = onnx.TensorProto()
         copy.CopyFrom(initializer)
@@ -73,3 +74,65 @@ def splice(
         copy.name = writer.fresh(f"{prefix}/{node.name or node.op_type}")
         writer.nodes.append(copy)
     return [renamed(output.name) for output in graph.output]
+
+
+def _resize_to_sizes(sub: onnx.ModelProto) -> None:
+    """A Resize with constant ``scales`` (as tf2onnx writes an upsampling to a size
+    that is not a whole multiple, 5 -> 9 as scale 1.8) given the output sizes instead:
+    ONNX shape inference floors ``5 * float32(1.8)`` to 8 where ONNX Runtime's kernel
+    and Keras give 9, and once the layer's graph sits inside a larger model that
+    disagreement fails the next Add. The sizes are the input's leading dimensions,
+    read at run time, and the rounded products of the others."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = sub.graph
+    constants = {init.name: init for init in graph.initializer}
+    resizes = [
+        node
+        for node in graph.node
+        if node.op_type == "Resize" and len(node.input) == 3 and node.input[2] in constants
+    ]
+    if not resizes:
+        return
+    try:
+        inferred = onnx.shape_inference.infer_shapes(sub).graph
+    except Exception:  # nothing to learn: leave the graph as it is
+        return
+    shapes = {
+        value.name: [
+            d.dim_value if d.HasField("dim_value") else None
+            for d in value.type.tensor_type.shape.dim
+        ]
+        for value in [*inferred.input, *inferred.value_info]
+    }
+    for node in resizes:
+        scales = numpy_helper.to_array(constants[node.input[2]]).astype(np.float64)
+        shape = shapes.get(node.input[0])
+        if shape is None or len(shape) != len(scales):
+            continue
+        leading = 0
+        while leading < len(scales) and scales[leading] == 1.0:
+            leading += 1
+        rest = shape[leading:]
+        if any(dim is None for dim in rest):
+            continue
+        sizes = [round(dim * scale) for dim, scale in zip(rest, scales[leading:], strict=True)]
+        prefix = f"{node.name}_sizes"
+        shape_out, lead_out, sizes_out = f"{prefix}_shape", f"{prefix}_lead", prefix
+        fixed = numpy_helper.from_array(np.asarray(sizes, np.int64), f"{prefix}_fixed")
+        starts = numpy_helper.from_array(np.asarray([0], np.int64), f"{prefix}_start")
+        ends = numpy_helper.from_array(np.asarray([leading], np.int64), f"{prefix}_end")
+        graph.initializer.extend([fixed, starts, ends])
+        at = list(graph.node).index(node)
+        new_nodes = [
+            helper.make_node("Shape", [node.input[0]], [shape_out], name=shape_out),
+            helper.make_node(
+                "Slice", [shape_out, starts.name, ends.name], [lead_out], name=lead_out
+            ),
+            helper.make_node("Concat", [lead_out, fixed.name], [sizes_out], name=sizes_out, axis=0),
+        ]
+        for offset, new in enumerate(new_nodes):
+            graph.node.insert(at + offset, new)
+        node.input[2] = ""
+        node.input.append(sizes_out)

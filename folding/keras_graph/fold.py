@@ -61,6 +61,7 @@ def fold_model(
     data = calibration if calibration is not None else recalibrate_on
     observed = {} if data is None else recalibrate.input_statistics(model, data)
     graph = trace(model)
+    never_called = _never_called(model, graph)  # before folding takes calls out
     result = FoldResult(
         source=model,
         graph=graph,
@@ -76,7 +77,7 @@ def fold_model(
     folder.run()
     result.folded, result.not_folded = (
         folder.folded,
-        folder.not_folded + _inside_whole_layers(graph),
+        folder.not_folded + _inside_whole_layers(graph) + never_called,
     )
     result.edits = {layer_id: edit.arrays for layer_id, edit in folder.edits.items()}
     return result
@@ -103,4 +104,30 @@ def _inside_whole_layers(graph: Graph) -> list[NotFoldedEntry]:
                     None,
                 )
             )
+    return entries
+
+
+def _never_called(model: keras.Model, graph: Graph) -> list[NotFoldedEntry]:
+    """The BatchNormalizations the model holds but never calls (a layer of a nested
+    model that no path from the inputs to the outputs goes through, as keras-hub's
+    BASNet leaves its ResNet encoder's stem): not folded, since they compute nothing."""
+    reached = {id(call.layer) for call in graph.calls}
+    for call in graph.calls:
+        if isinstance(call.layer, keras.layers.Layer):
+            reached.update(id(inner) for inner in layers_inside(call.layer))
+    entries = []
+    for layer in layers_inside(model):
+        if not isinstance(layer, layers.BatchNormalization) or id(layer) in reached:
+            continue
+        reached.add(id(layer))
+        stats = batch_norm_stats(batch_norm_params(layer)) if layer.built else None
+        entries.append(
+            NotFoldedEntry(
+                layer.name,
+                "never called: the model holds it but no path from its inputs to its "
+                "outputs goes through it",
+                stats,
+                None,
+            )
+        )
     return entries

@@ -15,11 +15,15 @@ returns a new Functional model whose inputs and outputs are flat lists.
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 from keras import tree
 
 from folding._compat import (
@@ -28,6 +32,7 @@ from folding._compat import (
     nested_layers,
     nested_models_take_any_shape,
     nodes_by_depth,
+    symbolic_variable_operators,
 )
 from folding.errors import FoldingError
 from folding.specs import InputSpec
@@ -154,7 +159,7 @@ def trace(model: keras.Model) -> Graph:
         tensor_id = tracer.new_tensor(tensor)
         inputs.append(InputSpec(tensor_id, tensor.name, tuple(tensor.shape), str(tensor.dtype)))
     outputs = tracer.inline(model, [spec.id for spec in inputs], scope="")
-    return Graph(
+    graph = Graph(
         name=model.name,
         inputs=inputs,
         calls=tracer.calls,
@@ -164,6 +169,20 @@ def trace(model: keras.Model) -> Graph:
         dtypes=tracer.dtypes,
         output_dtypes=[str(tensor.dtype) for tensor in tree.flatten(functional.outputs)],
     )
+    if tracer.reshaped:
+        _refresh_shapes(graph)
+    return graph
+
+
+def _refresh_shapes(graph: Graph) -> None:
+    """Every tensor's shape as the layers compute it when called again: a layer traced
+    into can turn out to return another shape than its ``compute_output_shape`` told
+    Keras (keras-hub's SigLIP embedding counts a class token it does not add), and the
+    shapes Keras recorded after it follow that claim."""
+    _, tensors = _call_again(graph, lambda call: call.layer)
+    for tensor_id, tensor in tensors.items():
+        if hasattr(tensor, "shape"):
+            graph.shapes[tensor_id] = tuple(tensor.shape)
 
 
 def _functional_of(model: keras.Model) -> keras.Model:
@@ -182,6 +201,7 @@ class _Tracer:
         self.calls: list[Call] = []
         self.shapes: dict[int, tuple[int | None, ...]] = {}
         self.dtypes: dict[int, str] = {}
+        self.reshaped = False  # a traced-into layer's outputs differ from Keras' record
         self._next = 0
 
     def new_tensor(self, tensor: Any) -> int:
@@ -231,12 +251,19 @@ class _Tracer:
             except Exception as error:  # any failure of a user's call on symbolic tensors
                 opaque = _first_line(error)
             else:
+                if isinstance(inner, list):  # outputs that do not depend on the inputs
+                    for tensor, value in zip(node_outputs, inner, strict=True):
+                        constant = TracedConstant(value, name=f"{operation.name}_constant")
+                        local[id(tensor)] = self.new_tensor(constant.value)
+                        self.calls.append(Call(constant, (), {}, [local[id(tensor)]], scope))
+                    return
                 flat_in = [
                     leaf.id for leaf in tree.flatten((args, kwargs)) if isinstance(leaf, Ref)
                 ]
                 inner_out = self.inline(inner, flat_in, scope=f"{scope}{operation.name}_")
                 for tensor, tensor_id in zip(node_outputs, inner_out, strict=True):
                     local[id(tensor)] = tensor_id
+                    self.reshaped |= tuple(tensor.shape) != self.shapes[tensor_id]
                 return
         out_ids = [self.new_tensor(tensor) for tensor in node_outputs]
         for tensor, tensor_id in zip(node_outputs, out_ids, strict=True):
@@ -271,9 +298,10 @@ def _traced_into(operation: Any) -> bool:
     return isinstance(operation, keras.layers.Layer) and not has_writer(operation)
 
 
-def _call_graph(layer: keras.layers.Layer, node: Any) -> keras.Model:
+def _call_graph(layer: keras.layers.Layer, node: Any) -> keras.Model | list[np.ndarray]:
     """``layer.call`` run on fresh symbolic inputs shaped like ``node``'s, as a
-    Functional model whose layers and operations are the ones ``call`` used."""
+    Functional model whose layers and operations are the ones ``call`` used; when no
+    output depends on the inputs (only on their shapes), the outputs as arrays."""
     fresh: list[Any] = []
 
     def symbolic(leaf: Any) -> Any:
@@ -288,19 +316,69 @@ def _call_graph(layer: keras.layers.Layer, node: Any) -> keras.Model:
     )
     if "training" in kwargs and kwargs["training"] is None:
         kwargs["training"] = False
-    with nested_models_take_any_shape():
+    for name in ("training", "mask"):  # as Layer.__call__ does: passed only where accepted
+        if name in kwargs and not _accepts(layer.call, name):
+            del kwargs[name]
+    with nested_models_take_any_shape(), symbolic_variable_operators():
         outputs = layer.call(*args, **kwargs)
     flat = tree.flatten(outputs)
-    if len(flat) != len(tree.flatten(node.outputs)) or not all(
-        isinstance(t, keras.KerasTensor) for t in flat
-    ):
-        raise FoldingError("its call does not return symbolic tensors like the layer's outputs")
+    unlike = "its call does not return tensors like the layer's outputs"
+    if len(flat) != len(tree.flatten(node.outputs)):
+        raise FoldingError(unlike)
+    if flat and not any(isinstance(t, keras.KerasTensor) for t in flat):
+        try:  # computed from the inputs' shapes alone (a position table, say)
+            return [keras.ops.convert_to_numpy(t) for t in flat]
+        except Exception:  # anything that is not an array
+            raise FoldingError(unlike) from None
+    if not all(isinstance(t, keras.KerasTensor) for t in flat):
+        raise FoldingError("its call returns both symbolic and constant tensors")
     return keras.Model(fresh, flat, name=f"{layer.name}_call")
 
 
+class TracedConstant(keras.layers.Layer):
+    """An output of a traced-into layer that its inputs do not determine (computed from
+    their static shapes), as a layer of no inputs returning that array."""
+
+    def __init__(self, value: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.value = np.asarray(value)
+
+    def call(self) -> Any:
+        return keras.ops.convert_to_tensor(self.value)
+
+
+def _accepts(function: Callable[..., Any], name: str) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):  # no signature to read: pass everything
+        return True
+    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
 def _first_line(error: Exception) -> str:
+    """The error's type and first line, and where in the layer's own code (the innermost
+    frame outside Keras and TensorFlow) it was raised."""
+    import traceback
+
     text = (str(error).strip().splitlines() or [""])[0][:200]
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    described = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    import tensorflow
+
+    import folding
+
+    libraries = [
+        str(Path(module.__file__).parent) + os.sep for module in (keras, tensorflow, folding)
+    ]
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if not any(frame.filename.startswith(library) for library in libraries)
+    ]
+    if not frames:
+        return described
+    frame = frames[-1]
+    where = frame.filename.split("site-packages/")[-1]
+    return f"{described}; at {where}:{frame.lineno} `{(frame.line or '').strip()[:80]}`"
 
 
 def layers_inside(layer: Any) -> list[Any]:
@@ -318,6 +396,14 @@ def rebuild(graph: Graph, replace: LayerFactory) -> keras.Model:
     replacement); it is asked once per distinct layer, so shared layers stay
     shared.
     """
+    inputs, tensors = _call_again(graph, replace)
+    outputs = [tensors[tensor_id] for tensor_id in graph.outputs]
+    return keras.Model(inputs, outputs, name=f"{graph.name}_folded")
+
+
+def _call_again(graph: Graph, replace: LayerFactory) -> tuple[list[Any], dict[int, Any]]:
+    """The graph's layers called on new ``keras.Input`` tensors: the inputs, and every
+    tensor by id."""
     tensors: dict[int, Any] = {}
     inputs = []
     for spec in graph.inputs:
@@ -338,5 +424,4 @@ def rebuild(graph: Graph, replace: LayerFactory) -> keras.Model:
         )
         for tensor_id, tensor in zip(call.outputs, tree.flatten(result), strict=True):
             tensors[tensor_id] = tensor
-    outputs = [tensors[tensor_id] for tensor_id in graph.outputs]
-    return keras.Model(inputs, outputs, name=f"{graph.name}_folded")
+    return inputs, tensors

@@ -32,6 +32,9 @@ if TYPE_CHECKING:  # the Keras graph; this module is also used without Keras (ON
 
 DEFAULT_SAMPLES = VerifyOptions.samples
 DYNAMIC_DIM_PROBE = 64  # for a dimension the model leaves open: deep image nets need room
+# and for an open dimension of an integer or boolean input (token ids, a padding mask): a
+# sequence, which a position embedding bounds (keras-hub's text backbones: 512, tiny ones 8)
+DYNAMIC_SEQUENCE_PROBE = 8
 PROBE_BUDGET_MACS = 1e10  # multiply-accumulates per verification run
 MIN_SAMPLES = 2
 
@@ -83,7 +86,9 @@ def make_probes(
     arrays, sources = [], []
     consumers = graph.consumers() if graph is not None else {}
     for spec in inputs:
-        shape = [samples] + [DYNAMIC_DIM_PROBE if d is None else d for d in spec.shape[1:]]
+        dtype = np.dtype(spec.dtype)
+        open_size = DYNAMIC_DIM_PROBE if dtype.kind == "f" else DYNAMIC_SEQUENCE_PROBE
+        shape = [samples] + [open_size if d is None else d for d in spec.shape[1:]]
         users = consumers.get(spec.id, [])
         array, source = _probe_for(spec, shape, users, graph, rng)
         arrays.append(array)
@@ -107,6 +112,9 @@ def _probe_for(
             low = 1 if embedding.mask_zero and embedding.input_dim > 1 else 0
             ids = rng.integers(low, embedding.input_dim, size=shape)
             return ids.astype(dtype), "embedding ids"
+        rows = _lookup_rows(users)
+        if rows is not None:  # a traced-into embedding: ops.take(self.embeddings, ids)
+            return rng.integers(0, rows, size=shape).astype(dtype), "embedding ids"
         high = 256 if dtype == np.uint8 else 2
         return rng.integers(0, high, size=shape).astype(dtype), "random integers"
     normal = rng.standard_normal(shape)
@@ -134,6 +142,22 @@ def _probe_for(
 def _channel_last(bn: Any, rank: int) -> bool:
     axis = bn.axis[0] if isinstance(bn.axis, (list, tuple)) else bn.axis
     return axis % rank == rank - 1
+
+
+def _lookup_rows(users: list[Call]) -> int | None:
+    """The rows of the table a ``keras.ops.take`` of a constant (a layer's variable)
+    looks the input up in, the fewest over such users; None without one."""
+    from folding.keras_graph.graph import Ref
+
+    rows = []
+    for call in users:
+        if type(call.layer).__name__ != "Take" or not call.args:
+            continue
+        table, axis = call.args[0], getattr(call.layer, "axis", None)
+        if isinstance(table, Ref) or not hasattr(table, "shape") or axis is None:
+            continue
+        rows.append(int(table.shape[axis]))
+    return min(rows) if rows else None
 
 
 def _scale_for_next_batch_norm(call: Call, graph: Graph) -> float | None:

@@ -165,83 +165,14 @@ def test_training_true_call_is_kept(tmp_path):
 # -- Keras 3 model code from a model library: keras-hub backbones, random weights ---------
 
 
-def _hub_backbones() -> dict:
+def _hub_backbones():
+    """A builder by name (``tests/hub_zoo.py``: tiny configs, random weights)."""
+
     def build(name: str) -> keras.Model:
-        models = pytest.importorskip("keras_hub").models
-        image = (32, 32, 3)
-        if name in ("resnet", "resnet_v2"):
-            v2 = {"block_type": "basic_block", "use_pre_activation": True}
-            return models.ResNetBackbone(
-                input_conv_filters=[64],
-                input_conv_kernel_sizes=[3],
-                stackwise_num_filters=[64, 16],
-                stackwise_num_blocks=[1, 1],
-                stackwise_num_strides=[1, 2],
-                **(v2 if name == "resnet_v2" else {"block_type": "bottleneck_block"}),
-                image_shape=image,
-            )
-        if name == "mobilenet":
-            return models.MobileNetBackbone(
-                stackwise_expansion=[[1], [4]],
-                stackwise_num_blocks=[1, 1],
-                stackwise_num_filters=[[8], [16]],
-                stackwise_kernel_size=[[3], [5]],
-                stackwise_num_strides=[[2], [2]],
-                stackwise_se_ratio=[[0.25], [0.25]],
-                stackwise_activation=[["relu"], ["hard_swish"]],
-                stackwise_padding=[[1], [2]],
-                output_num_filters=32,
-                depthwise_filters=8,
-                depthwise_stride=2,
-                depthwise_residual=False,
-                last_layer_filter=32,
-                squeeze_and_excite=0.25,
-                image_shape=image,
-                input_num_filters=8,
-            )
-        if name == "cspdarknet":
-            return models.CSPNetBackbone(
-                stem_filters=8,
-                stem_kernel_size=3,
-                stem_strides=1,
-                stackwise_depth=[1, 1],
-                stackwise_strides=[1, 2],
-                stackwise_num_filters=[8, 16],
-                block_type="dark_block",
-                stage_type="dark",
-                image_shape=image,
-            )
-        if name == "efficientnet":
-            return models.EfficientNetBackbone(
-                stackwise_kernel_sizes=[3, 3],
-                stackwise_num_repeats=[1, 1],
-                stackwise_input_filters=[8, 8],
-                stackwise_output_filters=[8, 16],
-                stackwise_expansion_ratios=[1, 4],
-                stackwise_squeeze_and_excite_ratios=[0.25, 0.25],
-                stackwise_strides=[1, 2],
-                stackwise_block_types=["v1", "v1"],
-                stackwise_width_coefficients=[1.0, 1.0],
-                stackwise_depth_coefficients=[1.0, 1.0],
-                stackwise_force_input_filters=[0, 0],
-                stackwise_nores_option=[False, False],
-                input_shape=image,
-                num_features=32,
-            )
-        if name == "densenet":
-            return models.DenseNetBackbone(
-                stackwise_num_repeats=[1, 1], image_shape=image, growth_rate=8
-            )
-        if name == "vit":
-            return models.ViTBackbone(
-                image_shape=image,
-                patch_size=8,
-                num_layers=2,
-                num_heads=2,
-                hidden_dim=16,
-                mlp_dim=32,
-            )
-        raise AssertionError(name)
+        pytest.importorskip("keras_hub")
+        from tests.hub_zoo import HUB
+
+        return HUB[name]()
 
     return build
 

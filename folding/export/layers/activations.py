@@ -12,6 +12,7 @@ from keras import layers
 
 from folding.export.layers.base import (
     HANDLERS,
+    OP_HANDLERS,
     Handler,
     handles,
     handles_named,
@@ -25,13 +26,46 @@ if TYPE_CHECKING:
     from folding.keras_graph.graph import Call
 
 
-def activation(em: Emitter, x: str, function: Any, call: Call) -> str:
-    """Apply a Keras activation function (by identity, not by name alone)."""
+def activation(em: Emitter, x: str, function: Any, call: Call, layout: str = "keras") -> str:
+    """Apply a Keras activation function (by identity, not by name alone); any other
+    function (a library's ``quick_gelu``, a lambda) is run on a symbolic tensor and the
+    ``keras.ops`` it records are written in its place."""
     name = getattr(function, "__name__", None)
     module = getattr(function, "__module__", "") or ""
-    if not module.startswith("keras") or name not in ACTIVATIONS:
-        raise unsupported(call, f"activation {name or function!r} has no direct ONNX form")
-    return ACTIVATIONS[name](em, x)
+    if module.startswith("keras.src.activations") and name in ACTIVATIONS:
+        return ACTIVATIONS[name](em, x)
+    return traced_function(em, x, function, call, layout)
+
+
+def traced_function(em: Emitter, x: str, function: Any, call: Call, layout: str) -> str:
+    """``function`` (a tensor in, a tensor of its shape out) as the operations it is made
+    of, written on ``x`` (in ``layout``, shaped as ``call``'s output)."""
+    from folding.export.direct import Emitter as SubEmitter
+    from folding.export.direct import Unsupported, Value
+    from folding.export.layers.base import emit
+    from folding.keras_graph.graph import trace
+
+    name = getattr(function, "__name__", None) or repr(function)
+    shape = em.graph.shapes[call.outputs[0]]
+    try:
+        symbolic = keras.Input(batch_shape=shape)
+        output = function(symbolic)
+        if not isinstance(output, keras.KerasTensor) or tuple(output.shape) != tuple(shape):
+            raise TypeError("it does not return a tensor of its input's shape")
+        graph = trace(keras.Model(symbolic, output))
+    except Exception as error:  # anything a user's function does on a symbolic tensor
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        raise unsupported(call, f"activation {name!r} has no direct ONNX form ({detail})") from None
+    inner = SubEmitter(graph, em.weights, em.writer.opset)
+    inner.writer = em.writer
+    inner.values[graph.inputs[0].id] = Value(tuple(shape), {layout: x})
+    for step in graph.calls:
+        try:
+            emit(inner, step)
+        except Unsupported as refused:
+            raise unsupported(call, f"activation {name!r}: {refused.reason}") from None
+    (result,) = graph.outputs
+    return inner.get(result, layout)
 
 
 def gelu(em: Emitter, x: str, approximate: bool = False) -> str:
@@ -111,7 +145,7 @@ def activate_argument(em: Emitter, call: Call, x: str, layout: str) -> str:
     name = getattr(function, "__name__", "")
     if name in ("softmax", "log_softmax") and layout == "cf":
         raise unsupported(call, "softmax over a channels-first tensor")
-    return activation(em, x, function, call)
+    return activation(em, x, function, call, layout)
 
 
 @handles(layers.Activation)
@@ -120,7 +154,7 @@ def _activation_layer(em: Emitter, call: Call) -> None:
     name = getattr(call.layer.activation, "__name__", "")
     layout = "keras" if name in ("softmax", "log_softmax") else em.layout_of(tensor)
     x = em.get(tensor, layout)
-    em.set(call, activation(em, x, call.layer.activation, call), layout)
+    em.set(call, activation(em, x, call.layer.activation, call, layout), layout)
 
 
 @handles(layers.ReLU)
@@ -147,6 +181,10 @@ def _relu_layer(em: Emitter, call: Call) -> None:
     em.set(call, y, layout)
 
 
+# keras.activations.relu called on a tensor records this operation, with the layer's settings
+OP_HANDLERS["ReLU"] = _relu_layer
+
+
 def _alpha_layer(op_type: str, attribute: str, hint: str) -> Handler:
     """A layer that is one ONNX ``op_type`` whose ``alpha`` is the layer's ``attribute``."""
 
@@ -165,15 +203,28 @@ HANDLERS[layers.ELU] = _alpha_layer("Elu", "alpha", "elu")
 
 @handles(layers.Softmax)
 def _softmax_layer(em: Emitter, call: Call) -> None:
+    """Keras' Softmax: with a mask, the masked positions are set to -1e9 before and to 0
+    after (a mask that is not boolean keeps the positions above 0.5)."""
+    from onnx import TensorProto
+
     tensors = inputs_of(call)
-    if len(tensors) != 1:
-        raise unsupported(call, "a softmax mask")
+    if len(tensors) > 2:
+        raise unsupported(call, f"a softmax of {len(tensors)} tensors")
     axis = call.layer.axis
     if isinstance(axis, (list, tuple)):
         if len(axis) != 1:
             raise unsupported(call, f"softmax over several axes {list(axis)}")
         axis = axis[0]
-    em.set(call, em.writer.op("Softmax", [em.get(tensors[0], "keras")], "softmax", axis=axis))
+    w = em.writer
+    x = em.get(tensors[0], "keras")
+    if len(tensors) == 1:
+        em.set(call, w.op("Softmax", [x], "softmax", axis=axis))
+        return
+    mask = w.op("Cast", [em.get(tensors[1], "keras")], "mask_f32", to=TensorProto.FLOAT)
+    keep = w.op("Greater", [mask, w.const(0.5, "half")], "mask_keep")
+    masked = w.op("Where", [keep, x, w.const(-1e9, "large_negative")], "masked")
+    y = w.op("Softmax", [masked], "softmax", axis=axis)
+    em.set(call, w.op("Where", [keep, y, w.const(0.0, "zero")], "softmax_masked"))
 
 
 @handles(layers.PReLU)

@@ -1,5 +1,5 @@
 """keras.ops calls that set a dtype or fill a tensor: cast, zeros_like, ones_like and
-full_like. A cast keeps its input's layout."""
+full_like, and the constants a traced-into layer computed. A cast keeps its input's layout."""
 
 from __future__ import annotations
 
@@ -8,8 +8,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from onnx import TensorProto, helper
 
-from folding.export.layers.base import OP_HANDLERS, Handler, Refused, sole_input, unsupported
+from folding.export.layers.base import (
+    OP_HANDLERS,
+    Handler,
+    Refused,
+    handles,
+    sole_input,
+    unsupported,
+)
 from folding.export.layers.operations import constant_array, is_tensor
+from folding.keras_graph.graph import TracedConstant
 
 if TYPE_CHECKING:
     from folding.export.direct import Emitter
@@ -59,3 +67,11 @@ OP_HANDLERS.update(
         "FullLike": _like(None),
     }
 )
+
+
+@handles(TracedConstant)
+def _traced_constant(em: Emitter, call: Call) -> None:
+    """An array a traced-into layer computed from its inputs' shapes alone."""
+    value = call.layer.value
+    dtype = np.float32 if value.dtype.kind == "f" else value.dtype
+    em.set(call, em.writer.const(value, call.name, dtype))

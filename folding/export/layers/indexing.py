@@ -38,10 +38,20 @@ def _key_items(call: Call, key: Any, rank: int) -> list[Any]:
     return items + [slice(None)] * (rank - consumed)
 
 
+def _source(em: Emitter, call: Call, value: Any) -> tuple[str, int]:
+    """The indexed operand as an ONNX name and its rank: a tensor of the graph, or a
+    constant (a layer's own variable, ``ops.take(self.embeddings, ids)``)."""
+    if is_tensor(value):
+        return em.get(value.id, "keras"), em.value(value.id).rank
+    array = constant_array(call, value)
+    if array.dtype.kind == "f":
+        array = array.astype(np.float32)
+    return em.writer.const(array, "table", array.dtype), array.ndim
+
+
 def _get_item(em: Emitter, call: Call) -> None:
-    tensor = call.args[0].id
+    source, rank = _source(em, call, call.args[0])
     key = call.args[1] if len(call.args) > 1 else call.kwargs["key"]
-    rank = em.value(tensor).rank
     items = _key_items(call, key, rank)
     starts, ends, axes, steps, squeeze, unsqueeze = [], [], [], [], [], []
     axis = out = 0
@@ -65,7 +75,7 @@ def _get_item(em: Emitter, call: Call) -> None:
             squeeze.append(axis)
         axis += 1
     w = em.writer
-    y = em.get(tensor, "keras")
+    y = source
     if axes:
         inputs = [y, w.ints(starts, "starts"), w.ints(ends, "ends"), w.ints(axes, "axes")]
         y = w.op("Slice", [*inputs, w.ints(steps, "steps")], call.name)
@@ -77,23 +87,22 @@ def _get_item(em: Emitter, call: Call) -> None:
 
 
 def _slice(em: Emitter, call: Call) -> None:
-    tensor = call.args[0].id
+    source, _ = _source(em, call, call.args[0])
     start_indices = call.args[1] if len(call.args) > 1 else call.kwargs["start_indices"]
     if is_tensor(start_indices):
         raise unsupported(call, "tensor start indices")
     starts = [int(s) for s in constant_array(call, start_indices).reshape(-1)]
     ends = [s + int(d) for s, d in zip(starts, call.layer.shape, strict=True)]
     w = em.writer
-    inputs = [em.get(tensor, "keras"), w.ints(starts, "starts"), w.ints(ends, "ends")]
+    inputs = [source, w.ints(starts, "starts"), w.ints(ends, "ends")]
     em.set(call, w.op("Slice", inputs, call.name))
 
 
 def _take(em: Emitter, call: Call) -> None:
-    tensor = call.args[0].id
+    x, _ = _source(em, call, call.args[0])
     indices = call.args[1] if len(call.args) > 1 else call.kwargs["indices"]
     axis = call.layer.axis
     w = em.writer
-    x = em.get(tensor, "keras")
     if axis is None:
         x, axis = w.op("Reshape", [x, w.ints([-1], "flat")], "flat"), 0
     if is_tensor(indices):

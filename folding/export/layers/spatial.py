@@ -1,5 +1,5 @@
-"""keras.ops calls on images: pad, ``image.resize`` (bilinear, nearest; and the
-``Resizing`` layer, which computes the same) and depth_to_space / space_to_depth.
+"""keras.ops calls on images: pad, ``image.resize`` (bilinear, nearest; also the Resizing
+layer) and depth_to_space / space_to_depth.
 
 Padding works in whichever layout its input is in; resizing and the depth/space
 moves read channels-first, as their ONNX operators do.
@@ -51,34 +51,38 @@ def _pad(em: Emitter, call: Call) -> None:
 
 def _resize(em: Emitter, call: Call) -> None:
     op = call.layer
-    _write_resize(em, call, tuple(op.size), op, op.data_format)
+    _resize_images(em, call, sole_input(call), tuple(op.size), op.interpolation, op)
 
 
 @handles(layers.Resizing)
-def _resizing(em: Emitter, call: Call) -> None:
-    """The ``Resizing`` layer: the same resize as ``keras.ops.image.resize``."""
+def _resizing_layer(em: Emitter, call: Call) -> None:
+    """The Resizing layer: ``keras.ops.image.resize`` of a batch to (height, width)."""
     layer = call.layer
-    _write_resize(em, call, (layer.height, layer.width), layer, layer.data_format)
+    if em.graph.dtypes.get(call.outputs[0], "float32") != "float32":
+        raise unsupported(call, "resizing to a dtype other than float32")
+    size = (layer.height, layer.width)
+    _resize_images(em, call, sole_input(call), size, layer.interpolation, layer)
 
 
-def _write_resize(em: Emitter, call: Call, size: tuple, settings: Any, data_format: str) -> None:
-    """A resize to ``size`` (height, width); ``settings`` holds its ``interpolation``,
-    ``antialias``, ``crop_to_aspect_ratio`` and ``pad_to_aspect_ratio``."""
-    tensor = sole_input(call)
+def _resize_images(
+    em: Emitter, call: Call, tensor: int, size: tuple, interpolation: str, op: Any
+) -> None:
+    """A rank-4 batch resized as ``keras.ops.image.resize`` does; ``op`` carries its
+    antialias, data_format and aspect-ratio settings."""
     shape = em.value(tensor).shape
-    if settings.crop_to_aspect_ratio or settings.pad_to_aspect_ratio:
+    if op.crop_to_aspect_ratio or op.pad_to_aspect_ratio:
         raise unsupported(call, "resizing to an aspect ratio")
     if len(shape) != 4:
         raise unsupported(call, f"resizing a rank-{len(shape)} tensor")
     height, width = (int(s) for s in size)
-    spatial = shape[1:3] if data_format == "channels_last" else shape[2:4]
-    if settings.antialias and any(
+    spatial = shape[1:3] if op.data_format == "channels_last" else shape[2:4]
+    if op.antialias and any(
         d is None or t < d for d, t in zip(spatial, (height, width), strict=True)
     ):
         raise unsupported(call, "antialiased downsampling")
-    if settings.interpolation == "bilinear":
+    if interpolation == "bilinear":
         attributes = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
-    elif settings.interpolation == "nearest":
+    elif interpolation == "nearest":
         attributes = {
             "mode": "nearest",
             # TensorFlow's floor((i + 0.5) / scale) as ONNX's half-pixel rule
@@ -86,8 +90,8 @@ def _write_resize(em: Emitter, call: Call, size: tuple, settings: Any, data_form
             "nearest_mode": "round_prefer_ceil",
         }
     else:
-        raise unsupported(call, f"interpolation {settings.interpolation!r}")
-    layout = "cf" if data_format == "channels_last" else "keras"
+        raise unsupported(call, f"interpolation {interpolation!r}")
+    layout = "cf" if op.data_format == "channels_last" else "keras"
     w = em.writer
     x = em.get(tensor, layout)
     leading = w.op(

@@ -197,7 +197,8 @@ class TensorFlowCall(keras.layers.Layer):
         self._compute = FUNCTIONS[function]
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs.pop("name", None)
+        for keyword in ("name", "training", "mask"):  # none of the functions takes them
+            kwargs.pop(keyword, None)
         if LEADING_CONSTANT in kwargs:  # f(constant, y=tensor), called as f(tensor)
             kwargs[kwargs.pop(TENSOR_KEYWORD)] = args[0]
             args = (kwargs.pop(LEADING_CONSTANT), *args[1:])

@@ -240,6 +240,8 @@ def test_fold_job_writing_past_the_file_limit_is_a_507_and_nothing_is_stored(ser
         assert_error(reply, 507, "larger than the fold worker's limit of 1 MB")
         assert "FOLDSERVE_FOLD_FILE_LIMIT_MB" in reply.json()["error"]
         listing, files = store_snapshot(running)
-        assert files == before[1]
+        assert files == before[1]  # nothing stored; the failed version is listed with why
+        wide = [model["versions"] for model in listing["models"] if model["name"] == "wide"]
+        assert "limit of 1 MB" in wide[0][0]["reason"]
         reply = httpx.post(f"{running.url}/v1/models/digits:predict", json={"instances": [ROW]})
         assert reply.status_code == 200

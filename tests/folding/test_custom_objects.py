@@ -61,3 +61,31 @@ def test_a_module_that_cannot_be_imported_is_named(tmp_path):
     result = fold(tmp_path / "x.keras", "-o", tmp_path / "out", "--custom-objects", "no_such_mod")
     assert result.returncode == 1
     assert "'no_such_mod' could not be imported" in result.stderr
+
+
+def test_model_library_that_registers_nothing_loads_from_the_named_package(tmp_path):
+    """kimm registers none of its classes: a saved kimm model names them by module path,
+    which ``--custom-objects kimm`` makes trusted (as Keras trusts keras_hub's)."""
+    import warnings
+
+    import kimm
+
+    with warnings.catch_warnings():  # kimm: no pretrained weights for 'None'
+        warnings.simplefilter("ignore")
+        model = kimm.models.RepVGGA0(input_shape=(32, 32, 3), weights=None, classes=4)
+    path = save(model, tmp_path / "repvgg.keras")
+
+    refused = fold(path, "-o", tmp_path / "refused")
+    assert refused.returncode == 1
+    assert "the class is in 'kimm." in refused.stderr
+    assert "--custom-objects kimm" in refused.stderr
+    assert not (tmp_path / "refused").exists()
+
+    out = tmp_path / "out"
+    result = fold(path, "-o", out, "--custom-objects", "kimm", "--samples", "8")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["verification"]["passed"]
+    assert report["exporter"] == "direct"
+    assert len(report["folded"]) + len(report["not_folded"]) == 61  # every BN of RepVGGA0
+    assert all(entry["reason"] for entry in report["not_folded"])

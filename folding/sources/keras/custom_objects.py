@@ -4,17 +4,24 @@ A ``.keras`` file names its layers by registered name; a custom layer loads
 (in safe mode) only when the class is registered, which importing its module
 does (``keras.saving.register_keras_serializable``). The modules come from the
 operator: ``foldserve fold --custom-objects MODULE`` or the server's
-``FOLDSERVE_CUSTOM_OBJECTS``; an upload can never name one.
+``FOLDSERVE_CUSTOM_OBJECTS``; an upload can never name one outside them.
+
+A model library that does not register its classes (kimm) is trusted the way
+Keras trusts keras_hub: a class the file names by a module path inside a module
+the operator imported is looked up there (``trusted_classes``).
 """
 
 from __future__ import annotations
 
 import importlib
 import re
+from typing import Any
 
 from folding.errors import FoldingError
 
 MODULE_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_IMPORTED: list[str] = []
+"""The operator's modules imported in this process, in order."""
 
 
 def module_names(spec: str | None) -> list[str]:
@@ -41,4 +48,39 @@ def import_modules(spec: str | None) -> list[str]:
                 f"custom objects module '{name}' could not be imported: "
                 f"{type(error).__name__}: {error}"
             ) from None
+        if name not in _IMPORTED:
+            _IMPORTED.append(name)
     return names
+
+
+def trusted_classes(config: Any) -> dict[str, type]:
+    """The classes ``config`` (a model config, JSON-decoded) names by a ``module``
+    inside one the operator imported, keyed by registered and class name, for
+    ``keras.saving.custom_object_scope``. Nothing outside those modules is imported."""
+    found: dict[str, type] = {}
+    stack = [config]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+            continue
+        if not isinstance(item, dict):
+            continue
+        stack.extend(item.values())
+        module, class_name = item.get("module"), item.get("class_name")
+        if not (isinstance(module, str) and isinstance(class_name, str)):
+            continue
+        if not MODULE_PATTERN.fullmatch(module) or not any(
+            module == name or module.startswith(name + ".") for name in _IMPORTED
+        ):
+            continue
+        try:
+            target = getattr(importlib.import_module(module), class_name, None)
+        except Exception:  # not a module of the package after all: Keras says what is missing
+            continue
+        if isinstance(target, type) and hasattr(target, "from_config"):
+            found.setdefault(class_name, target)
+            registered = item.get("registered_name")
+            if isinstance(registered, str):
+                found.setdefault(registered, target)
+    return found

@@ -20,6 +20,7 @@ from typing import Any
 
 from folding.errors import ModelLoadError, UnsafeModelError
 from folding.sources import KERAS_SUFFIXES
+from folding.sources.keras.custom_objects import trusted_classes
 from folding.sources.keras.legacy import is_keras2, translate_config
 from folding.sources.keras.steps import in_steps, load_in_steps
 
@@ -100,6 +101,26 @@ def load_keras_model(
     suffix = path.suffix.lower()
     config = _read_config(path, suffix, label, limits)
     version = _keras_version(path, suffix, label)
+    with keras.saving.custom_object_scope(trusted_classes(config)):
+        model, loader = _load(path, suffix, config, version, label, progress)
+    if not isinstance(model, keras.Model):
+        raise ModelLoadError(f"'{label}' holds a {type(model).__name__}, not a Keras model")
+    with contextlib.suppress(AttributeError, TypeError, ValueError):
+        setattr(model, LOADER_ATTRIBUTE, loader)
+    return model
+
+
+def _load(
+    path: Path,
+    suffix: str,
+    config: Any,
+    version: str | None,
+    label: str,
+    progress: Callable[[float], None] | None,
+) -> tuple[Any, str]:
+    """The object the file holds, and how it was loaded."""
+    import keras
+
     loader = f"keras {keras.__version__}"
     try:
         # an .h5 file that records no version predates Keras 3, which always does
@@ -122,11 +143,7 @@ def load_keras_model(
         raise
     except Exception as error:  # Keras raises many kinds for a bad file
         raise load_error(error, label) from None
-    if not isinstance(model, keras.Model):
-        raise ModelLoadError(f"'{label}' holds a {type(model).__name__}, not a Keras model")
-    with contextlib.suppress(AttributeError, TypeError, ValueError):
-        setattr(model, LOADER_ATTRIBUTE, loader)
-    return model
+    return model, loader
 
 
 def loader_of(model: Any) -> str | None:
@@ -174,11 +191,23 @@ def load_error(error: BaseException, label: str) -> ModelLoadError:
         if found:
             names = (group.rstrip(".") for group in found.groups(default=""))
             message = template.format(*names, label=label)
-            return ModelLoadError(message + CUSTOM_OBJECTS_HINT)
+            return ModelLoadError(message + CUSTOM_OBJECTS_HINT + _package_hint(text))
     reason = error_reason(text) or type(error).__name__
     if "safe_mode" in text or "Lambda" in text:
         return UnsafeModelError(f"'{label}' carries code and is refused: {reason}")
     return ModelLoadError(f"'{label}' could not be loaded as a Keras model: {reason}")
+
+
+_MODULE = re.compile(r"""['"]module['"]: ['"]([A-Za-z_][\w.]*)['"]""")
+
+
+def _package_hint(text: str) -> str:
+    """Which module to name, where Keras's message shows the class's module path."""
+    found = _MODULE.search(text)
+    if found is None or found.group(1).split(".")[0] == "keras":
+        return ""
+    module = found.group(1)
+    return f"; the class is in '{module}': --custom-objects {module.split('.')[0]}"
 
 
 def error_reason(text: str, limit: int = 400) -> str:

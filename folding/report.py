@@ -11,6 +11,11 @@ import numpy as np
 from folding.diagnostics import BatchNormDiagnostics
 
 
+def article(kind: str) -> str:
+    """``a Relu``, ``an Identity``, ``an Add``: a layer or op type in a sentence."""
+    return f"{'an' if kind[:1] in 'AEIOU' else 'a'} {kind}"
+
+
 @dataclass(frozen=True)
 class ValueRange:
     min: float

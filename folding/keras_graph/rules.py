@@ -16,7 +16,7 @@ from folding import math
 from folding.diagnostics import diagnose
 from folding.keras_graph.batch_norm import batch_norm_params, batch_norm_stats
 from folding.keras_graph.graph import Call, Graph
-from folding.report import FoldedEntry, NotFoldedEntry
+from folding.report import FoldedEntry, NotFoldedEntry, article
 from folding.specs import Fraction, no_progress
 
 
@@ -180,8 +180,8 @@ class BatchNormFolder:
         kind = _BACKWARD_KINDS.get(type(producer.layer))
         if kind is None:
             raise NotFoldable(
-                f"'{producer.name}' is a {type(producer.layer).__name__}, which has no weights "
-                "to fold into"
+                f"'{producer.name}' is {article(type(producer.layer).__name__)}, which has no "
+                "weights to fold into"
             )
         if getattr(producer.layer, "activation", None) is not keras.activations.linear:
             activation = getattr(producer.layer.activation, "__name__", "custom")
@@ -217,12 +217,12 @@ class BatchNormFolder:
             consumer = self._sole_consumer(flatten.outputs[0], f"the output of '{flatten.name}'")
             if type(consumer.layer) is not layers.Dense:
                 raise NotFoldable(
-                    f"'{flatten.name}' feeds a {type(consumer.layer).__name__}, not a Dense"
+                    f"'{flatten.name}' feeds {article(type(consumer.layer).__name__)}, not a Dense"
                 )
         elif type(consumer.layer) not in _FORWARD_KINDS:
             raise NotFoldable(
-                f"it feeds '{consumer.name}', a {type(consumer.layer).__name__}, which has no "
-                "weights to fold into"
+                f"it feeds '{consumer.name}', {article(type(consumer.layer).__name__)}, which "
+                "has no weights to fold into"
             )
         elif axis != _channel_axis(consumer.layer, len(shape)):
             raise NotFoldable(

@@ -21,6 +21,7 @@ import onnx
 from onnx import numpy_helper
 
 from folding.onnx_graph.constants import PURE_OPS, cast_like, constant_node_value, evaluate
+from folding.report import article  # noqa: F401 - the rules import it from here
 
 SHAPE_READERS = ("Shape", "Size")
 
@@ -34,11 +35,6 @@ def attribute(node: onnx.NodeProto, name: str, default: Any) -> Any:
         if entry.name == name:
             return onnx.helper.get_attribute_value(entry)
     return default
-
-
-def article(op_type: str) -> str:
-    """``a Relu``, ``an Identity``: an op type in a sentence."""
-    return f"{'an' if op_type[:1] in 'AEIOU' else 'a'} {op_type}"
 
 
 def node_key(node: onnx.NodeProto) -> str:

@@ -1,6 +1,7 @@
 """An operator's module of custom Keras layers, imported with ``--custom-objects``."""
 
 import keras
+from keras.layers import Lambda as ReexportedLambda  # noqa: F401 - must not be trusted
 
 
 @keras.saving.register_keras_serializable(package="foldserve_tests")

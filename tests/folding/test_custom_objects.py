@@ -89,3 +89,20 @@ def test_model_library_that_registers_nothing_loads_from_the_named_package(tmp_p
     assert report["exporter"] == "direct"
     assert len(report["folded"]) + len(report["not_folded"]) == 61  # every BN of RepVGGA0
     assert all(entry["reason"] for entry in report["not_folded"])
+
+
+def test_trusted_classes_come_only_from_the_named_modules_and_are_defined_there():
+    from folding.sources.keras.custom_objects import import_modules, trusted_classes
+
+    import_modules("tests.custom_layers")
+    named = {"module": "tests.custom_layers", "class_name": "Shift", "registered_name": "x>Shift"}
+    assert trusted_classes({"layers": [named]}) == {"Shift": Shift, "x>Shift": Shift}
+    elsewhere = [
+        {"module": "keras.layers", "class_name": "Lambda"},  # not a module named by the operator
+        {"module": "tests.custom_layers_x", "class_name": "Shift"},  # a prefix is not inside
+        {"module": "tests.custom_layers", "class_name": "keras"},  # a module, not a class
+        {"module": "tests", "class_name": "Shift"},  # above the named module
+        {"module": "tests.custom_layers", "class_name": "ReexportedLambda"},  # not defined there
+        {"module": "tests.custom_layers; import os", "class_name": "Shift"},
+    ]
+    assert trusted_classes({"layers": elsewhere}) == {}

@@ -70,17 +70,25 @@ def trusted_classes(config: Any) -> dict[str, type]:
         module, class_name = item.get("module"), item.get("class_name")
         if not (isinstance(module, str) and isinstance(class_name, str)):
             continue
-        if not MODULE_PATTERN.fullmatch(module) or not any(
-            module == name or module.startswith(name + ".") for name in _IMPORTED
-        ):
+        if not MODULE_PATTERN.fullmatch(module) or not _inside_imported(module):
             continue
         try:
             target = getattr(importlib.import_module(module), class_name, None)
         except Exception:  # not a module of the package after all: Keras says what is missing
             continue
-        if isinstance(target, type) and hasattr(target, "from_config"):
+        # defined there, not imported into it (a re-exported keras.layers.Lambda, say)
+        defined_in = getattr(target, "__module__", "")
+        if (
+            isinstance(target, type)
+            and hasattr(target, "from_config")
+            and _inside_imported(defined_in)
+        ):
             found.setdefault(class_name, target)
             registered = item.get("registered_name")
             if isinstance(registered, str):
                 found.setdefault(registered, target)
     return found
+
+
+def _inside_imported(module: str) -> bool:
+    return any(module == name or module.startswith(name + ".") for name in _IMPORTED)

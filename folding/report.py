@@ -108,7 +108,7 @@ class FoldedEntry:
     into: str
     into_class: str
     direction: str  # "backward" (into the layer before), "forward" (into the layer after) or
-    # "parallel" (ONNX: into a convolution of the BN's own input that it is added to)
+    # "parallel" (into a convolution of the BN's own input that it is added to)
     stats: BatchNormStats
     diagnostics: BatchNormDiagnostics | None = None
 

@@ -16,6 +16,7 @@ from folding import math
 from folding.diagnostics import diagnose
 from folding.keras_graph.batch_norm import batch_norm_params, batch_norm_stats
 from folding.keras_graph.graph import Call, Graph
+from folding.keras_graph.parallel import NotBeside, fold_into_sibling
 from folding.report import FoldedEntry, NotFoldedEntry, article
 from folding.specs import Fraction, no_progress
 
@@ -130,10 +131,18 @@ class BatchNormFolder:
                 target = self._fold_forward(bn, axis, params)
                 direction = "forward"
             except NotFoldable as forward:
-                raise NotFoldable(
-                    f"cannot fold backward ({backward}) nor forward ({forward})"
-                ) from None
-        self.graph.bypass(bn)
+                message = f"cannot fold backward ({backward}) nor forward ({forward})"
+                try:
+                    target = fold_into_sibling(self, bn, axis, params)
+                    direction = "parallel"
+                except NotBeside:
+                    raise NotFoldable(message) from None
+                except NotFoldable as beside:
+                    raise NotFoldable(
+                        f"{message}, nor into a convolution beside it ({beside})"
+                    ) from None
+        if direction != "parallel":  # the parallel fold took the BN out of its sum itself
+            self.graph.bypass(bn)
         folded_arrays = list(self.edits[id(target.layer)].arrays.values())
         diagnostics = diagnose(params, folded_arrays, self.observed_variance.get(bn.name))
         self.folded.append(

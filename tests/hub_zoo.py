@@ -441,72 +441,42 @@ def depth_anything_estimator() -> keras.Model:
 # -- text backbones: integer token ids, no BatchNormalization ------------------------
 
 
+TINY_TEXT = {
+    "vocabulary_size": 50,
+    "num_layers": 1,
+    "num_heads": 2,
+    "hidden_dim": 8,
+    "intermediate_dim": 16,
+    "max_sequence_length": 8,
+}
+"""The smallest transformer each text backbone is built as."""
+
+
 def bert() -> keras.Model:
-    return _models().BertBackbone(
-        vocabulary_size=50,
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=8,
-        intermediate_dim=16,
-        max_sequence_length=8,
-    )
+    return _models().BertBackbone(**TINY_TEXT)
 
 
 def distil_bert() -> keras.Model:
-    return _models().DistilBertBackbone(
-        vocabulary_size=50,
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=8,
-        intermediate_dim=16,
-        max_sequence_length=8,
-    )
+    return _models().DistilBertBackbone(**TINY_TEXT)
 
 
 def albert() -> keras.Model:
     return _models().AlbertBackbone(
-        vocabulary_size=50,
-        num_layers=1,
-        num_heads=2,
-        num_groups=1,
-        num_inner_repetitions=1,
-        embedding_dim=8,
-        hidden_dim=8,
-        intermediate_dim=16,
-        max_sequence_length=8,
+        **TINY_TEXT, num_groups=1, num_inner_repetitions=1, embedding_dim=8
     )
 
 
 def roberta() -> keras.Model:
-    return _models().RobertaBackbone(
-        vocabulary_size=50,
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=8,
-        intermediate_dim=16,
-        max_sequence_length=8,
-    )
+    return _models().RobertaBackbone(**TINY_TEXT)
 
 
 def f_net() -> keras.Model:
-    return _models().FNetBackbone(
-        vocabulary_size=50,
-        num_layers=1,
-        hidden_dim=8,
-        intermediate_dim=16,
-        max_sequence_length=8,
-    )
+    settings = {key: value for key, value in TINY_TEXT.items() if key != "num_heads"}
+    return _models().FNetBackbone(**settings)
 
 
 def gpt2() -> keras.Model:
-    return _models().GPT2Backbone(
-        vocabulary_size=50,
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=8,
-        intermediate_dim=16,
-        max_sequence_length=8,
-    )
+    return _models().GPT2Backbone(**TINY_TEXT)
 
 
 HUB: dict[str, Callable[[], keras.Model]] = {

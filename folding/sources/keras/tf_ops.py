@@ -350,8 +350,12 @@ def _node(data: Any, name: str, label: str) -> dict:
     if isinstance(data, list) and len(data) == 4 and isinstance(data[0], str):
         first = data[2] if data[0] == CONSTANT else _tensor_reference(data[:3])
         kwargs = data[3]
-    elif isinstance(data, list) and data and all(isinstance(item, list) for item in data):
-        first = [_tensor_reference(item[:3]) for item in data]
+    elif (
+        isinstance(data, list)
+        and data
+        and all(isinstance(item, list) and len(item) >= 3 for item in data)
+    ):
+        first = [item[2] if item[0] == CONSTANT else _tensor_reference(item[:3]) for item in data]
         kwargs = data[-1][3] if len(data[-1]) > 3 else {}
     else:
         raise ModelLoadError(f"'{label}': layer '{name}' has an inbound node of unknown form")

@@ -22,41 +22,29 @@ def _models():
     return keras_hub.models
 
 
-def resnet() -> keras.Model:
+def _tiny_resnet(block_type: str, stem=(64,), **settings) -> keras.Model:
     return _models().ResNetBackbone(
-        input_conv_filters=[64],
-        input_conv_kernel_sizes=[3],
+        input_conv_filters=list(stem),
+        input_conv_kernel_sizes=[3] * len(stem),
         stackwise_num_filters=[64, 16],
         stackwise_num_blocks=[1, 1],
         stackwise_num_strides=[1, 2],
-        block_type="bottleneck_block",
+        block_type=block_type,
         image_shape=IMAGE,
+        **settings,
     )
+
+
+def resnet() -> keras.Model:
+    return _tiny_resnet("bottleneck_block")
 
 
 def resnet_v2() -> keras.Model:
-    return _models().ResNetBackbone(
-        input_conv_filters=[64],
-        input_conv_kernel_sizes=[3],
-        stackwise_num_filters=[64, 16],
-        stackwise_num_blocks=[1, 1],
-        stackwise_num_strides=[1, 2],
-        block_type="basic_block",
-        use_pre_activation=True,
-        image_shape=IMAGE,
-    )
+    return _tiny_resnet("basic_block", use_pre_activation=True)
 
 
 def resnet_vd() -> keras.Model:
-    return _models().ResNetBackbone(
-        input_conv_filters=[8, 8, 16],
-        input_conv_kernel_sizes=[3, 3, 3],
-        stackwise_num_filters=[64, 16],
-        stackwise_num_blocks=[1, 1],
-        stackwise_num_strides=[1, 2],
-        block_type="bottleneck_block_vd",
-        image_shape=IMAGE,
-    )
+    return _tiny_resnet("bottleneck_block_vd", stem=(8, 8, 16))
 
 
 def mobilenet() -> keras.Model:

@@ -110,6 +110,10 @@ class Graph:
     def bypass(self, call: Call) -> None:
         """Drop ``call``; whoever read its output reads its first input instead."""
         self.replace_tensor(call.outputs[0], call.first_input)
+        self.drop(call)
+
+    def drop(self, call: Call) -> None:
+        """Remove ``call``, whose outputs nothing reads any more."""
         self.calls.remove(call)
         self._uses = None
 

@@ -40,7 +40,7 @@ def is_sum(call: Call) -> bool:
 def fold_into_sibling(folder: BatchNormFolder, bn: Call, axis: int, params) -> Call:
     """Fold ``bn`` into a convolution of its own input that its sum adds it to; the
     sum then drops ``bn``'s operand. Returns the convolution's call."""
-    from folding.keras_graph.rules import NotFoldable, _channel_axis
+    from folding.keras_graph.rules import NotFoldable
 
     graph = folder.graph
     try:
@@ -56,7 +56,7 @@ def fold_into_sibling(folder: BatchNormFolder, bn: Call, axis: int, params) -> C
         if conv is None:
             continue
         try:
-            _check_sibling(folder, conv, bn, total, axis, _channel_axis)
+            _check_sibling(folder, conv, bn, axis)
         except NotFoldable as reason:
             reasons.append(f"'{conv.name}' {reason}")
             continue
@@ -67,8 +67,8 @@ def fold_into_sibling(folder: BatchNormFolder, bn: Call, axis: int, params) -> C
     raise NotFoldable(f"the sum '{total.name}' has no convolution it can fold into ({why})")
 
 
-def _check_sibling(folder, conv: Call, bn: Call, total: Call, axis: int, channel_axis) -> None:
-    from folding.keras_graph.rules import NotFoldable
+def _check_sibling(folder: BatchNormFolder, conv: Call, bn: Call, axis: int) -> None:
+    from folding.keras_graph.rules import NotFoldable, _channel_axis
 
     layer = conv.layer
     if type(layer) not in CONVOLUTIONS:
@@ -76,7 +76,7 @@ def _check_sibling(folder, conv: Call, bn: Call, total: Call, axis: int, channel
     if getattr(layer, "activation", None) is not None and layer.activation.__name__ != "linear":
         raise NotFoldable("applies an activation")
     rank = len(folder.graph.shapes[bn.first_input])
-    if axis != channel_axis(layer, rank):
+    if axis != _channel_axis(layer, rank):
         raise NotFoldable("has its channels on another axis")
     kernel_size = tuple(layer.kernel_size)
     if any(stride != 1 for stride in layer.strides) or any(
@@ -150,13 +150,11 @@ def _drop_operand(graph, total: Call, bn: Call) -> None:
         kept = [ref for ref in inputs if not (isinstance(ref, Ref) and ref.id == dropped)]
         if len(kept) > 1:
             total.args = (kept, *rest)
-            graph.calls.remove(bn)
-            graph._uses = None
+            graph.drop(bn)
             return
         remaining = kept[0].id
     else:
         remaining = next(tensor for tensor in total.input_ids if tensor != dropped)
     graph.replace_tensor(total.outputs[0], remaining)
-    graph.calls.remove(total)
-    graph.calls.remove(bn)
-    graph._uses = None
+    graph.drop(total)
+    graph.drop(bn)

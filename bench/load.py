@@ -10,13 +10,18 @@ are measured side by side. Every target is loaded by ``wrk -t1 -c64`` for
 ``--duration`` seconds, all targets in turn, ``--rounds`` times; each figure is the
 median over the rounds. The machine may be shared, so the figures that matter are the
 ratios within one round (foldserve's p99 over the echo's p99 measured seconds apart),
-whose medians are printed. Bounded: about rounds x targets x duration seconds, plus
+whose medians are printed. Each run also reads the CPU time its server used (Linux
+``/proc``): per request for the whole process and for its main thread, the event loop,
+which on a shared machine vary far less than requests per second do; the loop's CPU per
+request with batching off over on is the most the batching gain can be when the loop
+sets the pace. Bounded: about rounds x targets x duration seconds, plus
 building the two models.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -130,6 +135,7 @@ def main() -> None:
         servers["baseline"] = free_port()
     processes = []
     rows: dict[str, list] = {}
+    cpu: dict[str, list[tuple[float, float]]] = {}
     try:
         processes.append(start_echo(servers["echo"], work))
         processes.append(
@@ -140,26 +146,52 @@ def main() -> None:
                 start_baseline(args.baseline.resolve(), servers["baseline"], models, work)
             )
         plan = targets(servers, bodies)
+        pids = {process.name: process.process.pid for process in processes}
         for target in plan:  # warm every path once (sessions, first batches)
             run_wrk(wrk, target, 8, 1)
         for round_number in range(args.rounds):
             print(f"round {round_number + 1}/{args.rounds}", flush=True)
             for target in plan:
+                pid = pids[server_of(target)]
+                before = cpu_seconds(pid)
                 result = run_wrk(wrk, target, CLIENTS, args.duration)
+                used = [b - a for a, b in zip(before, cpu_seconds(pid), strict=True)]
+                requests = max(1.0, result.rps * args.duration)
+                per_request = (used[0] / requests * 1e6, used[1] / requests * 1e6)
                 rows.setdefault(target.name, []).append(result)
+                cpu.setdefault(target.name, []).append(per_request)
                 print(
                     f"  {target.name:36s} {result.rps:8.1f} req/s  p50 {result.p50_ms:7.2f} ms"
-                    f"  p99 {result.p99_ms:7.2f} ms  errors {result.errors}",
+                    f"  p99 {result.p99_ms:7.2f} ms  errors {result.errors}"
+                    f"  CPU {per_request[0]:5.0f} us/req (loop {per_request[1]:5.0f})",
                     flush=True,
                 )
     finally:
         for process in reversed(processes):
             process.stop()
     ceiling = batch_ceiling(models / "conv" / "1" / "model.onnx")
-    report = render(rows, [s for s in servers if s != "echo"], args) + "\n" + ceiling
+    report = render(rows, cpu, [s for s in servers if s != "echo"], args) + "\n" + ceiling
     print(report)
     if args.out:
         args.out.write_text(report)
+
+
+def server_of(target: Target) -> str:
+    """The process serving ``target``: "echo", "foldserve" or "baseline"."""
+    first = target.name.split()[0]
+    return first if first in ("foldserve", "baseline") else "echo"
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) process ``pid`` has used so far, in all and in its
+    main thread (the event loop), from Linux's ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used(stat: Path) -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+
+    return used(Path(f"/proc/{pid}/stat")), used(Path(f"/proc/{pid}/task/{pid}/stat"))
 
 
 def batch_ceiling(onnx_path: Path) -> str:
@@ -183,9 +215,21 @@ def batch_ceiling(onnx_path: Path) -> str:
     )
 
 
-def render(rows: dict[str, list], servers: list[str], args: argparse.Namespace) -> str:
+def render(
+    rows: dict[str, list],
+    cpu: dict[str, list[tuple[float, float]]],
+    servers: list[str],
+    args: argparse.Namespace,
+) -> str:
     def median(name: str, field: str) -> float:
         return statistics.median(getattr(r, field) for r in rows[name])
+
+    def cpu_median(name: str, which: int) -> float:
+        return statistics.median(used[which] for used in cpu[name])
+
+    def cpu_ratio(top: str, bottom: str, which: int) -> float:
+        pairs = zip(cpu[top], cpu[bottom], strict=True)
+        return statistics.median(a[which] / b[which] for a, b in pairs)
 
     def ratio(top: str, bottom: str, field: str) -> float:
         """The median over rounds of the within-round ratio."""
@@ -196,13 +240,14 @@ def render(rows: dict[str, list], servers: list[str], args: argparse.Namespace) 
         f"Load at {CLIENTS} clients (`wrk -t1 -c{CLIENTS}`, {args.duration} s per run, "
         f"{args.rounds} interleaved rounds, medians):",
         "",
-        "| target | req/s | p50 ms | p99 ms | errors |",
-        "|---|---:|---:|---:|---:|",
+        "| target | req/s | p50 ms | p99 ms | errors | CPU us/req | loop CPU us/req |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, results in rows.items():
         lines.append(
             f"| {name} | {median(name, 'rps'):.0f} | {median(name, 'p50_ms'):.2f} | "
-            f"{median(name, 'p99_ms'):.2f} | {sum(r.errors for r in results)} |"
+            f"{median(name, 'p99_ms'):.2f} | {sum(r.errors for r in results)} | "
+            f"{cpu_median(name, 0):.0f} | {cpu_median(name, 1):.0f} |"
         )
     lines += [
         "",
@@ -230,6 +275,14 @@ def render(rows: dict[str, list], servers: list[str], args: argparse.Namespace) 
     for label, top, bottom, field, goal in figures:
         cells = [f"{ratio(top.format(s=s), bottom.format(s=s), field):.2f}x" for s in servers]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {goal} |")
+    for protocol in ("TF JSON", "V2 binary"):
+        for which, part in ((0, "server"), (1, "event loop")):
+            cells = []
+            for server in servers:
+                off, on = (f"{server} {protocol}, batching {mode}" for mode in ("off", "on"))
+                cells.append(f"{cpu_ratio(off, on, which):.2f}x")
+            label = f"conv {protocol}: {part} CPU per request, batching off / on"
+            lines.append(f"| {label} | " + " | ".join(cells) + " | - |")
     lines.append("")
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ request.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from folding._compat import Subparsers
@@ -50,7 +51,8 @@ def httptools_protocol_base() -> type:
         ``super()``), and use ``self.loop`` and ``self.transport``.
 
         uvicorn 0.54.0: ``uvicorn.protocols.http.httptools_impl.HttpToolsProtocol`` with its
-        ``parser``, ``flow`` (``FlowControl``), ``cycle`` (``RequestResponseCycle``),
+        ``parser``, ``flow`` (``FlowControl``), ``cycle`` (``RequestResponseCycle``, and its
+        ``transport``),
         ``server_state``, ``logger`` and the private ``_unset_keepalive_if_required``,
         ``_should_upgrade`` and ``_unsupported_upgrade_warning`` that its ``data_received``
         calls; ``STATUS_LINE``, the status lines it writes."""
@@ -98,6 +100,13 @@ def httptools_protocol_base() -> type:
             if cycle is not None and not cycle.response_complete:
                 cycle.disconnected = True
                 cycle.message_event.set()
+
+        def wrap_response_transport(self, wrap: Callable[[Any], Any]) -> None:
+            """Have the response cycle just made (in ``on_headers_complete``) write through
+            ``wrap(self.transport)`` instead of the transport itself (the cycle writes the
+            response head, the body, ``100 Continue``, and closes the connection)."""
+            if self.cycle is not None:
+                self.cycle.transport = wrap(self.transport)
 
         def response_head(self, status: int) -> list[bytes]:
             """The status line of ``status`` and the server's default headers (``server``,

@@ -39,8 +39,14 @@ WATCH_INTERVAL_S = 0.2
 FUNCTIONS = ("fold_source", "keras_predict")
 """What a request may run: functions of ``service.jobs.in_worker``."""
 WITHHELD_ENVIRONMENT = ("FOLDSERVE_ADMIN_TOKEN", "FOLDSERVE_API_TOKEN")
-PINNED_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-"""BLAS would start its thread pool when numpy is imported, before the confinement."""
+PINNED_ENVIRONMENT = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "JE_ARROW_MALLOC_CONF": "background_thread:false",
+}
+"""Threads a library would start on import, before the confinement: BLAS its thread pool
+when numpy is imported, and pyarrow's bundled jemalloc its background thread when Keras
+imports pyarrow (where it is installed)."""
 
 
 class WorkerGone(Exception):

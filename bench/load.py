@@ -21,10 +21,12 @@ building the two models.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -166,14 +168,27 @@ def main() -> None:
                     f"  CPU {per_request[0]:5.0f} us/req (loop {per_request[1]:5.0f})",
                     flush=True,
                 )
+        merged = {s: mean_batch(port, "conv") for s, port in servers.items() if s != "echo"}
     finally:
         for process in reversed(processes):
             process.stop()
     ceiling = batch_ceiling(models / "conv" / "1" / "model.onnx")
     report = render(rows, cpu, [s for s in servers if s != "echo"], args) + "\n" + ceiling
+    report += "\nMean rows per session run of the conv model with batching on: " + ", ".join(
+        f"{server} {rows_per_run:.2f}" for server, rows_per_run in merged.items()
+    )
+    report += f" (max_batch_size {MAX_BATCH['conv']}).\n"
     print(report)
     if args.out:
         args.out.write_text(report)
+
+
+def mean_batch(port: int, model: str) -> float:
+    """Rows per session run the server's batcher made for ``model`` so far (its stats)."""
+    url = f"http://127.0.0.1:{port}/v2/models/{model}/stats"
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        stats = json.load(answer)["model_stats"][0]
+    return stats["inference_count"] / max(1, stats["execution_count"])
 
 
 def server_of(target: Target) -> str:

@@ -187,12 +187,18 @@ class GuardedHttpProtocol(httptools_protocol_base()):
         self.transport.close()
 
 
+JOIN_BYTES = 64 * 1024
+"""Bodies up to this size go out joined to the head; larger ones after it (several
+segments either way, and the join would copy them)."""
+
+
 class ResponseWriter:
     """The transport as one request's response cycle sees it: the first write (uvicorn's
     response head) is held until the next one (the body, which a response sends in the same
-    turn of the event loop) and goes out joined to it; a head with no body by the end of
-    that turn (a streamed response, a HEAD request) is sent on its own then. Closing sends
-    what is held first. Everything else is the connection's transport."""
+    turn of the event loop) and goes out joined to it (a body up to ``JOIN_BYTES``); a head
+    with no body by the end of that turn (a streamed response, a HEAD request) is sent on
+    its own then. Closing sends what is held first. Everything else is the connection's
+    transport."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
@@ -207,7 +213,11 @@ class ResponseWriter:
             self._loop.call_soon(self.flush)
             return
         if self._held is not None:
-            data, self._held = self._held + data, None
+            held, self._held = self._held, None
+            if len(data) > JOIN_BYTES:  # a large body: joining would copy it for nothing
+                self._transport.write(held)
+            else:
+                data = held + data
         self._transport.write(data)
 
     def flush(self) -> None:

@@ -1,8 +1,9 @@
 """A response's head and body leave the server in one write (``ResponseWriter``).
 
 Raw sockets against a real server on 127.0.0.1: a small response arrives whole in the
-first read; a response with no body (HEAD) still arrives; pipelined requests get their
-answers in order; ``Expect: 100-continue`` is answered before the body is sent.
+first read; a response with no body (HEAD) still arrives, and so does a large one (written
+after its head); pipelined requests get their answers in order; ``Expect: 100-continue``
+is answered before the body is sent.
 """
 
 from __future__ import annotations
@@ -126,3 +127,16 @@ def test_expect_100_continue_is_answered_before_the_body(running):
         head, answer, _ = read_response(sock, rest)
     assert head.startswith(b"HTTP/1.1 200 "), head
     assert len(json.loads(answer)["predictions"]) == 2
+
+
+def test_a_large_response_arrives_whole_after_its_head(running):
+    body = body_of_rows(1000)  # about 100 KB of predictions: beyond what is joined to the head
+    with socket.create_connection(("127.0.0.1", running.port), timeout=30) as sock:
+        sock.sendall(predict_request(body) + body)
+        head, answer, rest = read_response(sock)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert len(answer) > 64 * 1024 and rest == b""
+        assert len(json.loads(answer)["predictions"]) == 1000
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, answer, _ = read_response(sock)
+        assert json.loads(answer) == {"live": True}

@@ -104,9 +104,11 @@ def httptools_protocol_base() -> type:
         def wrap_response_transport(self, wrap: Callable[[Any], Any]) -> None:
             """Have the response cycle just made (in ``on_headers_complete``) write through
             ``wrap(self.transport)`` instead of the transport itself (the cycle writes the
-            response head, the body, ``100 Continue``, and closes the connection)."""
-            if self.cycle is not None:
-                self.cycle.transport = wrap(self.transport)
+            response head, the body, ``100 Continue``, and closes the connection). A cycle
+            already wrapped (none was made: an upgrade request) is left as it is."""
+            cycle: Any = self.cycle
+            if cycle is not None and cycle.transport is self.transport:
+                cycle.transport = wrap(self.transport)
 
         def response_head(self, status: int) -> list[bytes]:
             """The status line of ``status`` and the server's default headers (``server``,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+import onnx.inliner
 
 from folding import math
 from folding.diagnostics import BatchNormDiagnostics, diagnose
@@ -136,6 +137,11 @@ def fold_onnx(model: onnx.ModelProto, *, describe: bool = True) -> OnnxFoldResul
     exporter, from the Keras fold); ``OnnxFoldResult.describe`` computes them."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
+    if _functions_hold_batch_norms(model):
+        # TorchScript's ``export_modules_as_functions``: a BN inside a local function
+        # is folded once the function's body is written out where it is called
+        model = onnx.inliner.inline_local_functions(model)
+        copy.CopyFrom(model)
     graph = OnnxGraph(copy, original=model)
     channels_first(graph)
     drop_no_ops(graph)
@@ -168,6 +174,10 @@ def fold_onnx(model: onnx.ModelProto, *, describe: bool = True) -> OnnxFoldResul
             result.not_folded.append(NotFoldedEntry(key, reason, *numbers))
     result.not_folded.extend(_nested_batch_norms(copy.graph))
     return result
+
+
+def _functions_hold_batch_norms(model: onnx.ModelProto) -> bool:
+    return any(node.op_type == "BatchNormalization" for f in model.functions for node in f.node)
 
 
 def _attempt(graph: OnnxGraph, node: onnx.NodeProto, paired: set[str], outcome: _Outcome) -> bool:

@@ -514,3 +514,24 @@ def test_bn_normalising_each_activation_is_kept():
     original = b.model([("x", [2, 3, 4, 4])], ["y"], opset=7)
     (kept,) = fold_onnx(original).not_folded
     assert "spatial=0" in kept.reason
+
+
+def test_bn_inside_a_local_function_folds():
+    """TorchScript's ``export_modules_as_functions``: each module a local function
+    called from the graph; the BN inside one is folded and reported."""
+    b = Builder()
+    b.const("k", array((4, 3, 3, 3)))
+    params = b.bn_params("bn", 4)
+    body = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4),
+        helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"], name="bn"),
+    ]
+    function = helper.make_function(
+        "local", "ConvBn", ["x", "w", "g", "b", "m", "v"], ["y"], body, [helper.make_opsetid("", 17)]
+    )
+    b.nodes.append(helper.make_node("ConvBn", ["x", "k", *params], ["y"], domain="local"))
+    original = b.model([("x", [2, 3, 6, 6])], ["y"], functions=[function])
+    result = fold_onnx(original)
+    assert len(result.folded) == 1 and result.not_folded == []
+    assert [n.op_type for n in result.model.graph.node] == ["Conv"]
+    assert_same_answers(original, result.model)

@@ -30,9 +30,7 @@ def channels_first(graph: OnnxGraph) -> None:
         if not graph.contains(node):
             continue
         changed = (
-            _cancel(graph, node, pending)
-            or _move_after(graph, node)
-            or _move_before(graph, node)
+            _cancel(graph, node, pending) or _move_after(graph, node) or _move_before(graph, node)
         )
         if changed and graph.contains(node):
             pending.append(node)

@@ -64,8 +64,9 @@ def _into_conv(graph: OnnxGraph, affine: Affine, conv: onnx.NodeProto, weight: n
         inputs, outputs = weight.shape[1], weight.shape[0] // groups
         kernels, biases = [], []
         for group in range(groups):  # group g reads channels g*inputs:(g+1)*inputs
-            rows, columns = slice(group * outputs, (group + 1) * outputs), slice(
-                group * inputs, (group + 1) * inputs
+            rows, columns = (
+                slice(group * outputs, (group + 1) * outputs),
+                slice(group * inputs, (group + 1) * inputs),
             )
             kernel = np.moveaxis(weight[rows], 0, -1)  # [in, *k, out]: as math reads it
             new_kernel, new_bias = math.fold_affine_into_following(

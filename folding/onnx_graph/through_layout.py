@@ -73,7 +73,8 @@ def plan(graph: OnnxGraph, affine: Affine, node: onnx.NodeProto) -> Plan:
             "axis the BN scales"
         )
     if current.op_type in CONVOLUTIONS:  # the channels are axis 1 of the convolution's output
-        return into_conv.plan(graph, Affine(affine.node, affine.input, affine.params, None), current)
+        channels_first = Affine(affine.node, affine.input, affine.params, None)
+        return into_conv.plan(graph, channels_first, current)
     if current.op_type == "MatMul":
         return into_matmul.plan(graph, affine.on_last_axis(), current, behind=True)
     return LINEAR[current.op_type](graph, affine.on_last_axis(), current)

@@ -402,9 +402,8 @@ def test_bn_before_a_gemm_with_alpha_and_beta_folds_forward(trans_b):
     b = Builder()
     normed = b.bn("x", "bn", 6)
     weight = b.const("W", array((5, 6) if trans_b else (6, 5)))
-    b.node(
-        "Gemm", [normed, weight, b.const("C", array((5,)))], "y", transB=trans_b, alpha=0.5, beta=2.0
-    )
+    bias = b.const("C", array((5,)))
+    b.node("Gemm", [normed, weight, bias], "y", transB=trans_b, alpha=0.5, beta=2.0)
     original = b.model([("x", [3, 6])], ["y"])
     result = fold_onnx(original)
     assert [(e.into, e.direction) for e in result.folded] == [("y", "forward")]
@@ -526,9 +525,9 @@ def test_bn_inside_a_local_function_folds():
         helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4),
         helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"], name="bn"),
     ]
-    function = helper.make_function(
-        "local", "ConvBn", ["x", "w", "g", "b", "m", "v"], ["y"], body, [helper.make_opsetid("", 17)]
-    )
+    opsets = [helper.make_opsetid("", 17)]
+    inputs = ["x", "w", "g", "b", "m", "v"]
+    function = helper.make_function("local", "ConvBn", inputs, ["y"], body, opsets)
     b.nodes.append(helper.make_node("ConvBn", ["x", "k", *params], ["y"], domain="local"))
     original = b.model([("x", [2, 3, 6, 6])], ["y"], functions=[function])
     result = fold_onnx(original)

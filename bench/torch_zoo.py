@@ -318,11 +318,14 @@ def export_all(out: Path, only: str | None) -> None:
 def bns_in(path: Path) -> tuple[int, int]:
     """(BatchNormalization nodes, decomposed Mul + Add pairs) in the file at ``path``."""
     import onnx
+    import onnx.inliner
 
     from folding.onnx_graph.decomposed import find_pairs
     from folding.onnx_graph.graph import OnnxGraph
 
     model = onnx.load(str(path))
+    if model.functions:  # a module exported as a local function: its BNs count too
+        model = onnx.inliner.inline_local_functions(model)
     nodes = Counter(node.op_type for node in model.graph.node)["BatchNormalization"]
     return nodes, len(find_pairs(OnnxGraph(model)))
 

@@ -107,18 +107,19 @@ def run_onnx(
 
 
 def perturbed(proto: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
-    """A copy of ``proto`` whose float32 weights each moved one ulp up or down."""
+    """A copy of ``proto`` whose float32 (and float16) weights each moved one ulp of
+    their own type up or down."""
     rng = np.random.default_rng(seed)
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
     for index, tensor in enumerate(copy.graph.initializer):
-        if tensor.data_type != TensorProto.FLOAT:
+        if tensor.data_type not in (TensorProto.FLOAT, TensorProto.FLOAT16):
             continue
         array = numpy_helper.to_array(tensor)
         if array.size <= 1:
             continue
-        direction = np.where(rng.random(array.shape) < 0.5, -np.inf, np.inf).astype(np.float32)
-        moved = np.nextafter(array, direction).astype(np.float32)
+        direction = np.where(rng.random(array.shape) < 0.5, -np.inf, np.inf).astype(array.dtype)
+        moved = np.nextafter(array, direction).astype(array.dtype)
         copy.graph.initializer[index].CopyFrom(numpy_helper.from_array(moved, tensor.name))
     return copy
 

@@ -140,6 +140,7 @@ class OnnxSource(Source):
             folded=batch_norms,
             not_folded=result.not_folded,
             warnings=_lone_scales_warning(sorted(result.lone_scales)),
+            compute_dtype=compute_dtype(self.model),
         )
 
     def probes(self, verify: VerifyOptions) -> tuple[list[np.ndarray], str]:
@@ -153,6 +154,14 @@ class OnnxSource(Source):
         names = [spec.name for spec in self._specs]
         data = self._data if self._data is not None else self.model.SerializeToString()
         return run_unoptimised(data, names, list(probes))
+
+
+def compute_dtype(model: onnx.ModelProto) -> str:
+    """ "float16" for a model whose weights are half precision (``model.half()``
+    exported), else "float32": the precision its answers are judged in."""
+    half = onnx.TensorProto.FLOAT16
+    weights = [tensor for tensor in model.graph.initializer if tensor.data_type == half]
+    return "float16" if any(int(np.prod(tensor.dims)) > 1 for tensor in weights) else "float32"
 
 
 def _lone_scales_warning(names: list[str]) -> list[str]:

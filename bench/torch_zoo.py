@@ -16,7 +16,11 @@ torch they were built for: 0.29 wants torch 2.14, so not the CPU-only 2.13 of
 bench/make_torch_onnx.py's Python.)
 
 It builds each model with random weights (``weights=None`` / ``pretrained=False``: no
-download), sets every BatchNorm's statistics and affine parameters (FrozenBatchNorm2d's
+download; torchvision's classification, segmentation (``weights_backbone=None``, the
+``{"out": ...}`` dict flattened by the exporters), video (Conv3d + BatchNorm3d, input
+``[2, 3, 4, side, side]``) and detection models (the backbone with its feature pyramid,
+also ``resnet_fpn_backbone`` with FrozenBatchNorm2d as detection models build it), and
+timm's families), sets every BatchNorm's statistics and affine parameters (FrozenBatchNorm2d's
 buffers too) to seeded values far from an untrained BN's, and writes it with an open batch
 axis (traced at batch 2; a fixed batch where the exporter cannot leave it open, marked
 "static", whose one probe row makes the verdict inconclusive) and a small input (64-96 px
@@ -487,7 +491,19 @@ def main() -> None:
             "exporter decomposed a BN into); `left by ORT`: what ONNX Runtime's offline "
             "optimiser (ORT_ENABLE_EXTENDED) leaves of them; `static batch`: the exporter "
             "could not leave the batch axis open. NF-ResNet's BatchNormalization nodes are "
-            "its weight standardisation (training mode, on the weights), no BN module."
+            "its weight standardisation (training mode, on the weights), no BN module. "
+            "The dynamo exporter (torch 2.14) writes the zero bias of a `Conv3d(bias=False)` "
+            "with shape `[C, 2]`, which ONNX Runtime refuses to run (the video rows). "
+            "Other exports of the same models (bench/make_torch_onnx.py --variants and "
+            "tests/folding/test_torch_onnx.py; checked by hand on resnet18, "
+            "mobilenet_v3_small and mixnet_s): TorchScript at opsets 11 and 13, "
+            "`do_constant_folding=False`, a static batch, `model.half()` through both "
+            "exporters (judged in float16), every module a local function "
+            "(`export_modules_as_functions`), weights in an external `.data` file (the "
+            "command line reads it from the model's folder; an upload is one file and is "
+            "refused, naming the tensor) fold every BN; `TrainingMode.EVAL` and the dynamo "
+            "exporter's default `optimize=True` leave no BN to fold (the exporter fused "
+            "them)."
             f"\n\n{totals}\n\n{table}\n"
         )
         replace_section(ROOT / "docs" / "applications.md", SECTION, section)

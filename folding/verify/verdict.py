@@ -294,7 +294,7 @@ def judge(
         names = ", ".join(f"'{c.name}' ({c.noise:.2g})" for c in unstable)
         reason = (
             f"outputs {names} move by more than {UNSTABLE_NOISE:g} of their scale when the "
-            "weights move one float32 ulp: float32 cannot check them on these probes"
+            f"weights move one ulp: {compared_dtype} cannot check them on these probes"
         )
     elif checks and all(c.spread < INCONCLUSIVE_SPREAD for c in checks):
         reason = (

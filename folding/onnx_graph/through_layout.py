@@ -1,6 +1,9 @@
 """Rule: a BN behind ``Flatten`` / ``Reshape`` / ``Transpose`` / ``Squeeze`` /
 ``Unsqueeze`` of a linear layer's output.
 
+A pooled ``[N, C, 1, 1]`` map flattened to ``[N, C]`` keeps C as its last axis too
+(a 1x1 convolution's head flattened for a ``BatchNorm1d``).
+
 LeViT's linear-norm runs ``BatchNorm1d`` on ``linear(x).flatten(0, 1)``; a
 sequence model runs it on ``linear(x).transpose(1, 2)``; tf2onnx writes a Keras
 ``Dense`` on a sequence as ``Reshape(MatMul(Reshape(x, [-1, K])), shape)`` with
@@ -94,6 +97,8 @@ def _through(graph: OnnxGraph, node: onnx.NodeProto, axis: Axis, channels: int) 
         return Axis(moved, rank, moved == rank - 1)
     if node.op_type in ("Squeeze", "Unsqueeze"):
         return _squeezed(graph, node, axis)
+    if not axis.last and _only_ones_after(graph.shape(node.input[0]), axis.index):
+        axis = Axis(axis.index, axis.rank, True)  # ``[N, C, 1, 1]``: C is last in memory
     if not axis.last:
         raise NotFoldable(f"'{name}' reshapes the features, which are not the last axis")
     shape = graph.shape(node.output[0])
@@ -147,3 +152,10 @@ def _squeezed(graph: OnnxGraph, node: onnx.NodeProto, axis: Axis) -> Axis:
         kept = [position for position in range(rank) if position not in added]
         index = kept[axis.index]
     return Axis(index, rank, index == rank - 1)
+
+
+def _only_ones_after(shape: list[int | None] | None, index: int | None) -> bool:
+    """Every axis after ``index`` of ``shape`` has size 1 (a pooled feature map)."""
+    if shape is None or index is None or index >= len(shape):
+        return False
+    return all(size == 1 for size in shape[index + 1 :])

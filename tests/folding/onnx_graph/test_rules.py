@@ -534,3 +534,16 @@ def test_bn_inside_a_local_function_folds():
     assert len(result.folded) == 1 and result.not_folded == []
     assert [n.op_type for n in result.model.graph.node] == ["Conv"]
     assert_same_answers(original, result.model)
+
+
+def test_bn_after_a_pooled_conv_flattened_folds_into_the_conv():
+    """A head: ``conv1x1(pool(x))`` flattened to ``[N, C]`` for a ``BatchNorm1d``."""
+    b = Builder()
+    pooled = b.node("GlobalAveragePool", ["x"], "pooled")
+    conv = b.node("Conv", [pooled, b.const("k", array((6, 4, 1, 1)))], "head")
+    b.bn(b.node("Flatten", [conv], "flat", axis=1), "y", 6)
+    original = b.model([("x", [2, 4, 5, 5])], [("y", 2)])
+    result = fold_onnx(original)
+    assert [(e.into, e.direction) for e in result.folded] == [("head", "backward")]
+    assert op_count(result.model, "BatchNormalization") == 0
+    assert_same_answers(original, result.model)

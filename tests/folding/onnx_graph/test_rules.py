@@ -353,11 +353,16 @@ def test_a_sum_started_at_zero_does_not_hide_the_identity_branch():
     assert_same_answers(original, result.model)
 
 
-def test_bn_after_a_sum_of_convolutions_and_their_input_folds_into_them():
+@pytest.mark.parametrize("source", ["Relu", "Conv"])
+def test_bn_after_a_sum_of_convolutions_and_their_input_folds_into_them(source):
     """RepViT's ``bn(dwconv3x3(x) + conv1x1(x) + x)``: each convolution takes the scale,
-    the first the shift, and ``x`` goes into the 3x3's centre tap."""
+    the first the shift, and ``x`` goes into the 3x3's centre tap. ``x`` may itself be
+    a convolution's output (RepViT's first block, right after the stem)."""
     b = Builder()
-    x = b.node("Relu", ["input"], "x")  # x also feeds a later residual Add
+    if source == "Relu":
+        x = b.node("Relu", ["input"], "x")  # x also feeds a later residual Add
+    else:
+        x = b.node("Conv", ["input", b.const("stem", array((6, 6, 1, 1)))], "x")
     wide = b.node("Conv", [x, b.const("k3", array((6, 1, 3, 3)))], "dw", pads=[1] * 4, group=6)
     narrow = b.node("Conv", [x, b.const("k1", array((6, 1, 1, 1)))], "pw", group=6)
     total = b.node("Add", [b.node("Add", [wide, narrow], "sum"), x], "sum_x")
@@ -366,6 +371,7 @@ def test_bn_after_a_sum_of_convolutions_and_their_input_folds_into_them():
     result = fold_onnx(original)
     assert [(e.bn, e.into) for e in result.folded] == [("bn (BatchNormalization)", "dw, pw")]
     assert op_count(result.model, "BatchNormalization") == 0 and op_count(result.model, "Add") == 2
+    assert op_count(result.model, "Conv") == (2 if source == "Relu" else 3)
     assert_same_answers(original, result.model)
 
 

@@ -63,6 +63,9 @@ class OnnxFoldResult:
     lone_scales: set[str] = field(default_factory=set)
     """The names of the ``folded`` entries that are a per-channel ``Mul`` alone (a
     layer scale, a rescaling): folded, but no BatchNormalization of the model's own."""
+    norm_affines: set[str] = field(default_factory=set)
+    """The names of the ``folded`` entries that are the ``Mul`` + ``Add`` affine of an
+    InstanceNormalization / LayerNormalization (a GroupNorm's): folded, no BN either."""
     _described: dict[str, Callable[[], _Numbers]] = field(default_factory=dict, repr=False)
 
     def describe(self, name: str) -> _Numbers:
@@ -284,6 +287,10 @@ def _report_pair(
     done = outcome.folded.get(scale_key)
     if done is not None and (shift_key in outcome.folded or is_bias(graph, pair.shift.node)):
         result.folded.append(done.entry(result, describe, pair.name, bn))
+        if pair.normalizes:
+            result.norm_affines.add(pair.name)
+        return
+    if pair.normalizes:  # a normalization's affine left in place: no BN to report
         return
     reason = outcome.reasons.get(scale_key, outcome.reasons.get(shift_key, (None, None)))[1]
     if reason is None:

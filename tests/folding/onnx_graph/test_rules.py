@@ -553,3 +553,33 @@ def test_bn_after_a_pooled_conv_flattened_folds_into_the_conv():
     assert [(e.into, e.direction) for e in result.folded] == [("head", "backward")]
     assert op_count(result.model, "BatchNormalization") == 0
     assert_same_answers(original, result.model)
+
+
+@pytest.mark.parametrize("then", ["Conv", "Relu"])
+def test_a_group_norms_mul_add_is_no_bn(then):
+    """The TorchScript exporter's ``GroupNorm``: ``InstanceNormalization`` of a reshape,
+    reshaped back, then ``Mul`` + ``Add``. Folded where it can be, never a BN."""
+    b = Builder()
+    grouped = b.node("Reshape", ["x", b.const("groups", np.array([0, 1, -1], np.int64))], "g")
+    normed = b.node(
+        "InstanceNormalization",
+        [
+            grouped,
+            b.const("ones", np.ones(1, np.float32)),
+            b.const("zero", np.zeros(1, np.float32)),
+        ],
+        "instance",
+    )
+    back = b.node("Reshape", [normed, b.const("shape", np.array([2, 4, 5, 5], np.int64))], "back")
+    scaled = b.node("Mul", [back, b.const("gamma", array((4, 1, 1), 0.5, 1.5))], "gn/mul")
+    shifted = b.node("Add", [scaled, b.const("beta", array((4, 1, 1)))], "gn/add")
+    if then == "Conv":
+        b.node("Conv", [shifted, b.const("k", array((6, 4, 1, 1)))], "y")
+    else:
+        b.node("Relu", [shifted], "y")
+    original = b.model([("x", [2, 4, 5, 5])], ["y"])
+    result = fold_onnx(original)
+    assert result.not_folded == []
+    assert result.norm_affines == ({"gn (Mul + Add)"} if then == "Conv" else set())
+    assert [e.bn for e in result.folded] == sorted(result.norm_affines)
+    assert_same_answers(original, result.model)

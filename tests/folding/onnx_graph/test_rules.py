@@ -583,3 +583,16 @@ def test_a_group_norms_mul_add_is_no_bn(then):
     assert result.norm_affines == ({"gn (Mul + Add)"} if then == "Conv" else set())
     assert [e.bn for e in result.folded] == sorted(result.norm_affines)
     assert_same_answers(original, result.model)
+
+
+def test_a_castlike_reading_only_the_dtype_does_not_keep_a_bn():
+    """The dynamo exporter's ``CastLike(constant, x)`` reads only x's element type."""
+    b = Builder()
+    normed = b.bn("x", "bn", 4)
+    conv = b.node("Conv", [normed, b.const("k", array((6, 4, 1, 1)))], "conv")
+    half = b.node("CastLike", [b.const("a_half", np.array(0.5, np.float64)), normed], "half")
+    b.node("Mul", [conv, half], "y")
+    original = b.model([("x", [2, 4, 5, 5])], ["y"])
+    result = fold_onnx(original)
+    assert [(e.into, e.direction) for e in result.folded] == [("conv", "forward")]
+    assert_same_answers(original, result.model)

@@ -107,7 +107,10 @@ def _through(graph: OnnxGraph, node: onnx.NodeProto, axis: Axis, channels: int) 
         if target is not None and target.size and int(target.reshape(-1)[-1]) == channels:
             return Axis(target.size - 1, int(target.size), True)
         if target is None and _last_entry(graph, node.input[1]) == channels:
-            return Axis(None, None, True)
+            length = graph.shape(node.input[1])  # the shape tensor's own shape: [rank]
+            known = length[0] if length and length[0] else None
+            rank = len(shape) if shape else known
+            return Axis(None if rank is None else rank - 1, rank, True)
     elif node.op_type == "Flatten" and int(attribute(node, "axis", 1)) == -1:
         return Axis(1, 2, True)
     if shape is not None and shape and shape[-1] == channels:

@@ -28,6 +28,11 @@ an identity and folds to nothing visible). Each is written three ways:
 Every file has a dynamic batch axis on its input ``input``. The IR version is
 left as the exporter wrote it: files newer than ONNX Runtime reads go through
 the loader's lowering (``folding.sources.onnx.ir``).
+
+``variants/`` holds ``conv_bn_relu`` as users also export it (``--variants``):
+``model.half()`` through both exporters (``*_half``), the TorchScript exporter at
+opset 11, without constant folding (``*_nofold``) and with every module a local
+function (``export_modules_as_functions=True``, ``*_functions``).
 """
 
 from __future__ import annotations
@@ -269,8 +274,12 @@ def with_statistics(module: nn.Module, seed: int) -> nn.Module:
     return module.eval()
 
 
-def export(module: nn.Module, shape: tuple[int, ...], path: Path, exporter: str) -> None:
+def export(module: nn.Module, shape: tuple[int, ...], path: Path, exporter: str, **options) -> None:
+    """``options``: more keyword arguments of the TorchScript exporter; ``half``: the
+    module and its input in float16."""
     sample = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    if options.pop("half", False):
+        module, sample = module.half(), sample.half()
     if exporter == "dynamo18":
         batch = torch.export.Dim("batch", min=1, max=1024)
         program = torch.onnx.export(
@@ -298,14 +307,37 @@ def export(module: nn.Module, shape: tuple[int, ...], path: Path, exporter: str)
             input_names=["input"],
             output_names=["output"],
             dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            **options,
         )
+
+
+VARIANTS = {
+    "conv_bn_relu_ts17_half": ("ts17", {"half": True}),
+    "conv_bn_relu_dynamo18_half": ("dynamo18", {"half": True}),
+    "conv_bn_relu_ts11": ("ts11", {}),
+    "conv_bn_relu_ts17_nofold": ("ts17", {"do_constant_folding": False}),
+    "conv_bn_relu_ts17_functions": ("ts17", {"export_modules_as_functions": True}),
+}
+
+
+def export_variants(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, (exporter, options) in VARIANTS.items():
+        torch.manual_seed(0)
+        module = with_statistics(ConvBnRelu(), 0)
+        export(module, MODELS["conv_bn_relu"][1], out / f"{name}.onnx", exporter, **options)
+        print(f"{name}.onnx  {(out / f'{name}.onnx').stat().st_size:>7} bytes")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "data" / "torch")
     parser.add_argument("--only", help="comma-separated model names (default: all)")
+    parser.add_argument("--variants", action="store_true", help="write OUT/variants/ only")
     args = parser.parse_args()
+    if args.variants:
+        export_variants(args.out / "variants")
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     import onnx
 

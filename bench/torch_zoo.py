@@ -16,7 +16,11 @@ torch they were built for: 0.29 wants torch 2.14, so not the CPU-only 2.13 of
 bench/make_torch_onnx.py's Python.)
 
 It builds each model with random weights (``weights=None`` / ``pretrained=False``: no
-download), sets every BatchNorm's statistics and affine parameters (FrozenBatchNorm2d's
+download; torchvision's classification, segmentation (``weights_backbone=None``, the
+``{"out": ...}`` dict flattened by the exporters), video (Conv3d + BatchNorm3d, input
+``[2, 3, 4, side, side]``) and detection models (the backbone with its feature pyramid,
+also ``resnet_fpn_backbone`` with FrozenBatchNorm2d as detection models build it), and
+timm's families), sets every BatchNorm's statistics and affine parameters (FrozenBatchNorm2d's
 buffers too) to seeded values far from an untrained BN's, and writes it with an open batch
 axis (traced at batch 2; a fixed batch where the exporter cannot leave it open, marked
 "static", whose one probe row makes the verdict inconclusive) and a small input (64-96 px
@@ -102,6 +106,70 @@ MODELS = {
     "timm fastvit_t8": ("timm", "fastvit_t8", {}, 64),
     "timm mobileone_s0": ("timm", "mobileone_s0", {}, 64),
     "timm resnet18d": ("timm", "resnet18d", {}, 64),
+    # the rest of torchvision's families (those under ~150 MB), its segmentation and
+    # video models and a detection backbone
+    "resnet34": ("torchvision", "resnet34", {}, 64),
+    "densenet169": ("torchvision", "densenet169", {}, 64),
+    "efficientnet_b3": ("torchvision", "efficientnet_b3", {}, 64),
+    "regnet_y_1_6gf": ("torchvision", "regnet_y_1_6gf", {}, 64),
+    "regnet_x_3_2gf": ("torchvision", "regnet_x_3_2gf", {}, 64),
+    "shufflenet_v2_x1_5": ("torchvision", "shufflenet_v2_x1_5", {}, 64),
+    "mnasnet1_3": ("torchvision", "mnasnet1_3", {}, 64),
+    "squeezenet1_0": ("torchvision", "squeezenet1_0", {}, 64),
+    "fcn_resnet50": ("segmentation", "fcn_resnet50", {}, 64),
+    "deeplabv3_mobilenet_v3_large": ("segmentation", "deeplabv3_mobilenet_v3_large", {}, 64),
+    "lraspp_mobilenet_v3_large": ("segmentation", "lraspp_mobilenet_v3_large", {}, 64),
+    "fasterrcnn_mobilenet_v3_large_fpn backbone": (
+        "detection",
+        "fasterrcnn_mobilenet_v3_large_fpn",
+        {},
+        64,
+    ),
+    "resnet18 FPN FrozenBN": ("fpn", "resnet18", {}, 64),
+    "r3d_18": ("video", "r3d_18", {}, 32),
+    "mc3_18": ("video", "mc3_18", {}, 32),
+    "r2plus1d_18": ("video", "r2plus1d_18", {}, 32),
+    # timm families not above
+    "timm cspdarknet53": ("timm", "cspdarknet53", {}, 64),
+    "timm cs3darknet_s": ("timm", "cs3darknet_s", {}, 64),
+    "timm darknet53": ("timm", "darknet53", {}, 64),
+    "timm gernet_s": ("timm", "gernet_s", {}, 64),
+    "timm regnetz_b16": ("timm", "regnetz_b16", {}, 64),
+    "timm resnest14d": ("timm", "resnest14d", {}, 64),
+    "timm res2next50": ("timm", "res2next50", {}, 64),
+    "timm tresnet_m": ("timm", "tresnet_m", {}, 64),
+    "timm skresnet18": ("timm", "skresnet18", {}, 64),
+    "timm seresnext26d_32x4d": ("timm", "seresnext26d_32x4d", {}, 64),
+    "timm ecaresnet26t": ("timm", "ecaresnet26t", {}, 64),
+    "timm resnetv2_50": ("timm", "resnetv2_50", {}, 64),
+    "timm botnet26t_256": ("timm", "botnet26t_256", {"img_size": 128}, 128),
+    "timm dla46x_c": ("timm", "dla46x_c", {}, 64),
+    "timm vovnet39a": ("timm", "vovnet39a", {}, 64),
+    "timm densenetblur121d": ("timm", "densenetblur121d", {}, 64),
+    "timm xception41": ("timm", "xception41", {}, 64),
+    "timm legacy_xception": ("timm", "legacy_xception", {}, 96),
+    "timm mobilenetv3_large_100": ("timm", "mobilenetv3_large_100", {}, 64),
+    "timm tf_efficientnet_b0": ("timm", "tf_efficientnet_b0", {}, 64),
+    "timm mnasnet_100": ("timm", "mnasnet_100", {}, 64),
+    "timm spnasnet_100": ("timm", "spnasnet_100", {}, 64),
+    "timm lcnet_050": ("timm", "lcnet_050", {}, 64),
+    "timm ghostnetv2_100": ("timm", "ghostnetv2_100", {}, 64),
+    "timm repghostnet_050": ("timm", "repghostnet_050", {}, 64),
+    "timm mobilenetv4_conv_small": ("timm", "mobilenetv4_conv_small", {}, 64),
+    "timm hgnetv2_b0": ("timm", "hgnetv2_b0", {}, 64),
+    "timm repvit_m0_9": ("timm", "repvit_m0_9", {}, 64),
+    "timm efficientvit_b0": ("timm", "efficientvit_b0", {}, 64),
+    "timm efficientvit_m0": ("timm", "efficientvit_m0", {}, 224),
+    "timm starnet_s1": ("timm", "starnet_s1", {}, 64),
+    "timm mobilevitv2_050": ("timm", "mobilevitv2_050", {}, 64),
+    "timm levit_conv_128s": ("timm", "levit_conv_128s", {"img_size": 96}, 96),
+    "timm tiny_vit_5m_224": ("timm", "tiny_vit_5m_224", {}, 224),
+    "timm xcit_nano_12_p16_224": ("timm", "xcit_nano_12_p16_224", {}, 64),
+    "timm visformer_tiny": ("timm", "visformer_tiny", {}, 224),
+    "timm efficientformerv2_s0": ("timm", "efficientformerv2_s0", {}, 224),
+    "timm convmixer_768_32": ("timm", "convmixer_768_32", {}, 64),
+    "timm nf_regnet_b0": ("timm", "nf_regnet_b0", {}, 64),
+    "timm inception_next_tiny": ("timm", "inception_next_tiny", {}, 64),
 }
 
 
@@ -119,6 +187,26 @@ def _build(library: str, constructor: str, kwargs: dict):
 
         return timm.create_model(constructor, pretrained=False, **kwargs)
     import torchvision
+
+    if library == "segmentation":  # a dict {"out": ...}: each exporter flattens it
+        build = getattr(torchvision.models.segmentation, constructor)
+        return build(weights=None, weights_backbone=None, aux_loss=False, **kwargs)
+    if library == "video":
+        return getattr(torchvision.models.video, constructor)(weights=None, **kwargs)
+    if library == "detection":  # the backbone with its feature pyramid: a dict of maps
+        build = getattr(torchvision.models.detection, constructor)
+        return build(weights=None, weights_backbone=None, **kwargs).backbone
+    if library == "fpn":  # what detection models build with pretrained backbones
+        from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+        from torchvision.ops.misc import FrozenBatchNorm2d
+
+        return resnet_fpn_backbone(
+            backbone_name=constructor,
+            weights=None,
+            norm_layer=FrozenBatchNorm2d,
+            trainable_layers=5,
+            **kwargs,
+        )
 
     if kwargs.get("norm_layer") == "frozen":
         from torchvision.ops.misc import FrozenBatchNorm2d
@@ -205,7 +293,8 @@ def export_all(out: Path, only: str | None) -> None:
         except Exception as error:
             entries.append({"model": label, "error": f"build: {str(error).splitlines()[0]}"})
             continue
-        sample = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0))
+        shape = (2, 3, 4, side, side) if library == "video" else (2, 3, side, side)
+        sample = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
         for exporter in EXPORTERS:
             path = out / f"{label.replace(' ', '_')}_{exporter}.onnx"
             entry = {"model": label, "exporter": exporter, "bns": bns, "side": side}
@@ -233,13 +322,17 @@ def export_all(out: Path, only: str | None) -> None:
 def bns_in(path: Path) -> tuple[int, int]:
     """(BatchNormalization nodes, decomposed Mul + Add pairs) in the file at ``path``."""
     import onnx
+    import onnx.inliner
 
     from folding.onnx_graph.decomposed import find_pairs
     from folding.onnx_graph.graph import OnnxGraph
 
     model = onnx.load(str(path))
+    if model.functions:  # a module exported as a local function: its BNs count too
+        model = onnx.inliner.inline_local_functions(model)
     nodes = Counter(node.op_type for node in model.graph.node)["BatchNormalization"]
-    return nodes, len(find_pairs(OnnxGraph(model)))
+    pairs = [pair for pair in find_pairs(OnnxGraph(model)) if not pair.normalizes]
+    return nodes, len(pairs)  # a GroupNorm's Mul + Add is no BN
 
 
 def left_by_runtime(path: Path, out: Path) -> tuple[int, int] | str:
@@ -399,7 +492,19 @@ def main() -> None:
             "exporter decomposed a BN into); `left by ORT`: what ONNX Runtime's offline "
             "optimiser (ORT_ENABLE_EXTENDED) leaves of them; `static batch`: the exporter "
             "could not leave the batch axis open. NF-ResNet's BatchNormalization nodes are "
-            "its weight standardisation (training mode, on the weights), no BN module."
+            "its weight standardisation (training mode, on the weights), no BN module. "
+            "The dynamo exporter (torch 2.14) writes the zero bias of a `Conv3d(bias=False)` "
+            "with shape `[C, 2]`, which ONNX Runtime refuses to run (the video rows). "
+            "Other exports of the same models (bench/make_torch_onnx.py --variants and "
+            "tests/folding/test_torch_onnx.py; checked by hand on resnet18, "
+            "mobilenet_v3_small and mixnet_s): TorchScript at opsets 11 and 13, "
+            "`do_constant_folding=False`, a static batch, `model.half()` through both "
+            "exporters (judged in float16), every module a local function "
+            "(`export_modules_as_functions`), weights in an external `.data` file (the "
+            "command line reads it from the model's folder; an upload is one file and is "
+            "refused, naming the tensor) fold every BN; `TrainingMode.EVAL` and the dynamo "
+            "exporter's default `optimize=True` leave no BN to fold (the exporter fused "
+            "them)."
             f"\n\n{totals}\n\n{table}\n"
         )
         replace_section(ROOT / "docs" / "applications.md", SECTION, section)

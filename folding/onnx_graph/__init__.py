@@ -4,7 +4,8 @@ entry per BatchNormalization out. No TensorFlow, no ONNX Runtime.
 What flows through it (``fold.fold_onnx``)::
 
     ModelProto --copy--> OnnxGraph (graph.py: producers and use lists;
-                                    constants.py: constant sub-expressions)
+                                    constants.py: constant sub-expressions;
+                                    local functions holding a BN inlined first)
         -> channels_first.py     undo channels-last Transpose shuffles (tf2onnx)
         -> no_ops.py             drop ``x + 0``, ``x * 1`` (MobileOne's sum of branches)
         -> decomposed.py         find the Mul + Add pairs exporters turn BNs into

@@ -74,7 +74,14 @@ def batch_norm_affine(graph: OnnxGraph, node: onnx.NodeProto) -> Affine:
     if attribute(node, "training_mode", 0):
         raise NotFoldable("it runs in training mode (training_mode=1)")
     if any(node.output[1:]):
-        raise NotFoldable("its running statistics are outputs of the graph (training mode)")
+        # opsets 7-13 have no training_mode: the extra outputs are what selects it, and
+        # ONNX Runtime then normalises with each batch's own statistics
+        raise NotFoldable(
+            "it writes its running statistics as outputs (the training-mode form): it "
+            "normalises with each batch's own statistics"
+        )
+    if not attribute(node, "spatial", 1):
+        raise NotFoldable("it normalises each activation on its own (spatial=0), not per channel")
     arrays = []
     for role, name in zip(BN_INPUTS, node.input[1:5], strict=False):
         array = graph.constant(name)

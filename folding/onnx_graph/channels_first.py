@@ -5,7 +5,10 @@ each per-channel affine sits right beside its Conv:
   (``Conv -> T(NCHW->NHWC) -> T(NHWC->NCHW) -> BatchNormalization``);
 * a per-channel Mul/Add/Sub on the last axis, after a Transpose that moves the
   channel axis 1 last, moves before it (its constant reshaped to ``[C, 1, ...]``):
-  ``Conv -> T -> Add -> Mul`` becomes ``Conv -> Add -> Mul -> T``.
+  ``Conv -> T -> Add -> Mul`` becomes ``Conv -> Add -> Mul -> T``;
+* one on the last axis right before a Transpose that moves the last axis to 1
+  moves after it: ``Mul -> Add -> T -> Conv`` (a Keras BN in front of a
+  convolution) becomes ``T -> Mul -> Add -> Conv``.
 
 Both are exact. Each Transpose is visited once, and again only when a change
 right beside it may let it move or cancel.
@@ -26,7 +29,9 @@ def channels_first(graph: OnnxGraph) -> None:
         node = pending.pop()
         if not graph.contains(node):
             continue
-        changed = _cancel(graph, node, pending) or _move_after(graph, node)
+        changed = (
+            _cancel(graph, node, pending) or _move_after(graph, node) or _move_before(graph, node)
+        )
         if changed and graph.contains(node):
             pending.append(node)
 
@@ -90,4 +95,35 @@ def _move_after(graph: OnnxGraph, node: onnx.NodeProto) -> bool:
     graph.set_input(user, 0, node.input[0])
     graph.rename_output(node, 0, result)
     graph.set_input(node, 0, moved)
+    return True
+
+
+def _move_before(graph: OnnxGraph, node: onnx.NodeProto) -> bool:
+    """``Mul/Add/Sub(last axis) -> T (last axis to 1)`` becomes ``T -> Mul/Add/Sub``."""
+    perm = _perm(node)
+    producer = graph.producer(node.input[0])
+    if len(perm) < 3 or perm[1] != len(perm) - 1 or producer is None:
+        return False
+    if producer.op_type not in ("Mul", "Add", "Sub") or len(producer.input) != 2:
+        return False
+    if _sole_user(graph, producer) is not node:
+        return False
+    constants = [graph.constant(name) for name in producer.input]
+    if sum(value is None for value in constants) != 1:
+        return False
+    index = 0 if constants[0] is not None else 1
+    operand = constants[index]
+    if operand.dtype.kind != "f":
+        return False
+    vector, axis = channel_vector(operand)
+    if vector is None or axis != 0 or operand.ndim > len(perm):
+        return False
+    variable = producer.input[1 - index]
+    result = node.output[0]
+    moved = graph.fresh_name(f"{result}_before_{producer.op_type.lower()}")
+    graph.set_constant(producer, index, vector.reshape(-1, *[1] * (len(perm) - 2)))
+    graph.rename_output(node, 0, moved)
+    graph.set_input(node, 0, variable)
+    graph.rename_output(producer, 0, result)
+    graph.set_input(producer, 1 - index, moved)
     return True

@@ -20,12 +20,17 @@ from folding.onnx_graph.affine import Affine, affine_of
 from folding.onnx_graph.graph import OnnxGraph
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+NORMALIZATIONS = ("InstanceNormalization", "LayerNormalization", "GroupNormalization")
+"""A pair right after one of these (through reshapes) is that norm's own affine: the
+TorchScript exporter writes ``GroupNorm`` as ``InstanceNormalization`` of a reshape,
+reshaped back, then ``Mul`` + ``Add``. It folds like any pair but is no BN."""
 
 
 @dataclass
 class Pair:
     scale: Affine
     shift: Affine
+    normalizes: str | None = None  # the normalization whose affine it is, if any
 
     @property
     def keys(self) -> tuple[str, str]:
@@ -65,8 +70,17 @@ def find_pairs(graph: OnnxGraph) -> list[Pair]:
             and shift.axis_from_end == scale.axis_from_end
             and shift.shift.shape == scale.scale.shape
         ):
-            pairs.append(Pair(scale, shift))
+            pairs.append(Pair(scale, shift, _normalization_before(graph, scale.input)))
     return pairs
+
+
+def _normalization_before(graph: OnnxGraph, tensor: str) -> str | None:
+    producer = graph.producer(tensor)
+    while producer is not None and producer.op_type in ("Reshape", "Identity"):
+        producer = graph.producer(producer.input[0])
+    if producer is not None and producer.op_type in NORMALIZATIONS:
+        return producer.op_type
+    return None
 
 
 def is_bias(graph: OnnxGraph, node: onnx.NodeProto) -> bool:

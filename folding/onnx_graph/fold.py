@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+import onnx.inliner
 
 from folding import math
 from folding.diagnostics import BatchNormDiagnostics, diagnose
@@ -62,6 +63,9 @@ class OnnxFoldResult:
     lone_scales: set[str] = field(default_factory=set)
     """The names of the ``folded`` entries that are a per-channel ``Mul`` alone (a
     layer scale, a rescaling): folded, but no BatchNormalization of the model's own."""
+    norm_affines: set[str] = field(default_factory=set)
+    """The names of the ``folded`` entries that are the ``Mul`` + ``Add`` affine of an
+    InstanceNormalization / LayerNormalization (a GroupNorm's): folded, no BN either."""
     _described: dict[str, Callable[[], _Numbers]] = field(default_factory=dict, repr=False)
 
     def describe(self, name: str) -> _Numbers:
@@ -136,6 +140,11 @@ def fold_onnx(model: onnx.ModelProto, *, describe: bool = True) -> OnnxFoldResul
     exporter, from the Keras fold); ``OnnxFoldResult.describe`` computes them."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
+    if _functions_hold_batch_norms(model):
+        # TorchScript's ``export_modules_as_functions``: a BN inside a local function
+        # is folded once the function's body is written out where it is called
+        model = onnx.inliner.inline_local_functions(model)
+        copy.CopyFrom(model)
     graph = OnnxGraph(copy, original=model)
     channels_first(graph)
     drop_no_ops(graph)
@@ -168,6 +177,10 @@ def fold_onnx(model: onnx.ModelProto, *, describe: bool = True) -> OnnxFoldResul
             result.not_folded.append(NotFoldedEntry(key, reason, *numbers))
     result.not_folded.extend(_nested_batch_norms(copy.graph))
     return result
+
+
+def _functions_hold_batch_norms(model: onnx.ModelProto) -> bool:
+    return any(node.op_type == "BatchNormalization" for f in model.functions for node in f.node)
 
 
 def _attempt(graph: OnnxGraph, node: onnx.NodeProto, paired: set[str], outcome: _Outcome) -> bool:
@@ -274,6 +287,10 @@ def _report_pair(
     done = outcome.folded.get(scale_key)
     if done is not None and (shift_key in outcome.folded or is_bias(graph, pair.shift.node)):
         result.folded.append(done.entry(result, describe, pair.name, bn))
+        if pair.normalizes:
+            result.norm_affines.add(pair.name)
+        return
+    if pair.normalizes:  # a normalization's affine left in place: no BN to report
         return
     reason = outcome.reasons.get(scale_key, outcome.reasons.get(shift_key, (None, None)))[1]
     if reason is None:

@@ -89,13 +89,14 @@ class OnnxGraph:
         """The one node reading ``tensor``'s values; NotFoldable when it is a graph output
         or feeds several nodes (folding would change what the others see). A ``Shape`` /
         ``Size`` reads only the shape, which a fold keeps (``x.reshape_as(y)``, written by
-        the TorchScript exporter as ``Reshape(x, Shape(y))``)."""
+        the TorchScript exporter as ``Reshape(x, Shape(y))``), and ``CastLike(c, x)``
+        only the element type (the dynamo exporter's constants cast to a tensor's dtype)."""
         if tensor in self.outputs:
             raise NotFoldable(f"{what} is also a graph output")
         users = [
             user
             for user in self._users.get(tensor, [])
-            if user.op_type not in SHAPE_READERS or id(user) in self._implicit
+            if not _reads_only_type(user, tensor) or id(user) in self._implicit
         ]
         if len(users) != 1:
             raise NotFoldable(f"{what} feeds {len(users)} nodes")
@@ -320,6 +321,17 @@ class OnnxGraph:
                 if producer is not None and id(producer) not in live:
                     pending.append(producer)
         return live
+
+
+def _reads_only_type(user: onnx.NodeProto, tensor: str) -> bool:
+    """``user`` reads ``tensor``'s shape or element type, never its values."""
+    if user.op_type in SHAPE_READERS:
+        return True
+    return (
+        user.op_type == "CastLike"
+        and list(user.input).index(tensor) == 1
+        and (user.input[0] != tensor)
+    )
 
 
 def _topological(

@@ -4,8 +4,10 @@
 With ``x' = x * scale + shift`` feeding ``y = x' K + b``: ``K' = diag(scale) K``
 and ``b' = b + shift K`` (``folding.math.fold_affine_into_following``). For a
 ``Conv`` the shift is summed over every tap, exact only with no padding (the
-border would not see the shift) and one group. For a ``Gemm``, alpha goes into
-the weight; a ``MatMul`` gets an ``Add`` for ``shift K``.
+border would not see the shift); a grouped convolution (depthwise among them) is
+folded group by group, each group's kernel reading its own slice of the channels.
+For a ``Gemm``, alpha goes into the weight and beta into the bias; a ``MatMul``
+gets an ``Add`` for ``shift K``.
 """
 
 from __future__ import annotations
@@ -45,24 +47,39 @@ def _into_conv(graph: OnnxGraph, affine: Affine, conv: onnx.NodeProto, weight: n
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     if any(attribute(conv, "pads", [])) or auto_pad not in UNPADDED:
         raise NotFoldable(f"'{name}' pads its input: the border would not see the shift")
-    if int(attribute(conv, "group", 1)) != 1:
-        raise NotFoldable(f"'{name}' is a grouped convolution")
+    groups = int(attribute(conv, "group", 1))
     if (
         affine.axis_from_end is not None
         or not affine.fits(weight.ndim)
-        or weight.shape[1] != affine.params.channels
+        or weight.shape[1] * groups != affine.params.channels
+        or weight.shape[0] % groups
     ):
         raise NotFoldable("it does not scale the convolution's input channels")
     bias = graph.optional_constant(conv, 2, "bias")
+    if bias is not None and bias.size != weight.shape[0]:
+        raise NotFoldable(f"the bias of '{name}' has {bias.size} values")
 
     def apply() -> list[onnx.NodeProto]:
-        kernel = np.moveaxis(weight, 0, -1)  # [in, *k, out]: outputs last, as math reads it
         flat_bias = None if bias is None else bias.reshape(-1)
-        new_kernel, new_bias = math.fold_affine_into_following(
-            kernel, flat_bias, affine.scale, affine.shift, input_axis=0
-        )
-        graph.set_constant(conv, 1, np.moveaxis(new_kernel, -1, 0))
-        graph.set_constant(conv, 2, new_bias.astype(weight.dtype))
+        inputs, outputs = weight.shape[1], weight.shape[0] // groups
+        kernels, biases = [], []
+        for group in range(groups):  # group g reads channels g*inputs:(g+1)*inputs
+            rows, columns = (
+                slice(group * outputs, (group + 1) * outputs),
+                slice(group * inputs, (group + 1) * inputs),
+            )
+            kernel = np.moveaxis(weight[rows], 0, -1)  # [in, *k, out]: as math reads it
+            new_kernel, new_bias = math.fold_affine_into_following(
+                kernel,
+                None if flat_bias is None else flat_bias[rows],
+                affine.scale[columns],
+                affine.shift[columns],
+                input_axis=0,
+            )
+            kernels.append(np.moveaxis(new_kernel, -1, 0))
+            biases.append(new_bias)
+        graph.set_constant(conv, 1, np.concatenate(kernels))
+        graph.set_constant(conv, 2, np.concatenate(biases).astype(weight.dtype))
         return [conv]
 
     return apply
@@ -88,20 +105,22 @@ def _into_matrix(
         raise NotFoldable("it does not scale the input features of the next layer")
     bias = None
     if gemm:
-        if float(attribute(node, "beta", 1.0)) != 1.0 and len(node.input) > 2 and node.input[2]:
-            raise NotFoldable(f"'{name}' scales its bias (beta != 1)")
         bias = feature_bias(graph.optional_constant(node, 2, "bias"), matrix.shape[1], name)
     alpha = float(attribute(node, "alpha", 1.0)) if gemm else 1.0
+    beta = float(attribute(node, "beta", 1.0)) if gemm else 1.0
 
     def apply() -> list[onnx.NodeProto]:
+        # ``alpha * x' K + beta * C``: K takes alpha, the bias beta
         kernel = matrix if alpha == 1.0 else (matrix * alpha).astype(matrix.dtype)
+        scaled = bias if bias is None or beta == 1.0 else (bias * beta).astype(bias.dtype)
         new_matrix, added = math.fold_affine_into_following(
-            kernel, bias, affine.scale, affine.shift, input_axis=0
+            kernel, scaled, affine.scale, affine.shift, input_axis=0
         )
         graph.set_constant(node, 1, new_matrix.T if trans_b else new_matrix)
         if gemm:
             graph.set_constant(node, 2, added.astype(weight.dtype))
             set_attribute(node, "alpha", 1.0)
+            set_attribute(node, "beta", 1.0)
         elif np.any(added):
             graph.append_after(node.output[0], "Add", added.astype(weight.dtype), f"{name}_shift")
         return [node]

@@ -38,11 +38,13 @@ def check_feature_axis(graph: OnnxGraph, affine: Affine, tensor: str) -> None:
         raise NotFoldable(f"it scales axis 1 of a rank-{rank} MatMul output, not its features")
 
 
-def plan(graph: OnnxGraph, affine: Affine, node: onnx.NodeProto) -> Plan:
+def plan(graph: OnnxGraph, affine: Affine, node: onnx.NodeProto, behind: bool = False) -> Plan:
+    """``behind``: ``affine`` sits behind a layout change of the MatMul's output
+    (``through_layout``), so a shift alone moves to right after the MatMul."""
     if node.op_type == "Add":
         return _plan_biased(graph, affine, node)
     name = node_key(node)
-    if np.all(affine.scale == 1.0):
+    if np.all(affine.scale == 1.0) and not behind:
         raise NotFoldable(f"an Add right after '{name}' is its bias: nothing to fold")
     graph.sole_user(node.output[0], f"the output of '{name}'")
     weight = matrix(graph, node, affine.params.channels)

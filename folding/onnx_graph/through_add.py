@@ -38,8 +38,19 @@ def plan(graph: OnnxGraph, affine: Affine, add: onnx.NodeProto) -> Plan:
                 pending.append(producer)
             else:
                 terms.append((node, tensor, producer))
-    convs = [p for _, _, p in terms if p is not None and p.op_type == "Conv"]
-    others = [(node, tensor) for node, tensor, p in terms if p is None or p.op_type != "Conv"]
+    # a term is a convolution's own output only when nothing else reads it; a conv's
+    # output read elsewhere too is the identity term (RepViT's first block, where the
+    # input of the sum is the stem's convolution)
+    own = {
+        tensor
+        for _, tensor, p in terms
+        if p is not None
+        and p.op_type == "Conv"
+        and len(graph.users(tensor)) == 1
+        and tensor not in graph.outputs
+    }
+    convs = [p for _, tensor, p in terms if tensor in own]
+    others = [(node, tensor) for node, tensor, _ in terms if tensor not in own]
     name = node_key(add)
     if not convs or len(others) > 1:
         raise NotFoldable(f"'{name}' is an Add, which has no weights to fold into")

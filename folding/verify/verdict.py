@@ -107,18 +107,19 @@ def run_onnx(
 
 
 def perturbed(proto: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
-    """A copy of ``proto`` whose float32 weights each moved one ulp up or down."""
+    """A copy of ``proto`` whose float32 (and float16) weights each moved one ulp of
+    their own type up or down."""
     rng = np.random.default_rng(seed)
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
     for index, tensor in enumerate(copy.graph.initializer):
-        if tensor.data_type != TensorProto.FLOAT:
+        if tensor.data_type not in (TensorProto.FLOAT, TensorProto.FLOAT16):
             continue
         array = numpy_helper.to_array(tensor)
         if array.size <= 1:
             continue
-        direction = np.where(rng.random(array.shape) < 0.5, -np.inf, np.inf).astype(np.float32)
-        moved = np.nextafter(array, direction).astype(np.float32)
+        direction = np.where(rng.random(array.shape) < 0.5, -np.inf, np.inf).astype(array.dtype)
+        moved = np.nextafter(array, direction).astype(array.dtype)
         copy.graph.initializer[index].CopyFrom(numpy_helper.from_array(moved, tensor.name))
     return copy
 
@@ -293,7 +294,7 @@ def judge(
         names = ", ".join(f"'{c.name}' ({c.noise:.2g})" for c in unstable)
         reason = (
             f"outputs {names} move by more than {UNSTABLE_NOISE:g} of their scale when the "
-            "weights move one float32 ulp: float32 cannot check them on these probes"
+            f"weights move one ulp: {compared_dtype} cannot check them on these probes"
         )
     elif checks and all(c.spread < INCONCLUSIVE_SPREAD for c in checks):
         reason = (

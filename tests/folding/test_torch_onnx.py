@@ -81,3 +81,43 @@ def test_the_cli_folds_every_bn_of_a_torch_export(tmp_path, path):
     np.testing.assert_allclose(
         answers(out / "model.onnx", rows), answers(path, rows), rtol=1e-4, atol=1e-5
     )
+
+
+VARIANTS = sorted((DATA / "variants").glob("*.onnx"))
+
+
+def test_the_variants_are_the_ones_described():
+    """``conv_bn_relu`` as users also export it: half precision, opset 11, no constant
+    folding, every module a local function (bench/make_torch_onnx.py --variants)."""
+    assert [path.stem for path in VARIANTS] == [
+        "conv_bn_relu_dynamo18_half",
+        "conv_bn_relu_ts11",
+        "conv_bn_relu_ts17_functions",
+        "conv_bn_relu_ts17_half",
+        "conv_bn_relu_ts17_nofold",
+    ]
+    functions = onnx.load(str(DATA / "variants" / "conv_bn_relu_ts17_functions.onnx"))
+    assert [node.op_type for node in functions.graph.node] == ["ConvBnRelu"]
+    held = {node.op_type for function in functions.functions for node in function.node}
+    assert "BatchNormalization" in held  # one BatchNorm2d function, called twice
+    for path in VARIANTS:
+        assert path.stat().st_size < 100_000
+
+
+@pytest.mark.parametrize("path", VARIANTS, ids=[path.stem for path in VARIANTS])
+def test_the_cli_folds_every_bn_of_an_export_variant(tmp_path, path):
+    out = tmp_path / "out"
+    result = fold(path, "-o", out, "--samples", "8")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["verification"]["passed"], report["verification"]
+    assert len(report["folded"]) == 2 and report["not_folded"] == []
+    folded = onnx.load(str(out / "model.onnx"))
+    assert "BatchNormalization" not in {node.op_type for node in folded.graph.node}
+    assert not folded.functions
+    half = path.stem.endswith("_half")
+    rows = rows_for(path.parent.parent / "conv_bn_relu_ts17.onnx")
+    rows = rows.astype(np.float16) if half else rows
+    want, got = answers(path, rows), answers(out / "model.onnx", rows)
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(got, want, rtol=0, atol=(2e-3 if half else 1e-5) * scale)

@@ -127,7 +127,8 @@ class OnnxSource(Source):
         folded_at = time.perf_counter()
         on_stage("exporting", None)
         folded, unfolded = (OnnxModel(p, p.SerializeToString()) for p in (result.model, self.model))
-        batch_norms = [entry for entry in result.folded if entry.bn not in result.lone_scales]
+        others = result.lone_scales | result.norm_affines
+        batch_norms = [entry for entry in result.folded if entry.bn not in others]
         self._data = unfolded.data
         exported_at = time.perf_counter()
         return Folded(
@@ -139,7 +140,9 @@ class OnnxSource(Source):
             timings=stage_timings(started, folded_at, exported_at),
             folded=batch_norms,
             not_folded=result.not_folded,
-            warnings=_lone_scales_warning(sorted(result.lone_scales)),
+            warnings=_lone_scales_warning(sorted(result.lone_scales))
+            + _norm_affines_warning(sorted(result.norm_affines)),
+            compute_dtype=compute_dtype(self.model),
         )
 
     def probes(self, verify: VerifyOptions) -> tuple[list[np.ndarray], str]:
@@ -155,6 +158,14 @@ class OnnxSource(Source):
         return run_unoptimised(data, names, list(probes))
 
 
+def compute_dtype(model: onnx.ModelProto) -> str:
+    """ "float16" for a model whose weights are half precision (``model.half()``
+    exported), else "float32": the precision its answers are judged in."""
+    half = onnx.TensorProto.FLOAT16
+    weights = [tensor for tensor in model.graph.initializer if tensor.data_type == half]
+    return "float16" if any(int(np.prod(tensor.dims)) > 1 for tensor in weights) else "float32"
+
+
 def _lone_scales_warning(names: list[str]) -> list[str]:
     """The per-channel Muls folded that are no BatchNormalization: not counted as BNs."""
     if not names:
@@ -162,6 +173,18 @@ def _lone_scales_warning(names: list[str]) -> list[str]:
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     return [
         f"{len(names)} per-channel Mul node(s) with no Add after them (a layer scale, not a "
+        f"BatchNormalization) folded into the node beside them too, not counted as BNs: {shown}"
+    ]
+
+
+def _norm_affines_warning(names: list[str]) -> list[str]:
+    """The affines of other normalizations folded: not counted as BNs."""
+    if not names:
+        return []
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return [
+        f"{len(names)} Mul + Add pair(s) that are the scale and shift of an "
+        "InstanceNormalization or LayerNormalization (a GroupNorm's, not a "
         f"BatchNormalization) folded into the node beside them too, not counted as BNs: {shown}"
     ]
 

@@ -39,7 +39,7 @@ class Builder:
         params = params or self.bn_params(output, channels)
         return self.node("BatchNormalization", [x, *params], output, epsilon=1e-3)
 
-    def model(self, inputs, outputs, extra_inputs=()):
+    def model(self, inputs, outputs, extra_inputs=(), opset=17, functions=()):
         """``inputs``: (name, shape) pairs; ``outputs``: names (of the first input's
         rank) or (name, rank) pairs."""
         rank = len(inputs[0][1])
@@ -54,7 +54,9 @@ class Builder:
             [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None] * r) for n, r in outputs],
             self.initializers,
         )
-        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        opsets = [helper.make_opsetid("", opset)]
+        opsets += [helper.make_opsetid(domain, 1) for domain in {f.domain for f in functions}]
+        proto = helper.make_model(graph, opset_imports=opsets, functions=list(functions))
         proto.ir_version = 10
         onnx.checker.check_model(proto)
         return proto

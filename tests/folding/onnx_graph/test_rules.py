@@ -3,6 +3,7 @@ checked by ONNX Runtime (folded == unfolded within 1e-5) and by its report."""
 
 import numpy as np
 import pytest
+from onnx import helper
 
 from folding.onnx_graph import fold_onnx
 from tests.folding.onnx_graph.helpers import Builder, array, assert_same_answers, op_count
@@ -352,11 +353,16 @@ def test_a_sum_started_at_zero_does_not_hide_the_identity_branch():
     assert_same_answers(original, result.model)
 
 
-def test_bn_after_a_sum_of_convolutions_and_their_input_folds_into_them():
+@pytest.mark.parametrize("source", ["Relu", "Conv"])
+def test_bn_after_a_sum_of_convolutions_and_their_input_folds_into_them(source):
     """RepViT's ``bn(dwconv3x3(x) + conv1x1(x) + x)``: each convolution takes the scale,
-    the first the shift, and ``x`` goes into the 3x3's centre tap."""
+    the first the shift, and ``x`` goes into the 3x3's centre tap. ``x`` may itself be
+    a convolution's output (RepViT's first block, right after the stem)."""
     b = Builder()
-    x = b.node("Relu", ["input"], "x")  # x also feeds a later residual Add
+    if source == "Relu":
+        x = b.node("Relu", ["input"], "x")  # x also feeds a later residual Add
+    else:
+        x = b.node("Conv", ["input", b.const("stem", array((6, 6, 1, 1)))], "x")
     wide = b.node("Conv", [x, b.const("k3", array((6, 1, 3, 3)))], "dw", pads=[1] * 4, group=6)
     narrow = b.node("Conv", [x, b.const("k1", array((6, 1, 1, 1)))], "pw", group=6)
     total = b.node("Add", [b.node("Add", [wide, narrow], "sum"), x], "sum_x")
@@ -365,6 +371,7 @@ def test_bn_after_a_sum_of_convolutions_and_their_input_folds_into_them():
     result = fold_onnx(original)
     assert [(e.bn, e.into) for e in result.folded] == [("bn (BatchNormalization)", "dw, pw")]
     assert op_count(result.model, "BatchNormalization") == 0 and op_count(result.model, "Add") == 2
+    assert op_count(result.model, "Conv") == (2 if source == "Relu" else 3)
     assert_same_answers(original, result.model)
 
 
@@ -377,4 +384,215 @@ def test_bn_after_a_sum_with_a_term_no_convolution_reads_is_kept():
     result = fold_onnx(original)
     (entry,) = result.not_folded
     assert "adds 'z', which no convolution in it reads in place" in entry.reason
+    assert_same_answers(original, result.model)
+
+
+@pytest.mark.parametrize(("groups", "inputs", "outputs"), [(4, 4, 8), (2, 4, 6), (1, 4, 6)])
+def test_bn_before_a_valid_grouped_conv_folds_forward(groups, inputs, outputs):
+    """Pre-activation nets' ``bn -> conv`` where the conv is depthwise (a channel
+    multiplier of 2) or grouped: each group takes its own slice of the BN."""
+    b = Builder()
+    normed = b.bn("x", "bn", inputs)
+    kernel = b.const("k", array((outputs, inputs // groups, 3, 3)))
+    b.node("Conv", [normed, kernel, b.const("cb", array((outputs,)))], "y", group=groups)
+    original = b.model([("x", [2, inputs, 6, 6])], ["y"])
+    result = fold_onnx(original)
+    assert [(e.into, e.direction) for e in result.folded] == [("y", "forward")]
+    assert [n.op_type for n in result.model.graph.node] == ["Conv"]
+    assert_same_answers(original, result.model)
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_bn_before_a_gemm_with_alpha_and_beta_folds_forward(trans_b):
+    """``alpha * bn(x) W + beta * C``: alpha goes into W, beta into the bias."""
+    b = Builder()
+    normed = b.bn("x", "bn", 6)
+    weight = b.const("W", array((5, 6) if trans_b else (6, 5)))
+    bias = b.const("C", array((5,)))
+    b.node("Gemm", [normed, weight, bias], "y", transB=trans_b, alpha=0.5, beta=2.0)
+    original = b.model([("x", [3, 6])], ["y"])
+    result = fold_onnx(original)
+    assert [(e.into, e.direction) for e in result.folded] == [("y", "forward")]
+    (gemm,) = result.model.graph.node
+    assert {a.name: a.f for a in gemm.attribute if a.name in ("alpha", "beta")} == {
+        "alpha": 1.0,
+        "beta": 1.0,
+    }
+    assert_same_answers(original, result.model)
+
+
+def test_channels_last_bn_before_a_transpose_folds_into_the_conv_after_it():
+    """tf2onnx's Keras ``BatchNormalization`` in front of a ``Conv2D`` (NHWC): ``Mul``
+    + ``Add`` on the last axis, then ``Transpose`` to NCHW, then ``Conv``."""
+    b = Builder()
+    scaled = b.node("Mul", ["x", b.const("scale", array((3,), 0.5, 1.5))], "bn/mul")
+    shifted = b.node("Add", [scaled, b.const("shift", array((3,)))], "bn/add")
+    nchw = b.node("Transpose", [shifted], "nchw", perm=[0, 3, 1, 2])
+    b.node("Conv", [nchw, b.const("k", array((4, 3, 3, 3)))], "y")
+    original = b.model([("x", [2, 6, 6, 3])], ["y"])
+    result = fold_onnx(original)
+    assert [(e.bn, e.direction) for e in result.folded] == [("bn (Mul + Add)", "forward")]
+    assert [n.op_type for n in result.model.graph.node] == ["Transpose", "Conv"]
+    assert_same_answers(original, result.model)
+
+
+def test_bn_after_a_conv1d_written_as_unsqueeze_conv_squeeze_folds():
+    """tf2onnx's ``Conv1D``: a 2-D ``Conv`` of ``Unsqueeze(x)``, ``Squeeze``\\d back,
+    then the BN's ``Mul`` + ``Add`` on axis 1 of the 3-D result."""
+    b = Builder()
+    wide = b.node("Unsqueeze", ["x", b.const("at", np.array([2], np.int64))], "wide")
+    conv = b.node("Conv", [wide, b.const("k", array((4, 3, 1, 3)))], "conv")
+    narrow = b.node("Squeeze", [conv, b.const("axes", np.array([2], np.int64))], "narrow")
+    scaled = b.node("Mul", [narrow, b.const("scale", array((1, 4, 1), 0.5, 1.5))], "bn/mul")
+    b.node("Add", [scaled, b.const("shift", array((1, 4, 1)))], "bn/add")
+    original = b.model([("x", [2, 3, 7])], ["bn/add"])
+    result = fold_onnx(original)
+    assert [(e.bn, e.into) for e in result.folded] == [("bn (Mul + Add)", "conv")]
+    assert [n.op_type for n in result.model.graph.node] == ["Unsqueeze", "Conv", "Squeeze"]
+    assert_same_answers(original, result.model)
+
+
+def test_bn_after_a_squeeze_of_the_channel_axis_is_kept():
+    b = Builder()
+    conv = b.node("Conv", ["x", b.const("k", array((1, 3, 1, 1)))], "conv")
+    narrow = b.node("Squeeze", [conv, b.const("axes", np.array([1], np.int64))], "narrow")
+    b.bn(narrow, "y", 4)  # over the rows of a one-channel map: no channel of the conv
+    original = b.model([("x", [2, 3, 4, 5])], [("y", 3)])
+    (kept,) = fold_onnx(original).not_folded
+    assert "removes the feature axis" in kept.reason
+
+
+def test_bn_after_a_dense_on_a_sequence_reshaped_to_a_computed_shape_folds():
+    """tf2onnx's ``Dense`` on ``[N, T, K]`` (``Tensordot``): ``Reshape(x, [-1, K])``,
+    ``MatMul``, ``Reshape`` to ``Concat(Shape(x)[:2], [F])`` computed at run time."""
+    b = Builder()
+    flat = b.node("Reshape", ["x", b.const("rows", np.array([-1, 6], np.int64))], "flat")
+    matmul = b.node("MatMul", [flat, b.const("W", array((6, 8)))], "dense/MatMul")
+    sizes = b.node(
+        "Gather", [b.node("Shape", ["x"], "shape"), b.const("free", np.array([0, 1]))], "sizes"
+    )
+    target = b.node("Concat", [sizes, b.const("features", np.array([8], np.int64))], "t", axis=0)
+    back = b.node("Reshape", [matmul, b.node("Cast", [target], "target", to=7)], "dense")
+    scaled = b.node("Mul", [back, b.const("scale", array((8,), 0.5, 1.5))], "bn/mul")
+    b.node("Relu", [b.node("Add", [scaled, b.const("shift", array((8,)))], "bn/add")], "y")
+    original = b.model([("x", [2, 5, 6])], ["y"])
+    result = fold_onnx(original)
+    assert [(e.bn, e.into) for e in result.folded] == [("bn (Mul + Add)", "dense/MatMul")]
+    assert op_count(result.model, "Mul") == 0
+    assert_same_answers(original, result.model)
+
+
+@pytest.mark.parametrize("opset", [7, 9])
+def test_bn_of_an_old_opset_folds_and_its_training_form_is_kept(opset):
+    """Opsets 7-13 have no ``training_mode``: the five-output form (running and saved
+    statistics) is what asks for batch statistics, and ONNX Runtime uses them."""
+    b = Builder()
+    conv = b.node("Conv", ["x", b.const("k", array((4, 3, 3, 3)))], "conv", pads=[1] * 4)
+    attributes = {"spatial": 1} if opset == 7 else {}
+    b.node("BatchNormalization", [conv, *b.bn_params("bn", 4)], "y", **attributes)
+    original = b.model([("x", [2, 3, 5, 5])], ["y"], opset=opset)
+    result = fold_onnx(original)
+    assert len(result.folded) == 1 and result.not_folded == []
+    assert_same_answers(original, result.model)
+    training = Builder()
+    conv = training.node("Conv", ["x", training.const("k", array((4, 3, 3, 3)))], "conv")
+    training.nodes.append(
+        helper.make_node(
+            "BatchNormalization",
+            [conv, *training.bn_params("bn", 4)],
+            ["y", "mean", "var", "saved_mean", "saved_var"],
+            name="bn",
+        )
+    )
+    (kept,) = fold_onnx(training.model([("x", [2, 3, 5, 5])], ["y"], opset=opset)).not_folded
+    assert "training-mode form" in kept.reason
+
+
+def test_bn_normalising_each_activation_is_kept():
+    """Opset 7's ``spatial=0``: statistics per activation ``[C, H, W]``, not per channel."""
+    b = Builder()
+    conv = b.node("Conv", ["x", b.const("k", array((2, 3, 1, 1)))], "conv")
+    params = [
+        b.const(name, array((2, 4, 4), 0.5, 1.5)) for name in ("gamma", "beta", "mean", "var")
+    ]
+    b.node("BatchNormalization", [conv, *params], "y", spatial=0)
+    original = b.model([("x", [2, 3, 4, 4])], ["y"], opset=7)
+    (kept,) = fold_onnx(original).not_folded
+    assert "spatial=0" in kept.reason
+
+
+def test_bn_inside_a_local_function_folds():
+    """TorchScript's ``export_modules_as_functions``: each module a local function
+    called from the graph; the BN inside one is folded and reported."""
+    b = Builder()
+    b.const("k", array((4, 3, 3, 3)))
+    params = b.bn_params("bn", 4)
+    body = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4),
+        helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"], name="bn"),
+    ]
+    opsets = [helper.make_opsetid("", 17)]
+    inputs = ["x", "w", "g", "b", "m", "v"]
+    function = helper.make_function("local", "ConvBn", inputs, ["y"], body, opsets)
+    b.nodes.append(helper.make_node("ConvBn", ["x", "k", *params], ["y"], domain="local"))
+    original = b.model([("x", [2, 3, 6, 6])], ["y"], functions=[function])
+    result = fold_onnx(original)
+    assert len(result.folded) == 1 and result.not_folded == []
+    assert [n.op_type for n in result.model.graph.node] == ["Conv"]
+    assert_same_answers(original, result.model)
+
+
+def test_bn_after_a_pooled_conv_flattened_folds_into_the_conv():
+    """A head: ``conv1x1(pool(x))`` flattened to ``[N, C]`` for a ``BatchNorm1d``."""
+    b = Builder()
+    pooled = b.node("GlobalAveragePool", ["x"], "pooled")
+    conv = b.node("Conv", [pooled, b.const("k", array((6, 4, 1, 1)))], "head")
+    b.bn(b.node("Flatten", [conv], "flat", axis=1), "y", 6)
+    original = b.model([("x", [2, 4, 5, 5])], [("y", 2)])
+    result = fold_onnx(original)
+    assert [(e.into, e.direction) for e in result.folded] == [("head", "backward")]
+    assert op_count(result.model, "BatchNormalization") == 0
+    assert_same_answers(original, result.model)
+
+
+@pytest.mark.parametrize("then", ["Conv", "Relu"])
+def test_a_group_norms_mul_add_is_no_bn(then):
+    """The TorchScript exporter's ``GroupNorm``: ``InstanceNormalization`` of a reshape,
+    reshaped back, then ``Mul`` + ``Add``. Folded where it can be, never a BN."""
+    b = Builder()
+    grouped = b.node("Reshape", ["x", b.const("groups", np.array([0, 1, -1], np.int64))], "g")
+    normed = b.node(
+        "InstanceNormalization",
+        [
+            grouped,
+            b.const("ones", np.ones(1, np.float32)),
+            b.const("zero", np.zeros(1, np.float32)),
+        ],
+        "instance",
+    )
+    back = b.node("Reshape", [normed, b.const("shape", np.array([2, 4, 5, 5], np.int64))], "back")
+    scaled = b.node("Mul", [back, b.const("gamma", array((4, 1, 1), 0.5, 1.5))], "gn/mul")
+    shifted = b.node("Add", [scaled, b.const("beta", array((4, 1, 1)))], "gn/add")
+    if then == "Conv":
+        b.node("Conv", [shifted, b.const("k", array((6, 4, 1, 1)))], "y")
+    else:
+        b.node("Relu", [shifted], "y")
+    original = b.model([("x", [2, 4, 5, 5])], ["y"])
+    result = fold_onnx(original)
+    assert result.not_folded == []
+    assert result.norm_affines == ({"gn (Mul + Add)"} if then == "Conv" else set())
+    assert [e.bn for e in result.folded] == sorted(result.norm_affines)
+    assert_same_answers(original, result.model)
+
+
+def test_a_castlike_reading_only_the_dtype_does_not_keep_a_bn():
+    """The dynamo exporter's ``CastLike(constant, x)`` reads only x's element type."""
+    b = Builder()
+    normed = b.bn("x", "bn", 4)
+    conv = b.node("Conv", [normed, b.const("k", array((6, 4, 1, 1)))], "conv")
+    half = b.node("CastLike", [b.const("a_half", np.array(0.5, np.float64)), normed], "half")
+    b.node("Mul", [conv, half], "y")
+    original = b.model([("x", [2, 4, 5, 5])], ["y"])
+    result = fold_onnx(original)
+    assert [(e.into, e.direction) for e in result.folded] == [("conv", "forward")]
     assert_same_answers(original, result.model)

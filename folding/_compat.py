@@ -397,6 +397,30 @@ def freeze_variables(concrete: Any) -> Any:
     return tf_loader.fix_freezing_errors_part2(graph_def)
 
 
+@contextlib.contextmanager
+def functions_run_as_traced() -> Iterator[None]:
+    """Within this, the ``tf.function``s this thread calls run without grappler's
+    rewrites (on a ResNet50, instantiating the optimised function costs about as much
+    as running it on a few rows), as in ``fold_constants``'s sessions; other threads
+    keep TensorFlow's settings. TensorFlow 2.21.0: the eager context's per-thread
+    ``function_call_options`` (``tensorflow.python.eager.context.FunctionCallOptions``),
+    whose ``ConfigProto`` a function's instantiation reads."""
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.eager import context
+
+    eager = context.context()
+    previous = eager.function_call_options
+    config = config_pb2.ConfigProto.FromString(previous.config_proto_serialized)
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    eager.function_call_options = context.FunctionCallOptions(
+        executor_type=previous.executor_type, config_proto=config
+    )
+    try:
+        yield
+    finally:
+        eager.function_call_options = previous
+
+
 def tf_op_def(op_type: str) -> Any:
     """The registered ``OpDef`` of a TensorFlow op type (None for a function call or an op
     this TensorFlow does not have). TensorFlow 2.21.0:

@@ -162,16 +162,21 @@ def export_onnx(
 
 def graph_runner(concrete: Any, signature: list[Any]) -> Callable[[list[Any]], list[Any]]:
     """A traced function (``concrete``, of the tensors ``signature`` describes) as a
-    function of numpy arrays, returning numpy arrays."""
+    function of numpy arrays, returning numpy arrays; it runs as traced, without
+    grappler's rewrites (``functions_run_as_traced``: they take longer than a few
+    rows' run and would only make it differ from the eager model by rounding)."""
     import numpy as np
     import tensorflow as tf
+
+    from folding._compat import functions_run_as_traced
 
     def run(arrays: list[Any]) -> list[Any]:
         tensors = [
             tf.convert_to_tensor(array, dtype=spec.dtype)
             for array, spec in zip(arrays, signature, strict=True)
         ]
-        return [np.asarray(output) for output in concrete(*tensors)]
+        with functions_run_as_traced():
+            return [np.asarray(output) for output in concrete(*tensors)]
 
     return run
 

@@ -179,9 +179,17 @@ class SavedModelSource(OnnxSource):
     def fold(self, options: FoldOptions, on_stage: StageCallback) -> Folded:
         """The ONNX fold, with the signature's answers on the probes computed beside it
         (``folding.sources.early``): TensorFlow runs the signature without the GIL that
-        the ONNX folder holds."""
+        the ONNX folder holds, and as it was saved, without grappler's rewrites
+        (``functions_run_as_traced``: on a ResNet50, optimising the function takes as
+        long as running it on its probes)."""
+        from folding._compat import functions_run_as_traced
+
+        def reference(probes: list[np.ndarray]) -> list[np.ndarray]:
+            with functions_run_as_traced():
+                return self.reference(probes)
+
         self._early = EarlyReference.start(
-            self._make_probes, options.verify, self.reference, "saved-model-reference"
+            self._make_probes, options.verify, reference, "saved-model-reference"
         )
         return super().fold(options, on_stage)
 

@@ -2,7 +2,7 @@
 does not wait for them.
 
 TensorFlow runs a model's kernels without the GIL while the exporters and the ONNX
-folder mostly hold it, so on two cores the reference costs no wall time. The probes
+folder mostly hold it, so on two cores the two overlap. The probes
 are made once, here, and the pipeline later asks the source for the same ones
 (``Source.probes``), then for these answers (``Source.early_reference``).
 """

@@ -108,3 +108,39 @@ def test_the_weights_tf2onnx_writes_are_the_models():
     assert any(array.shape == kernel.shape and np.array_equal(array, kernel) for array in arrays)
     assert any(array.shape == bias.shape and np.array_equal(array, bias) for array in arrays)
     onnx.checker.check_model(proto)
+
+
+def test_the_keras_fallback_reference_is_ready_when_verifying_starts():
+    from folding.options import FoldOptions
+    from folding.sources.keras.source import KerasSource
+    from folding.specs import no_stages
+
+    model = convnet()
+    options = FoldOptions(exporter="tf2onnx")
+    source = KerasSource(model, options)
+
+    source.fold(options, no_stages)
+
+    probes, _ = source.probes(options.verify)
+    early = source.early_reference(probes)
+    assert early is not None
+    eager = np.asarray(model(probes[0], training=False))
+    np.testing.assert_allclose(early[0], eager, rtol=1e-5, atol=1e-6)
+
+
+def test_a_saved_models_reference_is_computed_beside_its_fold(tmp_path):
+    from folding.options import FoldOptions
+    from folding.sources.saved_model.source import SavedModelSource, load_saved_model
+    from folding.specs import no_stages
+
+    convnet().export(str(tmp_path / "saved"), verbose=False)
+    options = FoldOptions()
+    serving = load_saved_model(tmp_path / "saved")
+    source = SavedModelSource(serving, tmp_path / "saved", "saved", options.opset)
+
+    folded = source.fold(options, no_stages)
+
+    probes, _ = source.probes(options.verify)
+    early = source.early_reference(probes)
+    assert early is not None and len(folded.folded) == 1
+    np.testing.assert_allclose(early[0], serving(probes)[0], rtol=1e-5, atol=1e-6)

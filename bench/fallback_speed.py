@@ -13,8 +13,9 @@ times, interleaved so that drift of the machine falls on all alike:
   load), then the signature's conversion (``SavedModelSource``) and
   ``fold_to_directory``.
 
-Prints medians: the load, fold+export+verify, their ratio (the issue's target: 3x for
-both tf2onnx paths), the same ratio in CPU seconds of this process
+Prints the machine's load average before and after, then medians: the load,
+fold+export+verify, their ratio (the issue's target: 3x for both tf2onnx paths), the
+same ratio in CPU seconds of this process
 (``time.process_time``, all its threads; on a shared machine the wall seconds swing
 with the other load, the CPU seconds less), the stages (``convert`` is the
 SavedModel's conversion, which is part of opening it; fold, export and verify are the
@@ -26,6 +27,7 @@ still there).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -126,9 +128,19 @@ def main() -> None:
 
     from tests import zoo
 
+    load_before = _load_average()
     with tempfile.TemporaryDirectory() as scratch:
         rows = measure(keras, zoo, Path(scratch), args)
+    print(f"load average (1 min) {load_before} before, {_load_average()} after")
     print_table(rows, args.repeats)
+
+
+def _load_average() -> str:
+    """The machine's 1-minute load average: how many others shared its cores."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:  # not on this platform
+        return "unknown"
 
 
 def measure(keras: Any, zoo: Any, workdir: Path, args: Any) -> list[tuple]:

@@ -242,10 +242,13 @@ def tf_graph_to_onnx(
     input_names: list[str],
     output_names: list[str],
     renames: dict[str, str],
+    large_constants: dict[str, bytes] | None = None,
 ) -> Any:
     """A ``tf.Graph`` converted op by op into tf2onnx's graph (not yet optimised: no
     optimiser runs here); ops without a converter are kept and reported, not raised.
-    tf2onnx 1.17.0: ``tf2onnx.tfonnx.process_tf_graph``."""
+    ``large_constants``: the contents ``strip_large_constants`` took out of the
+    graph's constants before it was imported. tf2onnx 1.17.0:
+    ``tf2onnx.tfonnx.process_tf_graph`` (its ``const_node_values``)."""
     from tf2onnx import tfonnx
 
     _scan_for_functions_only_where_there_are_some(tfonnx)
@@ -257,7 +260,19 @@ def tf_graph_to_onnx(
         input_names=input_names,
         output_names=output_names,
         tensors_to_rename=renames,
+        const_node_values=large_constants or None,
     )
+
+
+def strip_large_constants(graph_def: Any) -> dict[str, bytes]:
+    """Empty the contents of ``graph_def``'s large constants (over 1000 bytes: the
+    weights), in place; returns them by node name, for ``tf_graph_to_onnx``. Their
+    shapes and dtypes stay, so TensorFlow imports the graph and infers its shapes
+    without copying the weights into it and out again for tf2onnx. tf2onnx 1.17.0:
+    ``tf2onnx.tf_utils.compress_graph_def``, what its ``large_model`` conversion does."""
+    from tf2onnx.tf_utils import compress_graph_def
+
+    return compress_graph_def(graph_def)
 
 
 def _scan_for_functions_only_where_there_are_some(tfonnx: Any) -> None:
@@ -380,6 +395,30 @@ def freeze_variables(concrete: Any) -> Any:
     )
     graph_def, _ = _replace_variables_by_constants(converter_data=data)
     return tf_loader.fix_freezing_errors_part2(graph_def)
+
+
+@contextlib.contextmanager
+def functions_run_as_traced() -> Iterator[None]:
+    """Within this, the ``tf.function``s this thread calls run without grappler's
+    rewrites (on a ResNet50, instantiating the optimised function costs about as much
+    as running it on a few rows), as in ``fold_constants``'s sessions; other threads
+    keep TensorFlow's settings. TensorFlow 2.21.0: the eager context's per-thread
+    ``function_call_options`` (``tensorflow.python.eager.context.FunctionCallOptions``),
+    whose ``ConfigProto`` a function's instantiation reads."""
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.eager import context
+
+    eager = context.context()
+    previous = eager.function_call_options
+    config = config_pb2.ConfigProto.FromString(previous.config_proto_serialized)
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    eager.function_call_options = context.FunctionCallOptions(
+        executor_type=previous.executor_type, config_proto=config
+    )
+    try:
+        yield
+    finally:
+        eager.function_call_options = previous
 
 
 def tf_op_def(op_type: str) -> Any:

@@ -116,13 +116,17 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     *,
     check: bool = True,
+    on_traced: Callable[[Callable[[list[Any]], list[Any]]], None] | None = None,
 ) -> onnx.ModelProto:
     """Trace ``call`` (flat list of tensors in, flat list out) with tf2onnx.
 
     Every input gets a dynamic batch axis; graph inputs and outputs carry the
     given names, in order. ``check=False`` leaves the ONNX checker to the caller
     (``check_onnx`` on the bytes it writes anyway: the checker serialises the
-    model, weights and all, once more).
+    model, weights and all, once more). ``on_traced(run)``, once ``call`` is traced
+    and before it is converted, is handed the traced function as a function of
+    arrays (flat list of numpy arrays in, flat list out), which runs ``call`` in
+    graph mode, as ``model.predict`` does.
     """
     import tensorflow as tf
 
@@ -142,7 +146,10 @@ def export_onnx(
         patch_tf2onnx_for_keras()
     try:
         with contextlib.redirect_stdout(io.StringIO()), _quiet_loggers("tf2onnx"):
-            proto = _convert(forward.get_concrete_function(), len(signature), opset)
+            concrete = forward.get_concrete_function()
+            if on_traced is not None:
+                on_traced(graph_runner(concrete, signature))
+            proto = _convert(concrete, len(signature), opset)
     except Exception as error:  # tf2onnx raises bare exceptions of many kinds
         first_line = (str(error).strip().splitlines() or [""])[0][:300]
         raise ExportError(f"ONNX conversion failed: {type(error).__name__}: {first_line}") from None
@@ -151,6 +158,27 @@ def export_onnx(
     if check:
         check_onnx(proto)
     return proto
+
+
+def graph_runner(concrete: Any, signature: list[Any]) -> Callable[[list[Any]], list[Any]]:
+    """A traced function (``concrete``, of the tensors ``signature`` describes) as a
+    function of numpy arrays, returning numpy arrays; it runs as traced, without
+    grappler's rewrites (``functions_run_as_traced``: they take longer than a few
+    rows' run and would only make it differ from the eager model by rounding)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from folding._compat import functions_run_as_traced
+
+    def run(arrays: list[Any]) -> list[Any]:
+        tensors = [
+            tf.convert_to_tensor(array, dtype=spec.dtype)
+            for array, spec in zip(arrays, signature, strict=True)
+        ]
+        with functions_run_as_traced():
+            return [np.asarray(output) for output in concrete(*tensors)]
+
+    return run
 
 
 def check_onnx(model: onnx.ModelProto | bytes) -> None:

@@ -59,13 +59,20 @@ class GeneralExport:
 
 
 def export_general(
-    call: Callable[[list[Any]], list[Any]], result: FoldResult, opset: int, reason: object | None
+    call: Callable[[list[Any]], list[Any]],
+    result: FoldResult,
+    opset: int,
+    reason: object | None,
+    on_traced: Callable[[Callable[[list[Any]], list[Any]]], None] | None = None,
 ) -> GeneralExport:
     """``call`` (the unfolded model as a flat function) through tf2onnx, folded on its
     ONNX graph; the entries are ``result``'s, reconciled with what that fold did.
-    ``reason``: why the direct exporter could not (None: the general one was asked for)."""
+    ``reason``: why the direct exporter could not (None: the general one was asked for).
+    ``on_traced``: as for ``export_onnx``."""
     try:
-        unfolded = export_onnx(call, result.inputs, result.output_names, opset, check=False)
+        unfolded = export_onnx(
+            call, result.inputs, result.output_names, opset, check=False, on_traced=on_traced
+        )
         unfolded_data = unfolded.SerializeToString()
         check_onnx(unfolded_data)
     except ExportError as error:

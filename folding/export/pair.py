@@ -45,6 +45,10 @@ class ExportedPair:
 
 EXPORTERS = ("auto", "tf2onnx")
 
+Traced = Callable[[Callable[[list[Any]], list[Any]]], None]
+"""``on_traced(run)``: told of the model traced for the general exporter; ``run`` is
+the traced model as a function of numpy arrays (flat lists in and out)."""
+
 
 def export_pair(
     result: FoldResult,
@@ -52,6 +56,7 @@ def export_pair(
     opset: int,
     exporter: str = "auto",
     progress: Fraction = no_progress,
+    on_traced: Traced | None = None,
 ) -> ExportedPair:
     """Both models as ONNX: directly from the traced graphs (``exporter`` "auto"), a
     layer with no direct form exported alone by the general exporter and spliced in;
@@ -61,7 +66,7 @@ def export_pair(
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     if exporter == "tf2onnx":
-        return _export_general(result, opset, None)
+        return _export_general(result, opset, None, on_traced)
     try:
         spliced: list[Unsupported] = []
         fallback = layer_exporter()
@@ -84,14 +89,16 @@ def export_pair(
         reason = unsupported
     except ValueError as error:  # an opset the direct exporter does not write
         reason = error
-    return _export_general(result, opset, reason)
+    return _export_general(result, opset, reason, on_traced)
 
 
-def _export_general(result: FoldResult, opset: int, reason: object | None) -> ExportedPair:
+def _export_general(
+    result: FoldResult, opset: int, reason: object | None, on_traced: Traced | None
+) -> ExportedPair:
     """The unfolded model through tf2onnx once, folded on its ONNX graph
     (``folding.export.fallback``); ``result``'s entries become what that fold did.
     ``reason`` says why the direct exporter could not (None: the general one was asked for)."""
-    general = export_general(flat_caller(result.source), result, opset, reason)
+    general = export_general(flat_caller(result.source), result, opset, reason, on_traced)
     result.folded, result.not_folded = general.folded_entries, general.not_folded_entries
     return ExportedPair(
         general.folded,

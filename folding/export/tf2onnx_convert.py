@@ -21,7 +21,7 @@ What is added:
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from folding._compat import (
     numpy_dtype_of,
     optimize_to_fixed_point,
     run_tf2onnx_optimizer,
+    strip_large_constants,
     tf2onnx_handler,
     tf2onnx_optimizers,
     tf_graph_to_onnx,
@@ -134,17 +135,21 @@ def fold_constants(graph_def: Any, output_names: list[str]) -> Any:
         if nodes[name].op not in ("Const", "ConstV2") and _numeric_single_output(nodes[name])
     ]
     replaced = {}
+    moved: dict[str, str] = {}  # a weight's Const -> the name of the read it replaces
     computed = []
+    uses = Counter(name.split(":")[0] for node in graph_def.node for name in node.input)
     for name in frontier:
         node = nodes[name]
         source = _through_identities(node, nodes) if node.op == "Identity" else None
-        if source is not None and source.op in ("Const", "ConstV2"):  # a read variable
+        if source is None or source.op not in ("Const", "ConstV2"):
+            computed.append(name)
+        elif _only_reader(node, source, nodes, uses, fetch_ops):  # renamed, not copied
+            moved[source.name] = name
+        else:  # a read variable
             alias = node_def_pb2.NodeDef()
             alias.CopyFrom(source)
             alias.name = name
             replaced[name] = alias
-        else:
-            computed.append(name)
     try:
         values = _evaluate(graph_def, computed)
     except tf.errors.OpError:  # an op TensorFlow cannot run alone: tf2onnx's way then
@@ -154,13 +159,36 @@ def fold_constants(graph_def: Any, output_names: list[str]) -> Any:
         node.attr["dtype"].type = dtype.as_datatype_enum
         node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value, dtype))
         replaced[name] = node
-    if not replaced:
+    if not replaced and not moved:
         return graph_def
-    for index, node in enumerate(graph_def.node):
-        if node.name in replaced:
-            graph_def.node[index].CopyFrom(replaced[node.name])
+    reads = set(moved.values())
+    for index in reversed(range(len(graph_def.node))):
+        node = graph_def.node[index]
+        if node.name in reads:  # its Const takes its name below
+            del graph_def.node[index]
+        elif node.name in replaced:
+            node.CopyFrom(replaced[node.name])
+    for node in graph_def.node:
+        if node.name in moved:
+            node.name = moved[node.name]
     _keep_nodes(graph_def, fetch_ops)
     return graph_def
+
+
+def _only_reader(
+    read: Any, source: Any, nodes: dict[str, Any], uses: Counter, fetch_ops: set[str]
+) -> bool:
+    """Whether ``read`` (a chain of Identity ops from the Const ``source``) is all that
+    reads ``source``, through no op read by another: then the Const can take the
+    read's name (and the chain be dropped) instead of being copied into its place,
+    weights and all."""
+    node = read
+    while node is not source:
+        name = node.input[0].split(":")[0]
+        if uses[name] != 1 or name in fetch_ops:
+            return False
+        node = nodes[name]
+    return True
 
 
 def _through_identities(node: Any, nodes: dict[str, Any]) -> Any:
@@ -295,15 +323,17 @@ def _to_onnx(
     opset: int,
 ) -> onnx.ModelProto:
     """tf2onnx's conversion, then its optimisers (less the BN-merging ones) once each,
-    those that act on ops the graph does not hold skipped. tf2onnx itself loops them
-    to a fixed point and copies the whole graph before each, weights and all; here it
-    is never copied: only if an optimiser fails is the graph converted again and
-    they are run tf2onnx's way."""
+    those that act on ops the graph does not hold skipped. The weights go to tf2onnx
+    beside the graph, not through TensorFlow's import of it (``strip_large_constants``).
+    tf2onnx itself loops the optimisers to a fixed point and copies the whole graph
+    before each, weights and all; here it is never copied: only if an optimiser fails
+    is the graph converted again and they are run tf2onnx's way."""
     import tensorflow as tf
 
     optimizers = OrderedDict(
         (key, value) for key, value in tf2onnx_optimizers().items() if key not in FUSING_OPTIMIZERS
     )
+    large_constants = strip_large_constants(graph_def)
     with tf.Graph().as_default() as tf_graph:
         tf.import_graph_def(graph_def, name="")
 
@@ -314,6 +344,7 @@ def _to_onnx(
                 input_names=input_names,
                 output_names=output_names,
                 renames=renames,
+                large_constants=large_constants,
             )
 
         optimized = convert()

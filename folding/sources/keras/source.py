@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from folding.errors import ProbeError
 from folding.options import FoldOptions, VerifyOptions
 from folding.publish import UNFOLDED_FILE
 from folding.sources import Folded, Source, stage_timings
+from folding.sources.early import EarlyReference
 from folding.specs import StageCallback, StageProgress
 
 
@@ -40,7 +39,7 @@ class KerasSource(Source):
                 raise ProbeError(str(error), option="recalibrate") from None
         self._graph: Any = None
         self._inputs: list[Any] = []
-        self._early: _EarlyReference | None = None
+        self._early: EarlyReference | None = None
 
     @classmethod
     def open(
@@ -77,11 +76,17 @@ class KerasSource(Source):
         result = fold_model(self.model, calibration, self.recalibrate_on, folding)
         self._graph = trace(self.model)
         self._inputs = result.inputs
-        self._early = _EarlyReference.start(self, options.verify)
+        self._early, on_traced = None, None
+        if options.exporter == "tf2onnx":  # run as traced for it, once it is
+            on_traced = lambda run: self._start_early(options.verify, run)  # noqa: E731
+        else:
+            self._start_early(options.verify)
         folded_at = time.perf_counter()
         on_stage("exporting", None)
         exporting = StageProgress(on_stage, "exporting")
-        exported = export_pair(result, self._graph, options.opset, options.exporter, exporting)
+        exported = export_pair(
+            result, self._graph, options.opset, options.exporter, exporting, on_traced
+        )
         exported_at = time.perf_counter()
         return Folded(
             folded_onnx=exported.folded,
@@ -100,7 +105,7 @@ class KerasSource(Source):
         )
 
     def probes(self, verify: VerifyOptions) -> tuple[list[np.ndarray], str]:
-        if self._early is not None and self._early.verify is verify:
+        if self._early is not None and self._early.serves(verify):
             return self._early.probes, self._early.described
         return self._make_probes(verify)
 
@@ -109,9 +114,28 @@ class KerasSource(Source):
         return self._run(probes) if early is None else early
 
     def early_reference(self, probes: Sequence[np.ndarray]) -> list[np.ndarray] | None:
-        if self._early is not None and probes is self._early.probes:
-            return self._early.answers()
-        return None
+        return None if self._early is None else self._early.answers(probes)
+
+    def _start_early(
+        self, verify: VerifyOptions, traced: Callable[[list[Any]], list[Any]] | None = None
+    ) -> None:
+        """The Keras model's answers computed beside the exports
+        (``folding.sources.early``): by the eager model (``_run``), the same call as
+        ``reference`` makes, or, for the general exporter, by ``traced``, the model as
+        it traced it (in graph mode, as ``model.predict`` runs it; the eager model when
+        that refuses the probes): eager Keras would spend as long in Python as the
+        trace, each holding the GIL from the other, where the traced graph runs in
+        TensorFlow's kernels alone."""
+
+        def run(probes: list[np.ndarray]) -> list[np.ndarray]:
+            if traced is not None:
+                try:
+                    return traced(probes)
+                except Exception:  # the traced signature refuses them: the eager call says why
+                    pass
+            return self._run(probes)
+
+        self._early = EarlyReference.start(self._make_probes, verify, run, "keras-reference")
 
     def _make_probes(self, verify: VerifyOptions) -> tuple[list[np.ndarray], str]:
         from folding.verify.probes import make_probes, sample_count
@@ -125,35 +149,6 @@ class KerasSource(Source):
         from folding.export.pair import flat_caller
 
         return [np.asarray(output) for output in flat_caller(self.model)(list(probes))]
-
-
-@dataclass
-class _EarlyReference:
-    """The Keras model's answers on the probes, computed in a thread of their own while
-    the exports are written (TensorFlow's kernels run without the GIL; the exporters
-    mostly hold it), so that verifying does not wait for them. The same probes and the
-    same eager call as ``KerasSource.probes``/``reference`` make later, only sooner."""
-
-    verify: VerifyOptions
-    probes: list[np.ndarray]
-    described: str
-    future: Future
-
-    @classmethod
-    def start(cls, source: KerasSource, verify: VerifyOptions) -> _EarlyReference | None:
-        """None when the probes cannot be made now: then they are made, and fail, in
-        the verifying stage, as they would without this."""
-        try:
-            probes, described = source._make_probes(verify)
-        except Exception:  # ProbeError and whatever a user's file raises: said later
-            return None
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keras-reference")
-        future = pool.submit(source._run, probes)
-        pool.shutdown(wait=False)
-        return cls(verify, probes, described, future)
-
-    def answers(self) -> list[np.ndarray]:
-        return self.future.result()
 
 
 def export_warnings(exported: Any, unfolded_graph: Any) -> list[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,11 @@ import onnx
 
 from folding.errors import ExportError, ModelLoadError, VerificationError
 from folding.options import DEFAULT_SIGNATURE, FoldOptions, VerifyOptions
+from folding.sources import Folded
+from folding.sources.early import EarlyReference
 from folding.sources.onnx.source import OnnxSource, random_probes
 from folding.sources.saved_model.scan import SAVED_MODEL_FILE, SignatureSpec, check_saved_model
+from folding.specs import StageCallback
 
 
 @dataclass
@@ -170,13 +174,39 @@ class SavedModelSource(OnnxSource):
         self.serving = serving
         self.directory = directory
         self.signature = serving.spec.name
+        self._early: EarlyReference | None = None
+
+    def fold(self, options: FoldOptions, on_stage: StageCallback) -> Folded:
+        """The ONNX fold, with the signature's answers on the probes computed beside it
+        (``folding.sources.early``): TensorFlow runs the signature without the GIL that
+        the ONNX folder holds, and as it was saved, without grappler's rewrites
+        (``functions_run_as_traced``: on a ResNet50, optimising the function takes as
+        long as running it on its probes)."""
+        from folding._compat import functions_run_as_traced
+
+        def reference(probes: list[np.ndarray]) -> list[np.ndarray]:
+            with functions_run_as_traced():
+                return self.reference(probes)
+
+        self._early = EarlyReference.start(
+            self._make_probes, options.verify, reference, "saved-model-reference"
+        )
+        return super().fold(options, on_stage)
 
     def probes(self, verify: VerifyOptions) -> tuple[list[np.ndarray], str]:
+        if self._early is not None and self._early.serves(verify):
+            return self._early.probes, self._early.described
+        return self._make_probes(verify)
+
+    def early_reference(self, probes: Sequence[np.ndarray]) -> list[np.ndarray] | None:
+        return None if self._early is None else self._early.answers(probes)
+
+    def _make_probes(self, verify: VerifyOptions) -> tuple[list[np.ndarray], str]:
         """Random rows, as for any ONNX graph, but as few as a Keras model of the same
         cost gets (``folding.verify.probes.sample_count``): 64 rows of a ResNet50 take
         the signature and both exports a minute to run; 2 take seconds."""
         if verify.probes is not None:
-            return super().probes(verify)
+            return OnnxSource.probes(self, verify)
         from folding.verify.onnx_cost import multiply_accumulates
         from folding.verify.probes import DEFAULT_SAMPLES, samples_within_budget
 

@@ -74,6 +74,15 @@ def hub_models():
         yield f"keras-hub {name}", build
 
 
+def kerascv_models():
+    import keras_cv  # noqa: F401 - imported before any model's clock starts
+
+    from tests.kerascv_zoo import KERAS_CV
+
+    for name, build in KERAS_CV.items():
+        yield f"keras-cv {name}", build
+
+
 def kimm_models(which: str = "family"):
     import kimm
 
@@ -250,6 +259,7 @@ def main() -> None:
     with keras_scratch() as workdir:
         groups = {
             "keras-hub": (hub_models, randomized),
+            "keras-cv": (kerascv_models, calibrated),
             "kimm": (lambda: kimm_models(args.kimm), calibrated),
             "tf_keras": (lambda: tf_keras_models(workdir), randomized),
         }

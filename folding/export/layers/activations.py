@@ -143,8 +143,14 @@ def activate_argument(em: Emitter, call: Call, x: str, layout: str) -> str:
     if function is None or function is keras.activations.linear:
         return x
     name = getattr(function, "__name__", "")
+    module = getattr(function, "__module__", "") or ""
     if name in ("softmax", "log_softmax") and layout == "cf":
-        raise unsupported(call, "softmax over a channels-first tensor")
+        if not module.startswith("keras.src.activations") or em.writer.opset < 13:
+            raise unsupported(call, "softmax over a channels-first tensor")
+        # Keras' softmax is over the last axis, the channels: axis 1 of a channels-first
+        # tensor (from opset 13 on, Softmax normalises along that one axis alone)
+        op_type = "Softmax" if name == "softmax" else "LogSoftmax"
+        return em.writer.op(op_type, [x], name, axis=1)
     return activation(em, x, function, call, layout)
 
 

@@ -1,16 +1,26 @@
-"""Models nobody here wrote: keras-hub models, kimm models and tf_keras (Keras 2) .h5
-files; one table.
+"""Models nobody here wrote: keras-hub, keras-cv and kimm models, tf_keras (Keras 2)
+.h5 files, kecam's .h5 files; one table.
 
     .venv/bin/python bench/third_party.py [--write] [--only "keras-hub vit"] [--only kimm]
+        [--only keras-cv] [--only kecam]
 
 keras-hub models (every image backbone, the image task models on them, a few text
 backbones; ``tests/hub_zoo.py``) are built with random weights from their constructors
-(never a preset download) with tiny configurations; kimm (Keras Image Models) models
+(never a preset download) with tiny configurations; keras-cv's (0.9: every backbone
+family and the task models on them; ``tests/kerascv_zoo.py``) likewise, from the base
+classes with their configuration written out, at 64x64; kimm (Keras Image Models) models
 with ``weights=None`` at 64x64 (96x96 where the family needs more), one per family by
 default and every variant with ``--kimm all`` (``--kimm more``: a second variant of
 each family and the ones that differ in kind); the tf_keras applications are built
 with ``weights=None``, saved by tf_keras as .h5 (Keras 2's format) and loaded back
-through foldserve's loader.
+through foldserve's loader; keras-cv-attention-models (kecam 1.4; ``tests/kecam_zoo.py``)
+builds with tf_keras only, so each of its models is built with ``pretrained=None`` at
+64x64 in a tf_keras process, its BN statistics measured there, saved as .h5 and
+loaded back the same way.
+keras-cv and kecam are installed apart from the project's extras (keras-cv 0.9 needs
+tensorflow-datasets and dm-tree to import): ``pip install keras-cv==0.9.0
+tensorflow-datasets dm-tree kecam==1.4.3``; a group whose package is absent fails
+at its first model.
 Each is folded, exported and verified; the table gives the BNs the model really has
 (counted through nested models and custom layers), how many were folded or kept (with a
 reason), the exporter (and the layers it left to tf2onnx alone), the seconds, and notes:
@@ -81,6 +91,31 @@ def kerascv_models():
 
     for name, build in KERAS_CV.items():
         yield f"keras-cv {name}", build
+
+
+def kecam_models(workdir: Path, only: str | None):
+    """kecam's models, built and saved as .h5 by tf_keras in a process of their own
+    (``tests/kecam_zoo.py``), each loaded back through foldserve's loader."""
+    from tests.kecam_zoo import KECAM, build_h5
+
+    names = [name for name in KECAM if not only or only in f"kecam {name}"]
+    built = build_h5(names, workdir / "kecam")
+    for name in names:
+
+        def load(record=built[name]):
+            from folding.sources.keras.loading import load_keras_model
+            from tests.folding.test_zoo import batch_norm_count
+
+            if "error" in record:
+                raise RuntimeError(f"kecam: {record['error']}")
+            model = load_keras_model(record["path"])
+            if batch_norm_count(model) != record["bns"]:
+                raise RuntimeError(
+                    f"the loaded model has {batch_norm_count(model)} BNs of {record['bns']}"
+                )
+            return model
+
+        yield f"kecam {name} (.h5)", load
 
 
 def kimm_models(which: str = "family"):
@@ -262,6 +297,8 @@ def main() -> None:
             "keras-cv": (kerascv_models, calibrated),
             "kimm": (lambda: kimm_models(args.kimm), calibrated),
             "tf_keras": (lambda: tf_keras_models(workdir), randomized),
+            # calibrated by tf_keras before saving
+            "kecam": (lambda: kecam_models(workdir, args.only), lambda model: model),
         }
         named = [group for group in groups if args.only and group in args.only]
         for group, (models, statistics) in groups.items():

@@ -17,7 +17,7 @@ from folding.diagnostics import diagnose
 from folding.keras_graph.batch_norm import batch_norm_params, batch_norm_stats
 from folding.keras_graph.graph import Call, Graph
 from folding.keras_graph.parallel import NotBeside, fold_into_sibling, is_sum
-from folding.keras_graph.through_sum import fold_through_sum
+from folding.keras_graph.through_sum import fold_through_concat, fold_through_sum
 from folding.report import FoldedEntry, NotFoldedEntry, article
 from folding.specs import Fraction, no_progress
 
@@ -192,9 +192,11 @@ class BatchNormFolder:
         producer = self.graph.producers().get(bn.first_input)
         if producer is None:
             raise NotFoldable("its input is a model input")
-        if type(producer.layer) not in _BACKWARD_KINDS and is_sum(producer):
+        joins = {"Add": fold_through_sum, "Concatenate": fold_through_concat}
+        through = joins.get(type(producer.layer).__name__)
+        if through is not None and (through is fold_through_concat or is_sum(producer)):
             try:
-                return fold_through_sum(self, bn, producer, axis, params)
+                return through(self, bn, producer, axis, params)
             except NotFoldable as reason:
                 raise NotFoldable(
                     f"'{producer.name}' is {article(type(producer.layer).__name__)}, which has "

@@ -1,5 +1,10 @@
-"""A BatchNormalization after a sum of convolutions: RepVGG-style blocks in their
-training form that normalise the sum itself (RepViT's ``bn(dw3x3(x) + dw1x1(x) + x)``).
+"""A BatchNormalization after a sum or a concatenation of convolutions: RepVGG-style
+blocks in their training form that normalise the sum itself (RepViT's
+``bn(dw3x3(x) + dw1x1(x) + x)``), and grouped convolutions written as one convolution
+a group, concatenated (ResNeSt's split attention).
+
+A concatenation along the channels is one BatchNormalization a part
+(``math.channel_slice``), each folded into the convolution making that part.
 
 ``bn(a + b + ...) = scale * a + scale * b + ... + shift``: the scale folds into every
 operand's convolution and the shift into one of them. An operand that is a tensor
@@ -84,6 +89,38 @@ def fold_through_sum(
     for index, conv in enumerate(convs):
         folder._fold_into(conv, params if index == 0 else scale_only)
     return convs
+
+
+def fold_through_concat(
+    folder: BatchNormFolder, bn: Call, concat: Call, axis: int, params: math.BatchNormParams
+) -> list[Call]:
+    """Fold ``bn`` into the convolution making each part of the concatenation
+    ``concat`` that feeds it; returns them. Raises NotFoldable (changing nothing)."""
+    from folding.keras_graph.rules import NotFoldable
+
+    graph = folder.graph
+    rank = len(graph.shapes[concat.outputs[0]])
+    if int(getattr(concat.layer, "axis", -1)) % rank != axis:
+        raise NotFoldable(f"'{concat.name}' joins another axis than the channels")
+    folder._sole_consumer(concat.outputs[0], f"the output of '{concat.name}'")
+    operands = list(concat.input_ids)
+    if len(set(operands)) != len(operands):
+        raise NotFoldable(f"'{concat.name}' joins one tensor twice")
+    producers = []
+    for tensor in operands:
+        producer = graph.producers().get(tensor)
+        if producer is None:
+            raise NotFoldable(f"'{concat.name}' joins a model input")
+        folder._check_backward(producer, tensor, axis, rank)
+        producers.append(producer)
+    widths = [graph.shapes[tensor][axis] for tensor in operands]
+    if None in widths or sum(widths) != params.channels:
+        raise NotFoldable(f"'{concat.name}' joins parts of unknown or other widths {widths}")
+    start = 0
+    for producer, width in zip(producers, widths, strict=True):
+        folder._fold_into(producer, math.channel_slice(params, start, start + width))
+        start += width
+    return producers
 
 
 def drop_operand(graph: Graph, total: Call, dropped: int) -> None:

@@ -126,7 +126,8 @@ def _main(out: Path, names: list[str]) -> None:
         module, constructor = KECAM[name]
         record: dict = {}
         try:
-            build = getattr(importlib.import_module(f"keras_cv_attention_models.{module}"), constructor)
+            library = importlib.import_module(f"keras_cv_attention_models.{module}")
+            build = getattr(library, constructor)
             model = build(
                 input_shape=(SIZE, SIZE, 3),
                 pretrained=None,
@@ -135,10 +136,12 @@ def _main(out: Path, names: list[str]) -> None:
             )
             _calibrate(model, tf_keras)
             inner = model._flatten_layers(include_self=False, recursive=True)
-            record["bns"] = sum(isinstance(layer, tf_keras.layers.BatchNormalization) for layer in inner)
+            norm = tf_keras.layers.BatchNormalization
+            record["bns"] = sum(isinstance(layer, norm) for layer in inner)
             model.save(out / f"{name}.h5")
         except Exception as error:  # a model kecam cannot build here is a result too
-            record = {"error": f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:160]}"}
+            reason = (str(error).splitlines() or [""])[0][:160]
+            record = {"error": f"{type(error).__name__}: {reason}"}
         (out / f"{name}.json").write_text(json.dumps(record))
         print(name, record, flush=True)
 

@@ -87,8 +87,10 @@ def test_kerascv_models_fold_directly_with_every_batch_norm_accounted_for(
     report = fold_to_directory(model, tmp_path)
     assert_folds_directly(report, batch_norm_count(model))
     assert (len(report.folded), len(report.not_folded)) == (folded, kept)
+    # BNs keras-cv creates and never calls: in blocks without expansion, and the
+    # backbone's last one where DeepLabV3+ reads earlier features
     never_called = [e for e in report.not_folded if e.reason.startswith("never called")]
-    assert len(never_called) == (4 if name == "efficientnet_v2" else 0)
+    assert len(never_called) == {"efficientnet_v2": 4, "deeplab_v3_plus": 1}.get(name, 0)
 
 
 @pytest.mark.slow
@@ -152,9 +154,9 @@ def more_kecam_files(tmp_path_factory) -> dict[str, dict]:
     return built_kecam([case[0] for case in KECAM_SLOW], tmp_path_factory)
 
 
-def fold_file(path, tmp_path, **options):
+def fold_file(path, out, **options):
     settings = FoldOptions(**options)
-    return fold_to_directory(open_source(path, settings), tmp_path / "out", settings)
+    return fold_to_directory(open_source(path, settings), out, settings)
 
 
 def test_a_kecam_h5_file_folds_directly(kecam_files, tmp_path):
@@ -167,16 +169,38 @@ def test_a_kecam_h5_file_folds_directly(kecam_files, tmp_path):
 def test_a_kecam_file_with_its_own_activation_names_the_custom_objects_module(
     kecam_files, tmp_path
 ):
-    """kecam registers its activations under 'kecamCommon'; without the module the
-    load says which function is missing and what to do, and no made-up module name."""
-    from folding.errors import ModelLoadError
+    """kecam registers its activations under 'kecamCommon': without its module the CLI
+    says which function is missing and what to do (and names no made-up module)."""
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [*FOLD, kecam_files["LCNet050"]["path"], "-o", out],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    (line,) = result.stderr.strip().splitlines()
+    assert "custom function 'kecamCommon>hard_swish', which is not registered" in line
+    assert "--custom-objects MODULE" in line
+    assert "builtins" not in line
+    assert not out.exists()
 
-    with pytest.raises(ModelLoadError) as refused:
-        fold_file(kecam_files["LCNet050"]["path"], tmp_path)
-    message = str(refused.value)
-    assert "custom function 'kecamCommon>hard_swish'" in message
-    assert "--custom-objects MODULE" in message
-    assert "builtins" not in message
+
+@pytest.mark.slow
+def test_a_kecam_file_folds_with_its_module_as_custom_objects(kecam_files, tmp_path):
+    out = tmp_path / "out"
+    options = ["--samples", "16", "--custom-objects", "keras_cv_attention_models"]
+    result = subprocess.run(
+        [*FOLD, kecam_files["LCNet050"]["path"], "-o", out, *options],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    folded, kept = len(report["folded"]), len(report["not_folded"])
+    assert folded + kept == kecam_files["LCNet050"]["bns"] == 27
+    assert report["verification"]["passed"]
 
 
 @pytest.mark.slow
@@ -261,3 +285,33 @@ def test_a_batch_norm_of_a_concatenation_of_convolutions_folds_a_slice_into_each
     report = fold_model(keras.Model(inputs, layers.ReLU()(outputs)), tmp_path)
     assert report.not_folded == []
     assert [len(entry.into.split(", ")) for entry in report.folded] == [2, 2]
+
+
+def tf_hard_swish(inputs):
+    """kecam's activation: TensorFlow code, which symbolic tracing cannot run."""
+    import tensorflow as tf
+
+    return inputs * tf.nn.relu6(inputs + 3) / 6
+
+
+def test_an_activation_written_in_tensorflow_is_recognised_by_its_values(tmp_path):
+    inputs = keras.Input((16, 16, 3))
+    x = layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(inputs))
+    x = layers.Activation(tf_hard_swish)(x)
+    outputs = layers.Conv2D(4, 1, activation=tf_hard_swish)(x)
+    report = fold_model(keras.Model(inputs, outputs), tmp_path)
+    assert len(report.folded) == 1
+
+
+def test_an_activation_matching_no_keras_one_still_goes_to_the_general_exporter(tmp_path):
+    import tensorflow as tf
+
+    def shifted_swish(inputs):
+        return inputs * tf.sigmoid(inputs) + 0.01
+
+    inputs = keras.Input((8, 8, 3))
+    x = layers.BatchNormalization()(layers.Conv2D(4, 3, padding="same")(inputs))
+    model = zoo.randomize_batch_norms(keras.Model(inputs, layers.Activation(shifted_swish)(x)))
+    report = fold_to_directory(model, tmp_path)
+    assert report.verification.passed
+    assert any("exported alone" in warning for warning in report.warnings)

@@ -241,6 +241,16 @@ def _notes(report) -> str:
     return shown + (f"; +{len(notes) - 3} more" if len(notes) > 3 else "")
 
 
+ADDED_SOURCES = (  # the section's sentence on keras-cv and kecam
+    " keras-cv models (`--only keras-cv`) are built likewise from their base classes "
+    "(`tests/kerascv_zoo.py`; keras-cv's aliases and presets download), with BN "
+    "statistics measured on random images; kecam (keras-cv-attention-models, `--only "
+    "kecam`) builds with tf_keras only, so its models are built with `pretrained=None` in"
+    " a tf_keras process, calibrated there, saved as .h5 and loaded back through "
+    "foldserve's Keras 2 loader (`tests/kecam_zoo.py`); a kecam row refused for a custom "
+    "layer or function is one whose module kecam registers under its own package name."
+)
+
 HEADER = (
     "| model | BNs | folded | kept | exporter | load s | fold+export+verify s | verdict | notes |"
 )
@@ -325,7 +335,8 @@ def main() -> None:
             "layers that went through tf2onnx alone, and `notes` says why they did and why "
             "each kept BN was kept). keras-hub models are built from their constructors with "
             "tiny configurations (`tests/hub_zoo.py`), never from a preset."
-            f"\n\n{table}\n"
+            + ADDED_SOURCES
+            + f"\n\n{table}\n"
         )
         replace_section(ROOT / "docs" / "applications.md", SECTION, section)
 

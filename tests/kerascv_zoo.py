@@ -198,8 +198,7 @@ def basnet() -> keras.Model:
     return _models().BASNet(
         backbone=resnet_v1(image=(None, None, 3)),  # BASNet takes the input shape itself
         num_classes=1,
-        input_shape=IMAGE,
-        projection_filters=8,
+        input_shape=IMAGE,  # its refinement head's blocks take 64 channels: no fewer filters
     )
 
 

@@ -95,19 +95,23 @@ def kerascv_models():
 
 def kecam_models(workdir: Path, only: str | None):
     """kecam's models, built and saved as .h5 by tf_keras in a process of their own
-    (``tests/kecam_zoo.py``), each loaded back through foldserve's loader."""
-    from tests.kecam_zoo import KECAM, build_h5
+    (``tests/kecam_zoo.py``), each loaded back through foldserve's loader with kecam's
+    module as the operator's custom objects (its own layers and activations)."""
+    from tests.kecam_zoo import KECAM, KECAM_MODULE, build_h5
 
     names = [name for name in KECAM if not only or only in f"kecam {name}"]
     built = build_h5(names, workdir / "kecam")
     for name in names:
 
         def load(record=built[name]):
+            from folding.sources.keras.custom_objects import import_modules
             from folding.sources.keras.loading import load_keras_model
             from tests.folding.test_zoo import batch_norm_count
 
             if "error" in record:
                 raise RuntimeError(f"kecam: {record['error']}")
+            # as `--custom-objects keras_cv_attention_models`: its layers and activations
+            import_modules(KECAM_MODULE)
             model = load_keras_model(record["path"])
             if batch_norm_count(model) != record["bns"]:
                 raise RuntimeError(

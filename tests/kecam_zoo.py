@@ -63,6 +63,9 @@ KECAM: dict[str, tuple[str, str]] = {
     "UniformerSmall32": ("uniformer", "UniformerSmall32"),
 }
 SIZE = 64
+KECAM_MODULE = "keras_cv_attention_models"
+"""The ``--custom-objects`` module that registers kecam's own layers and activations
+(under the package names 'kecamCommon', 'beit', 'resmlp', ...)."""
 
 
 def build_h5(names: list[str], out: Path, timeout: float = 1200) -> dict[str, dict]:
@@ -96,9 +99,7 @@ def _calibrate(model, tf_keras, seed: int = 7) -> None:
     import numpy as np
 
     inner = list(model._flatten_layers(include_self=False, recursive=True))
-    norms = [
-        layer for layer in inner if isinstance(layer, tf_keras.layers.BatchNormalization)
-    ]
+    norms = [layer for layer in inner if isinstance(layer, tf_keras.layers.BatchNormalization)]
     dropouts = [layer for layer in inner if isinstance(layer, tf_keras.layers.Dropout)]
     for layer in norms:
         layer.momentum = 0.0

@@ -12,6 +12,7 @@ convolutions (ResNeSt). ``bench/third_party.py --only keras-cv`` / ``--only keca
 sweep both libraries.
 """
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -137,11 +138,18 @@ KECAM_SLOW = [
 
 
 def built_kecam(names: list[str], tmp_path_factory) -> dict[str, dict]:
-    pytest.importorskip("keras_cv_attention_models")
-    pytest.importorskip("tf_keras")
+    # looked up, not imported: importing kecam sets TF_USE_LEGACY_KERAS for the process
+    for package in ("keras_cv_attention_models", "tf_keras"):
+        if importlib.util.find_spec(package) is None:
+            pytest.skip(f"{package} is not installed")
     from tests.kecam_zoo import build_h5
 
     return build_h5(names, tmp_path_factory.mktemp("kecam"))
+
+
+# (model, BNs) that load with kecam's module as the custom objects: its activation
+# functions (hard_swish, recognised by its values), its own layers (ChannelAffine)
+KECAM_CUSTOM = [("LCNet050", 27), ("EfficientFormerL1", 33)]
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +159,8 @@ def kecam_files(tmp_path_factory) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def more_kecam_files(tmp_path_factory) -> dict[str, dict]:
-    return built_kecam([case[0] for case in KECAM_SLOW], tmp_path_factory)
+    names = [case[0] for case in KECAM_SLOW] + [case[0] for case in KECAM_CUSTOM]
+    return built_kecam(names, tmp_path_factory)
 
 
 def fold_file(path, out, **options):
@@ -187,19 +196,23 @@ def test_a_kecam_file_with_its_own_activation_names_the_custom_objects_module(
 
 
 @pytest.mark.slow
-def test_a_kecam_file_folds_with_its_module_as_custom_objects(kecam_files, tmp_path):
+@pytest.mark.parametrize(("name", "bns"), KECAM_CUSTOM, ids=[c[0] for c in KECAM_CUSTOM])
+def test_kecam_files_fold_with_its_module_as_custom_objects(name, bns, more_kecam_files, tmp_path):
+    """Through the CLI (a process of its own: importing kecam sets TF_USE_LEGACY_KERAS)."""
     out = tmp_path / "out"
     options = ["--samples", "16", "--custom-objects", "keras_cv_attention_models"]
     result = subprocess.run(
-        [*FOLD, kecam_files["LCNet050"]["path"], "-o", out, *options],
+        [*FOLD, more_kecam_files[name]["path"], "-o", out, *options],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
-    folded, kept = len(report["folded"]), len(report["not_folded"])
-    assert folded + kept == kecam_files["LCNet050"]["bns"] == 27
+    assert report["exporter"] == "direct"
+    assert not [w for w in report["warnings"] if "exported alone" in w], report["warnings"]
+    assert len(report["folded"]) + len(report["not_folded"]) == more_kecam_files[name]["bns"]
+    assert more_kecam_files[name]["bns"] == bns
     assert report["verification"]["passed"]
 
 

@@ -251,8 +251,9 @@ ADDED_SOURCES = (  # the section's sentence on keras-cv and kecam
     "statistics measured on random images; kecam (keras-cv-attention-models, `--only "
     "kecam`) builds with tf_keras only, so its models are built with `pretrained=None` in"
     " a tf_keras process, calibrated there, saved as .h5 and loaded back through "
-    "foldserve's Keras 2 loader (`tests/kecam_zoo.py`); a kecam row refused for a custom "
-    "layer or function is one whose module kecam registers under its own package name."
+    "foldserve's Keras 2 loader with kecam's module as the custom objects "
+    "(`--custom-objects keras_cv_attention_models`: its own layers and activations; "
+    "`tests/kecam_zoo.py`)."
 )
 
 HEADER = (

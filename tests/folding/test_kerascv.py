@@ -133,7 +133,7 @@ KECAM_SLOW = [
     ("EfficientNetV2B0", 59, 0),
     ("FasterNetT0", 17, 0),
     ("ResNeXt50", 53, 0),
-    ("RegNetY040", 71, 0),
+    ("RegNetZB16", 68, 0),
 ]
 
 

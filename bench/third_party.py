@@ -1,16 +1,26 @@
-"""Models nobody here wrote: keras-hub models, kimm models and tf_keras (Keras 2) .h5
-files; one table.
+"""Models nobody here wrote: keras-hub, keras-cv and kimm models, tf_keras (Keras 2)
+.h5 files, kecam's .h5 files; one table.
 
     .venv/bin/python bench/third_party.py [--write] [--only "keras-hub vit"] [--only kimm]
+        [--only keras-cv] [--only kecam]
 
 keras-hub models (every image backbone, the image task models on them, a few text
 backbones; ``tests/hub_zoo.py``) are built with random weights from their constructors
-(never a preset download) with tiny configurations; kimm (Keras Image Models) models
+(never a preset download) with tiny configurations; keras-cv's (0.9: every backbone
+family and the task models on them; ``tests/kerascv_zoo.py``) likewise, from the base
+classes with their configuration written out, at 64x64; kimm (Keras Image Models) models
 with ``weights=None`` at 64x64 (96x96 where the family needs more), one per family by
 default and every variant with ``--kimm all`` (``--kimm more``: a second variant of
 each family and the ones that differ in kind); the tf_keras applications are built
 with ``weights=None``, saved by tf_keras as .h5 (Keras 2's format) and loaded back
-through foldserve's loader.
+through foldserve's loader; keras-cv-attention-models (kecam 1.4; ``tests/kecam_zoo.py``)
+builds with tf_keras only, so each of its models is built with ``pretrained=None`` at
+64x64 in a tf_keras process, its BN statistics measured there, saved as .h5 and
+loaded back the same way.
+keras-cv and kecam are installed apart from the project's extras (keras-cv 0.9 needs
+tensorflow-datasets and dm-tree to import): ``pip install keras-cv==0.9.0
+tensorflow-datasets dm-tree kecam==1.4.3``; a group whose package is absent fails
+at its first model.
 Each is folded, exported and verified; the table gives the BNs the model really has
 (counted through nested models and custom layers), how many were folded or kept (with a
 reason), the exporter (and the layers it left to tf2onnx alone), the seconds, and notes:
@@ -72,6 +82,44 @@ def hub_models():
 
     for name, build in HUB.items():
         yield f"keras-hub {name}", build
+
+
+def kerascv_models():
+    import keras_cv  # noqa: F401 - imported before any model's clock starts
+
+    from tests.kerascv_zoo import KERAS_CV
+
+    for name, build in KERAS_CV.items():
+        yield f"keras-cv {name}", build
+
+
+def kecam_models(workdir: Path, only: str | None):
+    """kecam's models, built and saved as .h5 by tf_keras in a process of their own
+    (``tests/kecam_zoo.py``), each loaded back through foldserve's loader with kecam's
+    module as the operator's custom objects (its own layers and activations)."""
+    from tests.kecam_zoo import KECAM, KECAM_MODULE, build_h5
+
+    names = [name for name in KECAM if not only or only in f"kecam {name}"]
+    built = build_h5(names, workdir / "kecam")
+    for name in names:
+
+        def load(record=built[name]):
+            from folding.sources.keras.custom_objects import import_modules
+            from folding.sources.keras.loading import load_keras_model
+            from tests.folding.test_zoo import batch_norm_count
+
+            if "error" in record:
+                raise RuntimeError(f"kecam: {record['error']}")
+            # as `--custom-objects keras_cv_attention_models`: its layers and activations
+            import_modules(KECAM_MODULE)
+            model = load_keras_model(record["path"])
+            if batch_norm_count(model) != record["bns"]:
+                raise RuntimeError(
+                    f"the loaded model has {batch_norm_count(model)} BNs of {record['bns']}"
+                )
+            return model
+
+        yield f"kecam {name} (.h5)", load
 
 
 def kimm_models(which: str = "family"):
@@ -197,6 +245,17 @@ def _notes(report) -> str:
     return shown + (f"; +{len(notes) - 3} more" if len(notes) > 3 else "")
 
 
+ADDED_SOURCES = (  # the section's sentence on keras-cv and kecam
+    " keras-cv models (`--only keras-cv`) are built likewise from their base classes "
+    "(`tests/kerascv_zoo.py`; keras-cv's aliases and presets download), with BN "
+    "statistics measured on random images; kecam (keras-cv-attention-models, `--only "
+    "kecam`) builds with tf_keras only, so its models are built with `pretrained=None` in"
+    " a tf_keras process, calibrated there, saved as .h5 and loaded back through "
+    "foldserve's Keras 2 loader with kecam's module as the custom objects "
+    "(`--custom-objects keras_cv_attention_models`: its own layers and activations; "
+    "`tests/kecam_zoo.py`)."
+)
+
 HEADER = (
     "| model | BNs | folded | kept | exporter | load s | fold+export+verify s | verdict | notes |"
 )
@@ -250,8 +309,11 @@ def main() -> None:
     with keras_scratch() as workdir:
         groups = {
             "keras-hub": (hub_models, randomized),
+            "keras-cv": (kerascv_models, calibrated),
             "kimm": (lambda: kimm_models(args.kimm), calibrated),
             "tf_keras": (lambda: tf_keras_models(workdir), randomized),
+            # calibrated by tf_keras before saving
+            "kecam": (lambda: kecam_models(workdir, args.only), lambda model: model),
         }
         named = [group for group in groups if args.only and group in args.only]
         for group, (models, statistics) in groups.items():
@@ -278,7 +340,8 @@ def main() -> None:
             "layers that went through tf2onnx alone, and `notes` says why they did and why "
             "each kept BN was kept). keras-hub models are built from their constructors with "
             "tiny configurations (`tests/hub_zoo.py`), never from a preset."
-            f"\n\n{table}\n"
+            + ADDED_SOURCES
+            + f"\n\n{table}\n"
         )
         replace_section(ROOT / "docs" / "applications.md", SECTION, section)
 

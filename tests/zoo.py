@@ -26,7 +26,7 @@ def randomize_batch_norms(
 ) -> keras.Model:
     rng = np.random.default_rng(seed)
     for layer in all_layers(model):
-        if isinstance(layer, layers.BatchNormalization):
+        if isinstance(layer, layers.BatchNormalization) and layer.built:
             channels = layer.moving_mean.shape[0]
             layer.moving_mean.assign(rng.normal(0, 2, channels))
             layer.moving_variance.assign(rng.uniform(*variance, channels))
@@ -48,7 +48,11 @@ def calibrate_batch_norms(
     what it really sees on ``data`` (one training-mode pass with momentum 0), then
     gamma and beta perturbed. Deep random networks with arbitrary statistics explode;
     calibrated ones stay in range, so their outputs can be compared meaningfully."""
-    norms = [layer for layer in all_layers(model) if isinstance(layer, layers.BatchNormalization)]
+    norms = [
+        layer
+        for layer in all_layers(model)
+        if isinstance(layer, layers.BatchNormalization) and layer.built  # not one never called
+    ]
     dropouts = [layer for layer in all_layers(model) if isinstance(layer, layers.Dropout)]
     momenta = [layer.momentum for layer in norms]
     rates = [layer.rate for layer in dropouts]

@@ -112,6 +112,11 @@ class Graph:
         self.replace_tensor(call.outputs[0], call.first_input)
         self.drop(call)
 
+    def set_args(self, call: Call, args: tuple) -> None:
+        """Give ``call`` new positional arguments (other tensors, fewer operands)."""
+        call.args = args
+        self._uses = None
+
     def drop(self, call: Call) -> None:
         """Remove ``call``, whose outputs nothing reads any more."""
         self.calls.remove(call)

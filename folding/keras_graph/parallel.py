@@ -56,7 +56,7 @@ def fold_into_sibling(folder: BatchNormFolder, bn: Call, axis: int, params) -> C
         if conv is None:
             continue
         try:
-            _check_sibling(folder, conv, bn, axis)
+            _check_sibling(folder, conv, bn.first_input, axis)
         except NotFoldable as reason:
             reasons.append(f"'{conv.name}' {reason}")
             continue
@@ -67,7 +67,8 @@ def fold_into_sibling(folder: BatchNormFolder, bn: Call, axis: int, params) -> C
     raise NotFoldable(f"the sum '{total.name}' has no convolution it can fold into ({why})")
 
 
-def _check_sibling(folder: BatchNormFolder, conv: Call, bn: Call, axis: int) -> None:
+def _check_sibling(folder: BatchNormFolder, conv: Call, source: int, axis: int) -> None:
+    """``conv`` can take in ``source`` added beside it, as a kernel tap of its own."""
     from folding.keras_graph.rules import NotFoldable, _channel_axis
 
     layer = conv.layer
@@ -75,7 +76,7 @@ def _check_sibling(folder: BatchNormFolder, conv: Call, bn: Call, axis: int) -> 
         raise NotFoldable(f"is {type(layer).__name__}, not a convolution")
     if getattr(layer, "activation", None) is not None and layer.activation.__name__ != "linear":
         raise NotFoldable("applies an activation")
-    rank = len(folder.graph.shapes[bn.first_input])
+    rank = len(folder.graph.shapes[source])
     if axis != _channel_axis(layer, rank):
         raise NotFoldable("has its channels on another axis")
     kernel_size = tuple(layer.kernel_size)
@@ -85,15 +86,15 @@ def _check_sibling(folder: BatchNormFolder, conv: Call, bn: Call, axis: int) -> 
         raise NotFoldable("has a stride or a dilation")
     if any(size % 2 == 0 for size in kernel_size):
         raise NotFoldable("has an even kernel, with no centre tap")
-    source = conv.first_input
-    padded = folder.graph.producers().get(source)
-    if source == bn.first_input:
+    read = conv.first_input
+    padded = folder.graph.producers().get(read)
+    if read == source:
         if layer.padding != "same" and any(size != 1 for size in kernel_size):
             raise NotFoldable(f"uses padding '{layer.padding}' with a kernel larger than 1")
     elif (
         padded is not None
         and type(padded.layer) in (layers.ZeroPadding1D, layers.ZeroPadding2D)
-        and padded.first_input == bn.first_input
+        and padded.first_input == source
         and layer.padding == "valid"
     ):
         wanted = tuple((size // 2, size // 2) for size in kernel_size)
@@ -106,7 +107,7 @@ def _check_sibling(folder: BatchNormFolder, conv: Call, bn: Call, axis: int) -> 
     if isinstance(layer, layers.DepthwiseConv2D):
         if layer.depth_multiplier != 1:
             raise NotFoldable("has a depth multiplier")
-    elif layer.filters != folder.graph.shapes[bn.first_input][axis]:
+    elif layer.filters != folder.graph.shapes[source][axis]:
         raise NotFoldable("has another number of output channels than input channels")
     if getattr(layer, "groups", 1) > 1 and layer.filters % layer.groups:
         raise NotFoldable("has groups that do not divide its channels")

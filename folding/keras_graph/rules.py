@@ -16,7 +16,8 @@ from folding import math
 from folding.diagnostics import diagnose
 from folding.keras_graph.batch_norm import batch_norm_params, batch_norm_stats
 from folding.keras_graph.graph import Call, Graph
-from folding.keras_graph.parallel import NotBeside, fold_into_sibling
+from folding.keras_graph.parallel import NotBeside, fold_into_sibling, is_sum
+from folding.keras_graph.through_sum import fold_through_concat, fold_through_sum
 from folding.report import FoldedEntry, NotFoldedEntry, article
 from folding.specs import Fraction, no_progress
 
@@ -124,16 +125,16 @@ class BatchNormFolder:
         axis %= rank
         params = batch_norm_params(bn.layer)
         try:
-            target = self._fold_backward(bn, axis, rank, params)
+            targets = self._fold_backward(bn, axis, rank, params)
             direction = "backward"
         except NotFoldable as backward:
             try:
-                target = self._fold_forward(bn, axis, params)
+                targets = [self._fold_forward(bn, axis, params)]
                 direction = "forward"
             except NotFoldable as forward:
                 message = f"cannot fold backward ({backward}) nor forward ({forward})"
                 try:
-                    target = fold_into_sibling(self, bn, axis, params)
+                    targets = [fold_into_sibling(self, bn, axis, params)]
                     direction = "parallel"
                 except NotBeside:
                     raise NotFoldable(message) from None
@@ -143,13 +144,16 @@ class BatchNormFolder:
                     ) from None
         if direction != "parallel":  # the parallel fold took the BN out of its sum itself
             self.graph.bypass(bn)
-        folded_arrays = list(self.edits[id(target.layer)].arrays.values())
+        folded_arrays = [
+            array for target in targets for array in self.edits[id(target.layer)].arrays.values()
+        ]
         diagnostics = diagnose(params, folded_arrays, self.observed_variance.get(bn.name))
+        classes = dict.fromkeys(type(target.layer).__name__ for target in targets)
         self.folded.append(
             FoldedEntry(
                 bn.name,
-                target.name,
-                type(target.layer).__name__,
+                ", ".join(target.name for target in targets),  # a sum's operands, each
+                ", ".join(classes),
                 direction,
                 batch_norm_stats(params),
                 diagnostics,
@@ -182,10 +186,28 @@ class BatchNormFolder:
             self.edits[id(call.layer)] = _Edit(call, arrays)
         return self.edits[id(call.layer)]
 
-    def _fold_backward(self, bn: Call, axis: int, rank: int, params: math.BatchNormParams) -> Call:
+    def _fold_backward(
+        self, bn: Call, axis: int, rank: int, params: math.BatchNormParams
+    ) -> list[Call]:
         producer = self.graph.producers().get(bn.first_input)
         if producer is None:
             raise NotFoldable("its input is a model input")
+        joins = {"Add": fold_through_sum, "Concatenate": fold_through_concat}
+        through = joins.get(type(producer.layer).__name__)
+        if through is not None and (through is fold_through_concat or is_sum(producer)):
+            try:
+                return through(self, bn, producer, axis, params)
+            except NotFoldable as reason:
+                raise NotFoldable(
+                    f"'{producer.name}' is {article(type(producer.layer).__name__)}, which has "
+                    f"no weights to fold into, and its operands cannot take it ({reason})"
+                ) from None
+        self._check_backward(producer, bn.first_input, axis, rank)
+        self._fold_into(producer, params)
+        return [producer]
+
+    def _check_backward(self, producer: Call, tensor: int, axis: int, rank: int) -> None:
+        """``params`` of a BN reading ``tensor`` can fold into ``producer``, which makes it."""
         kind = _BACKWARD_KINDS.get(type(producer.layer))
         if kind is None:
             raise NotFoldable(
@@ -195,7 +217,7 @@ class BatchNormFolder:
         if getattr(producer.layer, "activation", None) is not keras.activations.linear:
             activation = getattr(producer.layer.activation, "__name__", "custom")
             raise NotFoldable(f"'{producer.name}' applies activation '{activation}' first")
-        self._sole_consumer(bn.first_input, f"the output of '{producer.name}'")
+        self._sole_consumer(tensor, f"the output of '{producer.name}'")
         self._check_exclusive(producer)
         channel_axis = _channel_axis(producer.layer, rank)
         if axis != channel_axis:
@@ -203,6 +225,10 @@ class BatchNormFolder:
                 f"it normalises axis {axis}, not the channel axis {channel_axis} of "
                 f"'{producer.name}'"
             )
+
+    def _fold_into(self, producer: Call, params: math.BatchNormParams) -> None:
+        """``params`` folded into the layer before (checked by ``_check_backward``)."""
+        kind = _BACKWARD_KINDS[type(producer.layer)]
         edit = self._edit(producer)
         kernel, bias = edit.arrays[kind.kernel], edit.arrays.get("bias")
         if kind.depthwise:
@@ -210,7 +236,6 @@ class BatchNormFolder:
         else:
             kernel, bias = math.fold_into_preceding(kernel, bias, params, kind.output_axis)
         edit.arrays[kind.kernel], edit.arrays["bias"] = kernel, bias
-        return producer
 
     def _fold_forward(self, bn: Call, axis: int, params: math.BatchNormParams) -> Call:
         output = bn.outputs[0]

@@ -34,7 +34,44 @@ def activation(em: Emitter, x: str, function: Any, call: Call, layout: str = "ke
     module = getattr(function, "__module__", "") or ""
     if module.startswith("keras.src.activations") and name in ACTIVATIONS:
         return ACTIVATIONS[name](em, x)
-    return traced_function(em, x, function, call, layout)
+    from folding.export.direct import Unsupported
+
+    try:
+        return traced_function(em, x, function, call, layout)
+    except Unsupported:
+        known = known_by_values(function)
+        if known is None:
+            raise
+        return ACTIVATIONS[known](em, x)
+
+
+# where an activation is compared: dense around 0, sparse far out
+_PROBES = np.concatenate([np.linspace(-12, 12, 4801), [-1e3, -100, -40, 40, 100, 1e3]])
+
+
+def known_by_values(function: Any) -> str | None:
+    """The Keras activation that ``function`` computes, where tracing cannot see into
+    it (a library's TensorFlow-written ``hard_swish``, say): run on real values, it
+    gives that activation's every value, and the same values in any arrangement (it
+    is element-wise). None where no activation matches."""
+    probes = _PROBES.astype("float32")
+    try:
+        values = np.asarray(keras.ops.convert_to_numpy(function(probes[None, :])))
+        shuffled = np.random.default_rng(0).permutation(probes.size)
+        again = keras.ops.convert_to_numpy(function(probes[shuffled].reshape(-1, 1)))
+    except Exception:  # anything a user's function does on an array
+        return None
+    if values.shape != (1, probes.size) or not np.allclose(
+        np.asarray(again).reshape(-1), values[0][shuffled], rtol=1e-5, atol=1e-6
+    ):
+        return None
+    for name in ACTIVATIONS:
+        if name in ("softmax", "log_softmax", "linear"):
+            continue
+        expected = keras.ops.convert_to_numpy(getattr(keras.activations, name)(probes))
+        if np.allclose(values[0], expected, rtol=1e-5, atol=1e-6):
+            return name
+    return None
 
 
 def traced_function(em: Emitter, x: str, function: Any, call: Call, layout: str) -> str:
@@ -143,8 +180,14 @@ def activate_argument(em: Emitter, call: Call, x: str, layout: str) -> str:
     if function is None or function is keras.activations.linear:
         return x
     name = getattr(function, "__name__", "")
+    module = getattr(function, "__module__", "") or ""
     if name in ("softmax", "log_softmax") and layout == "cf":
-        raise unsupported(call, "softmax over a channels-first tensor")
+        if not module.startswith("keras.src.activations") or em.writer.opset < 13:
+            raise unsupported(call, "softmax over a channels-first tensor")
+        # Keras' softmax is over the last axis, the channels: axis 1 of a channels-first
+        # tensor (from opset 13 on, Softmax normalises along that one axis alone)
+        op_type = "Softmax" if name == "softmax" else "LogSoftmax"
+        return em.writer.op(op_type, [x], name, axis=1)
     return activation(em, x, function, call, layout)
 
 

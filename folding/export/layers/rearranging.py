@@ -32,8 +32,17 @@ def _reshape(em: Emitter, call: Call) -> None:
     if target.count(-1) > 1:
         raise unsupported(call, f"target shape {shape} has several unknown axes")
     in_shape = em.value(tensor).shape
-    if target and target[0] == -1 and in_shape[0] is None and all(d > 0 for d in target[1:]):
-        target[0] = 0  # the batch axis stays the batch axis
+    if (
+        target
+        and target[0] == -1
+        and in_shape[0] is None
+        and all(d > 0 for d in target[1:])
+        and None not in in_shape[1:]
+        and np.prod(target[1:]) == np.prod(in_shape[1:])
+    ):
+        # the batch axis stays the batch axis; a -1 that folds other axes into the batch
+        # (a (batch * patches, ...) reshape, as MobileViT's unfolding is) stays -1
+        target[0] = 0
     reshape_to(em, call, tensor, target)
 
 

@@ -204,7 +204,8 @@ _MODULE = re.compile(r"""['"]module['"]: ['"]([A-Za-z_][\w.]*)['"]""")
 def _package_hint(text: str) -> str:
     """Which module to name, where Keras's message shows the class's module path."""
     found = _MODULE.search(text)
-    if found is None or found.group(1).split(".")[0] == "keras":
+    # a Keras 2 function is written with the module 'builtins': no module to name
+    if found is None or found.group(1).split(".")[0] in ("keras", "builtins"):
         return ""
     module = found.group(1)
     return f"; the class is in '{module}': --custom-objects {module.split('.')[0]}"

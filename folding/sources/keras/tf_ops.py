@@ -34,6 +34,8 @@ TENSOR_KEYWORD = "tensor_keyword"
 
 def _reduce(function: Callable) -> Callable:
     def reduce(input_tensor, axis=None, keepdims=False):
+        if isinstance(input_tensor, (list, tuple)):  # TensorFlow packs a list of tensors
+            input_tensor = ops.stack(list(input_tensor))
         return function(input_tensor, axis=_axes(axis), keepdims=bool(keepdims))
 
     return reduce

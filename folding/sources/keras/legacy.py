@@ -20,6 +20,7 @@ from typing import Any
 
 from folding._compat import KERAS3_MODEL_MODULES, keras3_module
 from folding.errors import ModelLoadError
+from folding.sources.keras.known_lambdas import known_function
 
 ANY = object()
 """A Keras 2 option dropped whatever its value (it does not change inference)."""
@@ -72,6 +73,11 @@ APPLICATION_LAYERS = {
     "Custom>CustomScaleLayer",
 }
 """Layers Keras 2's applications define themselves (folding.sources.keras.tf_ops)."""
+LIBRARY_DROPOUTS = {"FixedDropout": {"rate", "noise_shape", "seed"}}
+"""Dropout subclasses of Keras 2 model libraries (efficientnet's FixedDropout, also in
+segmentation_models' EfficientNet backbones) by their options: Dropout at inference,
+the identity."""
+_BASE_OPTIONS = {"name", "trainable", "dtype"}
 
 
 @dataclass
@@ -196,16 +202,80 @@ def _translate(item: Any, translation: Translation, label: str) -> Any:
     if "name" in result and isinstance(result["name"], str):
         result["name"] = translation.renamed.get(result["name"], result["name"])
     if "inbound_nodes" in result:
-        result["inbound_nodes"] = _rename_references(result["inbound_nodes"], translation)
-    if class_name in OP_LAYERS or class_name in APPLICATION_LAYERS:
-        from folding.sources.keras.tf_ops import translate_application_layer, translate_op_layer
+        nodes = _rename_references(result["inbound_nodes"], translation)
+        result["inbound_nodes"] = nodes
+        if class_name not in OP_LAYERS and isinstance(nodes, list):
+            result["inbound_nodes"] = [_tensor_keywords(node, translation) for node in nodes]
+    if class_name in OP_LAYERS or class_name in APPLICATION_LAYERS or class_name == "Lambda":
+        from folding.sources.keras.tf_ops import (
+            translate_application_layer,
+            translate_known_lambda,
+            translate_op_layer,
+        )
 
-    if class_name in OP_LAYERS:
+    if _library_dropout(result):
+        _note(translation, f"{class_name} layer loaded as Dropout (the identity at inference)")
+    known = known_function(result) if class_name == "Lambda" else None
+    if known is not None:
+        library = str(result["config"]["module"]).split(".")[0]
+        result = translate_known_lambda(result, known.function)
+        _note(translation, f"Lambda layer of {library} recognised and computed here, not run")
+    elif class_name in OP_LAYERS:
         result = translate_op_layer(result, label)
         _note(translation, "TensorFlow call layer (TFOpLambda) computed with keras.ops")
     elif class_name in APPLICATION_LAYERS and translate_application_layer(result):
         _note(translation, f"Keras 2 {class_name} layer mapped to its Keras 3 form")
     return result
+
+
+def _library_dropout(layer: dict) -> bool:
+    """Point a library's Dropout subclass at Keras's Dropout (in place); True if it was one."""
+    options = LIBRARY_DROPOUTS.get(layer.get("class_name"))
+    config = layer.get("config")
+    if options is None or not isinstance(config, dict) or set(config) - _BASE_OPTIONS != options:
+        return False
+    layer["class_name"] = "Dropout"
+    if "module" in layer:
+        layer.update(module="keras.layers", registered_name=None)
+    return True
+
+
+def _is_reference(item: Any) -> bool:
+    return (
+        isinstance(item, list)
+        and len(item) == 3
+        and isinstance(item[0], str)
+        and all(isinstance(index, int) for index in item[1:])
+    )
+
+
+def _tensor(reference: list) -> dict:
+    return {
+        "class_name": "__keras_tensor__",
+        "config": {"shape": [], "dtype": "float32", "keras_history": list(reference)},
+    }
+
+
+def _tensor_keywords(node: Any, translation: Translation) -> Any:
+    """A Keras 2 node that passes a tensor by keyword (``attention(q, value=v)``: the
+    keyword's value a ``[layer, node, tensor]`` reference) in Keras 3's
+    ``{"args", "kwargs"}`` form, where Keras 3 turns references into tensors; in its
+    list form Keras 3 passes the reference on as a list."""
+    if not (isinstance(node, list) and node and all(isinstance(item, list) for item in node)):
+        return node
+    if not all(len(item) == 4 and isinstance(item[3], dict) for item in node):
+        return node
+    kwargs = node[-1][3]
+    if not any(_is_reference(value) for value in kwargs.values()):
+        return node
+    tensors = [_tensor(item[:3]) for item in node]
+    _note(translation, "tensor passed by keyword written in Keras 3's node form")
+    return {
+        "args": [tensors[0] if len(tensors) == 1 else tensors],
+        "kwargs": {
+            key: _tensor(value) if _is_reference(value) else value for key, value in kwargs.items()
+        },
+    }
 
 
 def _note(translation: Translation, key: str) -> None:

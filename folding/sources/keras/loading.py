@@ -21,6 +21,7 @@ from typing import Any
 from folding.errors import ModelLoadError, UnsafeModelError
 from folding.sources import KERAS_SUFFIXES
 from folding.sources.keras.custom_objects import trusted_classes
+from folding.sources.keras.known_lambdas import known_function
 from folding.sources.keras.legacy import is_keras2, translate_config
 from folding.sources.keras.steps import in_steps, load_in_steps
 
@@ -333,6 +334,8 @@ def _refuse_code(config: Any, file_name: str) -> None:
         item = stack.pop()
         if isinstance(item, dict):
             class_name = item.get("class_name")
+            if known_function(item) is not None:  # a library's function, computed by foldserve
+                continue
             if class_name in _CODE_CLASSES:
                 name = (
                     item.get("config", {}).get("name", "?")

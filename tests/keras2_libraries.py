@@ -116,7 +116,7 @@ MODELS: dict[str, Callable] = {
     "sm Unet efficientnetb0": _sm("Unet", "efficientnetb0"),
     "sm Unet mobilenetv2": _sm("Unet", "mobilenetv2"),
     "sm Unet densenet121": _sm("Unet", "densenet121"),
-    "sm Unet inceptionv3": _sm("Unet", "inceptionv3"),
+    "sm Unet inceptionv3": _sm("Unet", "inceptionv3", size=96),
     "sm Unet vgg16": _sm("Unet", "vgg16"),
     "sm Unet resnext50": _sm("Unet", "resnext50"),
     "sm FPN resnet18": _sm("FPN", "resnet18"),

@@ -5,7 +5,8 @@ own answers are written in a tf_keras process (``tests/keras2_libraries.py``, wh
 says how to install the libraries); here each is opened with ``open_source`` and
 folded with ``fold_to_directory`` as ``foldserve fold FILE`` does, and the folded
 ONNX is run on the same rows, its largest difference from tf_keras's answers given.
-``bench/third_party.py --only keras2-libs`` (or ``--only "sm Unet"``) prints the rows.
+``bench/third_party.py --only keras2-libs`` (or ``--only "segmentation_models Unet"``)
+prints the rows.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from tests.keras2_libraries import MODELS, folder_name, write
 
 FORMATS = {  # the files written for each model beyond .h5
-    "sm Unet resnet18": ["h5", "keras", "savedmodel"],
+    "segmentation_models Unet resnet18": ["h5", "keras", "savedmodel"],
     "efficientnet B0": ["h5", "keras", "savedmodel"],
     "keras_unet_collection transunet_2d": ["h5", "savedmodel"],
     "keras_unet_collection swin_unet_2d": ["h5", "savedmodel"],
@@ -26,23 +27,31 @@ FORMATS = {  # the files written for each model beyond .h5
 SUFFIX = {"h5": "model.h5", "keras": "model.keras", "savedmodel": "savedmodel"}
 
 
-def library_models(workdir: Path, only: str | None = None):
-    """(label, folder-or-error) for each model and format, the files written first."""
+def library_models(workdir: Path, only: str | None = None, files: Path | None = None):
+    """(label, folder, file or None, error) for each model and format, the files written
+    first, into ``files`` when given (those already there are kept and reused)."""
     labels = [label for label in MODELS if not only or only in f"keras2-libs {label}"]
-    specs = [f"{label}:{'+'.join(FORMATS.get(label, ['h5']))}" for label in labels]
-    out = workdir / "keras2-libs"
-    started = time.perf_counter()
-    result = write(out, specs, timeout=7200)
-    print(f"# files written by tf_keras in {time.perf_counter() - started:.0f} s", flush=True)
+    out = files or workdir / "keras2-libs"
+    missing = [label for label in labels if not _written(out / folder_name(label))]
+    specs = [f"{label}:{'+'.join(FORMATS.get(label, ['h5']))}" for label in missing]
+    stderr = ""
+    if specs:
+        started = time.perf_counter()
+        stderr = write(out, specs, timeout=7200).stderr
+        print(f"# files written by tf_keras in {time.perf_counter() - started:.0f} s", flush=True)
     for label in labels:
         directory = out / folder_name(label)
         for form in FORMATS.get(label, ["h5"]):
             name = f"keras2-libs {label} ({'SavedModel' if form == 'savedmodel' else '.' + form})"
             if not (directory / "meta.json").is_file():
                 error = (directory / "error.txt").read_text() if directory.is_dir() else ""
-                yield name, directory, None, error or result.stderr[-300:]
+                yield name, directory, None, error or stderr[-300:]
                 continue
             yield name, directory, directory / SUFFIX[form], None
+
+
+def _written(directory: Path) -> bool:
+    return (directory / "meta.json").is_file() or (directory / "error.txt").is_file()
 
 
 def run_file(name: str, directory: Path, path: Path | None, error: str | None, workdir: Path):

@@ -110,23 +110,23 @@ def _keras_unet(name: str, **settings):
 _FILTERS = [8, 16, 32]
 _UNET = {"batch_norm": True, "output_activation": "Sigmoid"}
 MODELS: dict[str, Callable] = {
-    "sm Unet resnet18": _sm("Unet", "resnet18"),
-    "sm Unet resnet34": _sm("Unet", "resnet34"),
-    "sm Unet seresnet18": _sm("Unet", "seresnet18"),
-    "sm Unet efficientnetb0": _sm("Unet", "efficientnetb0"),
-    "sm Unet mobilenetv2": _sm("Unet", "mobilenetv2"),
-    "sm Unet densenet121": _sm("Unet", "densenet121"),
-    "sm Unet inceptionv3": _sm("Unet", "inceptionv3", size=96),
-    "sm Unet vgg16": _sm("Unet", "vgg16"),
-    "sm Unet resnext50": _sm("Unet", "resnext50"),
-    "sm FPN resnet18": _sm("FPN", "resnet18"),
-    "sm FPN mobilenetv2": _sm("FPN", "mobilenetv2"),
-    "sm FPN seresnext50": _sm("FPN", "seresnext50"),
-    "sm Linknet resnet18": _sm("Linknet", "resnet18"),
-    "sm Linknet seresnet34": _sm("Linknet", "seresnet34"),
-    "sm Linknet mobilenet": _sm("Linknet", "mobilenet"),
-    "sm PSPNet resnet18": _sm("PSPNet", "resnet18", size=96),
-    "sm PSPNet inceptionv3": _sm("PSPNet", "inceptionv3", size=96),
+    "segmentation_models Unet resnet18": _sm("Unet", "resnet18"),
+    "segmentation_models Unet resnet34": _sm("Unet", "resnet34"),
+    "segmentation_models Unet seresnet18": _sm("Unet", "seresnet18"),
+    "segmentation_models Unet efficientnetb0": _sm("Unet", "efficientnetb0"),
+    "segmentation_models Unet mobilenetv2": _sm("Unet", "mobilenetv2"),
+    "segmentation_models Unet densenet121": _sm("Unet", "densenet121"),
+    "segmentation_models Unet inceptionv3": _sm("Unet", "inceptionv3", size=96),
+    "segmentation_models Unet vgg16": _sm("Unet", "vgg16"),
+    "segmentation_models Unet resnext50": _sm("Unet", "resnext50"),
+    "segmentation_models FPN resnet18": _sm("FPN", "resnet18"),
+    "segmentation_models FPN mobilenetv2": _sm("FPN", "mobilenetv2"),
+    "segmentation_models FPN seresnext50": _sm("FPN", "seresnext50"),
+    "segmentation_models Linknet resnet18": _sm("Linknet", "resnet18"),
+    "segmentation_models Linknet seresnet34": _sm("Linknet", "seresnet34"),
+    "segmentation_models Linknet mobilenet": _sm("Linknet", "mobilenet"),
+    "segmentation_models PSPNet resnet18": _sm("PSPNet", "resnet18", size=96),
+    "segmentation_models PSPNet inceptionv3": _sm("PSPNet", "inceptionv3", size=96),
     "efficientnet B0": _efficientnet("EfficientNetB0"),
     "efficientnet B3": _efficientnet("EfficientNetB3"),
     "classification_models resnet18": _classifier("resnet18"),
@@ -150,10 +150,6 @@ MODELS: dict[str, Callable] = {
     ),
     "keras_unet_collection unet_3plus_2d": _unet_collection(
         "unet_3plus_2d", (64, 64, 3), 2, _FILTERS, **_UNET
-    ),
-    "keras_unet_collection vnet_2d": _unet_collection("vnet_2d", (64, 64, 3), _FILTERS, 2, **_UNET),
-    "keras_unet_collection resunet_a_2d": _unet_collection(
-        "resunet_a_2d", (64, 64, 3), _FILTERS, [[1], [1, 3], [1, 3]], 2, **_UNET
     ),
     "keras_unet_collection u2net_2d": _unet_collection(
         "u2net_2d", (64, 64, 3), 2, _FILTERS, batch_norm=True, output_activation="Sigmoid"

@@ -184,6 +184,8 @@ def randomise_batch_norms(model, seed: int = 1):
 def _all_layers(model):
     for layer in model.layers:
         yield layer
+        if getattr(layer, "layer", None) is not None:  # TimeDistributed's, Bidirectional's
+            yield layer.layer
         if hasattr(layer, "layers"):
             yield from _all_layers(layer)
 

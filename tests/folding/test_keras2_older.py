@@ -57,6 +57,8 @@ def test_file_of_an_older_keras_folds_and_answers_like_tf_keras(
         assert "Keras 1 Merge layer written as" in report["loader"]
     if builder == "mixed_precision":
         assert "dtype policy mixed_float16 written as its name" in report["loader"]
+    if builder == "time_distributed":  # called, per time step, as operations
+        assert "whose call was traced as operations" in report["not_folded"][0]["reason"]
 
 
 def test_library_lambdas_are_recognised_and_never_run(tmp_path):

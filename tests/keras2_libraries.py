@@ -134,7 +134,6 @@ MODELS: dict[str, Callable] = {
     "classification_models seresnet18": _classifier("seresnet18"),
     "classification_models seresnext50": _classifier("seresnext50"),
     "classification_models resnext50": _classifier("resnext50"),
-    "classification_models senet154": _classifier("senet154"),
     "classification_models_3D resnet18": _classifier_3d("resnet18"),
     "classification_models_3D seresnet18": _classifier_3d("seresnet18"),
     "classification_models_3D densenet121": _classifier_3d("densenet121"),

@@ -18,7 +18,9 @@ numpy) install with::
     pip install --no-deps segmentation-models==1.0.1 efficientnet==1.1.1 \\
         image-classifiers==1.0.0 keras-applications==1.0.8 classification-models-3d==1.1.0 \\
         keras-unet-collection==0.1.13 keras-unet==0.1.2
-    pip install scikit-image matplotlib   # imported by efficientnet, keras-unet
+    pip install scikit-image   # imported by efficientnet
+    pip install matplotlib     # imported by keras-unet: in a venv of its own, since Keras 3
+                               # imports matplotlib.pyplot whenever it is installed
 
 The ``hand`` models need none of them: they rebuild the libraries' patterns with
 tf_keras alone (``tests/keras2_models.py``'s way) for the default test tier.
@@ -149,6 +151,9 @@ MODELS: dict[str, Callable] = {
     ),
     "keras_unet_collection unet_3plus_2d": _unet_collection(
         "unet_3plus_2d", (64, 64, 3), 2, _FILTERS, **_UNET
+    ),
+    "keras_unet_collection resunet_a_2d": _unet_collection(
+        "resunet_a_2d", (64, 64, 3), _FILTERS, [[1], [1, 3], [1, 3]], 2, **_UNET
     ),
     "keras_unet_collection u2net_2d": _unet_collection(
         "u2net_2d", (64, 64, 3), 2, _FILTERS, batch_norm=True, output_activation="Sigmoid"

@@ -28,18 +28,18 @@ CASES = [  # label, file, BNs, of which folded
     ("keras_unet_collection unet_plus_2d", "model.h5", 12, 12),
     ("keras_unet custom_unet attention", "model.h5", 18, 1),
 ]
-MODULES = {
-    "segmentation_models": "segmentation_models",
-    "efficientnet": "efficientnet",
-    "classification_models": "classification_models",
-    "classification_models_3D": "classification_models_3D",
-    "keras_unet_collection": "keras_unet_collection",
-    "keras_unet": "keras_unet",
+MODULES = {  # what each library needs to build its models
+    "segmentation_models": ("segmentation_models", "skimage"),
+    "efficientnet": ("efficientnet", "skimage"),
+    "classification_models": ("classification_models",),
+    "classification_models_3D": ("classification_models_3D",),
+    "keras_unet_collection": ("keras_unet_collection",),
+    "keras_unet": ("keras_unet", "matplotlib"),
 }
 
 
 def _installed(label: str) -> bool:
-    return importlib.util.find_spec(MODULES[label.split()[0]]) is not None
+    return all(importlib.util.find_spec(name) for name in MODULES[label.split()[0]])
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/third_party.py [--write] [--only "keras-hub vit"] [--only kimm]
         [--only keras-cv] [--only kecam]
+    .venv/bin/python bench/third_party.py --only keras2-libs [--write] [--files DIR]
 
 keras-hub models (every image backbone, the image task models on them, a few text
 backbones; ``tests/hub_zoo.py``) are built with random weights from their constructors
@@ -17,10 +18,12 @@ through foldserve's loader; keras-cv-attention-models (kecam 1.4; ``tests/kecam_
 builds with tf_keras only, so each of its models is built with ``pretrained=None`` at
 64x64 in a tf_keras process, its BN statistics measured there, saved as .h5 and
 loaded back the same way.
-keras-cv and kecam are installed apart from the project's extras (keras-cv 0.9 needs
-tensorflow-datasets and dm-tree to import): ``pip install keras-cv==0.9.0
-tensorflow-datasets dm-tree kecam==1.4.3``; a group whose package is absent fails
-at its first model.
+keras-cv and kecam are in the bench and test extras (with dm-tree, which keras-cv 0.9
+imports without requiring it); a group whose package is absent fails at its first
+model. ``keras2-libs`` (only when ``--only`` names it or its models):
+Keras 2 files written by segmentation_models, efficientnet, classification_models(_3D),
+keras-unet-collection and keras-unet (``bench/keras2_libs.py``; the libraries are not
+dependencies: ``tests/keras2_libraries.py`` says how to install them).
 Each is folded, exported and verified; the table gives the BNs the model really has
 (counted through nested models and custom layers), how many were folded or kept (with a
 reason), the exporter (and the layers it left to tf2onnx alone), the seconds, and notes:
@@ -42,6 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import keras2_libs  # noqa: E402
 from bench.common import keras_scratch, markdown_table, timed_fold  # noqa: E402
 
 SECTION = "## Models from elsewhere"
@@ -304,6 +308,12 @@ def main() -> None:
         default="family",
         help="kimm models: one a family (default), more variants, or every one",
     )
+    parser.add_argument(
+        "--files",
+        type=Path,
+        metavar="DIR",
+        help="keras2-libs: write the Keras 2 files into DIR and reuse those already there",
+    )
     args = parser.parse_args()
     rows = []
     with keras_scratch() as workdir:
@@ -316,6 +326,8 @@ def main() -> None:
             "kecam": (lambda: kecam_models(workdir, args.only), lambda model: model),
         }
         named = [group for group in groups if args.only and group in args.only]
+        if args.only and not named and "keras2-libs" in args.only:
+            named = ["keras2-libs"]  # none of the other groups
         for group, (models, statistics) in groups.items():
             if named and group not in named:  # a group's models are built only when asked for
                 continue
@@ -323,6 +335,13 @@ def main() -> None:
                 if args.only and args.only not in label:
                     continue
                 rows.append(run(label, build, workdir, statistics))
+                print(line(rows[-1]), flush=True)
+        if args.only and any(args.only in f"keras2-libs {label}" for label in keras2_libs.MODELS):
+            files = keras2_libs.library_models(workdir, args.only, args.files)
+            for name, directory, path, error in files:
+                if args.only not in name:
+                    continue
+                rows.append(keras2_libs.run_file(name, directory, path, error, workdir))
                 print(line(rows[-1]), flush=True)
     table = markdown_table(HEADER, rows, line)
     print(table)

@@ -184,6 +184,8 @@ def randomise_batch_norms(model, seed: int = 1):
 def _all_layers(model):
     for layer in model.layers:
         yield layer
+        if getattr(layer, "layer", None) is not None:  # TimeDistributed's, Bidirectional's
+            yield layer.layer
         if hasattr(layer, "layers"):
             yield from _all_layers(layer)
 
@@ -200,3 +202,245 @@ def answers(model, rows: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     shape = [rows, *model.inputs[0].shape[1:]]
     inputs = np.random.default_rng(seed).standard_normal(shape).astype("float32")
     return inputs, np.asarray(model(inputs, training=False))
+
+
+def legacy_features():
+    """What older Keras 2 models hold: regularizers, constraints and named initializers,
+    a nested Sequential called inside a functional model, one Conv2D shared by two
+    branches, Dense -> BN in the head."""
+    keras2 = _keras2()
+    layers = keras2.layers
+    regularizer = keras2.regularizers.L1L2(l1=1e-5, l2=5e-4)
+    inputs = keras2.Input((12, 12, 3))
+    x = layers.Conv2D(
+        6,
+        3,
+        padding="same",
+        kernel_initializer="he_normal",
+        kernel_regularizer=regularizer,
+        kernel_constraint=keras2.constraints.MaxNorm(3.0),
+    )(inputs)
+    x = layers.LeakyReLU(0.1)(layers.BatchNormalization()(x))
+    block = keras2.Sequential(
+        [
+            layers.Conv2D(6, 3, padding="same", input_shape=(12, 12, 6)),
+            layers.BatchNormalization(),
+            layers.ReLU(),
+        ],
+        name="block",
+    )
+    shared = layers.Conv2D(6, 1, use_bias=False, name="shared")
+    x = layers.Add()([shared(block(x)), shared(x)])
+    x = layers.BatchNormalization(name="after_shared")(x)
+    x = layers.GlobalAveragePooling2D()(layers.Activation("relu")(x))
+    x = layers.BatchNormalization()(layers.Dense(8, kernel_initializer="glorot_normal")(x))
+    return keras2.Model(inputs, layers.Dense(3)(layers.Activation("tanh")(x)))
+
+
+def time_distributed():
+    """TimeDistributed(Conv2D) -> TimeDistributed(BN), as video models of Keras 2 do."""
+    keras2 = _keras2()
+    layers = keras2.layers
+    inputs = keras2.Input((3, 8, 8, 2))
+    x = layers.TimeDistributed(layers.Conv2D(4, 3, padding="same"))(inputs)
+    x = layers.TimeDistributed(layers.BatchNormalization())(x)
+    x = layers.TimeDistributed(layers.GlobalAveragePooling2D())(layers.ReLU()(x))
+    return keras2.Model(inputs, layers.Dense(2)(layers.Flatten()(x)))
+
+
+def mixed_precision():
+    """Built under the mixed_float16 policy (each layer's dtype a Policy dict)."""
+    keras2 = _keras2()
+    layers = keras2.layers
+    keras2.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inputs = keras2.Input((8, 8, 3))
+        x = layers.BatchNormalization()(layers.Conv2D(4, 3, padding="same")(inputs))
+        x = layers.GlobalAveragePooling2D()(layers.ReLU()(x))
+        outputs = layers.Activation("linear", dtype="float32")(layers.Dense(2)(x))
+        return keras2.Model(inputs, outputs)
+    finally:
+        keras2.mixed_precision.set_global_policy("float32")
+
+
+_FAN_AVG = {"scale": 1.0, "mode": "fan_avg"}
+_FAN_IN = {"scale": 2.0, "mode": "fan_in"}
+OLD_INITIALIZERS = {  # Keras 2.2's spelling of each: VarianceScaling with its settings
+    "GlorotUniform": ("VarianceScaling", {**_FAN_AVG, "distribution": "uniform"}),
+    "GlorotNormal": ("VarianceScaling", {**_FAN_AVG, "distribution": "normal"}),
+    "HeNormal": ("VarianceScaling", {**_FAN_IN, "distribution": "normal"}),
+    "HeUniform": ("VarianceScaling", {**_FAN_IN, "distribution": "uniform"}),
+}
+
+
+def rewrite_as_older_keras(path: Path, era: str = "2.2.4") -> Path:
+    """The .h5 file at ``path`` with its model config rewritten the way an older Keras
+    wrote it (in place). ``"2.2.4"``: class_name "Model", no module paths, the
+    initializers spelled as VarianceScaling (``"normal"`` distribution), BN's axis an
+    int, the regularizer an ``L1L2``, a Policy dict without a module, and the file's
+    keras_version 2.2.4; ``"2.0.8"``: that, with a Sequential model's config its list of
+    layers and Concatenate / Add as the legacy ``Merge`` layer; ``"tf-1.15"``: tf.keras
+    1.15's BN options spelled out (``fused``, ``renorm*``, ``virtual_batch_size``,
+    ``adjustment``) and the axis a list."""
+    import json
+
+    import h5py
+
+    def rewrite(item):
+        if isinstance(item, list):
+            return [rewrite(value) for value in item]
+        if not isinstance(item, dict):
+            return item
+        item = {key: rewrite(value) for key, value in item.items()}
+        old = era in {"2.2.4", "2.0.8"}
+        if old:
+            for key in ("module", "registered_name", "build_config"):
+                item.pop(key, None)
+        name, config = item.get("class_name"), item.get("config")
+        if name == "Functional":
+            item["class_name"] = "Model"
+        if era == "2.0.8" and name == "Sequential":
+            item["config"] = config["layers"]
+        if era == "2.0.8" and name in {"Concatenate", "Add"}:
+            mode = (
+                {"mode": "concat", "concat_axis": config.pop("axis")}
+                if name == "Concatenate"
+                else {"mode": "sum"}
+            )
+            item.update(class_name="Merge", config={**config, **mode, "mode_type": "raw"})
+        if name in OLD_INITIALIZERS and old:
+            item["class_name"], settings = OLD_INITIALIZERS[name]
+            item["config"] = {**settings, "seed": None}
+        if name == "BatchNormalization" and isinstance(config, dict):
+            axis = config["axis"]
+            if old:
+                config["axis"] = axis[0] if isinstance(axis, list) else axis
+            else:
+                config["axis"] = axis if isinstance(axis, list) else [axis]
+                config.update(
+                    renorm=False,
+                    renorm_clipping=None,
+                    renorm_momentum=0.99,
+                    fused=None,
+                    virtual_batch_size=None,
+                    adjustment=None,
+                )
+        if name in {"Conv2D", "Dense"} and old and isinstance(config, dict):
+            config.pop("groups", None)
+        return item
+
+    with h5py.File(path, "r+") as handle:
+        config = json.loads(handle.attrs["model_config"])
+        handle.attrs["model_config"] = json.dumps(rewrite(config))
+        handle.attrs["keras_version"] = "2.2.4-tf" if era == "tf-1.15" else era
+        handle.attrs["backend"] = "tensorflow"
+    return path
+
+
+def merge_sequential():
+    """A Sequential MLP with a Concatenate and an Add inside a functional model."""
+    keras2 = _keras2()
+    layers = keras2.layers
+    mlp = keras2.Sequential(
+        [layers.Dense(6, input_shape=(5,)), layers.BatchNormalization(), layers.ReLU()]
+    )
+    inputs = keras2.Input((5,))
+    x = layers.Concatenate()([mlp(inputs), layers.Dense(3)(inputs)])
+    x = layers.BatchNormalization()(layers.Dense(4)(x))
+    return keras2.Model(inputs, layers.Add()([x, layers.Dense(4)(inputs)]))
+
+
+def slice_tensor(x, start, stop, axis):
+    """classification_models' function of the same name (its grouped convolutions)."""
+    if axis == 3:
+        return x[:, :, :, start:stop]
+    return x[:, start:stop, :, :]
+
+
+def expand_dims(x, channels_axis):
+    """classification_models' function of the same name (its squeeze-excite)."""
+    if channels_axis == 3:
+        return x[:, None, None, :]
+    return x[:, :, None, None]
+
+
+CLASSIFIERS_MODULE = "classification_models.models._common_blocks"
+
+
+def classifier_lambdas():
+    """classification_models' patterns (and so segmentation_models' SE-ResNet / ResNeXt
+    backbones): a grouped convolution as Lambda channel slices, Conv2Ds and a
+    Concatenate; a squeeze-excite whose pooled channels a Lambda expands. Save it with
+    ``library_lambdas`` to record the library's module, as the library's models do."""
+    keras2 = _keras2()
+    layers = keras2.layers
+    inputs = keras2.Input((8, 8, 4))
+    groups = [
+        layers.Conv2D(3, 3, padding="same", use_bias=False)(
+            layers.Lambda(slice_tensor, arguments={"start": 2 * g, "stop": 2 * g + 2, "axis": 3})(
+                inputs
+            )
+        )
+        for g in range(2)
+    ]
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Concatenate(axis=3)(groups)))
+    gate = layers.GlobalAveragePooling2D()(x)
+    gate = layers.Lambda(expand_dims, arguments={"channels_axis": 3})(gate)
+    gate = layers.Conv2D(6, 1, activation="sigmoid")(layers.Conv2D(2, 1, activation="relu")(gate))
+    x = layers.BatchNormalization()(layers.Conv2D(5, 1)(layers.Multiply()([x, gate])))
+    return keras2.Model(inputs, layers.Dense(3)(layers.GlobalAveragePooling2D()(x)))
+
+
+def library_lambdas(path: Path, module: str = CLASSIFIERS_MODULE) -> Path:
+    """The .h5 file at ``path`` with each Lambda's function recorded as defined in
+    ``module`` (in place), as a model the library built records it."""
+    import json
+
+    import h5py
+
+    with h5py.File(path, "r+") as handle:
+        config = json.loads(handle.attrs["model_config"])
+        for layer in config["config"]["layers"]:
+            if layer["class_name"] == "Lambda":
+                layer["config"]["module"] = module
+        handle.attrs["model_config"] = json.dumps(config)
+    return path
+
+
+def fixed_dropout():
+    """efficientnet's FixedDropout (a Dropout subclass; also in segmentation_models'
+    EfficientNet backbones) after a BN, and a MultiHeadAttention called with its value
+    by keyword (``attention(x, value=y)``)."""
+    keras2 = _keras2()
+    layers = keras2.layers
+
+    class FixedDropout(layers.Dropout):
+        def _get_noise_shape(self, inputs):
+            return self.noise_shape
+
+    inputs = keras2.Input((6, 8))
+    x = layers.BatchNormalization()(layers.Dense(8)(inputs))
+    x = FixedDropout(0.2, noise_shape=(None, 1, 1), name="drop")(x)
+    x = layers.MultiHeadAttention(2, 4, name="attention")(x, value=layers.Dense(8)(inputs))
+    return keras2.Model(inputs, layers.Dense(2)(layers.Flatten()(x)))
+
+
+def custom_gain():
+    """A custom layer of the user's own (``tests/keras2_custom_layers.py`` defines the
+    Keras 3 class of the same name) after a Conv2D -> BN."""
+    keras2 = _keras2()
+    layers = keras2.layers
+
+    class ChannelGain(layers.Layer):
+        def build(self, input_shape):
+            self.gain = self.add_weight(name="gain", shape=(input_shape[-1],), initializer="ones")
+
+        def call(self, x):
+            return x * self.gain
+
+    inputs = keras2.Input((8, 8, 3))
+    x = layers.BatchNormalization()(layers.Conv2D(4, 3, padding="same")(inputs))
+    x = ChannelGain(name="gain")(x)
+    model = keras2.Model(inputs, layers.Dense(2)(layers.GlobalAveragePooling2D()(x)))
+    model.get_layer("gain").set_weights([np.linspace(0.5, 1.5, 4).astype("float32")])
+    return model

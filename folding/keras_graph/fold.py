@@ -16,6 +16,8 @@ Dropout-like layers, identities at inference, are removed first.
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 from keras import layers
@@ -121,13 +123,26 @@ def _never_called(model: keras.Model, graph: Graph) -> list[NotFoldedEntry]:
             continue
         reached.add(id(layer))
         stats = batch_norm_stats(batch_norm_params(layer)) if layer.built else None
-        entries.append(
-            NotFoldedEntry(
-                layer.name,
-                "never called: the model holds it but no path from its inputs to its "
-                "outputs goes through it",
-                stats,
-                None,
-            )
+        reason = (
+            "never called: the model holds it but no path from its inputs to its "
+            "outputs goes through it"
         )
+        holder = _traced_holder(model, layer, graph)
+        if holder is not None:  # a TimeDistributed, say: its call traced as operations
+            reason = (
+                f"inside layer '{holder.name}' ({type(holder).__name__}), whose call was traced "
+                "as operations: the normalisation is exported as arithmetic, not folded"
+            )
+        entries.append(NotFoldedEntry(layer.name, reason, stats, None))
     return entries
+
+
+def _traced_holder(model: keras.Model, layer: Any, graph: Graph) -> Any:
+    """The layer holding ``layer`` whose call the graph holds as operations named after
+    it (``{holder}_batch_norm``), if any."""
+    for holder in layers_inside(model):
+        if any(inner is layer for inner in layers_inside(holder)) and any(
+            call.name.startswith(f"{holder.name}_") for call in graph.calls
+        ):
+            return holder
+    return None

@@ -8,13 +8,17 @@ operator: ``foldserve fold --custom-objects MODULE`` or the server's
 
 A model library that does not register its classes (kimm) is trusted the way
 Keras trusts keras_hub: a class the file names by a module path inside a module
-the operator imported is looked up there (``trusted_classes``).
+the operator imported is looked up there (``trusted_classes``). A Keras 2 file
+records no module for its classes, only their names: a class of a name Keras does
+not have, defined at the top level of a module (already imported) of a package the
+operator imported a module of, is taken from there.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
+import sys
 from typing import Any
 
 from folding.errors import FoldingError
@@ -68,6 +72,11 @@ def trusted_classes(config: Any) -> dict[str, type]:
             continue
         stack.extend(item.values())
         module, class_name = item.get("module"), item.get("class_name")
+        if isinstance(class_name, str) and module is None and isinstance(item.get("config"), dict):
+            target = _defined_at_top(class_name)  # a Keras 2 file names the class only
+            if target is not None:
+                found.setdefault(class_name, target)
+            continue
         if not (isinstance(module, str) and isinstance(class_name, str)):
             continue
         if not MODULE_PATTERN.fullmatch(module) or not _inside_imported(module):
@@ -88,6 +97,27 @@ def trusted_classes(config: Any) -> dict[str, type]:
             if isinstance(registered, str):
                 found.setdefault(registered, target)
     return found
+
+
+def _defined_at_top(class_name: str) -> type | None:
+    """The class ``class_name`` that a module of the operator's packages defines (not
+    imports), among those imported; None for a name Keras has itself."""
+    import keras
+
+    if not _IMPORTED or hasattr(keras.layers, class_name):
+        return None
+    packages = {name.split(".")[0] for name in _IMPORTED}
+    for name, module in sorted(sys.modules.items()):
+        if name.split(".")[0] not in packages:
+            continue
+        target = getattr(module, class_name, None)
+        if (
+            isinstance(target, type)
+            and hasattr(target, "from_config")
+            and getattr(target, "__module__", "") == name
+        ):
+            return target
+    return None
 
 
 def _inside_imported(module: str) -> bool:

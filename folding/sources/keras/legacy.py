@@ -20,6 +20,7 @@ from typing import Any
 
 from folding._compat import KERAS3_MODEL_MODULES, keras3_module
 from folding.errors import ModelLoadError
+from folding.sources.keras.known_lambdas import known_function
 
 ANY = object()
 """A Keras 2 option dropped whatever its value (it does not change inference)."""
@@ -72,6 +73,11 @@ APPLICATION_LAYERS = {
     "Custom>CustomScaleLayer",
 }
 """Layers Keras 2's applications define themselves (folding.sources.keras.tf_ops)."""
+LIBRARY_DROPOUTS = {"FixedDropout": {"rate", "noise_shape", "seed"}}
+"""Dropout subclasses of Keras 2 model libraries (efficientnet's FixedDropout, also in
+segmentation_models' EfficientNet backbones) by their options: Dropout at inference,
+the identity."""
+_BASE_OPTIONS = {"name", "trainable", "dtype"}
 
 
 @dataclass
@@ -153,6 +159,8 @@ def _built_sequentials(config: Any) -> set[str]:
     names: set[str] = set()
     for item in _dicts_in(config):
         inner = item.get("config")
+        if isinstance(inner, list):  # Keras 2.0 / 2.1: the list of layers, no name
+            inner = {"name": item.get("name", "sequential"), "layers": inner}
         if item.get("class_name") == "Sequential" and isinstance(inner, dict):
             layers = inner.get("layers") or [{}]
             first = layers[0] if isinstance(layers[0], dict) else {}
@@ -169,6 +177,14 @@ def _translate(item: Any, translation: Translation, label: str) -> Any:
         return item
     result = {key: _translate(value, translation, label) for key, value in item.items()}
     class_name = result.get("class_name")
+    if class_name == "Sequential" and isinstance(result.get("config"), list):
+        # Keras 2.0 / 2.1 wrote a Sequential model's config as its list of layers
+        name = result.get("name", "sequential")  # the entry's, in a functional model's list
+        result["config"] = {"name": name, "layers": result["config"]}
+        _note(translation, "Sequential config of Keras 2.1 (a list of layers) given its name")
+    if class_name == "Merge":
+        class_name = _merge_layer(result, label)
+        _note(translation, f"Keras 1 Merge layer written as {class_name}")
     inner = result.get("config")
     if isinstance(class_name, str) and isinstance(inner, dict):
         dropped = _drop_options(class_name, inner, translation, label)
@@ -196,16 +212,143 @@ def _translate(item: Any, translation: Translation, label: str) -> Any:
     if "name" in result and isinstance(result["name"], str):
         result["name"] = translation.renamed.get(result["name"], result["name"])
     if "inbound_nodes" in result:
-        result["inbound_nodes"] = _rename_references(result["inbound_nodes"], translation)
-    if class_name in OP_LAYERS or class_name in APPLICATION_LAYERS:
-        from folding.sources.keras.tf_ops import translate_application_layer, translate_op_layer
+        nodes = _rename_references(result["inbound_nodes"], translation)
+        result["inbound_nodes"] = nodes
+        if class_name not in OP_LAYERS and isinstance(nodes, list):
+            result["inbound_nodes"] = [_tensor_keywords(node, translation) for node in nodes]
+    if class_name in OP_LAYERS or class_name in APPLICATION_LAYERS or class_name == "Lambda":
+        from folding.sources.keras.tf_ops import (
+            translate_application_layer,
+            translate_known_lambda,
+            translate_op_layer,
+        )
 
-    if class_name in OP_LAYERS:
+    if isinstance(inner, dict):
+        _policy_names(inner, translation)
+        if class_name in WRAPPERS:
+            _wrapped_modules(inner, translation)
+    if _library_dropout(result):
+        _note(translation, f"{class_name} layer loaded as Dropout (the identity at inference)")
+    known = known_function(result) if class_name == "Lambda" else None
+    if known is not None:
+        library = str(result["config"]["module"]).split(".")[0]
+        result = translate_known_lambda(result, known.function)
+        _note(translation, f"Lambda layer of {library} recognised and computed here, not run")
+    elif class_name in OP_LAYERS:
         result = translate_op_layer(result, label)
         _note(translation, "TensorFlow call layer (TFOpLambda) computed with keras.ops")
     elif class_name in APPLICATION_LAYERS and translate_application_layer(result):
         _note(translation, f"Keras 2 {class_name} layer mapped to its Keras 3 form")
     return result
+
+
+MERGE_MODES = {
+    "concat": "Concatenate",
+    "sum": "Add",
+    "mul": "Multiply",
+    "ave": "Average",
+    "max": "Maximum",
+}
+"""Keras 1's ``Merge(mode=...)`` (kept by Keras 2.0 as a legacy layer), by mode: the
+Keras 2 merge layer computing the same."""
+
+
+def _merge_layer(layer: dict, label: str) -> str:
+    config = layer.get("config") if isinstance(layer.get("config"), dict) else {}
+    mode = config.get("mode")
+    if mode not in MERGE_MODES or config.get("mode_type", "raw") != "raw":
+        raise ModelLoadError(
+            f"'{label}': layer '{config.get('name', '?')}' is a Keras 1 Merge layer of mode "
+            f"{mode!r}; only the modes {', '.join(MERGE_MODES)} have a Keras 3 form"
+        )
+    new = {key: config[key] for key in ("name", "trainable", "dtype") if key in config}
+    if mode == "concat":
+        new["axis"] = config.get("concat_axis", -1)
+    layer["class_name"], layer["config"] = MERGE_MODES[mode], new
+    return MERGE_MODES[mode]
+
+
+POLICIES = {"Policy", "PolicyV1", "DTypePolicy"}
+WRAPPERS = {"TimeDistributed", "Bidirectional", "Wrapper"}
+WRAPPED_KEYS = ("layer", "forward_layer", "backward_layer")
+
+
+def _policy_names(config: dict, translation: Translation) -> None:
+    """A layer's dtype written as Keras 2's mixed-precision ``Policy`` dict (``PolicyV1``
+    with a loss scale before TF 2.4) as the policy's name, which Keras 3 takes."""
+    dtype = config.get("dtype")
+    if not (isinstance(dtype, dict) and dtype.get("class_name") in POLICIES):
+        return
+    policy = dtype.get("config") if isinstance(dtype.get("config"), dict) else {}
+    name = policy.get("name")
+    if not isinstance(name, str):
+        return
+    config["dtype"] = "float32" if name == "_infer" else name  # _infer: the input's, float32
+    _note(translation, f"dtype policy {name} written as its name")
+
+
+def _wrapped_modules(config: dict, translation: Translation) -> None:
+    """The layer a Keras 2.2 TimeDistributed / Bidirectional wraps, written without a
+    module path, with Keras's (Keras 3 looks a wrapped layer up by it)."""
+    import keras
+
+    for key in WRAPPED_KEYS:
+        wrapped = config.get(key)
+        if not isinstance(wrapped, dict) or "module" in wrapped:
+            continue
+        if hasattr(keras.layers, str(wrapped.get("class_name"))):
+            wrapped.update(module="keras.layers", registered_name=None)
+            _note(translation, "wrapped layer given its Keras module path")
+
+
+def _library_dropout(layer: dict) -> bool:
+    """Point a library's Dropout subclass at Keras's Dropout (in place); True if it was one."""
+    options = LIBRARY_DROPOUTS.get(layer.get("class_name"))
+    config = layer.get("config")
+    if options is None or not isinstance(config, dict) or set(config) - _BASE_OPTIONS != options:
+        return False
+    layer["class_name"] = "Dropout"
+    if "module" in layer:
+        layer.update(module="keras.layers", registered_name=None)
+    return True
+
+
+def _is_reference(item: Any) -> bool:
+    return (
+        isinstance(item, list)
+        and len(item) == 3
+        and isinstance(item[0], str)
+        and all(isinstance(index, int) for index in item[1:])
+    )
+
+
+def _tensor(reference: list) -> dict:
+    return {
+        "class_name": "__keras_tensor__",
+        "config": {"shape": [], "dtype": "float32", "keras_history": list(reference)},
+    }
+
+
+def _tensor_keywords(node: Any, translation: Translation) -> Any:
+    """A Keras 2 node that passes a tensor by keyword (``attention(q, value=v)``: the
+    keyword's value a ``[layer, node, tensor]`` reference) in Keras 3's
+    ``{"args", "kwargs"}`` form, where Keras 3 turns references into tensors; in its
+    list form Keras 3 passes the reference on as a list."""
+    if not (isinstance(node, list) and node and all(isinstance(item, list) for item in node)):
+        return node
+    if not all(len(item) == 4 and isinstance(item[3], dict) for item in node):
+        return node
+    kwargs = node[-1][3]
+    if not any(_is_reference(value) for value in kwargs.values()):
+        return node
+    tensors = [_tensor(item[:3]) for item in node]
+    _note(translation, "tensor passed by keyword written in Keras 3's node form")
+    return {
+        "args": [tensors[0] if len(tensors) == 1 else tensors],
+        "kwargs": {
+            key: _tensor(value) if _is_reference(value) else value for key, value in kwargs.items()
+        },
+    }
 
 
 def _note(translation: Translation, key: str) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from folding.errors import ModelLoadError, UnsafeModelError
 from folding.sources import KERAS_SUFFIXES
 from folding.sources.keras.custom_objects import trusted_classes
+from folding.sources.keras.known_lambdas import known_function
 from folding.sources.keras.legacy import is_keras2, translate_config
 from folding.sources.keras.steps import in_steps, load_in_steps
 
@@ -124,6 +125,12 @@ def _load(
     loader = f"keras {keras.__version__}"
     try:
         # an .h5 file that records no version predates Keras 3, which always does
+        if version is not None and str(version).startswith(("0.", "1.")):
+            raise ModelLoadError(
+                f"'{label}' was written by Keras {version}, whose layer configs (Convolution2D, "
+                "nb_filter, border_mode, ...) Keras 3 cannot read; load it with Keras 2 and save "
+                "it again (model.save('model.h5')), then fold that file"
+            )
         if is_keras2(version, config) or (suffix != ".keras" and version is None):
             translated, translation = translate_config(config, label)
             _refuse_code(translated, label)
@@ -142,7 +149,10 @@ def _load(
     except ModelLoadError:
         raise
     except Exception as error:  # Keras raises many kinds for a bad file
-        raise load_error(error, label) from None
+        failure = load_error(error, label)
+        if suffix != ".keras" and "translated" in loader and CUSTOM_OBJECTS_HINT in str(failure):
+            failure = ModelLoadError(f"{failure}{KERAS2_HINT}")
+        raise failure from None
     return model, loader
 
 
@@ -154,6 +164,10 @@ def loader_of(model: Any) -> str | None:
 CUSTOM_OBJECTS_HINT = (
     "the operator can import the module that registers it with --custom-objects MODULE "
     "(FOLDSERVE_CUSTOM_OBJECTS on a server)"
+)
+KERAS2_HINT = (
+    "; a Keras 2 file names a custom class only, with no module: the module must define "
+    "a Keras 3 class of that name (it is found by name; a tf_keras class does not load)"
 )
 _MISSING_OBJECT = (
     (
@@ -334,6 +348,8 @@ def _refuse_code(config: Any, file_name: str) -> None:
         item = stack.pop()
         if isinstance(item, dict):
             class_name = item.get("class_name")
+            if known_function(item) is not None:  # a library's function, computed by foldserve
+                continue
             if class_name in _CODE_CLASSES:
                 name = (
                     item.get("config", {}).get("name", "?")

@@ -264,6 +264,60 @@ class CustomScaleLayer(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale}
 
 
+def _channel_slice(x, start, stop, axis):
+    index = [slice(None)] * len(x.shape)
+    index[axis] = slice(start, stop)
+    return x[tuple(index)]
+
+
+def _expand_channels(x, channels_axis, spatial):
+    """classification_models' ``expand_dims``: pooled channels as an image of one pixel."""
+    for _ in range(spatial):
+        x = ops.expand_dims(x, 1 if channels_axis != 1 else -1)
+    return x
+
+
+LIBRARY_FUNCTIONS: dict[str, Callable] = {
+    "slice": _channel_slice,
+    "expand_2d": lambda x, channels_axis: _expand_channels(x, channels_axis, 2),
+    "expand_3d": lambda x, channels_axis: _expand_channels(x, channels_axis, 3),
+    "scaled_sum": lambda inputs, scale: inputs[0] + inputs[1] * scale,
+}
+"""The Keras 2 libraries' Lambda functions (``folding.sources.keras.known_lambdas``),
+computed with keras.ops."""
+
+
+@keras.saving.register_keras_serializable(package="foldserve")
+class LibraryFunction(keras.layers.Layer):
+    """A Keras 2 library's ``Lambda`` layer, recognised by its config, never run:
+    ``function`` (of :data:`LIBRARY_FUNCTIONS`) called with the layer's ``arguments``."""
+
+    def __init__(self, function: str, arguments: dict, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.function = function
+        self.arguments = dict(arguments)
+        self._compute = LIBRARY_FUNCTIONS[function]
+
+    def call(self, inputs: Any) -> Any:
+        return self._compute(inputs, **self.arguments)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "function": self.function, "arguments": self.arguments}
+
+
+def translate_known_lambda(layer: dict, function: str) -> dict:
+    """A recognised Keras 2 ``Lambda`` layer entry as a :class:`LibraryFunction` entry."""
+    config = layer["config"]
+    keep = {key: value for key, value in config.items() if key in BASE_OPTIONS}
+    return {
+        **{key: value for key, value in layer.items() if key not in {"module", "build_config"}},
+        "class_name": registered(LibraryFunction),
+        "registered_name": registered(LibraryFunction),
+        "module": None,
+        "config": {**keep, "function": function, "arguments": config["arguments"]},
+    }
+
+
 APPLICATION_LAYERS = {
     "LayerScale": ({"init_values", "projection_dim"}, LayerScale),
     "StochasticDepth": ({"drop_path_rate"}, StochasticDepth),

@@ -138,9 +138,13 @@ def _never_called(model: keras.Model, graph: Graph) -> list[NotFoldedEntry]:
 
 
 def _traced_holder(model: keras.Model, layer: Any, graph: Graph) -> Any:
-    """The layer holding ``layer`` whose call the graph holds as operations named after
-    it (``{holder}_batch_norm``), if any."""
+    """The wrapper (TimeDistributed, Bidirectional) holding ``layer`` whose call the graph
+    holds as operations named after it (``{holder}_batch_norm``), if any. A custom layer
+    traced into keeps its inner layers' calls, so a BN it holds and does not call is
+    really never called."""
     for holder in layers_inside(model):
+        if not isinstance(holder, layers.Wrapper):
+            continue
         if any(inner is layer for inner in layers_inside(holder)) and any(
             call.name.startswith(f"{holder.name}_") for call in graph.calls
         ):

@@ -83,15 +83,9 @@ def run_file(name: str, directory: Path, path: Path | None, error: str | None, w
     except Exception as crash:  # not a FoldingError: a crash, which is a row too
         row["error"] = f"crash: {type(crash).__name__}: {str(crash).splitlines()[0][:160]}"
         return row
-    from bench.third_party import _exporter, _notes
+    from bench.third_party import report_columns
 
-    row.update(
-        folded=len(report.folded),
-        kept=len(report.not_folded),
-        exporter=_exporter(report),
-        verdict=report.verification.verdict,
-        notes=_notes(report),
-    )
+    row.update(report_columns(report))
     inputs = np.load(directory / "inputs.npy")
     expected = np.load(directory / "expected.npy")
     session = ort.InferenceSession(out / "model.onnx", providers=["CPUExecutionProvider"])

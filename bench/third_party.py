@@ -210,16 +210,21 @@ def run(label: str, build, workdir: Path, statistics=randomized) -> dict:
         traceback.print_exc()
         return row
     if report is not None:
-        row.update(
-            folded=len(report.folded),
-            kept=len(report.not_folded),
-            exporter=_exporter(report),
-            verdict=report.verification.verdict,
-            notes=_notes(report),
-        )
+        row.update(report_columns(report))
         if row["folded"] + row["kept"] != row["bns"]:
             row["error"] = f"report accounts for {row['folded'] + row['kept']} BNs of {row['bns']}"
     return row
+
+
+def report_columns(report) -> dict:
+    """A row's columns read from a fold's report."""
+    return {
+        "folded": len(report.folded),
+        "kept": len(report.not_folded),
+        "exporter": _exporter(report),
+        "verdict": report.verification.verdict,
+        "notes": _notes(report),
+    }
 
 
 def _exporter(report) -> str:

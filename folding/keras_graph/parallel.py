@@ -18,7 +18,7 @@ import numpy as np
 from keras import layers
 
 from folding import math
-from folding.keras_graph.graph import Call, Ref
+from folding.keras_graph.graph import Call, Graph, Ref
 
 if TYPE_CHECKING:
     from folding.keras_graph.rules import BatchNormFolder
@@ -61,7 +61,8 @@ def fold_into_sibling(folder: BatchNormFolder, bn: Call, axis: int, params) -> C
             reasons.append(f"'{conv.name}' {reason}")
             continue
         _fold(folder, conv, params)
-        _drop_operand(graph, total, bn)
+        drop_operand(graph, total, bn.outputs[0])
+        graph.drop(bn)
         return conv
     why = "; ".join(reasons) or "no convolution of its own input is added to it"
     raise NotFoldable(f"the sum '{total.name}' has no convolution it can fold into ({why})")
@@ -143,19 +144,16 @@ def _fold(folder, conv: Call, params: math.BatchNormParams) -> None:
     edit.arrays["bias"] = bias
 
 
-def _drop_operand(graph, total: Call, bn: Call) -> None:
-    """``total`` without ``bn``'s output among its operands (a sum of one: dropped)."""
-    dropped = bn.outputs[0]
+def drop_operand(graph: Graph, total: Call, dropped: int) -> None:
+    """``total`` without the operand ``dropped`` (a sum of one: replaced by the other)."""
     if type(total.layer) is layers.Add:
         (inputs, *rest) = total.args
         kept = [ref for ref in inputs if not (isinstance(ref, Ref) and ref.id == dropped)]
         if len(kept) > 1:
-            total.args = (kept, *rest)
-            graph.drop(bn)
+            graph.set_args(total, (kept, *rest))
             return
         remaining = kept[0].id
     else:
         remaining = next(tensor for tensor in total.input_ids if tensor != dropped)
     graph.replace_tensor(total.outputs[0], remaining)
     graph.drop(total)
-    graph.drop(bn)

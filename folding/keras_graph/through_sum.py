@@ -20,11 +20,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from keras import layers
 
 from folding import math
-from folding.keras_graph.graph import Call, Graph, Ref
-from folding.keras_graph.parallel import _check_sibling, _fold, is_sum
+from folding.keras_graph.graph import Call
+from folding.keras_graph.parallel import _check_sibling, _fold, drop_operand, is_sum
 
 if TYPE_CHECKING:
     from folding.keras_graph.rules import BatchNormFolder
@@ -121,18 +120,3 @@ def fold_through_concat(
         folder._fold_into(producer, math.channel_slice(params, start, start + width))
         start += width
     return producers
-
-
-def drop_operand(graph: Graph, total: Call, dropped: int) -> None:
-    """``total`` without the operand ``dropped`` (a sum of one: replaced by the other)."""
-    if type(total.layer) is layers.Add:
-        (inputs, *rest) = total.args
-        kept = [ref for ref in inputs if not (isinstance(ref, Ref) and ref.id == dropped)]
-        if len(kept) > 1:
-            graph.set_args(total, (kept, *rest))
-            return
-        remaining = kept[0].id
-    else:
-        remaining = next(tensor for tensor in total.input_ids if tensor != dropped)
-    graph.replace_tensor(total.outputs[0], remaining)
-    graph.drop(total)

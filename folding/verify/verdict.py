@@ -106,14 +106,25 @@ def run_onnx(
     return runner.run(None, dict(zip(names, arrays, strict=True)))
 
 
+def half_precision(proto: onnx.ModelProto) -> bool:
+    """Whether most of ``proto``'s weights are float16 (``model.half()`` exported): a
+    float32 model holding a float16 constant or two is not."""
+    sizes = {TensorProto.FLOAT: 0, TensorProto.FLOAT16: 0}
+    for tensor in proto.graph.initializer:
+        if tensor.data_type in sizes:
+            sizes[tensor.data_type] += int(np.prod(tensor.dims))
+    return sizes[TensorProto.FLOAT16] > max(sizes[TensorProto.FLOAT], 1)
+
+
 def perturbed(proto: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
-    """A copy of ``proto`` whose float32 (and float16) weights each moved one ulp of
-    their own type up or down."""
+    """A copy of ``proto`` whose float32 weights (float16 ones in a half-precision
+    model) each moved one ulp of their own type up or down."""
     rng = np.random.default_rng(seed)
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
+    moved_type = TensorProto.FLOAT16 if half_precision(proto) else TensorProto.FLOAT
     for index, tensor in enumerate(copy.graph.initializer):
-        if tensor.data_type not in (TensorProto.FLOAT, TensorProto.FLOAT16):
+        if tensor.data_type != moved_type:
             continue
         array = numpy_helper.to_array(tensor)
         if array.size <= 1:

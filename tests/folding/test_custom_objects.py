@@ -106,3 +106,17 @@ def test_trusted_classes_come_only_from_the_named_modules_and_are_defined_there(
         {"module": "tests.custom_layers; import os", "class_name": "Shift"},
     ]
     assert trusted_classes({"layers": elsewhere}) == {}
+
+
+def test_a_keras2_entry_without_module_finds_only_a_layer_the_package_defines():
+    from folding.sources.keras.custom_objects import import_modules, trusted_classes
+
+    import_modules("tests.custom_layers")
+    entries = [
+        {"class_name": name, "config": {}}
+        for name in ("Shift", "Dense", "Model", "Settings", "ReexportedLambda", "Missing")
+    ]
+    # a Keras 2 file names no module: only Shift is a layer defined there that Keras lacks
+    assert trusted_classes({"layers": entries}, by_name=True) == {"Shift": Shift}
+    # a Keras 3 file names the module of every class: no lookup by name at all
+    assert trusted_classes({"layers": entries}) == {}

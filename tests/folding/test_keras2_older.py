@@ -77,6 +77,19 @@ def test_a_lambda_claiming_a_library_module_is_still_refused(tmp_path):
     assert_failed_cleanly(fold(path, "-o", out), out, "Lambda layer 'doubler'")
 
 
+def test_code_inside_a_library_lambdas_arguments_is_refused(tmp_path):
+    path = build.library_lambdas(build.save(build.classifier_lambdas(), tmp_path / "c.h5"))
+    with h5py.File(path, "r+") as handle:  # the function is the library's, an argument is not
+        config = json.loads(handle.attrs["model_config"])
+        lambdas = [layer for layer in config["config"]["layers"] if layer["class_name"] == "Lambda"]
+        arguments = lambdas[0]["config"]["arguments"]
+        key = next(iter(arguments))
+        arguments[key] = {"class_name": "__lambda__", "config": {"code": "print(1)"}}
+        handle.attrs["model_config"] = json.dumps(config)
+    out = tmp_path / "out"
+    assert_failed_cleanly(fold(path, "-o", out), out, "serialised Python code")
+
+
 def test_a_library_lambda_with_captured_values_is_refused(tmp_path):
     path = build.library_lambdas(build.save(build.classifier_lambdas(), tmp_path / "c.h5"))
     with h5py.File(path, "r+") as handle:  # a closure: not the library's function

@@ -217,3 +217,36 @@ def test_a_stage_s_progress_is_passed_on_at_most_every_interval():
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert min(gaps) >= progress.interval - 1e-3  # timed when heard, a little after it is sent
     assert {fraction for _, fraction in heard} == {1.0}
+
+
+def test_a_float32_model_holding_a_float16_constant_is_judged_in_float32():
+    from folding.sources.onnx.source import compute_dtype
+    from folding.verify.verdict import perturbed
+
+    model = conv_then_bn()
+    table = numpy_helper.from_array(np.arange(6, dtype=np.float16) + 1, "lookup")
+    model.graph.initializer.append(table)  # a small float16 table beside float32 weights
+    assert compute_dtype(model) == "float32"
+    moved = {
+        tensor.name: numpy_helper.to_array(tensor) for tensor in perturbed(model).graph.initializer
+    }
+    assert np.array_equal(moved["lookup"], numpy_helper.to_array(table))  # left as it is
+    originals = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    floats = [
+        name for name, array in originals.items() if array.dtype == np.float32 and array.size > 1
+    ]
+    assert floats and all(not np.array_equal(moved[n], originals[n]) for n in floats)
+
+    half = onnx.ModelProto()
+    half.CopyFrom(model)
+    for index, tensor in enumerate(half.graph.initializer):
+        array = numpy_helper.to_array(tensor)
+        if array.dtype == np.float32:
+            half.graph.initializer[index].CopyFrom(
+                numpy_helper.from_array(array.astype(np.float16), tensor.name)
+            )
+    assert compute_dtype(half) == "float16"
+    moved = {
+        tensor.name: numpy_helper.to_array(tensor) for tensor in perturbed(half).graph.initializer
+    }
+    assert not np.array_equal(moved["lookup"], numpy_helper.to_array(table))

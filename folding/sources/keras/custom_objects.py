@@ -57,11 +57,14 @@ def import_modules(spec: str | None) -> list[str]:
     return names
 
 
-def trusted_classes(config: Any) -> dict[str, type]:
+def trusted_classes(config: Any, by_name: bool = False) -> dict[str, type]:
     """The classes ``config`` (a model config, JSON-decoded) names by a ``module``
     inside one the operator imported, keyed by registered and class name, for
-    ``keras.saving.custom_object_scope``. Nothing outside those modules is imported."""
+    ``keras.saving.custom_object_scope``. Nothing outside those modules is imported.
+    With ``by_name`` (a Keras 2 file, whose entries name no module), a layer class named
+    without a module is looked up among the layers the operator's packages define."""
     found: dict[str, type] = {}
+    layers_by_name: dict[str, type] | None = None
     stack = [config]
     while stack:
         item = stack.pop()
@@ -73,9 +76,11 @@ def trusted_classes(config: Any) -> dict[str, type]:
         stack.extend(item.values())
         module, class_name = item.get("module"), item.get("class_name")
         if isinstance(class_name, str) and module is None and isinstance(item.get("config"), dict):
-            target = _defined_at_top(class_name)  # a Keras 2 file names the class only
-            if target is not None:
-                found.setdefault(class_name, target)
+            if by_name:
+                if layers_by_name is None:
+                    layers_by_name = _layers_defined()
+                if class_name in layers_by_name:
+                    found.setdefault(class_name, layers_by_name[class_name])
             continue
         if not (isinstance(module, str) and isinstance(class_name, str)):
             continue
@@ -99,25 +104,36 @@ def trusted_classes(config: Any) -> dict[str, type]:
     return found
 
 
-def _defined_at_top(class_name: str) -> type | None:
-    """The class ``class_name`` that a module of the operator's packages defines (not
-    imports), among those imported; None for a name Keras has itself."""
+def _layers_defined() -> dict[str, type]:
+    """The Keras layer classes that the imported modules of the operator's packages
+    define (not import), by name; one pass over the modules, reading each one's
+    namespace (no attribute hooks run). A name Keras has itself is left out, so
+    a package cannot stand in for ``Model`` or ``Dense``."""
     import keras
 
-    if not _IMPORTED or hasattr(keras.layers, class_name):
-        return None
+    if not _IMPORTED:
+        return {}
     packages = {name.split(".")[0] for name in _IMPORTED}
+    found: dict[str, type] = {}
     for name, module in sorted(sys.modules.items()):
         if name.split(".")[0] not in packages:
             continue
-        target = getattr(module, class_name, None)
-        if (
-            isinstance(target, type)
-            and hasattr(target, "from_config")
-            and getattr(target, "__module__", "") == name
-        ):
-            return target
-    return None
+        for attribute, target in list(getattr(module, "__dict__", {}).items()):
+            if (
+                attribute not in found
+                and isinstance(target, type)
+                and issubclass(target, keras.layers.Layer)
+                and getattr(target, "__module__", "") == name
+                and not _keras_has(keras, attribute)
+            ):
+                found[attribute] = target
+    return found
+
+
+def _keras_has(keras: Any, name: str) -> bool:
+    return name == "Functional" or any(
+        hasattr(namespace, name) for namespace in (keras, keras.layers, keras.models)
+    )
 
 
 def _inside_imported(module: str) -> bool:

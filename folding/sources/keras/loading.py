@@ -102,7 +102,8 @@ def load_keras_model(
     suffix = path.suffix.lower()
     config = _read_config(path, suffix, label, limits)
     version = _keras_version(path, suffix, label)
-    with keras.saving.custom_object_scope(trusted_classes(config)):
+    keras2 = is_keras2(version, config) or (suffix != ".keras" and version is None)
+    with keras.saving.custom_object_scope(trusted_classes(config, by_name=keras2)):
         model, loader = _load(path, suffix, config, version, label, progress)
     if not isinstance(model, keras.Model):
         raise ModelLoadError(f"'{label}' holds a {type(model).__name__}, not a Keras model")
@@ -341,6 +342,17 @@ def _read_h5_config(path: Path, label: str) -> bytes:
     return raw.encode() if isinstance(raw, str) else bytes(raw)
 
 
+def _beside_code(layer: dict) -> list:
+    """Everything in a known library Lambda's entry but its code: its arguments, output
+    shape, defaults and the rest, which ``_refuse_code`` checks like any other entry."""
+    config = layer["config"]
+    return [
+        *(value for key, value in layer.items() if key != "config"),
+        *(value for key, value in config.items() if key != "function"),
+        config["function"][1],  # the defaults
+    ]
+
+
 def _refuse_code(config: Any, file_name: str) -> None:
     """Raise UnsafeModelError when the config anywhere names a code-carrying object."""
     stack = [config]
@@ -349,6 +361,7 @@ def _refuse_code(config: Any, file_name: str) -> None:
         if isinstance(item, dict):
             class_name = item.get("class_name")
             if known_function(item) is not None:  # a library's function, computed by foldserve
+                stack.extend(_beside_code(item))  # its code is never read; the rest is checked
                 continue
             if class_name in _CODE_CLASSES:
                 name = (

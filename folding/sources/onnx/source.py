@@ -25,6 +25,7 @@ from folding.sources.onnx.ir import readable_by_runtime
 from folding.sources.onnx.model import OnnxModel
 from folding.specs import InputSpec, StageCallback
 from folding.verify.probes import DEFAULT_SAMPLES, DYNAMIC_DIM_PROBE, load_user_probes
+from folding.verify.verdict import half_precision
 
 MAX_ONNX_BYTES = 2 * 1024**3
 Reference = Callable[[list[np.ndarray]], list[np.ndarray]]
@@ -161,9 +162,7 @@ class OnnxSource(Source):
 def compute_dtype(model: onnx.ModelProto) -> str:
     """ "float16" for a model whose weights are half precision (``model.half()``
     exported), else "float32": the precision its answers are judged in."""
-    half = onnx.TensorProto.FLOAT16
-    weights = [tensor for tensor in model.graph.initializer if tensor.data_type == half]
-    return "float16" if any(int(np.prod(tensor.dims)) > 1 for tensor in weights) else "float32"
+    return "float16" if half_precision(model) else "float32"
 
 
 def _lone_scales_warning(names: list[str]) -> list[str]:
